@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DATA    ?= data/demo
+MODELS  ?= models
+REPORTS ?= reports
+STOCKS  ?= 50
+TIME_IDS ?= 800
+SEED    ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test lint typecheck protos clean
+
+# constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Debian packages the integration tests run for real; installed only when missing.
+APT_PACKAGES := redis-server
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install
+	@test -f $(DATA)/train.csv || $(BIN)/rtvol data synth --out $(DATA) --stocks $(STOCKS) --time-ids $(TIME_IDS) --seed $(SEED)
+	$(BIN)/rtvol train --data $(DATA) --repo $(MODELS) --seed $(SEED)
+	$(BIN)/rtvol evaluate --data $(DATA) --repo $(MODELS) --out $(REPORTS)/report.json
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy rtvol training services loadtest
+
+test: install system-deps lint typecheck
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
+	  $$(cd protos && find . -name '*.proto' | sed 's|^\./||')
+
+clean:
+	rm -rf $(VENV) data models reports .pytest_cache .mypy_cache .ruff_cache

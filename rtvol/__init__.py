@@ -1,0 +1,1 @@
+"""rtvol: real-time volatility signals."""

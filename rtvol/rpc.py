@@ -1,0 +1,129 @@
+"""gRPC server scaffolding shared by every service (DESIGN.md, conventions):
+
+grpc.aio on TCP and optionally a Unix socket, grpc.health.v1, reflection, an interceptor
+that maps rtvol.errors to status codes, and a graceful drain on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rtvol.errors import InvalidInput, NotFound, RtvolError, Unavailable
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[RtvolError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+# large enough for a batch of 1,024 windows (1,024 x 50 x 12 x 4 bytes = 2.4 MiB) and more
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+           ("grpc.so_reuseport", 0)]
+
+
+def status_of(error: RtvolError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns a raised RtvolError into its status code and message; anything else becomes
+    INTERNAL with the error logged, and the server keeps serving."""
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
+                                                             Awaitable[grpc.RpcMethodHandler]],
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            fn = getattr(handler, kind)
+            if fn is not None:
+                return handler._replace(**{kind: _wrap(fn, details.method)})
+        return handler
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
+    if isinstance(error, RtvolError):
+        await context.abort(status_of(error), str(error))
+    log.exception("unhandled error in %s", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+
+
+def _wrap(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(fn):
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(request, context):
+                    yield item
+            except (RtvolError, ValueError) as e:
+                await _abort(context, e, method)
+        return stream
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request, context)
+        except (RtvolError, ValueError) as e:
+            await _abort(context, e, method)
+    return unary
+
+
+class Server:
+    """A grpc.aio server with health and reflection; ``serve_forever`` drains on signals."""
+
+    def __init__(self, service_names: Sequence[str], options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()],
+                                      options=[*OPTIONS, *options])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.ports: dict[str, int] = {}
+
+    def listen(self, address: str) -> int:
+        """``host:port`` (port 0 picks a free one) or ``unix:/path``; returns the bound port."""
+        port = self.server.add_insecure_port(address)
+        if not port and not address.startswith("unix:"):
+            raise OSError(f"could not bind {address}")
+        self.ports[address] = port
+        return port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ["", *self.service_names]:
+            result = self.health.set(name, status)
+            if inspect.isawaitable(result):
+                await result
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def serve_forever(self, drain_seconds: float,
+                            on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run until SIGTERM/SIGINT, then report NOT_SERVING and let in-flight calls finish."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("draining for up to %.1f s", drain_seconds)
+        await self.set_serving(False)
+        await self.server.stop(drain_seconds)
+        if on_stop:
+            await on_stop()

@@ -1,0 +1,1 @@
+"""The three services; each runs as `rtvol serve <name>`."""

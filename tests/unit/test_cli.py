@@ -1,0 +1,40 @@
+"""The `rtvol` command: lazy imports, env fallbacks, clear errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from rtvol import cli
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = ("import sys, rtvol.cli as c\n"
+            "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'torch', 'pyarrow', 'grpc', 'onnxruntime') "
+            "if m in sys.modules]\nprint('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+    assert "synth" in out.stdout or "data" in out.stdout
+
+
+def test_env_fallback_and_flag_wins(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("RTVOL_MODEL_REPOSITORY", str(tmp_path / "from-env"))
+    args = cli.build_parser().parse_args(["evaluate", "--data", "d"])
+    assert args.repo == tmp_path / "from-env"
+    args = cli.build_parser().parse_args(["evaluate", "--data", "d", "--repo", "flag"])
+    assert args.repo == Path("flag")
+
+
+def test_bad_data_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code = cli.main(["train", "--data", str(tmp_path / "missing"), "--repo", str(tmp_path)])
+    assert code == 2
+    assert "train.csv: missing file" in capsys.readouterr().err
+
+
+def test_unknown_component_is_rejected(capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "nonsense"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""Model repository: Triton layout, versions, atomic writes, metadata round trip."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rtvol import repository as repo_mod
+from training.export import SERVING
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    v1 = repo_mod.write_version(tmp_path, "m", b"onnx-1", {"params": 7}, SERVING)
+    extra = tmp_path / "x.txt"
+    extra.write_text("hello")
+    v2 = repo_mod.write_version(tmp_path, "m", b"onnx-2", {"params": 8}, SERVING,
+                                {"baselines/x.txt": extra})
+    assert (v1, v2) == (1, 2)
+    assert repo_mod.versions(tmp_path, "m") == [1, 2] and repo_mod.models(tmp_path) == ["m"]
+    assert repo_mod.resolve(tmp_path, "m") == 2
+    assert repo_mod.read_metadata(tmp_path, "m", 1) == {"params": 7, "model": "m", "version": 1}
+    assert (tmp_path / "m" / "2" / "model.onnx").read_bytes() == b"onnx-2"
+    assert (tmp_path / "m" / "2" / "baselines" / "x.txt").read_text() == "hello"
+    config = (tmp_path / "m" / "config.pbtxt").read_text()
+    assert 'name: "m"' in config and "max_batch_size: 1024" in config
+    assert 'name: "window"' in config and "dims: [ 50, 12 ]" in config
+    assert "max_queue_delay_microseconds: 100" in config
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]  # no staging
+
+
+def test_missing_model_and_version(tmp_path: Path) -> None:
+    with pytest.raises(repo_mod.RepositoryError, match="model 'nope' not found"):
+        repo_mod.resolve(tmp_path, "nope")
+    repo_mod.write_version(tmp_path, "m", b"x", {}, SERVING)
+    with pytest.raises(repo_mod.RepositoryError, match="has no version 5"):
+        repo_mod.resolve(tmp_path, "m", 5)
+
+
+def test_incomplete_version_is_invisible(tmp_path: Path) -> None:
+    repo_mod.write_version(tmp_path, "m", b"x", {}, SERVING)
+    (tmp_path / "m" / "7").mkdir()  # e.g. a copy in progress: no model.onnx yet
+    assert repo_mod.versions(tmp_path, "m") == [1]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        repo_mod.write_version(tmp_path, "m", b"x", {}, SERVING,
+                               {"baselines/missing": tmp_path / "does-not-exist"})
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_trained_version_metadata(tiny_repo: Path) -> None:
+    meta = repo_mod.read_metadata(tiny_repo, repo_mod.DEFAULT_MODEL)
+    from rtvol.features.spec import spec_hash
+
+    assert meta["feature_spec_hash"] == spec_hash()
+    assert 0 < meta["params"] <= 2_000_000
+    assert len(meta["normalisation"]["mean"]) == 12
+    assert meta["onnx_parity_max_abs_diff"] <= 1e-4
+    json.dumps(meta)  # plain JSON all the way down

@@ -1,0 +1,1 @@
+"""Training: Optiver data reader, synthetic generator, baselines, CNN, export."""
