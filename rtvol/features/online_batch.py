@@ -1,0 +1,95 @@
+"""A batch of market updates, column by column (struct of arrays), and its value checks.
+
+Both the gRPC ingest path and the replay tools build an :class:`UpdateBatch`; the online
+state (online.py) only ever sees batches whose rows passed :func:`check_values`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+BOOK, TRADE = 0, 1
+
+# Reject reasons: index 0 means accepted. Labels go into the rejects counter.
+REASONS: tuple[str, ...] = (
+    "ok", "malformed", "unknown_stock", "non_finite", "non_positive", "crossed_book",
+    "locked_book", "duplicate_sequence", "out_of_order", "late", "oversized_batch",
+)
+R = {name: i for i, name in enumerate(REASONS)}
+
+
+@dataclass
+class UpdateBatch:
+    """``n`` updates; book columns are ignored on trade rows and vice versa."""
+
+    stock_id: np.ndarray  # int64
+    time: np.ndarray  # float64 event time, seconds: bucket * 600 + seconds_in_bucket
+    seq: np.ndarray  # int64, strictly increasing per stock
+    kind: np.ndarray  # int8: BOOK or TRADE
+    bid1: np.ndarray
+    ask1: np.ndarray
+    bid2: np.ndarray
+    ask2: np.ndarray
+    bid_size1: np.ndarray
+    ask_size1: np.ndarray
+    bid_size2: np.ndarray
+    ask_size2: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    order_count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stock_id)
+
+    def take(self, index: np.ndarray) -> UpdateBatch:
+        return UpdateBatch(**{name: getattr(self, name)[index] for name in FIELDS})
+
+    @classmethod
+    def from_columns(cls, cols: Mapping[str, np.ndarray]) -> UpdateBatch:
+        """Missing price/size columns are zeros; every column must have the same length."""
+        n = len(cols["stock_id"])
+        out = {}
+        for f in fields(cls):
+            dtype = {"stock_id": np.int64, "seq": np.int64, "kind": np.int8}.get(f.name, np.float64)
+            v = np.asarray(cols[f.name], dtype) if f.name in cols else np.zeros(n, dtype)
+            if v.shape != (n,):
+                raise ValueError(f"column {f.name} has shape {v.shape}, expected ({n},)")
+            out[f.name] = v
+        return cls(**out)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UpdateBatch))
+BOOK_PRICES = ("bid1", "ask1", "bid2", "ask2")
+BOOK_SIZES = ("bid_size1", "ask_size1", "bid_size2", "ask_size2")
+
+
+def check_values(b: UpdateBatch, n_stocks: int) -> np.ndarray:
+    """Per update, the first reason (index into REASONS) its own values are invalid; 0 if fine.
+
+    Checks that need no state: the stateful ones (sequence, lateness) live in the state.
+    """
+    reason = np.zeros(len(b), np.int8)
+
+    def flag(mask: np.ndarray, name: str) -> None:
+        reason[(reason == 0) & mask] = R[name]
+
+    book, trade = b.kind == BOOK, b.kind == TRADE
+    flag(~(book | trade) | (b.seq < 0), "malformed")
+    flag(b.stock_id < 0, "malformed")
+    flag(b.stock_id >= n_stocks, "unknown_stock")
+    book_vals = np.stack([getattr(b, c) for c in BOOK_PRICES + BOOK_SIZES])
+    trade_vals = np.stack([b.price, b.size, b.order_count])
+    finite = np.isfinite(b.time) & np.where(book, np.isfinite(book_vals).all(0),
+                                            np.isfinite(trade_vals).all(0))
+    flag(~finite, "non_finite")
+    with np.errstate(invalid="ignore"):
+        flag(b.time < 0, "malformed")
+        flag(np.where(book, (book_vals <= 0).any(0), (trade_vals[:2] <= 0).any(0)
+                      | (trade_vals[2] < 0)), "non_positive")
+        crossed = (b.bid1 > b.ask1) | (b.bid2 > b.bid1) | (b.ask2 < b.ask1)
+        flag(book & crossed, "crossed_book")
+        flag(book & (b.bid1 == b.ask1), "locked_book")
+    return reason

@@ -1,0 +1,19 @@
+"""Prometheus metrics of the feature service (created once, at import)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
+
+UPDATES = Counter("rtvol_feature_updates_total", "Market updates accepted into the online state")
+REJECTS = Counter("rtvol_feature_rejects_total", "Market updates rejected, by reason", ["reason"])
+BATCH = Histogram("rtvol_feature_ingest_batch_size", "Updates per ingest message", buckets=BATCH_BUCKETS)
+APPLY = Histogram("rtvol_feature_apply_seconds", "Online state work per ingest message",
+                  buckets=LATENCY_BUCKETS)
+STORE = Histogram("rtvol_feature_store_seconds", "Feature store round trips", ["op"],
+                  buckets=LATENCY_BUCKETS)
+STALENESS = Gauge("rtvol_feature_window_staleness_seconds",
+                  "Wall time since the oldest dirty window was marked, at its flush")
+VOL_AGE = Gauge("rtvol_feature_vol_estimate_age_seconds", "Age of the background volatility estimate")
+GET = Histogram("rtvol_feature_get_seconds", "GetFeatures latency", buckets=LATENCY_BUCKETS)

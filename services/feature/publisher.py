@@ -1,0 +1,79 @@
+"""Writes changed windows to the feature store off the ingest path, coalescing per stock.
+
+Ingest marks stocks dirty (a set of ids, O(changed)); one task flushes them in a single
+pipelined write plus one change-stream entry. A stock changed 1,000 times between flushes
+is written once: the store holds the latest window, not a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import numpy as np
+
+from rtvol.features.online import OnlineState
+from rtvol.featurestore import FeatureStore
+from services.feature import metrics
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, state: OnlineState, store: FeatureStore, interval_s: float) -> None:
+        self.state, self.store, self.interval_s = state, store, interval_s
+        self.dirty = np.zeros(state.n_stocks, bool)
+        self.dirty_since: float | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def mark(self, idx: np.ndarray) -> None:
+        if len(idx):
+            self.dirty[idx] = True
+            self.dirty_since = self.dirty_since or time.monotonic()
+            self._wake.set()
+
+    async def flush(self) -> int:
+        """Write every dirty window now; returns how many."""
+        async with self._lock:
+            idx = np.flatnonzero(self.dirty)
+            if not len(idx):
+                return 0
+            self.dirty[idx] = False
+            since, self.dirty_since = self.dirty_since, None
+            s = self.state
+            windows = s.windows(idx)  # a copy: ingest may go on while we await Redis
+            seq = s.seq[idx].copy()
+            event_us = np.nan_to_num(np.round(s.time[idx] * 1e6)).astype(np.int64)
+            started = time.perf_counter()
+            try:
+                await self.store.write(idx, windows, seq, event_us)
+            except Exception:
+                self.dirty[idx] = True  # retried on the next flush; serving goes on
+                log.exception("feature store write failed (%d windows)", len(idx))
+                raise
+            metrics.STORE.labels("write").observe(time.perf_counter() - started)
+            if since is not None:
+                metrics.STALENESS.set(time.monotonic() - since)
+            return len(idx)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.interval_s)  # let a burst of batches coalesce
+            with contextlib.suppress(Exception):  # logged in flush; keep the loop alive
+                await self.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

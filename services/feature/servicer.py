@@ -1,0 +1,122 @@
+"""The Features gRPC service: Ingest (client streaming), GetFeatures, Universe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+from opentelemetry import trace
+
+from rtvol.errors import InvalidInput
+from rtvol.features.online import OnlineState
+from rtvol.features.online_batch import REASONS, R
+from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.featurestore import FeatureStore, now_us
+from rtvol.proto.v1 import features_pb2 as pb
+from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from rtvol.telemetry import extract_metadata
+from services.feature import metrics
+from services.feature.decode import Malformed, decode
+from services.feature.estimates import Filters, universe
+from services.feature.publisher import Publisher
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
+
+
+def _count(request: pb.IngestRequest) -> int:
+    return len(request.updates) + len(request.columns.stock_id)
+
+
+class Ingestor:
+    """Applies ingest messages to the state and counts the outcome; never raises on bad updates."""
+
+    def __init__(self, state: OnlineState, publisher: Publisher, max_batch: int) -> None:
+        self.state, self.publisher, self.max_batch = state, publisher, max_batch
+
+    def apply(self, request: pb.IngestRequest) -> np.ndarray:
+        """Counts per reason (index into REASONS) for this message."""
+        counts = np.zeros(len(REASONS), np.int64)
+        n = _count(request)
+        if n > self.max_batch:
+            counts[R["oversized_batch"]] = n
+        elif n:
+            try:
+                batch = decode(request)
+            except Malformed:
+                counts[R["malformed"]] = n
+            else:
+                started = time.perf_counter()
+                before = self.state.closed.copy()
+                counts += np.bincount(self.state.apply(batch), minlength=len(REASONS))
+                metrics.APPLY.observe(time.perf_counter() - started)
+                metrics.BATCH.observe(n)
+                self.publisher.mark(np.flatnonzero(self.state.closed != before))
+        if request.watermark_us > 0:
+            self.publisher.mark(self.state.advance(request.watermark_us / 1e6))
+        metrics.UPDATES.inc(int(counts[0]))
+        for i in np.flatnonzero(counts[1:]) + 1:
+            metrics.REJECTS.labels(REASONS[i]).inc(int(counts[i]))
+        return counts
+
+
+class FeaturesServicer(pb_grpc.FeaturesServicer):
+    def __init__(self, state: OnlineState, store: FeatureStore, ingestor: Ingestor,
+                 tracer: trace.Tracer) -> None:
+        self.state, self.store, self.ingestor, self.tracer = state, store, ingestor, tracer
+
+    async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
+                     context: grpc.aio.ServicerContext) -> pb.IngestSummary:
+        counts = np.zeros(len(REASONS), np.int64)
+        messages = 0
+        async for request in request_iterator:
+            counts += self.ingestor.apply(request)
+            messages += 1
+        # read-your-writes: when the stream ends its windows are in the store
+        await self.ingestor.publisher.flush()
+        return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
+                                rejected_by_reason={REASONS[i]: int(counts[i])
+                                                    for i in np.flatnonzero(counts[1:]) + 1})
+
+    def _stock_ids(self, ids: list[int]) -> np.ndarray:
+        idx = np.asarray(ids, np.int64)
+        if not len(idx):
+            raise InvalidInput("stock_ids: empty", "empty")
+        bad = idx[(idx < 0) | (idx >= self.state.n_stocks)]
+        if len(bad):
+            raise InvalidInput(f"stock_ids: unknown stock ids {bad[:10].tolist()} "
+                               f"(known: 0..{self.state.n_stocks - 1})", "unknown_stock")
+        return idx
+
+    async def GetFeatures(self, request: pb.GetFeaturesRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GetFeaturesResponse:
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span(
+                "GetFeatures", context=extract_metadata(context.invocation_metadata())) as span:
+            idx = self._stock_ids(list(request.stock_ids))
+            span.set_attribute("rtvol.stocks", len(idx))
+            got = await self.store.read(idx)
+            metrics.STORE.labels("read").observe(time.perf_counter() - started)
+            age = got.age_ms(now_us())
+            stale = ~got.found | ((age > request.max_staleness_ms) if request.max_staleness_ms > 0 else False)
+            reply = pb.GetFeaturesResponse(
+                windows=got.windows.tobytes(), steps=STEPS, features=N_FEATURES,
+                feature_spec_hash=self.store.spec_hash, stock_ids=idx.tolist(),
+                event_time_us=got.event_time_us.tolist(), sequence=got.sequence.tolist(),
+                age_ms=np.where(got.found, age, 0.0).tolist(),
+                stale=np.broadcast_to(stale, idx.shape).tolist(),
+                found=got.found.tolist())
+        metrics.GET.observe(time.perf_counter() - started)
+        return reply
+
+    async def Universe(self, request: pb.UniverseRequest,
+                       context: grpc.aio.ServicerContext) -> pb.UniverseResponse:
+        if request.top_k <= 0:
+            raise InvalidInput("top_k: must be positive", "top_k")
+        f = request.filters
+        r = universe(self.state, request.top_k, Filters(f.min_price, f.max_price, f.min_volume, f.max_spread),
+                     request.momentum_weight, request.volatility_weight)
+        return pb.UniverseResponse(eligible=r.eligible, entries=[
+            pb.UniverseEntry(stock_id=int(s), score=float(sc), volatility=float(v), momentum=float(m))
+            for s, sc, v, m in zip(r.stock_ids, r.score, r.volatility, r.momentum, strict=True)])

@@ -1,0 +1,58 @@
+"""Background volatility estimate: refreshed on a cadence off the ingest path, cached with its age.
+
+The gateway's last fallback tier reads it from the feature store (one key for all stocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import numpy as np
+
+from rtvol.features.online import OnlineState
+from rtvol.featurestore import FeatureStore, VolEstimate, now_us
+from services.feature import metrics
+from services.feature.estimates import ewma_vol
+
+log = logging.getLogger(__name__)
+
+
+class VolEstimator:
+    def __init__(self, state: OnlineState, store: FeatureStore, interval_s: float,
+                 halflife_steps: float) -> None:
+        self.state, self.store = state, store
+        self.interval_s, self.halflife_steps = interval_s, halflife_steps
+        self.latest: VolEstimate | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def compute(self) -> VolEstimate:
+        idx = np.flatnonzero(self.state.closed > 0)
+        return VolEstimate(idx.astype(np.int32), ewma_vol(self.state.windows(idx), self.halflife_steps),
+                           now_us())
+
+    async def refresh(self) -> VolEstimate:
+        est = self.compute()
+        self.latest = est
+        await self.store.write_vol(est)
+        return est
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a store outage must not stop the estimates in memory
+                log.exception("volatility estimate refresh failed")
+            if self.latest is not None:
+                metrics.VOL_AGE.set(self.latest.age_ms() / 1000.0)
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,154 @@
+"""The feature service as a real process (real redis-server): replay parity and bad input over gRPC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from rtvol.features.online_replay import merge, stock_updates
+from rtvol.features.spec import BUCKET_SECONDS, N_FEATURES, STEPS, spec_hash
+from rtvol.proto.v1 import features_pb2 as pb
+from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from services.feature.decode import encode_columns
+from training import dataset, optiver
+
+pytestmark = pytest.mark.integration
+N_STOCKS = 8
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: str, free_port: Callable[[], int],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("feature") / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rtvol.cli", "serve", "feature", "--port", str(port),
+             "--metrics-port", "0", "--redis-url", redis_server, "--stocks", str(N_STOCKS),
+             "--max-batch", "1000"],
+            stdout=out, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(target) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)
+        yield target
+    except grpc.FutureTimeoutError:
+        pytest.fail(f"feature service did not start: {log.read_text()[-2000:]}")
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=15) == 0, log.read_text()[-2000:]  # graceful drain
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+@pytest.fixture
+def stub(service: str) -> Iterator[pb_grpc.FeaturesStub]:
+    with grpc.insecure_channel(service) as ch:
+        yield pb_grpc.FeaturesStub(ch)
+
+
+def _columns(table) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    return {c: table.column(c).to_numpy() for c in table.column_names}
+
+
+def _windows(reply: pb.GetFeaturesResponse) -> np.ndarray:
+    return np.frombuffer(reply.windows, "<f4").reshape(len(reply.stock_ids), reply.steps, reply.features)
+
+
+def test_replay_through_the_service_gives_offline_windows(stub: pb_grpc.FeaturesStub,
+                                                          tiny_data: Path) -> None:
+    stocks = optiver.stock_ids(tiny_data)
+    offline = {s: dataset.stock_windows(tiny_data, s, np.arange(40)) for s in stocks}
+    updates = merge([stock_updates(s, _columns(optiver.read_book(tiny_data, s)),
+                                   _columns(optiver.read_trade(tiny_data, s))) for s in stocks])
+    bucket = (updates.time // BUCKET_SECONDS).astype(np.int64)
+    for b in range(40):
+        rows = np.flatnonzero(bucket == b)
+        # several messages per bucket, then the feed's watermark at the bucket's end
+        msgs = [encode_columns(updates.take(part)) for part in np.array_split(rows, 3)]
+        msgs.append(pb.IngestRequest(watermark_us=(b + 1) * BUCKET_SECONDS * 1_000_000))
+        summary = stub.Ingest(iter(msgs), timeout=30)
+        assert (summary.accepted, summary.rejected) == (len(rows), 0)
+        reply = stub.GetFeatures(pb.GetFeaturesRequest(stock_ids=stocks), timeout=10)
+        assert reply.feature_spec_hash == spec_hash() and (reply.steps, reply.features) == (STEPS, N_FEATURES)
+        assert all(reply.found)
+        np.testing.assert_allclose(_windows(reply), np.stack([offline[s][b] for s in stocks]),
+                                   rtol=1e-5, atol=1e-6)
+        last = updates.take(rows[updates.stock_id[rows] == stocks[0]][-1:])
+        assert reply.sequence[0] == last.seq[0]
+        assert reply.event_time_us[0] == round(last.time[0] * 1e6)
+    top = stub.Universe(pb.UniverseRequest(top_k=2), timeout=10)
+    assert len(top.entries) == 2 and top.eligible == len(stocks)
+    assert top.entries[0].score >= top.entries[1].score > 0
+
+
+def _book(stock: int, seq: int, t: float, bid: float = 1.0, ask: float = 1.001, size: float = 10.0
+          ) -> pb.MarketUpdate:
+    return pb.MarketUpdate(stock_id=stock, sequence=seq, event_time_us=int(t * 1e6), book=pb.BookSnapshot(
+        bid_price1=bid, ask_price1=ask, bid_price2=bid - 0.001, ask_price2=ask + 0.001,
+        bid_size1=size, ask_size1=size, bid_size2=size, ask_size2=size))
+
+
+def test_bad_input_is_rejected_by_reason_and_the_service_keeps_serving(stub: pb_grpc.FeaturesStub) -> None:
+    s, t0 = N_STOCKS - 1, 1_000 * BUCKET_SECONDS  # a stock and a time the replay test never used
+    good = [_book(s, 1, t0), _book(s, 2, t0 + 1)]
+    bad = [_book(s, 2, t0 + 2),  # duplicate sequence
+           _book(s, 1, t0 + 3),  # out of order
+           _book(s, 3, t0 + 4, bid=1.002),  # crossed
+           _book(s, 4, t0 + 4, bid=1.001),  # locked
+           _book(s, 5, t0 + 5, size=0.0),  # non-positive size
+           _book(s, 6, t0 + 5, bid=float("nan")),
+           _book(N_STOCKS + 5, 1, t0),  # unknown stock
+           _book(-1, 1, t0),  # malformed id
+           pb.MarketUpdate(stock_id=s, sequence=9, event_time_us=int(t0 * 1e6))]  # no payload
+    oversized = pb.IngestRequest(updates=[_book(s, 100 + i, t0 + 6) for i in range(1001)])
+    late = [_book(s, 20, t0 + 30), _book(s, 21, t0 + 1)]  # second lands in an already closed step
+    summary = stub.Ingest(iter([pb.IngestRequest(updates=good + bad), oversized,
+                                pb.IngestRequest(updates=late)]), timeout=30)
+    assert summary.accepted == 3
+    assert dict(summary.rejected_by_reason) == {
+        "duplicate_sequence": 1, "out_of_order": 1, "crossed_book": 1, "locked_book": 1, "non_positive": 1,
+        "non_finite": 1, "unknown_stock": 1, "malformed": 2, "oversized_batch": 1001, "late": 1}
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetFeatures(pb.GetFeaturesRequest(stock_ids=[N_STOCKS + 1]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown stock ids" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Universe(pb.UniverseRequest(top_k=0), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # still serving, and the good updates moved the stock on (the step at t0 closed)
+    reply = stub.GetFeatures(pb.GetFeaturesRequest(stock_ids=[s], max_staleness_ms=60_000), timeout=10)
+    assert reply.found[0] and reply.sequence[0] == 20 and not reply.stale[0]
+    # steps t0 (two snapshots) and t0+12 s (empty) closed when the update at t0+30 s arrived
+    assert _windows(reply)[0, -2:, 7].tolist() == pytest.approx([np.log1p(2), 0.0])
+
+
+def test_volatility_estimate_is_refreshed_in_the_store(service: str, redis_server: str) -> None:
+    import asyncio
+
+    from rtvol.featurestore import RedisStore
+
+    async def read() -> tuple[float, int]:
+        store = RedisStore.connect(redis_server, spec_hash())
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                est = await store.read_vol()
+                if est is not None and len(est.stock_ids):
+                    return est.age_ms(), len(est.stock_ids)
+                await asyncio.sleep(0.05)
+        finally:
+            await store.close()
+        raise AssertionError("no volatility estimate within 10 s")
+
+    age, n = asyncio.run(read())
+    assert n >= 1 and age < 2_000  # refreshed every 150 ms

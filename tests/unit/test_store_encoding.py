@@ -1,0 +1,50 @@
+"""The feature store's key and value encoding, pinned byte for byte (the gateway depends on it)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from rtvol import featurestore as fs
+from rtvol.features.spec import N_FEATURES, STEPS
+
+
+def test_key_encoding_is_pinned() -> None:
+    assert fs.window_key("0123456789abcdef", 42) == b"rtvol:fw:0123456789abcdef:42"
+    assert fs.stream_key("0123456789abcdef") == b"rtvol:fw:0123456789abcdef:changes"
+    assert fs.vol_key("0123456789abcdef") == b"rtvol:vol:0123456789abcdef"
+    assert b"{" not in fs.window_key("x", 1)  # no hash tag: cluster spreads stocks over slots
+
+
+def test_window_value_encoding_is_pinned() -> None:
+    window = np.arange(STEPS * N_FEATURES, dtype=np.float32).reshape(STEPS, N_FEATURES) / 4
+    value = fs.encode_window(window, sequence=7, event_time_us=600_000_000, written_us=123)
+    expected_header = (b"RTVW" + b"\x01\x00" + b"\x32\x00" + b"\x0c\x00" + b"\x00\x00"
+                       + (7).to_bytes(8, "little") + (600_000_000).to_bytes(8, "little")
+                       + (123).to_bytes(8, "little"))
+    assert value[:36] == expected_header
+    assert value[36:44] == struct.pack("<ff", 0.0, 0.25)
+    assert len(value) == 36 + STEPS * N_FEATURES * 4
+    got = fs.decode_windows([value, None])
+    np.testing.assert_array_equal(got.windows[0], window)
+    assert got.found.tolist() == [True, False]
+    assert (got.sequence[0], got.event_time_us[0], got.written_us[0]) == (7, 600_000_000, 123)
+    assert not got.windows[1].any()
+
+
+def test_decode_rejects_an_unknown_encoding() -> None:
+    value = bytearray(fs.encode_window(np.zeros((STEPS, N_FEATURES), np.float32), 1, 1, 1))
+    value[4] = 2  # another format version
+    with pytest.raises(ValueError, match="unknown encoding"):
+        fs.decode_windows([bytes(value)])
+
+
+def test_vol_encoding_is_pinned() -> None:
+    est = fs.VolEstimate(np.array([3, 5], np.int32), np.array([0.5, 0.25], np.float32), 99)
+    value = fs.encode_vol(est)
+    assert value == (b"RTVV\x01\x00\x00\x00" + (99).to_bytes(8, "little") + (2).to_bytes(4, "little")
+                     + struct.pack("<ii", 3, 5) + struct.pack("<ff", 0.5, 0.25))
+    back = fs.decode_vol(value)
+    assert back.stock_ids.tolist() == [3, 5] and back.vol.tolist() == [0.5, 0.25]
