@@ -1,0 +1,43 @@
+"""Backends behind one interface (base.Backend), chosen by configuration and hardware.
+
+``auto`` prefers TensorRT (engine present and tensorrt importable), then PyTorch CUDA
+graphs (a CUDA device), then ONNX Runtime (CUDA EP where the build has it, else CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.model.backends.base import Backend, BackendUnavailable, ModelFiles, batch_buckets
+
+log = logging.getLogger(__name__)
+
+NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "tensorrt")
+
+__all__ = ["NAMES", "Backend", "BackendUnavailable", "ModelFiles", "batch_buckets", "create"]
+
+
+def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int = 1) -> Backend:
+    """The named backend; BackendUnavailable when this machine cannot run it."""
+    if name == "auto":
+        for candidate in ("tensorrt", "cudagraph"):
+            try:
+                return create(candidate, files, precision, threads)
+            except BackendUnavailable as e:
+                log.info("backend %s unavailable: %s", candidate, e)
+        return create("onnxruntime", files, precision, threads)
+    if name in ("onnxruntime", "onnxruntime-cpu"):
+        from services.model.backends.onnxrt import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(files, "cpu" if name.endswith("cpu") else "auto", threads)
+    if name == "cudagraph":
+        try:
+            from services.model.backends.cuda_graph import CudaGraphBackend
+        except ImportError as e:
+            raise BackendUnavailable(f"torch/onnx missing ({e})") from e
+        return CudaGraphBackend(files, precision)
+    if name == "tensorrt":
+        from services.model.backends.tensorrt_engine import TensorRTBackend
+
+        return TensorRTBackend(files)
+    raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")

@@ -1,0 +1,86 @@
+"""`rtvol serve model`: the model sidecar (Open Inference Protocol over gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from rtvol.config import ServiceSettings, load
+from rtvol.rpc import Server
+from rtvol.telemetry import setup_tracing, start_metrics
+from services.model import backends
+from services.model.dataplane import DataPlane
+from services.model.registry import Registry
+from services.model.servicer import SERVICE_NAME, InferenceServicer
+
+log = logging.getLogger("rtvol.model")
+
+
+class ModelSettings(ServiceSettings):
+    port: int = 8001  # Triton's gRPC port; 0 picks a free one
+    metrics_port: int = 8002
+    unix_socket: str | None = None  # e.g. /run/rtvol/model.sock for a gateway in the same pod
+    model_repository: Path = Path("models")
+    backend: str = "auto"  # auto | onnxruntime | onnxruntime-cpu | cudagraph | tensorrt
+    precision: str = "fp16"  # cudagraph: fp16 | bf16 | fp32
+    max_queue_delay_us: int | None = None  # default: the model's config.pbtxt
+    compute_thread: bool = True  # run the backend off the event loop
+    ort_threads: int = 1
+    poll_seconds: float = 2.0  # repository poll for new versions; 0 disables
+
+
+async def serve(s: ModelSettings) -> None:
+    tracer = setup_tracing("rtvol-model")
+    if s.backend not in backends.NAMES:
+        raise SystemExit(f"--backend must be one of {backends.NAMES}")
+    executor = ThreadPoolExecutor(1, thread_name_prefix="backend") if s.compute_thread else None
+    make = partial(backends.create, s.backend, precision=s.precision, threads=s.ort_threads)
+    registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor)
+    dataplane = DataPlane(registry)
+    server = Server([SERVICE_NAME])
+    from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, tracer), server.server)
+    port = server.listen(f"{s.host}:{s.port}")
+    if s.unix_socket:
+        server.listen(f"unix:{s.unix_socket}")
+    await server.set_serving(False)
+    await server.start()
+    print(f"rtvol-model listening on {s.host}:{port}", flush=True)  # tests read the port
+
+    loaded = await registry.sync()  # live but not ready until every model is loaded and warm
+    if not loaded:
+        log.warning("no model in %s yet; polling", s.model_repository)
+    dataplane.ready = True
+    await server.set_serving(True)
+    if s.freeze_gc:
+        gc.freeze()
+    log.info("ready: %s", ", ".join(loaded) or "(no models)")
+    poller = asyncio.create_task(registry.poll_forever(s.poll_seconds)) if s.poll_seconds > 0 else None
+
+    async def stop() -> None:
+        if poller:
+            poller.cancel()
+        await registry.close()
+        if executor:
+            executor.shutdown(wait=True)
+
+    await server.serve_forever(s.drain_seconds, on_stop=stop)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    s = load(ModelSettings, argv, "rtvol serve model")
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start_metrics(s.metrics_port, s.host)
+    asyncio.run(serve(s))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

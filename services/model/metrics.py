@@ -1,0 +1,21 @@
+"""Prometheus metrics of the sidecar (DESIGN.md: rtvol_ prefix, seconds, 10 µs buckets)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
+
+REQUESTS = Counter("rtvol_model_requests", "Inference requests received", ["model"])
+SUCCESSES = Counter("rtvol_model_request_successes", "Inference requests answered", ["model"])
+FAILURES = Counter("rtvol_model_request_failures", "Inference requests refused or failed",
+                   ["model", "reason"])
+QUEUE = Histogram("rtvol_model_queue_seconds", "Time a request waited for its batch",
+                  ["model"], buckets=LATENCY_BUCKETS)
+COMPUTE = Histogram("rtvol_model_compute_seconds", "Backend time per batch",
+                    ["model", "backend"], buckets=LATENCY_BUCKETS)
+REQUEST = Histogram("rtvol_model_request_seconds", "Server time per request, decode to encode",
+                    ["model"], buckets=LATENCY_BUCKETS)
+BATCH = Histogram("rtvol_model_batch_size", "Rows per executed batch", ["model"],
+                  buckets=BATCH_BUCKETS)
+LOADED = Gauge("rtvol_model_loaded_version", "Version being served", ["model", "backend"])

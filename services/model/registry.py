@@ -1,0 +1,80 @@
+"""The models being served: the latest version of every model in the repository, swapped
+for a newer one when it appears. A swap never drops in-flight requests: the old batcher
+stops taking new ones and finishes what it has queued."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from pathlib import Path
+
+from rtvol import repository
+from rtvol.errors import NotFound
+from services.model import metrics
+from services.model.backends import Backend, ModelFiles
+from services.model.batcher import Batcher
+from services.model.model import LoadedModel, load
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, repo: Path, make_backend: Callable[[ModelFiles], Backend],
+                 max_queue_delay_us: int | None, executor: Executor | None) -> None:
+        self.repo = Path(repo)
+        self.make_backend = make_backend
+        self.delay_override = max_queue_delay_us
+        self.executor = executor
+        self.served: dict[str, tuple[LoadedModel, Batcher]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def get(self, name: str, version: str = "") -> tuple[LoadedModel, Batcher]:
+        entry = self.served.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model '{name}' (serving {sorted(self.served)})")
+        if version and version != entry[0].version_label:
+            raise NotFound(f"model '{name}' version {version} is not served "
+                           f"(serving version {entry[0].version})")
+        return entry
+
+    async def sync(self) -> list[str]:
+        """Load what is new in the repository; returns 'model:version' for each load."""
+        loaded = []
+        for name in repository.models(self.repo):
+            latest = repository.versions(self.repo, name)[-1]
+            current = self.served.get(name)
+            if current and current[0].version == latest:
+                continue
+            model = await asyncio.to_thread(load, self.repo, name, latest, self.make_backend)
+            self._swap(model)
+            loaded.append(f"{name}:{latest}")
+        return loaded
+
+    def _swap(self, model: LoadedModel) -> None:
+        delay_us = (self.delay_override if self.delay_override is not None
+                    else model.config.dynamic_batching.max_queue_delay_microseconds)
+        batcher = Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
+                          delay_us * 1e-6, self.executor)
+        old = self.served.get(model.name)
+        self.served[model.name] = (model, batcher)  # one assignment: requests see old or new
+        metrics.LOADED.labels(model.name, model.backend.name).set(model.version)
+        log.info("serving %s version %s on %s", model.name, model.version, model.backend.name)
+        if old:
+            task = asyncio.get_running_loop().create_task(old[1].close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def poll_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+            except Exception:  # a broken new version must not stop the versions being served
+                log.exception("repository poll failed; still serving the loaded versions")
+
+    async def close(self) -> None:
+        for _, batcher in self.served.values():
+            await batcher.close()
+        await asyncio.gather(*self._retiring)

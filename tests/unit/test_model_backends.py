@@ -1,0 +1,163 @@
+"""Sidecar backends and dynamic batcher, in process (no protos: tritonclient's own
+`inference.*` protos may share this pytest process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from rtvol.errors import Unavailable
+from rtvol.repository import version_dir, write_version
+from services.model import backends
+from services.model.backends import BackendUnavailable, ModelFiles
+from services.model.backends.torch_onnx import TorchGraph
+from services.model.batcher import Batcher
+from training.cnn import OUTPUTS, VolCNN
+from training.export import SERVING, to_onnx
+
+MAX_BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """A randomly initialised VolCNN (non-trivial weights) exported into a repository."""
+    torch.manual_seed(1)
+    model = VolCNN()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    repo = tmp_path_factory.mktemp("repo")
+    write_version(repo, "m", to_onnx(model), {}, SERVING)
+    return ModelFiles(version_dir(repo, "m"), "window", OUTPUTS, MAX_BATCH)
+
+
+def windows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.lognormal(-6, 1, size=(n, 50, 12))).astype(np.float32)
+
+
+def reference(files: ModelFiles, x: np.ndarray) -> dict[str, np.ndarray]:
+    ort = backends.create("onnxruntime-cpu", files)
+    return {k: v.copy() for k, v in ort.infer(x).items()}
+
+
+def test_torch_graph_matches_onnxruntime_on_cpu(files: ModelFiles) -> None:
+    """The ONNX->torch interpreter behind the CUDA-graph backend, checked where it can run."""
+    graph = TorchGraph(onnx.load(str(files.onnx)))
+    x = windows(9)
+    want = reference(files, x)
+    got = dict(zip(graph.output_names, graph(torch.from_numpy(x)), strict=True))
+    for name in OUTPUTS:
+        np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4, rtol=0)
+
+
+BACKENDS = [
+    pytest.param("onnxruntime-cpu", "fp32", id="onnxruntime-cpu"),
+    pytest.param("onnxruntime", "fp32", id="onnxruntime-best-provider"),
+    pytest.param("cudagraph", "fp32", id="cudagraph-fp32", marks=pytest.mark.gpu),
+    pytest.param("cudagraph", "fp16", id="cudagraph-fp16", marks=pytest.mark.gpu),
+    pytest.param("cudagraph", "bf16", id="cudagraph-bf16", marks=pytest.mark.gpu),
+    pytest.param("tensorrt", "fp16", id="tensorrt", marks=pytest.mark.gpu),
+]
+
+
+@pytest.mark.parametrize(("name", "precision"), BACKENDS)
+def test_backend_parity_with_onnxruntime_fp32(files: ModelFiles, name: str, precision: str) -> None:
+    try:
+        backend = backends.create(name, files, precision=precision)
+    except BackendUnavailable as e:
+        pytest.skip(f"{name} unavailable here: {e}")
+    backend.warmup(backends.batch_buckets(MAX_BATCH))
+    for n in (1, 7, MAX_BATCH):
+        x = windows(n, seed=n)
+        want = reference(files, x)
+        got = backend.infer(x)
+        for out in OUTPUTS:
+            assert got[out].shape == want[out].shape
+            if precision == "fp32":
+                np.testing.assert_allclose(got[out], want[out], atol=1e-4, rtol=0, err_msg=out)
+            else:
+                np.testing.assert_allclose(got[out], want[out], rtol=1e-2, atol=1e-6, err_msg=out)
+
+
+def test_batch_buckets() -> None:
+    assert backends.batch_buckets(1024) == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    assert backends.batch_buckets(48) == (1, 2, 4, 8, 16, 32, 48)
+
+
+class Recording:
+    """A real backend that also records the batch sizes it was called with."""
+
+    def __init__(self, inner: backends.Backend) -> None:
+        self.inner, self.name = inner, "recording"
+        self.calls: list[int] = []
+
+    def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
+        self.calls.append(window.shape[0])
+        return self.inner.infer(window)
+
+    def warmup(self, buckets: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_concurrent_requests_coalesce_and_get_their_own_rows(files: ModelFiles,
+                                                                   threaded: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = Recording(backends.create("onnxruntime-cpu", files))
+    executor = ThreadPoolExecutor(1) if threaded else None
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, executor)
+    sizes = [1, 3, 1, 2, 5, 1, 1, 4]
+    xs = [windows(n, seed=i) for i, n in enumerate(sizes)]
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs)), 10)
+    whole = reference(files, np.concatenate(xs))
+    offset = 0
+    for n, got in zip(sizes, results, strict=True):
+        for out in OUTPUTS:
+            np.testing.assert_array_equal(got[out], whole[out][offset:offset + n])
+        offset += n
+    assert sum(backend.calls) == sum(sizes)
+    assert len(backend.calls) < len(sizes)  # they shared batches
+    await batcher.close()
+    if executor:
+        executor.shutdown()
+
+
+async def test_batches_never_exceed_max_batch_size(files: ModelFiles) -> None:
+    backend = Recording(backends.create("onnxruntime-cpu", files))
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, None)
+    xs = [windows(40, seed=i) for i in range(3)]
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs)), 10)
+    assert backend.calls == [40, 40, 40]
+    for x, got in zip(xs, results, strict=True):
+        np.testing.assert_array_equal(got["rv"], reference(files, x)["rv"])
+    await batcher.close()
+
+
+async def test_closed_batcher_finishes_queued_work_and_refuses_new(files: ModelFiles) -> None:
+    batcher = Batcher("m", backends.create("onnxruntime-cpu", files), (50, 12), MAX_BATCH, 1e-3, None)
+    queued = asyncio.ensure_future(batcher.infer(windows(2)))
+    await asyncio.sleep(0)  # queued before the close
+    await asyncio.wait_for(batcher.close(), 10)
+    assert (await queued)["rv"].shape == (2, 1)
+    with pytest.raises(Unavailable):
+        await batcher.infer(windows(1))
+
+
+async def test_backend_failure_reaches_every_request_of_the_batch(files: ModelFiles) -> None:
+    class Broken(Recording):
+        def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
+            raise RuntimeError("device lost")
+
+    batcher = Batcher("m", Broken(backends.create("onnxruntime-cpu", files)), (50, 12), MAX_BATCH,
+                      1e-3, None)
+    outcomes = await asyncio.gather(*(batcher.infer(windows(1)) for _ in range(3)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    await batcher.close()
+
