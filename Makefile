@@ -10,6 +10,7 @@ STOCKS  ?= 50
 TIME_IDS ?= 800
 SEED    ?= 0
 PYTEST_ARGS ?=
+CHECKOV_VERSION := 3.3.30
 
 .PHONY: install system-deps demo test lint typecheck protos clean
 
@@ -17,7 +18,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,deploy]'
+	# checkov pins packaging<24 (constraints.txt has 26.x): its own venv, for the chart tests
+	test -x .venv-checkov/bin/checkov || { $(PY) -m venv .venv-checkov && \
+	  .venv-checkov/bin/pip install -q checkov==$(CHECKOV_VERSION); }
 	touch $@
 
 install: $(STAMP)

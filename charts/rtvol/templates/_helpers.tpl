@@ -1,0 +1,254 @@
+{{/* Names ---------------------------------------------------------------- */}}
+
+{{- define "rtvol.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rtvol.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "rtvol.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "rtvol.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<component>"; call with (dict "root" $ "component" "feature"). */}}
+{{- define "rtvol.componentName" -}}
+{{- printf "%s-%s" (include "rtvol.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "rtvol.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "rtvol.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels: (dict "root" $ "component" "gateway") ---------------------------- */}}
+
+{{- define "rtvol.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rtvol.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "rtvol.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "rtvol.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: rtvol
+{{- end -}}
+
+{{/* metadata: name, namespace, labels; (dict "root" $ "component" "x" "name" optional) */}}
+{{- define "rtvol.metadata" -}}
+name: {{ .name | default (include "rtvol.componentName" .) }}
+namespace: {{ .root.Release.Namespace }}
+labels:
+  {{- include "rtvol.labels" . | nindent 2 }}
+{{- end -}}
+
+{{/* Images: (dict "root" $ "image" .Values.feature.image) --------------------- */}}
+{{- define "rtvol.image" -}}
+image: {{ printf "%s%s:%s" .root.Values.imageRegistry .image.repository .image.tag | quote }}
+imagePullPolicy: {{ .image.pullPolicy | default "IfNotPresent" }}
+{{- end -}}
+
+{{/* Security ------------------------------------------------------------------ */}}
+
+{{- define "rtvol.podSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{- define "rtvol.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* The pod-level fields every component shares; (dict "root" $ "scheduling" .Values.feature) */}}
+{{- define "rtvol.podCommon" -}}
+serviceAccountName: {{ include "rtvol.serviceAccountName" .root }}
+automountServiceAccountToken: {{ .root.Values.serviceAccount.automountToken }}
+enableServiceLinks: false
+{{ include "rtvol.podSecurityContext" .root }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .scheduling.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .scheduling.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .scheduling.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .scheduling.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes ---------------------------------------------------------------------- */}}
+
+{{/* grpc.health.v1 probes on a port: (dict "port" 8001) */}}
+{{- define "rtvol.grpcProbes" -}}
+startupProbe:
+  grpc: {port: {{ .port }}}
+  periodSeconds: 2
+  failureThreshold: {{ .startupFailures | default 60 }}
+livenessProbe:
+  grpc: {port: {{ .port }}}
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  grpc: {port: {{ .port }}}
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+{{- end -}}
+
+{{/* HTTP probes on the gateway's /livez and /readyz: (dict "port" 8080) */}}
+{{- define "rtvol.httpProbes" -}}
+startupProbe:
+  httpGet: {path: /livez, port: {{ .port }}}
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /livez, port: {{ .port }}}
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: {{ .port }}}
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+{{- end -}}
+
+{{/* Environment ----------------------------------------------------------------- */}}
+
+{{- define "rtvol.redisUrl" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "redis://%s:%d/0" (include "rtvol.componentName" (dict "root" . "component" "redis")) (int .Values.redis.port) -}}
+{{- else -}}
+{{- required "redis.externalUrl is required when redis.enabled is false" .Values.redis.externalUrl -}}
+{{- end -}}
+{{- end -}}
+
+{{/* env for an rtvol container: (dict "root" $ "component" "feature" "env" (dict ...) "extra" .Values.feature.extraEnv) */}}
+{{- define "rtvol.env" -}}
+{{- $root := .root -}}
+{{- $env := dict "RTVOL_HOST" "0.0.0.0" "RTVOL_LOG_LEVEL" $root.Values.logLevel "OTEL_SERVICE_NAME" (printf "rtvol-%s" .component) "OTEL_RESOURCE_ATTRIBUTES" (printf "k8s.namespace.name=%s,service.namespace=rtvol" $root.Release.Namespace) -}}
+{{- if $root.Values.otel.endpoint -}}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $root.Values.otel.endpoint -}}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER" $root.Values.otel.sampler -}}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER_ARG" $root.Values.otel.samplerArg -}}
+{{- else -}}
+{{- $_ := set $env "OTEL_TRACES_EXPORTER" "none" -}}
+{{- end -}}
+{{- $env = merge (dict) .extra $root.Values.extraEnv .env $env -}}
+env:
+{{- range $k := keys $env | sortAlpha }}
+  - name: {{ $k }}
+    value: {{ index $env $k | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes ----------------------------------------------------------------------- */}}
+
+{{- define "rtvol.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ . }}
+{{- end -}}
+
+{{- define "rtvol.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* The model repository volume (PVC or the emptyDir the init container fills). */}}
+{{- define "rtvol.modelRepositoryVolume" -}}
+{{- $repo := .Values.model.repository -}}
+- name: model-repository
+{{- if eq $repo.source "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ $repo.pvc.existingClaim | default (include "rtvol.componentName" (dict "root" . "component" "models")) }}
+    readOnly: true
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ $repo.init.sizeLimit }}
+{{- end }}
+{{- end -}}
+
+{{- define "rtvol.modelRepositoryInit" -}}
+{{- $repo := .Values.model.repository -}}
+{{- if eq $repo.source "init" }}
+initContainers:
+  - name: model-repository
+    {{- include "rtvol.image" (dict "root" . "image" (merge (dict) $repo.init.image .Values.model.image)) | nindent 4 }}
+    command:
+      {{- toYaml $repo.init.command | nindent 6 }}
+    {{- include "rtvol.env" (dict "root" . "component" "model-init" "extra" .Values.model.extraEnv "env" (dict "RTVOL_MODEL_REPOSITORY" $repo.mountPath)) | nindent 4 }}
+    {{- include "rtvol.containerSecurityContext" . | nindent 4 }}
+    resources:
+      {{- toYaml $repo.init.resources | nindent 6 }}
+    volumeMounts:
+      {{- include "rtvol.tmpMount" . | nindent 6 }}
+      - name: model-repository
+        mountPath: {{ $repo.mountPath }}
+{{- end }}
+{{- end -}}
+
+{{/* The model sidecar container, in the gateway pod or its own Deployment. */}}
+{{- define "rtvol.modelContainer" -}}
+{{- $m := .Values.model -}}
+- name: model
+  {{- include "rtvol.image" (dict "root" . "image" $m.image) | nindent 2 }}
+  args: [serve, model]
+  {{- $env := dict "RTVOL_PORT" $m.ports.grpc "RTVOL_METRICS_PORT" $m.ports.metrics "RTVOL_MODEL_REPOSITORY" $m.repository.mountPath "RTVOL_BACKEND" $m.backend -}}
+  {{- if eq $m.mode "sidecar" }}
+  {{- $_ := set $env "RTVOL_UNIX_SOCKET" (printf "%s/model.sock" $m.socketDir) }}
+  {{- end }}
+  {{- include "rtvol.env" (dict "root" . "component" "model" "extra" $m.extraEnv "env" $env) | nindent 2 }}
+  ports:
+    - {name: grpc-model, containerPort: {{ $m.ports.grpc }}, protocol: TCP}
+    - {name: metrics-model, containerPort: {{ $m.ports.metrics }}, protocol: TCP}
+  {{- include "rtvol.grpcProbes" (dict "port" $m.ports.grpc "startupFailures" 150) | nindent 2 }}
+  {{- include "rtvol.containerSecurityContext" . | nindent 2 }}
+  resources:
+    {{- $res := deepCopy $m.resources }}
+    {{- if $m.gpu.enabled }}
+    {{- $_ := set $res "limits" (merge (dict $m.gpu.resourceName $m.gpu.count) ($res.limits | default dict)) }}
+    {{- end }}
+    {{- toYaml $res | nindent 4 }}
+  volumeMounts:
+    {{- include "rtvol.tmpMount" . | nindent 4 }}
+    - name: model-repository
+      mountPath: {{ $m.repository.mountPath }}
+      readOnly: true
+    {{- if eq $m.mode "sidecar" }}
+    - name: model-socket
+      mountPath: {{ $m.socketDir }}
+    {{- end }}
+{{- end -}}
+
+{{/* Autoscaling/PDB/ServiceMonitor iterate over these: name -> values, for the Deployments that exist. */}}
+{{- define "rtvol.deployments" -}}
+{{- $d := dict "feature" .Values.feature "gateway" .Values.gateway -}}
+{{- if eq .Values.model.mode "deployment" -}}
+{{- $_ := set $d "model" .Values.model -}}
+{{- end -}}
+{{- toJson $d -}}
+{{- end -}}
