@@ -4,6 +4,10 @@ Normalisation (log transform of heavy-tailed columns, then standardisation with
 statistics from the training split) is part of the graph, so every serving tier feeds
 raw feature windows. The RV head predicts a log correction to the bucket's own RV
 (recomputed in the graph from the wap1_rv column), which keeps it positive.
+
+Beside the convolutional path, a "wide" path hands the dense layers the realized
+volatility over the bucket's tails (HAR's horizons, in log ratios to the whole bucket):
+variances add across steps, which log-scaled step inputs make hard for convolutions.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rtvol.features.aggregates import RV_TAILS
 from rtvol.features.spec import INDEX, LOG_EPS, N_FEATURES, STEPS, log_transformed
 
 OUTPUTS = ("rv", "direction", "momentum")
@@ -51,7 +56,9 @@ class VolCNN(nn.Module):
             layers.append(CausalConv(c_in, c, d))
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.dense = nn.Sequential(nn.Linear(3 * c_in, hidden[0]), nn.ReLU(),
+        self.tails = [first for _, first in RV_TAILS[1:]]
+        wide = len(self.tails) + 1
+        self.dense = nn.Sequential(nn.Linear(3 * c_in + wide, hidden[0]), nn.ReLU(),
                                    nn.Linear(hidden[0], hidden[1]), nn.ReLU())
         self.rv_head = nn.Linear(hidden[1], 1)
         self.direction_head = nn.Linear(hidden[1], 3)
@@ -70,10 +77,14 @@ class VolCNN(nn.Module):
     def logits(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log RV, direction logits, pre-tanh momentum); used by training losses."""
         h = self.convs(self.transform(window).transpose(1, 2))
-        pooled = torch.cat([h.amax(dim=2), h.mean(dim=2), h[:, :, -1]], dim=1)
-        z = self.dense(pooled)
         rv = window[:, :, INDEX["wap1_rv"]].float()
-        log_naive = 0.5 * torch.log((rv * rv).sum(dim=1, keepdim=True) + LOG_EPS**2)
+        variance = rv * rv
+        log_naive = 0.5 * torch.log(variance.sum(dim=1, keepdim=True) + LOG_EPS**2)
+        # tail RV scaled to a whole bucket, relative to the bucket's RV (scale-free)
+        tails = [0.5 * torch.log(variance[:, first:].mean(dim=1, keepdim=True) * STEPS + LOG_EPS**2)
+                 - log_naive for first in self.tails]
+        level = (log_naive - self.mean[INDEX["wap1_rv"]]) / self.std[INDEX["wap1_rv"]]
+        z = self.dense(torch.cat([h.amax(dim=2), h.mean(dim=2), h[:, :, -1], *tails, level], dim=1))
         return log_naive + self.rv_head(z), self.direction_head(z), self.momentum_head(z)
 
     def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
