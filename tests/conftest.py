@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import procs
 
 from training import synth
 
@@ -32,19 +33,10 @@ def tiny_repo(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return repo
 
 
-def _free_port() -> int:
-    """A TCP port on loopback that was free a moment ago (bind to port 0, then release)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Call it for a free loopback TCP port (there is a small race until you bind it)."""
-    return _free_port
+    return procs.free_port
 
 
 @pytest.fixture(scope="session")
@@ -54,46 +46,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     No persistence; tests that share it use their own keys (or FLUSHDB). Skips with a reason
     when the binary is absent (`make test` installs the Debian package redis-server).
     """
-    import shutil
-    import subprocess
-    import time
-
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (apt-get install redis-server, or `make system-deps`)")
     workdir = tmp_path_factory.mktemp("redis")
     for _attempt in range(3):  # the free port can be taken between probe and bind
-        port = _free_port()
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(workdir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if _wait_for_port(port, proc, deadline=time.monotonic() + 10):
+        try:
+            proc = procs.redis(workdir)
             break
-        proc.kill()
-        proc.wait()
+        except RuntimeError:
+            continue
     else:
         pytest.fail("redis-server did not start on a free port in 3 attempts")
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield proc.url  # type: ignore[attr-defined]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
-    import socket
-    import time
-
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+        proc.stop(timeout_s=10)

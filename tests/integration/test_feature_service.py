@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from helpers import procs
 
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS, N_FEATURES, STEPS, spec_hash
@@ -24,30 +23,13 @@ N_STOCKS = 8
 
 
 @pytest.fixture(scope="module")
-def service(redis_server: str, free_port: Callable[[], int],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("feature") / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rtvol.cli", "serve", "feature", "--port", str(port),
-             "--metrics-port", "0", "--redis-url", redis_server, "--stocks", str(N_STOCKS),
-             "--max-batch", "1000"],
-            stdout=out, stderr=subprocess.STDOUT)
-    target = f"127.0.0.1:{port}"
+def service(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, target = procs.feature_service(tmp_path_factory.mktemp("feature"), redis_server, N_STOCKS,
+                                         "--max-batch", "1000")
     try:
-        with grpc.insecure_channel(target) as ch:
-            grpc.channel_ready_future(ch).result(timeout=30)
         yield target
-    except grpc.FutureTimeoutError:
-        pytest.fail(f"feature service did not start: {log.read_text()[-2000:]}")
     finally:
-        proc.terminate()
-        try:
-            assert proc.wait(timeout=15) == 0, log.read_text()[-2000:]  # graceful drain
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        assert proc.stop() == 0, proc.tail()  # graceful drain
 
 
 @pytest.fixture

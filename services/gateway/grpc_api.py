@@ -1,0 +1,61 @@
+"""rtvol.proto.v1.Signals for trading engines: unary and streaming Predict, Subscribe."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from opentelemetry import context as otel_context
+
+from rtvol.errors import InvalidInput
+from rtvol.featurestore import now_us
+from rtvol.proto.v1 import signals_pb2 as pb
+from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from rtvol.telemetry import extract_metadata
+from services.gateway import metrics, validation
+from services.gateway.hub import Hub
+from services.gateway.predictor import Predictor
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Signals"].full_name
+
+
+class SignalsServicer(pb_grpc.SignalsServicer):
+    def __init__(self, predictor: Predictor, hub: Hub, max_ids: int) -> None:
+        self.predictor, self.hub, self.max_ids = predictor, hub, max_ids
+
+    async def _answer(self, request: pb.PredictRequest, route: str) -> pb.PredictResponse:
+        try:
+            ids = validation.check_ids(request.stock_ids, self.max_ids)
+            staleness = validation.check_staleness(request.max_staleness_ms)
+        except InvalidInput as e:
+            metrics.REJECTS.labels(route, e.reason).inc()
+            raise
+        signals = await self.predictor.predict(ids, staleness, request.kelly, route)
+        now = now_us()
+        return pb.PredictResponse(signals=[s.to_proto(now) for s in signals], request_id=request.request_id)
+
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+                      ) -> pb.PredictResponse:
+        token = otel_context.attach(extract_metadata(context.invocation_metadata()))
+        try:
+            return await self._answer(request, "grpc")
+        finally:
+            otel_context.detach(token)
+
+    async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictRequest],
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictResponse]:
+        async for request in request_iterator:
+            yield await self._answer(request, "grpc_stream")
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[pb.Signal]:
+        if not request.all and not request.stock_ids:
+            metrics.REJECTS.labels("subscribe", "empty_ids").inc()
+            raise InvalidInput("stock_ids: empty (set all = true for every stock)", "empty_ids")
+        sub = self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
+        try:
+            while True:
+                sig = await sub.queue.get()
+                yield sig.to_proto(now_us())
+        finally:
+            self.hub.unsubscribe(sub)

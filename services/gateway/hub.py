@@ -1,0 +1,42 @@
+"""Pushes fresh signals to Subscribe streams; a slow subscriber loses its oldest signals,
+never slows the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.gateway import metrics
+from services.gateway.signal import Signal
+
+
+class Subscription:
+    def __init__(self, stock_ids: frozenset[int] | None, depth: int) -> None:
+        self.stock_ids = stock_ids  # None: all
+        self.queue: asyncio.Queue[Signal] = asyncio.Queue(depth)
+
+    def offer(self, sig: Signal) -> None:
+        if self.stock_ids is not None and sig.stock_id not in self.stock_ids:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            metrics.PUSH_DROPPED.inc()
+        self.queue.put_nowait(sig)
+
+
+class Hub:
+    def __init__(self, depth: int = 4096) -> None:
+        self.depth = depth
+        self.subscriptions: set[Subscription] = set()
+
+    def subscribe(self, stock_ids: frozenset[int] | None) -> Subscription:
+        sub = Subscription(stock_ids, self.depth)
+        self.subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscriptions.discard(sub)
+
+    def publish(self, signals: list[Signal]) -> None:
+        for sub in self.subscriptions:
+            for sig in signals:
+                sub.offer(sig)

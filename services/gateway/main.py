@@ -1,0 +1,120 @@
+"""`rtvol serve gateway`: REST (uvicorn) and gRPC in one event loop, over one Predictor."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from rtvol import config, rpc, telemetry
+from rtvol.features.spec import spec_hash
+from rtvol.featurestore import RedisStore
+from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from services.gateway.breaker import Breaker
+from services.gateway.cache import SignalCache
+from services.gateway.fanin import Coalescer
+from services.gateway.grpc_api import SERVICE_NAME, SignalsServicer
+from services.gateway.hub import Hub
+from services.gateway.kelly import KellyTable
+from services.gateway.precompute import Precomputer
+from services.gateway.predictor import Predictor
+from services.gateway.rest import create_app
+from services.gateway.settings import GatewaySettings
+from services.gateway.tier1 import SidecarClient, Tier1
+from services.gateway.tier2 import LocalModel
+from services.gateway.tier3 import VolCache
+from services.gateway.universe import Universe
+
+log = logging.getLogger("rtvol.gateway")
+
+
+def _breaker(name: str, s: GatewaySettings, latency_budget_s: float = float("inf")) -> Breaker:
+    return Breaker(name, s.breaker_window, s.breaker_min_calls, s.breaker_error_rate, s.breaker_open_s,
+                   s.breaker_probes, latency_budget_s)
+
+
+def _redis(url: str, timeout_s: float) -> Any:
+    import redis.asyncio as aioredis
+
+    # short socket timeouts: a stopped Redis must cost a request milliseconds, not seconds
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+class _Uvicorn(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # rpc.Server owns SIGTERM and drains both
+        pass
+
+
+async def serve(s: GatewaySettings) -> None:
+    tracer = telemetry.setup_tracing("rtvol-gateway")
+    timeout_s = s.store_timeout_ms / 1000
+    redis = _redis(s.redis_url, timeout_s) if s.redis_url else None
+    store = RedisStore(redis, spec_hash()) if redis is not None else None
+    local = LocalModel(s.model_repository, s.model_name, s.model_version, s.ort_threads)
+    tier1 = fanin = client = None
+    if s.model_url:
+        client = SidecarClient(s.model_url, s.model_name, s.model_streams)
+        budget_s = s.model_latency_budget_ms / 1000
+        tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000)
+        fanin = Coalescer(tier1.batch, s.fanin_window_us / 1e6, s.max_batch)
+    vol = VolCache(store, s.vol_refresh_s, timeout_s)
+    cache = SignalCache(s.cache_size, redis, spec_hash())
+    predictor = Predictor(store, _breaker("store", s), timeout_s, tier1, fanin, local, vol, cache,
+                          KellyTable(s.kelly_cap, s.kelly_target_vol), s.stocks, s.deadline_ms / 1000, tracer)
+    hub = Hub()
+    precompute = (Precomputer(store, predictor, cache, hub, s.precompute_poll_s, s.deadline_ms / 1000)
+                  if store is not None and s.precompute else None)
+    universe = Universe(s.feature_url, vol)
+
+    server = rpc.Server([SERVICE_NAME])
+    pb_grpc.add_SignalsServicer_to_server(SignalsServicer(predictor, hub, s.max_ids), server.server)
+    grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
+    app = create_app(predictor, s.max_ids, lambda: True, universe.top)
+    http = _Uvicorn(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
+                                   lifespan="off"))
+    await server.start()
+    vol.start()
+    if precompute:
+        precompute.start()
+    http_task = asyncio.create_task(http.serve())
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    if http_task.done():
+        raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
+    await server.set_serving(True)
+    if s.freeze_gc:
+        gc.freeze()
+    print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
+    log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
+             "redis" if store else "none")
+
+    async def stop() -> None:
+        http.should_exit = True
+        await http_task
+        if precompute:
+            await precompute.stop()
+        await vol.stop()
+        await universe.close()
+        if client:
+            await client.close()
+        if redis is not None:
+            await redis.aclose()
+
+    await server.serve_forever(s.drain_seconds, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    s = config.load(GatewaySettings, argv, "rtvol serve gateway")
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.start_metrics(s.metrics_port, s.host)
+    asyncio.run(serve(s))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -1,0 +1,25 @@
+"""Gateway metrics (names start with rtvol_gateway_; durations in seconds)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
+
+REQUEST = Histogram("rtvol_gateway_request_seconds", "Predict duration by route and the slowest tier used",
+                    ["route", "tier"], buckets=LATENCY_BUCKETS)
+ANSWERS = Counter("rtvol_gateway_answers_total", "Per-stock answers by tier", ["tier"])
+ITEM_ERRORS = Counter("rtvol_gateway_item_errors_total", "Stocks that could not be answered", ["reason"])
+REJECTS = Counter("rtvol_gateway_rejects_total", "Requests refused as bad input", ["route", "reason"])
+BATCH = Histogram("rtvol_gateway_fanin_batch_size", "Windows per tier-1 batch (fan-in)",
+                  buckets=BATCH_BUCKETS)
+BREAKER_STATE = Gauge("rtvol_gateway_breaker_state", "0 closed, 1 half-open, 2 open", ["upstream"])
+BREAKER_TRANSITIONS = Counter("rtvol_gateway_breaker_transitions_total", "Breaker state changes",
+                              ["upstream", "to"])
+UPSTREAM_ERRORS = Counter("rtvol_gateway_upstream_errors_total", "Failed upstream calls",
+                          ["upstream", "kind"])
+CACHE = Counter("rtvol_gateway_cache_total", "Signal cache lookups", ["result"])
+FEATURE_AGE = Histogram("rtvol_gateway_feature_age_seconds", "Age of the features behind an answer",
+                        buckets=LATENCY_BUCKETS)
+PRECOMPUTED = Counter("rtvol_gateway_precomputed_total", "Signals pre-computed from the change stream")
+PUSH_DROPPED = Counter("rtvol_gateway_push_dropped_total", "Signals dropped for slow subscribers")

@@ -1,0 +1,64 @@
+"""Pre-computed signals: follow the feature store's change stream, infer every changed
+stock in one batch, write the signals to the cache and push them to subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import numpy as np
+
+from rtvol.featurestore import FeatureStore
+from services.gateway import metrics
+from services.gateway.cache import SignalCache
+from services.gateway.hub import Hub
+from services.gateway.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+
+class Precomputer:
+    def __init__(self, store: FeatureStore, predictor: Predictor, cache: SignalCache, hub: Hub,
+                 poll_s: float, deadline_s: float, batch_entries: int = 1000) -> None:
+        self.store, self.predictor, self.cache, self.hub = store, predictor, cache, hub
+        self.poll_s, self.deadline_s, self.batch_entries = poll_s, deadline_s, batch_entries
+        self.after = b"0"
+        self._task: asyncio.Task[None] | None = None
+
+    async def step(self) -> int:
+        """One poll: returns the number of signals computed."""
+        entries = await self.store.changes(self.after, self.batch_entries)
+        if not entries:
+            return 0
+        self.after = entries[-1][0]
+        changed = np.unique(np.concatenate([ids for _, ids in entries]))
+        known = [int(s) for s in changed if 0 <= s < self.predictor.stocks]
+        if not known:
+            return 0
+        signals = await self.predictor.compute(known, time.perf_counter() + self.deadline_s)
+        fresh = [s for s in signals if not s.error and not s.stale]
+        await self.cache.put(fresh)
+        self.hub.publish(fresh)
+        metrics.PRECOMPUTED.inc(len(fresh))
+        return len(fresh)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                if await self.step():
+                    continue  # there may be more right away
+            except Exception as e:  # Redis down: try again; the stream keeps what we missed
+                metrics.UPSTREAM_ERRORS.labels("store_changes", type(e).__name__).inc()
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(self.poll_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

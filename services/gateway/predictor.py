@@ -1,0 +1,146 @@
+"""Predict: features from the store, then the fastest tier that answers inside the deadline.
+
+Tier 1 (sidecar, fanned in) while its breaker allows; tier 2 (ONNX Runtime in process)
+when tier 1 fails, times out or is open; tier 3 (background volatility estimate) for stocks
+without a window or when the feature store is unreachable, where a cached signal (flagged
+stale) is preferred when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import numpy as np
+from opentelemetry import trace
+
+from rtvol.featurestore import FeatureStore, Windows, now_us
+from services.gateway import metrics, tier3
+from services.gateway.breaker import Breaker
+from services.gateway.cache import SignalCache
+from services.gateway.fanin import Coalescer
+from services.gateway.kelly import KellyTable
+from services.gateway.signal import Signal
+from services.gateway.tier1 import Tier1
+from services.gateway.tier2 import LocalModel
+from services.gateway.tier3 import VolCache
+
+TIER2_RESERVE_S = 0.002  # what tier 2 needs at most for a batch; tier 1 gets the rest
+
+
+class Predictor:
+    def __init__(self, store: FeatureStore | None, store_breaker: Breaker, store_timeout_s: float,
+                 tier1: Tier1 | None, fanin: Coalescer | None, local: LocalModel, vol: VolCache,
+                 cache: SignalCache, kelly: KellyTable, stocks: int, deadline_s: float,
+                 tracer: trace.Tracer) -> None:
+        self.store, self.store_breaker, self.store_timeout_s = store, store_breaker, store_timeout_s
+        self.tier1, self.fanin, self.local, self.vol = tier1, fanin, local, vol
+        self.cache, self.kelly, self.stocks, self.deadline_s = cache, kelly, stocks, deadline_s
+        self.tracer = tracer
+
+    async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
+                      route: str = "rest") -> list[Signal]:
+        start = time.perf_counter()
+        with self.tracer.start_as_current_span("predict") as span:
+            span.set_attribute("rtvol.stocks", len(stock_ids))
+            out = await self._predict(stock_ids, max_staleness_ms, start + self.deadline_s)
+        if kelly:
+            out = [self._size(s) for s in out]
+        tier = max((s.tier for s in out), default=0)
+        metrics.REQUEST.labels(route, str(tier)).observe(time.perf_counter() - start)
+        return out
+
+    async def _predict(self, stock_ids: list[int], max_staleness_ms: float, deadline: float) -> list[Signal]:
+        now = now_us()
+        out: dict[int, Signal] = {}
+        todo: list[int] = []
+        for sid in dict.fromkeys(stock_ids):  # a repeated id is answered once
+            if not 0 <= sid < self.stocks:
+                out[sid] = _error(sid, f"unknown stock id {sid} (known: 0..{self.stocks - 1})", "unknown")
+            elif max_staleness_ms and (hit := self.cache.fresh(sid, max_staleness_ms, now)) is not None:
+                out[sid] = hit
+            else:
+                todo.append(sid)
+        if todo:
+            fresh = await self.compute(todo, deadline)
+            # what this gateway answers if the store goes away (flagged stale then)
+            self.cache.put_local([s for s in fresh if not s.error and not s.stale])
+            for sig in fresh:
+                out[sig.stock_id] = sig
+        return [out[s] for s in stock_ids]
+
+    async def compute(self, stock_ids: list[int], deadline: float) -> list[Signal]:
+        """Fresh signals for known stocks (also what pre-computation calls)."""
+        windows = await self._read(stock_ids)
+        if windows is None:  # store unreachable: what we have, flagged stale
+            return [self._held(sid) for sid in stock_ids]
+        found = np.flatnonzero(windows.found)
+        signals = {sid: self._tier3(sid, stale=False) for i, sid in enumerate(stock_ids)
+                   if not windows.found[i]}
+        if len(found):
+            for sig in await self._infer([stock_ids[i] for i in found], windows, found, deadline):
+                signals[sig.stock_id] = sig
+        result = [signals[s] for s in stock_ids]
+        for sig in result:
+            metrics.ANSWERS.labels(str(sig.tier) if not sig.error else "error").inc()
+            if not sig.error:
+                metrics.FEATURE_AGE.observe(max(0, now_us() - sig.feature_written_us) / 1e6)
+        return result
+
+    async def _read(self, stock_ids: list[int]) -> Windows | None:
+        if self.store is None or not self.store_breaker.allow():
+            return None
+        with self.tracer.start_as_current_span("feature_read"):
+            try:
+                windows = await asyncio.wait_for(self.store.read(np.asarray(stock_ids, np.int32)),
+                                                 self.store_timeout_s)
+            except Exception as e:
+                metrics.UPSTREAM_ERRORS.labels("store", type(e).__name__).inc()
+                self.store_breaker.record(False)
+                return None
+        self.store_breaker.record(True)
+        return windows
+
+    async def _infer(self, ids: list[int], windows: Windows, rows: np.ndarray, deadline: float
+                     ) -> list[Signal]:
+        x = windows.windows[rows] if len(rows) != len(windows.found) else windows.windows
+        outputs, tier, version = None, 2, self.local.version
+        remaining = deadline - time.perf_counter() - TIER2_RESERVE_S
+        if self.tier1 is not None and self.fanin is not None and remaining > 0 and self.tier1.breaker.allow():
+            with self.tracer.start_as_current_span("ModelStreamInfer"):
+                try:
+                    outputs = await asyncio.wait_for(self.fanin.submit(x), remaining)
+                    tier, version = 1, self.tier1.version or version
+                except Exception:
+                    outputs = None  # tier 2 answers; the breaker has counted it
+        if outputs is None:
+            outputs = self.local.infer(x)
+        now = now_us()
+        rv, d, m = outputs["rv"], outputs["direction"], outputs["momentum"]
+        return [Signal(sid, float(rv[i, 0]), (float(d[i, 0]), float(d[i, 1]), float(d[i, 2])),
+                       float(m[i, 0]), self.local.name, version, tier, int(windows.written_us[r]), now)
+                for i, (sid, r) in enumerate(zip(ids, rows, strict=True))]
+
+    def _tier3(self, sid: int, stale: bool) -> Signal:
+        est = self.vol.lookup(sid)
+        if est is None:
+            return _error(sid, f"no features yet for stock {sid}", "no_features")
+        return Signal(sid, est[0], None, None, tier3.MODEL, "", 3, est[1], now_us(), stale=stale)
+
+    def _held(self, sid: int) -> Signal:
+        cached = self.cache.get(sid)
+        if cached is None:
+            return self._tier3(sid, stale=True)
+        return replace(cached, stale=True)
+
+    def _size(self, sig: Signal) -> Signal:
+        # a copy: the cached signal is shared with requests that did not ask for sizing
+        if sig.direction is None:
+            return sig
+        return replace(sig, kelly_fraction=self.kelly.fraction(*sig.direction, sig.rv))
+
+
+def _error(sid: int, message: str, reason: str) -> Signal:
+    metrics.ITEM_ERRORS.labels(reason).inc()
+    return Signal(sid, error=message)

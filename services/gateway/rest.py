@@ -1,0 +1,90 @@
+"""REST for people and scripts (FastAPI, orjson). Bad input is a 4xx naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, StrictBool, StrictInt
+
+from rtvol.errors import InvalidInput, NotFound
+from rtvol.featurestore import now_us
+from services.gateway import metrics, validation
+from services.gateway.predictor import Predictor
+
+UniverseFn = Callable[[int], Awaitable[dict[str, Any]]]
+
+
+class PredictBody(BaseModel):
+    stock_ids: list[StrictInt]
+    max_staleness_ms: float | None = Field(None, description="a pre-computed signal at most this old "
+                                           "may answer; absent or 0: always infer")
+    kelly: StrictBool = False
+
+
+def _reject(route: str, status: int, reason: str, message: str) -> ORJSONResponse:
+    metrics.REJECTS.labels(route, reason).inc()
+    return ORJSONResponse({"error": message}, status_code=status)
+
+
+def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], bool], universe: UniverseFn
+               ) -> FastAPI:
+    app = FastAPI(title="rtvol gateway", version="1", default_response_class=ORJSONResponse)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        if first.get("type") == "json_invalid":  # loc is ("body", character position)
+            message = f"body: malformed JSON at character {loc[-1]}"
+            return _reject(request.url.path, 400, "malformed_json", message)
+        field = ".".join(p for p in loc if p != "body") or "body"
+        return _reject(request.url.path, 400, "bad_field", f"{field}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(InvalidInput)
+    async def invalid(request: Request, exc: InvalidInput) -> ORJSONResponse:
+        return _reject(request.url.path, 400, exc.reason, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> ORJSONResponse:
+        return ORJSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.post("/v1/predict")
+    async def predict(body: PredictBody) -> ORJSONResponse:
+        ids = validation.check_ids(body.stock_ids, max_ids)
+        staleness = validation.check_staleness(body.max_staleness_ms)
+        signals = await predictor.predict(ids, staleness, body.kelly, "rest")
+        now = now_us()
+        return ORJSONResponse({"signals": [s.to_json(now) for s in signals]})
+
+    @app.get("/v1/signals/{stock_id}")
+    async def cached_signal(stock_id: int) -> ORJSONResponse:
+        sig = await predictor.cache.get_remote(stock_id)
+        if sig is None:
+            raise NotFound(f"no pre-computed signal for stock {stock_id}")
+        return ORJSONResponse(sig.to_json(now_us()))
+
+    @app.get("/v1/universe")
+    async def get_universe(top_k: int = 20) -> ORJSONResponse:
+        if not 1 <= top_k <= max_ids:
+            raise InvalidInput(f"top_k: {top_k} outside 1..{max_ids}", "bad_top_k")
+        return ORJSONResponse(await universe(top_k))
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> ORJSONResponse:
+        ok = ready()
+        return ORJSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,63 @@
+"""One stock's answer, the same for REST, gRPC, the cache and Subscribe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from rtvol.proto.v1 import signals_pb2 as pb
+
+
+@dataclass(slots=True)
+class Signal:
+    stock_id: int
+    rv: float = 0.0
+    direction: tuple[float, float, float] | None = None  # down, flat, up; None on tier 3
+    momentum: float | None = None
+    model: str = ""
+    version: str = ""
+    tier: int = 0
+    feature_written_us: int = 0  # when the features behind it were written
+    computed_us: int = 0
+    stale: bool = False
+    error: str = ""
+    kelly_fraction: float | None = None
+
+    def to_json(self, now_us: int) -> dict[str, Any]:
+        if self.error:
+            return {"stock_id": self.stock_id, "error": self.error}
+        d = self.direction
+        out: dict[str, Any] = {
+            "stock_id": self.stock_id, "rv": self.rv,
+            "direction": None if d is None else {"down": d[0], "flat": d[1], "up": d[2]},
+            "momentum": self.momentum, "model": self.model, "version": self.version, "tier": self.tier,
+            "feature_age_ms": (now_us - self.feature_written_us) / 1000.0, "stale": self.stale}
+        if self.kelly_fraction is not None:
+            out["kelly_fraction"] = self.kelly_fraction
+        return out
+
+    def to_proto(self, now_us: int) -> pb.Signal:
+        if self.error:
+            return pb.Signal(stock_id=self.stock_id, error=self.error)
+        msg = pb.Signal(stock_id=self.stock_id, rv=self.rv, model=self.model, version=self.version,
+                        tier=self.tier, feature_age_ms=(now_us - self.feature_written_us) / 1000.0,
+                        stale=self.stale)
+        if self.direction is not None:
+            msg.direction.down, msg.direction.flat, msg.direction.up = self.direction
+        if self.momentum is not None:
+            msg.momentum = self.momentum
+        if self.kelly_fraction is not None:
+            msg.kelly_fraction = self.kelly_fraction
+        return msg
+
+    def dumps(self) -> bytes:
+        """The cache encoding (Redis hash value)."""
+        return orjson.dumps([self.stock_id, self.rv, self.direction, self.momentum, self.model,
+                             self.version, self.tier, self.feature_written_us, self.computed_us])
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Signal:
+        sid, rv, d, mom, model, version, tier, written, computed = orjson.loads(raw)
+        return cls(sid, rv, None if d is None else tuple(d), mom, model, version, tier, written, computed)

@@ -1,0 +1,143 @@
+"""Tier 1: the model sidecar over long-lived ModelStreamInfer streams (Open Inference
+Protocol). A stream carries many requests at once, matched to answers by id; a broken
+stream fails its pending requests and is reopened on next use. Several streams over one
+channel with round_robin spread over replicas behind a DNS name."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from rtvol.proto.inference import grpc_service_pb2 as pb
+from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from rtvol.rpc import MAX_MESSAGE_BYTES
+from rtvol.telemetry import inject_metadata
+from services.gateway import metrics
+from services.gateway.breaker import Breaker
+
+CHANNEL_OPTIONS = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # a restarted sidecar is found within a second, not grpc's default of up to 2 minutes
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+]
+
+
+class UpstreamError(RuntimeError):
+    """The sidecar failed a request, or its stream broke."""
+
+
+def _decode(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    return {o.name: np.frombuffer(raw, "<f4").reshape(tuple(o.shape))
+            for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+
+
+class _Stream:
+    def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+        self._out: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
+        self.pending: dict[str, asyncio.Future[pb.ModelInferResponse]] = {}
+        self.alive = True
+        self._call = stub.ModelStreamInfer(self._requests(), metadata=inject_metadata())
+        self._reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[pb.ModelInferRequest]:
+        while (item := await self._out.get()) is not None:
+            yield item
+
+    async def _read(self) -> None:
+        error = UpstreamError("sidecar stream ended")
+        try:
+            async for msg in self._call:
+                fut = self.pending.pop(msg.infer_response.id, None)
+                if fut is None or fut.done():
+                    continue
+                if msg.error_message:
+                    fut.set_exception(UpstreamError(msg.error_message))
+                else:
+                    fut.set_result(msg.infer_response)
+        except grpc.aio.AioRpcError as e:
+            error = UpstreamError(f"sidecar stream: {e.code().name} {e.details()}")
+        except asyncio.CancelledError:
+            error = UpstreamError("sidecar stream closed")
+        finally:
+            self.alive = False
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            self.pending.clear()
+
+    def send(self, request: pb.ModelInferRequest) -> asyncio.Future[pb.ModelInferResponse]:
+        fut: asyncio.Future[pb.ModelInferResponse] = asyncio.get_running_loop().create_future()
+        self.pending[request.id] = fut
+        self._out.put_nowait(request)
+        return fut
+
+    def close(self) -> None:
+        self._out.put_nowait(None)
+        self._call.cancel()
+        self._reader.cancel()
+
+
+class SidecarClient:
+    def __init__(self, url: str, model: str, streams: int = 2) -> None:
+        self.channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.model = model
+        self._streams: list[_Stream | None] = [None] * max(1, streams)
+        self._next = itertools.cycle(range(len(self._streams)))
+        self._ids = itertools.count()
+
+    def _stream(self) -> _Stream:
+        i = next(self._next)
+        s = self._streams[i]
+        if s is None or not s.alive:
+            s = self._streams[i] = _Stream(self.stub)
+        return s
+
+    async def infer(self, windows: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+        """Outputs by name and the model version that answered."""
+        x = np.ascontiguousarray(windows, "<f4")
+        request = pb.ModelInferRequest(model_name=self.model, id=str(next(self._ids)),
+                                       raw_input_contents=[x.tobytes()])
+        request.inputs.add(name="window", datatype="FP32", shape=x.shape)
+        stream = self._stream()
+        try:
+            response = await stream.send(request)
+        finally:
+            stream.pending.pop(request.id, None)
+        return _decode(response), response.model_version
+
+    async def close(self) -> None:
+        for s in self._streams:
+            if s is not None:
+                s.close()
+        await self.channel.close()
+
+
+class Tier1:
+    """The sidecar behind its breaker and a timeout; a batch slower than the latency budget
+    counts as a failure, so a slow sidecar opens the breaker as a dead one does."""
+
+    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float) -> None:
+        self.client, self.breaker, self.timeout_s = client, breaker, timeout_s
+        self.version = ""
+
+    async def batch(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            out, self.version = await asyncio.wait_for(self.client.infer(windows), self.timeout_s)
+        except Exception as e:
+            metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
+            self.breaker.record(False)
+            raise
+        self.breaker.record(True, time.perf_counter() - start)
+        return out

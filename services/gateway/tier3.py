@@ -1,0 +1,54 @@
+"""Tier 3: the feature service's background volatility estimate, refreshed in the
+background and kept in memory, so it still answers (with its age) while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from rtvol.featurestore import FeatureStore, VolEstimate
+from services.gateway import metrics
+
+log = logging.getLogger(__name__)
+MODEL = "vol_estimate"
+
+
+class VolCache:
+    def __init__(self, store: FeatureStore | None, refresh_s: float, timeout_s: float) -> None:
+        self.store, self.refresh_s, self.timeout_s = store, refresh_s, timeout_s
+        self.estimate: VolEstimate | None = None
+        self._index: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def lookup(self, stock_id: int) -> tuple[float, int] | None:
+        """(estimated RV, computed at µs), or None when the stock has no estimate."""
+        i = self._index.get(stock_id)
+        if i is None or self.estimate is None:
+            return None
+        return float(self.estimate.vol[i]), self.estimate.computed_us
+
+    async def refresh(self) -> None:
+        if self.store is None:
+            return
+        est = await asyncio.wait_for(self.store.read_vol(), self.timeout_s)
+        if est is not None and (self.estimate is None or est.computed_us >= self.estimate.computed_us):
+            self.estimate = est
+            self._index = {int(s): i for i, s in enumerate(est.stock_ids)}
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as e:  # Redis down: keep the last estimate, it carries its age
+                metrics.UPSTREAM_ERRORS.labels("store_vol", type(e).__name__).inc()
+            await asyncio.sleep(self.refresh_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

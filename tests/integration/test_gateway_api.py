@@ -1,0 +1,180 @@
+"""The gateway as a real process against a real redis-server, feature service and model
+sidecar: REST and gRPC answers, pre-computed signals and pushes, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import feed, procs
+
+from rtvol.features.spec import spec_hash
+from rtvol.featurestore import RedisStore
+from rtvol.proto.v1 import signals_pb2 as pb
+from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from rtvol.repository import version_dir
+
+pytestmark = pytest.mark.integration
+STOCKS = 8
+
+
+class Stack:
+    def __init__(self, base: str, grpc_target: str, feature: str, repo: Path, redis_url: str) -> None:
+        self.base, self.grpc, self.feature, self.repo = base, grpc_target, feature, repo
+        self.redis_url = redis_url
+        self.http = httpx.Client(base_url=base, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: str, tiny_repo: Path, tiny_data: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("gateway_api")
+    started: list[procs.Proc] = []
+    try:
+        feature, feature_url = procs.feature_service(logs, redis_server, STOCKS)
+        started.append(feature)
+        sidecar, model_url = procs.sidecar(logs, tiny_repo)
+        started.append(sidecar)
+        gw, base, grpc_target = procs.gateway(
+            logs, tiny_repo, "--redis-url", redis_server, "--model-url", model_url, "--feature-url",
+            feature_url, "--stocks", str(STOCKS), "--max-ids", "16", "--deadline-ms", "500",
+            "--model-timeout-ms", "200", "--model-latency-budget-ms", "100")
+        started.append(gw)
+        feed.replay(feature_url, tiny_data, range(0, 3))
+        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_server)
+    finally:
+        for p in reversed(started):
+            assert p.stop() == 0, p.tail()
+
+
+def store_windows(redis_url: str, ids: list[int]) -> np.ndarray:
+    async def read() -> np.ndarray:
+        store = RedisStore.connect(redis_url, spec_hash())
+        try:
+            return (await store.read(np.asarray(ids, np.int32))).windows
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
+def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data: Path) -> None:
+    reply = stack.http.post("/v1/predict", json={"stock_ids": [1, 0, 99], "kelly": True})
+    assert reply.status_code == 200, reply.text
+    one, zero, unknown = reply.json()["signals"]
+    assert unknown == {"stock_id": 99, "error": "unknown stock id 99 (known: 0..7)"}
+    session = ort.InferenceSession(str(version_dir(stack.repo, "rtvol_cnn") / "model.onnx"))
+    want_rv, want_dir, want_mom = session.run(["rv", "direction", "momentum"],
+                                              {"window": store_windows(stack.redis_url, [1, 0])})
+    for i, sig in enumerate((one, zero)):
+        assert sig["tier"] == 1 and sig["model"] == "rtvol_cnn" and sig["version"] == "1"
+        assert sig["rv"] == pytest.approx(float(want_rv[i, 0]), rel=1e-5)
+        assert [sig["direction"][k] for k in ("down", "flat", "up")] == pytest.approx(want_dir[i], abs=1e-5)
+        assert sig["momentum"] == pytest.approx(float(want_mom[i, 0]), abs=1e-5)
+        assert sig["feature_age_ms"] >= 0 and not sig["stale"]
+        assert -0.25 <= sig["kelly_fraction"] <= 0.25
+    assert stack.http.get("/livez").status_code == 200
+    assert stack.http.get("/readyz").json() == {"ready": True}
+    assert "/v1/predict" in stack.http.get("/openapi.json").json()["paths"]
+    def universe() -> dict:  # type: ignore[type-arg]
+        return stack.http.get("/v1/universe", params={"top_k": 2}).json()  # type: ignore[no-any-return]
+
+    # the volatility estimate is refreshed in the background (feature service, then gateway)
+    assert procs.wait_until(lambda: set(universe()["stock_ids"]) >= {0, 1, 2, 3}, 10)
+    assert len(universe()["top"]) == 2
+
+
+def test_grpc_predict_stream_subscribe_and_cached_signals(stack: Stack, tiny_data: Path) -> None:
+    with grpc.insecure_channel(stack.grpc) as ch:
+        stub = pb_grpc.SignalsStub(ch)
+        unary = stub.Predict(pb.PredictRequest(stock_ids=[2, 3]), timeout=10)
+        assert [s.stock_id for s in unary.signals] == [2, 3] and all(s.tier == 1 for s in unary.signals)
+        assert all(s.HasField("direction") and s.HasField("momentum") for s in unary.signals)
+        requests = [pb.PredictRequest(stock_ids=[i % 4], request_id=f"r{i}") for i in range(5)]
+        answers = list(stub.PredictStream(iter(requests), timeout=10))
+        assert [a.request_id for a in answers] == [f"r{i}" for i in range(5)]
+        assert [a.signals[0].stock_id for a in answers] == [i % 4 for i in range(5)]
+
+        pushed: list[pb.Signal] = []
+        subscription = stub.Subscribe(pb.SubscribeRequest(all=True), timeout=30)
+
+        def collect() -> None:
+            for sig in subscription:
+                pushed.append(sig)
+                if len({s.stock_id for s in pushed}) >= 4:
+                    return
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        assert procs.wait_until(lambda: len(stack.http.get("/metrics").text) > 0, 5)
+        # the subscription must be registered before the change it should see
+        assert procs.wait_until(lambda: bool(pushed) or _feed_once(stack, tiny_data), 20, 0.5)
+        reader.join(timeout=20)
+        subscription.cancel()
+    assert {s.stock_id for s in pushed} >= {0, 1, 2, 3} and all(s.tier == 1 for s in pushed)
+    cached = stack.http.get("/v1/signals/0").json()
+    assert cached["tier"] == 1 and cached["stock_id"] == 0
+    before = _metric(stack, 'rtvol_gateway_cache_total{result="hit"}')
+    hit = stack.http.post("/v1/predict", json={"stock_ids": [0], "max_staleness_ms": 3_600_000}).json()
+    assert hit["signals"][0]["rv"] == cached["rv"]
+    assert _metric(stack, 'rtvol_gateway_cache_total{result="hit"}') == before + 1
+    assert stack.http.get("/v1/signals/7").status_code == 404  # a known stock never fed
+
+
+_fed = iter(range(3, 40))
+
+
+def _feed_once(stack: Stack, data: Path) -> bool:
+    b = next(_fed)
+    feed.replay(stack.feature, data, range(b, b + 1))
+    return False  # keep waiting for the push
+
+
+def _metric(stack: Stack, name: str) -> float:
+    text = stack.http.get("/metrics").text
+    match = re.search(re.escape(name) + r" ([0-9.e+]+)", text)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.parametrize("body,field", [
+    (b'{"stock_ids": [1,', "body"),  # malformed JSON
+    (b'{"stock_ids": []}', "stock_ids"),
+    (b'{"stock_ids": [' + b",".join(b"1" for _ in range(17)) + b"]}", "stock_ids"),
+    (b'{"stock_ids": ["a"]}', "stock_ids"),
+    (b'{"max_staleness_ms": 5}', "stock_ids"),
+    (b'{"stock_ids": [1], "max_staleness_ms": -5}', "max_staleness_ms"),
+    (b'{"stock_ids": [1], "max_staleness_ms": "soon"}', "max_staleness_ms"),
+    (b'[1, 2]', "body"),
+])
+def test_rest_bad_input_is_a_400_naming_the_field(stack: Stack, body: bytes, field: str) -> None:
+    before = sum(float(v) for v in re.findall(r"rtvol_gateway_rejects_total\{[^}]*\} ([0-9.]+)",
+                                              stack.http.get("/metrics").text))
+    reply = stack.http.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"].startswith(field)
+    after = sum(float(v) for v in re.findall(r"rtvol_gateway_rejects_total\{[^}]*\} ([0-9.]+)",
+                                             stack.http.get("/metrics").text))
+    assert after == before + 1
+
+
+@pytest.mark.parametrize("request_,field", [
+    (pb.PredictRequest(), "stock_ids"),
+    (pb.PredictRequest(stock_ids=list(range(17))), "stock_ids"),
+    (pb.PredictRequest(stock_ids=[1], max_staleness_ms=-1), "max_staleness_ms"),
+])
+def test_grpc_bad_input_is_invalid_argument(stack: Stack, request_: pb.PredictRequest, field: str) -> None:
+    with grpc.insecure_channel(stack.grpc) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.SignalsStub(ch).Predict(request_, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith(field)
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(pb_grpc.SignalsStub(ch).Subscribe(pb.SubscribeRequest(), timeout=10)))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
