@@ -101,6 +101,16 @@ def _evaluate(a: argparse.Namespace) -> None:
     _evaluate_and_print(_load(a.data), a.repo, a.model, a.version, a.out)
 
 
+def _export(a: argparse.Namespace) -> None:
+    from training import tensorrt_export
+
+    try:
+        print(tensorrt_export.run(a.repo, a.model, a.version, a.tensorrt or a.int8, a.int8,
+                                  a.calibration_data))
+    except tensorrt_export.ExportError as e:
+        raise CommandError(str(e)) from e
+
+
 def _forward(module: str) -> Callable[[argparse.Namespace], None]:
     """Hand the remaining arguments to ``module``'s own ``main(argv)``."""
     def run(a: argparse.Namespace) -> None:
@@ -169,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add(ev, "model", "model name in the repository", "rtvol_cnn")
     ev.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     ev.set_defaults(run=_evaluate)
+
+    ex = sub.add_parser("export", help="re-validate a version's ONNX; build TensorRT engines",
+                        description="Without --tensorrt: check that ONNX Runtime loads the version, "
+                                    "batch 1..max_batch_size runs and outputs are finite. With "
+                                    "--tensorrt: also build model.plan beside the ONNX (fp16, or "
+                                    "INT8 calibrated on 512 training windows with --int8).")
+    _add(ex, "repo", "model repository", type=Path, env="model-repository")
+    _add(ex, "model", "model name in the repository", "rtvol_cnn")
+    ex.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    ex.add_argument("--tensorrt", action="store_true", help="build a TensorRT engine (needs a GPU)")
+    ex.add_argument("--int8", action="store_true", help="INT8 engine with entropy calibration")
+    data_env = _env("data")
+    ex.add_argument("--calibration-data", type=Path, default=Path(data_env) if data_env else None,
+                    help="Optiver-layout data for INT8 calibration windows [env RTVOL_DATA]")
+    ex.set_defaults(run=_export)
 
     for name, table, helptext in (("serve", SERVICES, "run a service"),
                                   ("bench", BENCHES, "run a benchmark")):

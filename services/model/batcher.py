@@ -2,6 +2,14 @@
 up to max_batch_size rows within max_queue_delay of the oldest one; each request gets back
 exactly its own rows.
 
+Idle dispatch (default): a request that finds the model quiet (empty queue and no batch
+finished within the last max_queue_delay) goes out on the batcher's next turn, together
+with whatever arrived in the same event-loop turn, without waiting. While traffic flows
+(a batch finished less than max_queue_delay ago, or one is executing) requests wait up to
+max_queue_delay for the batch to fill, as in Triton. Triton always waits unless a preferred
+or maximum batch forms; `idle_dispatch=False` restores that. Waiting when no one else is
+around only adds latency: nobody is coming to share the batch.
+
 epoll waits in whole milliseconds, so a sub-millisecond delay is waited by yielding to the
 event loop (which lets already-received requests join) until the deadline.
 """
@@ -32,29 +40,38 @@ class _Item:
 
 class Batcher:
     def __init__(self, model: str, backend: Backend, input_dims: tuple[int, ...], max_batch_size: int,
-                 max_queue_delay_s: float, executor: Executor | None) -> None:
+                 max_queue_delay_s: float, executor: Executor | None, inline_max_rows: int = 8,
+                 idle_dispatch: bool = True) -> None:
         self.model, self.backend, self.max_batch = model, backend, max_batch_size
         self.delay = max_queue_delay_s
         self.executor = executor  # None: compute inline on the event loop (CPU, tiny model)
+        # a hop to the backend thread costs more than ORT's ~50 µs at batch 1: small batches
+        # run on the loop; big ones (milliseconds on a CPU) must not stall other requests' I/O
+        self.inline_max_rows = inline_max_rows
+        self.idle_dispatch = idle_dispatch
         self.buffer = np.empty((max_batch_size, *input_dims), dtype=np.float32)  # reused per batch
         self.pending: collections.deque[_Item] = collections.deque()
         self.pending_rows = 0
         self.wakeup = asyncio.Event()
         self.closed = False
+        self.last_done = -float("inf")  # perf_counter when the previous batch finished
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{model}")
         self._queue = metrics.QUEUE.labels(model)
         self._compute = metrics.COMPUTE.labels(model, backend.name)
         self._batch = metrics.BATCH.labels(model)
 
-    async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """This request's outputs (owned arrays, rows in request order)."""
+    def submit(self, x: np.ndarray) -> asyncio.Future[dict[str, np.ndarray]]:
+        """Queue ``x``; the future gets this request's outputs (owned arrays, rows in order)."""
         if self.closed:
             raise Unavailable(f"model '{self.model}' version is being unloaded; retry")
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self.pending.append(_Item(x, future, time.perf_counter()))
         self.pending_rows += x.shape[0]
         self.wakeup.set()
-        return await future
+        return future
+
+    async def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return await self.submit(x)
 
     async def close(self) -> None:
         """Stop taking requests; the ones already queued still get their answers."""
@@ -70,8 +87,11 @@ class Batcher:
                 self.wakeup.clear()
                 await self.wakeup.wait()
                 continue
-            await self._gather()
+            quiet = self.pending[0].enqueued - self.last_done > self.delay
+            if not (quiet and self.idle_dispatch):
+                await self._gather()
             await self._execute(self._take())
+            self.last_done = time.perf_counter()
 
     async def _gather(self) -> None:
         deadline = self.pending[0].enqueued + self.delay
@@ -100,7 +120,7 @@ class Batcher:
         for item in items:
             self._queue.observe(start - item.enqueued)
         try:
-            if self.executor is None:
+            if self.executor is None or x.shape[0] <= self.inline_max_rows:
                 outs = self.backend.infer(x)
             else:
                 outs = await asyncio.get_running_loop().run_in_executor(self.executor, self.backend.infer, x)

@@ -59,9 +59,14 @@ def model_only(repo: Path, name: str, windows: np.ndarray, n: int) -> list[dict[
         except backends.BackendUnavailable as e:
             rows.append({"backend": f"{backend_name}-{precision}", "skipped": str(e)})
             continue
+        label = backend.name + ("" if precision == "fp32" or backend.name.endswith(precision)
+                                else f"-{precision}")
+        if any(r["backend"] == label for r in rows):  # "onnxruntime" without a CUDA provider
+            rows.append({"backend": backend_name, "skipped": f"resolves to {label}, measured above"})
+            continue
         backend.warmup(backends.batch_buckets(1024))
         infer = backend.infer
-        rows.append({"backend": backend.name + ("" if precision == "fp32" else f"-{precision}"),
+        rows.append({"backend": label,
                      "batch1": latency(lambda: infer(windows[:1]), n),  # noqa: B023  (called now)
                      "batch64_per_s": throughput(lambda: infer(windows[:64]), 64),  # noqa: B023
                      "batch1024_per_s": throughput(lambda: infer(windows[:1024]), 1024)})  # noqa: B023

@@ -1,14 +1,63 @@
 """Between protocol and backend: resolve the model, validate and decode the input, batch,
-encode, and count every outcome."""
+encode, and count every outcome.
+
+``submit`` does everything up to the batch queue synchronously and returns a ``Call``
+whose future completes with the batch; the stream handler finishes calls from a done
+callback instead of paying for a task per request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 
-from rtvol.errors import InvalidInput, NotFound, Unavailable
+import numpy as np
+
+from rtvol.errors import InvalidInput, NotFound, RtvolError, Unavailable
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from services.model import metrics, tensors
+from services.model.model import LoadedModel, TensorInfo
 from services.model.registry import Registry
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, InvalidInput):
+        return error.reason
+    if isinstance(error, NotFound):
+        return "not_found"
+    if isinstance(error, Unavailable):
+        return "unavailable"
+    return "internal"
+
+
+@dataclass(slots=True)
+class Call:
+    """One request queued for a batch."""
+
+    request: pb.ModelInferRequest
+    model: LoadedModel
+    outputs: tuple[TensorInfo, ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    start: float
+    metrics: metrics.ModelMetrics
+
+    def finish(self, values: dict[str, np.ndarray]) -> pb.ModelInferResponse:
+        response = tensors.encode(self.request, self.model, self.outputs, values)
+        self.metrics.successes.inc()
+        self.metrics.request_seconds.observe(time.perf_counter() - self.start)
+        return response
+
+    def failed(self, error: BaseException) -> None:
+        self.metrics.failed(_reason(error))
+
+    def response(self) -> pb.ModelInferResponse:
+        """The answer once ``future`` is done; raises (and counts) a backend failure."""
+        error = self.future.exception()
+        if error is not None:
+            self.failed(error)
+            raise error
+        return self.finish(self.future.result())
 
 
 class DataPlane:
@@ -16,31 +65,33 @@ class DataPlane:
         self.registry = registry
         self.ready = False
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def submit(self, request: pb.ModelInferRequest) -> Call:
+        """Validate and queue; raises (and counts) an RtvolError for a refused request."""
         start = time.perf_counter()
         # an unknown name is one label value, so callers cannot grow the metric without bound
-        label = request.model_name if request.model_name in self.registry.served else "unknown"
-        metrics.REQUESTS.labels(label).inc()
+        m = metrics.for_model(request.model_name if request.model_name in self.registry.served
+                              else "unknown")
+        m.requests.inc()
         try:
             if not self.ready:
                 raise Unavailable("models are still loading")
             model, batcher = self.registry.get(request.model_name, request.model_version)
             x = tensors.decode_input(request, model)
             outputs = tensors.requested_outputs(request, model)
-            values = await batcher.infer(x)
-            response = tensors.encode(request, model, outputs, values)
-        except InvalidInput as e:
-            metrics.FAILURES.labels(label, e.reason).inc()
-            raise
-        except NotFound:
-            metrics.FAILURES.labels(label, "not_found").inc()
-            raise
-        except Unavailable:
-            metrics.FAILURES.labels(label, "unavailable").inc()
+            future = batcher.submit(x)
+        except RtvolError as e:
+            m.failed(_reason(e))
             raise
         except Exception:
-            metrics.FAILURES.labels(label, "internal").inc()
+            m.failed("internal")
             raise
-        metrics.SUCCESSES.labels(label).inc()
-        metrics.REQUEST.labels(label).observe(time.perf_counter() - start)
-        return response
+        return Call(request, model, outputs, future, start, m)
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        call = self.submit(request)
+        try:
+            values = await call.future
+        except Exception as e:
+            call.failed(e)
+            raise
+        return call.finish(values)

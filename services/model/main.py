@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rtvol.config import ServiceSettings, load
 from rtvol.rpc import Server
 from rtvol.telemetry import setup_tracing, start_metrics
 from services.model import backends
 from services.model.dataplane import DataPlane
-from services.model.registry import Registry
+from services.model.registry import BatchPolicy, Registry
 from services.model.servicer import SERVICE_NAME, InferenceServicer
 
 log = logging.getLogger("rtvol.model")
@@ -29,18 +32,46 @@ class ModelSettings(ServiceSettings):
     backend: str = "auto"  # auto | onnxruntime | onnxruntime-cpu | cudagraph | tensorrt
     precision: str = "fp16"  # cudagraph: fp16 | bf16 | fp32
     max_queue_delay_us: int | None = None  # default: the model's config.pbtxt
-    compute_thread: bool = True  # run the backend off the event loop
+    compute_thread: bool = True  # run big batches on a backend thread, off the event loop
+    inline_max_rows: int = 8  # batches up to this many rows run on the loop (cheaper than a hop)
+    idle_dispatch: bool = True  # an idle batcher sends at once; False: always wait the delay
     ort_threads: int = 1
     poll_seconds: float = 2.0  # repository poll for new versions; 0 disables
+    debug_delay_ms: float = 0.0  # test-only fault injection: every inference waits this long
+
+
+def _slowed(make: Callable[..., Any], delay_s: float) -> Callable[..., Any]:
+    """Backends whose every batch takes ``delay_s`` longer, as on a stalled GPU (fault tests)."""
+    def create(*args: Any, **kwargs: Any) -> Any:
+        backend = make(*args, **kwargs)
+        infer = backend.infer
+
+        def slow(window: Any) -> Any:
+            time.sleep(delay_s)
+            return infer(window)
+        backend.infer = slow
+        return backend
+    return create
+
+
+def exports_traces() -> bool:
+    """rtvol.telemetry exports spans only when an OTLP endpoint is configured; without one a
+    span is pure cost on the request path."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true" and bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 async def serve(s: ModelSettings) -> None:
-    tracer = setup_tracing("rtvol-model")
+    tracer = setup_tracing("rtvol-model") if exports_traces() else None
     if s.backend not in backends.NAMES:
         raise SystemExit(f"--backend must be one of {backends.NAMES}")
     executor = ThreadPoolExecutor(1, thread_name_prefix="backend") if s.compute_thread else None
-    make = partial(backends.create, s.backend, precision=s.precision, threads=s.ort_threads)
-    registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor)
+    make: Callable[..., backends.Backend] = partial(backends.create, s.backend, precision=s.precision,
+                                                    threads=s.ort_threads)
+    if s.debug_delay_ms > 0:
+        make = _slowed(make, s.debug_delay_ms / 1000)
+    registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
+                        BatchPolicy(s.inline_max_rows, s.idle_dispatch))
     dataplane = DataPlane(registry)
     server = Server([SERVICE_NAME])
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc

@@ -19,3 +19,32 @@ REQUEST = Histogram("rtvol_model_request_seconds", "Server time per request, dec
 BATCH = Histogram("rtvol_model_batch_size", "Rows per executed batch", ["model"],
                   buckets=BATCH_BUCKETS)
 LOADED = Gauge("rtvol_model_loaded_version", "Version being served", ["model", "backend"])
+
+
+class ModelMetrics:
+    """One model's labelled children, looked up once (a labels() call costs a lock and a
+    dict lookup per request)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.requests = REQUESTS.labels(model)
+        self.successes = SUCCESSES.labels(model)
+        self.request_seconds = REQUEST.labels(model)
+        self._failures: dict[str, Counter] = {}
+
+    def failed(self, reason: str) -> None:
+        child = self._failures.get(reason)
+        if child is None:  # reasons are a small fixed set of literals
+            child = self._failures[reason] = FAILURES.labels(self.model, reason)
+        child.inc()
+
+
+_BY_MODEL: dict[str, ModelMetrics] = {}
+
+
+def for_model(label: str) -> ModelMetrics:
+    """Cached per label; callers pass a served model name or 'unknown', so this stays bounded."""
+    found = _BY_MODEL.get(label)
+    if found is None:
+        found = _BY_MODEL[label] = ModelMetrics(label)
+    return found

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtvol import repository
@@ -20,13 +21,23 @@ from services.model.model import LoadedModel, load
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How every batcher runs (see batcher.py)."""
+
+    inline_max_rows: int = 8
+    idle_dispatch: bool = True
+
+
 class Registry:
     def __init__(self, repo: Path, make_backend: Callable[[ModelFiles], Backend],
-                 max_queue_delay_us: int | None, executor: Executor | None) -> None:
+                 max_queue_delay_us: int | None, executor: Executor | None,
+                 policy: BatchPolicy = BatchPolicy()) -> None:
         self.repo = Path(repo)
         self.make_backend = make_backend
         self.delay_override = max_queue_delay_us
         self.executor = executor
+        self.policy = policy
         self.served: dict[str, tuple[LoadedModel, Batcher]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -56,7 +67,8 @@ class Registry:
         delay_us = (self.delay_override if self.delay_override is not None
                     else model.config.dynamic_batching.max_queue_delay_microseconds)
         batcher = Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
-                          delay_us * 1e-6, self.executor)
+                          delay_us * 1e-6, self.executor, self.policy.inline_max_rows,
+                          self.policy.idle_dispatch)
         old = self.served.get(model.name)
         self.served[model.name] = (model, batcher)  # one assignment: requests see old or new
         metrics.LOADED.labels(model.name, model.backend.name).set(model.version)

@@ -4,6 +4,8 @@ ModelStreamInfer) on top of the data plane. Protocol only: no validation or batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from importlib import metadata as importlib_metadata
@@ -15,15 +17,18 @@ from rtvol.errors import RtvolError
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.telemetry import extract_metadata
-from services.model.dataplane import DataPlane
+from services.model.dataplane import Call, DataPlane
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 EXTENSIONS = ("model_configuration", "streaming")
+_NO_SPAN = contextlib.nullcontext()
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer) -> None:
+    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer | None) -> None:
+        """``tracer`` None: nothing exports spans, so none are made (a recording SDK span and
+        the context extraction cost tens of µs per request)."""
         self.dataplane = dataplane
         self.registry = dataplane.registry
         self.tracer = tracer
@@ -68,48 +73,78 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model, _ = self.registry.get(request.name, request.version)
         return pb.ModelConfigResponse(config=model.config)
 
+    def _span(self, name: str, context: grpc.aio.ServicerContext
+              ) -> contextlib.AbstractContextManager[trace.Span | None]:
+        if self.tracer is None:
+            return _NO_SPAN
+        parent = extract_metadata(context.invocation_metadata())
+        return self.tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER)
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
-        parent = extract_metadata(context.invocation_metadata())
-        with self.tracer.start_as_current_span("ModelInfer", context=parent,
-                                               kind=trace.SpanKind.SERVER) as span:
-            span.set_attribute("rtvol.model", request.model_name)
+        with self._span("ModelInfer", context) as span:
+            if span is not None:
+                span.set_attribute("rtvol.model", request.model_name)
             return await self.dataplane.infer(request)
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests on the stream run concurrently (so they can share a batch); a failed one
-        answers in-band with error_message and the stream goes on."""
-        parent = extract_metadata(context.invocation_metadata())
+        """Requests on the stream run concurrently (so they can share a batch): one reader
+        task per stream queues them and each batch's done callback queues the answers. A
+        failed request answers in-band with error_message and the stream goes on."""
+        parent = None if self.tracer is None else extract_metadata(context.invocation_metadata())
         out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        in_flight = 0
+        reading = True
 
-        async def one(request: pb.ModelInferRequest) -> None:
-            with self.tracer.start_as_current_span("ModelStreamInfer", context=parent,
-                                                   kind=trace.SpanKind.SERVER):
-                try:
-                    out.put_nowait(pb.ModelStreamInferResponse(
-                        infer_response=await self.dataplane.infer(request)))
-                except Exception as e:
-                    if not isinstance(e, RtvolError):
-                        log.exception("stream request failed")
-                    message = str(e) if isinstance(e, RtvolError) else f"internal error: {type(e).__name__}"
-                    out.put_nowait(pb.ModelStreamInferResponse(
-                        error_message=message, infer_response=pb.ModelInferResponse(
-                            id=request.id, model_name=request.model_name)))
+        def answered(reply: pb.ModelStreamInferResponse, span: trace.Span | None) -> None:
+            nonlocal in_flight
+            if span is not None:
+                span.end()
+            out.put_nowait(reply)
+            in_flight -= 1
+            if not reading and in_flight == 0:
+                out.put_nowait(None)
+
+        def done(call: Call, span: trace.Span | None, _: object) -> None:
+            try:
+                reply = pb.ModelStreamInferResponse(infer_response=call.response())
+            except Exception as e:
+                reply = _stream_error(call.request, e)
+            answered(reply, span)
 
         async def read() -> None:
-            async for request in request_iterator:
-                task = asyncio.create_task(one(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await asyncio.gather(*running)
-            out.put_nowait(None)
+            nonlocal in_flight, reading
+            try:
+                async for request in request_iterator:
+                    span = None if self.tracer is None else self.tracer.start_span(
+                        "ModelStreamInfer", context=parent, kind=trace.SpanKind.SERVER,
+                        attributes={"rtvol.model": request.model_name})
+                    in_flight += 1
+                    try:
+                        call = self.dataplane.submit(request)
+                    except Exception as e:
+                        answered(_stream_error(request, e), span)
+                        continue
+                    call.future.add_done_callback(functools.partial(done, call, span))
+            finally:
+                reading = False
+                if in_flight == 0:
+                    out.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await out.get()) is not None:
                 yield item
+            await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
+
+
+def _stream_error(request: pb.ModelInferRequest, error: Exception) -> pb.ModelStreamInferResponse:
+    if not isinstance(error, RtvolError):
+        log.error("stream request failed", exc_info=error)
+    message = str(error) if isinstance(error, RtvolError) else f"internal error: {type(error).__name__}"
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(
+        id=request.id, model_name=request.model_name))

@@ -161,3 +161,38 @@ async def test_backend_failure_reaches_every_request_of_the_batch(files: ModelFi
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     await batcher.close()
 
+
+
+class Slow(Recording):
+    """Records when each batch ran."""
+
+    def __init__(self, inner: backends.Backend) -> None:
+        super().__init__(inner)
+        self.started: list[float] = []
+
+    def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
+        import time
+
+        self.started.append(time.perf_counter())
+        return super().infer(window)
+
+
+@pytest.mark.parametrize("idle_dispatch", [True, False])
+async def test_a_lone_request_on_a_quiet_model_waits_only_without_idle_dispatch(
+        files: ModelFiles, idle_dispatch: bool) -> None:
+    import time
+
+    backend = Slow(backends.create("onnxruntime-cpu", files))
+    delay = 0.2
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, delay, None, idle_dispatch=idle_dispatch)
+    sent = time.perf_counter()
+    await asyncio.wait_for(batcher.infer(windows(1)), 10)
+    waited = backend.started[0] - sent
+    assert (waited < delay / 2) if idle_dispatch else (waited >= delay * 0.95)
+    # traffic is flowing now (a batch just finished): the next requests wait for company
+    first = asyncio.ensure_future(batcher.infer(windows(1)))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(batcher.infer(windows(2)))
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert backend.calls[-1] == 3
+    await batcher.close()
