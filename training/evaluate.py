@@ -97,6 +97,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     p = report["_predictions"]
     y = p["target"]
@@ -108,6 +109,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.plot([lo, hi], [lo, hi], color="black", lw=1)
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
                title=f"{k}: RMSPE {report['rmspe'][k]:.3f}", xlabel="realized next-bucket RV")
+        for axis in (ax.xaxis, ax.yaxis):  # 1-2-5 ticks as plain numbers; default minor labels collide
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
     np.atleast_1d(axes)[0].set_ylabel("predicted RV")
     fig.suptitle(f"Predicted vs realized RV on held-out time_ids ({report['rows']} buckets)")
     fig.tight_layout()
