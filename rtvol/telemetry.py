@@ -1,17 +1,26 @@
 """Metrics and tracing shared by every service.
 
-* Prometheus: LATENCY_BUCKETS resolve 10 µs; `start_metrics` serves /metrics.
+* Prometheus: LATENCY_BUCKETS resolve 10 µs; `start_metrics` serves /metrics and installs the
+  runtime metrics: prometheus_client's default process/platform/GC collectors (RSS, CPU,
+  collections per generation) plus `rtvol_gc_pause_seconds{generation}` from `gc.callbacks`.
+* `after_warmup` runs once a service is warm: one full collection, then optionally
+  `gc.freeze()` so the long-lived warm-up objects are never scanned again.
 * OpenTelemetry: `setup_tracing` configures a tracer provider from the standard OTEL_*
   variables (OTLP gRPC exporter when OTEL_EXPORTER_OTLP_ENDPOINT is set); W3C trace
-  context travels in gRPC metadata via `inject_metadata` / `extract_metadata`.
+  context travels in gRPC metadata (`inject_metadata` / `extract_metadata`), HTTP headers
+  (`inject_headers` / `extract_headers`) and single values such as an Open Inference
+  Protocol request parameter on a long-lived stream (`traceparent` / `extract_traceparent`).
 """
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
 
 from opentelemetry import context, propagate, trace
+from prometheus_client import Gauge, Histogram
 
 # seconds; fine below 1 ms (the model runs in tens of µs), coarse above
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -22,8 +31,56 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
+# GC pauses run from ~10 µs (generation 0) to tens of ms (a full collection of a big heap)
+GC_PAUSE = Histogram("rtvol_gc_pause_seconds", "Stop-the-world time of one garbage collection",
+                     ["generation"], buckets=LATENCY_BUCKETS)
+GC_FROZEN = Gauge("rtvol_gc_frozen_objects", "Objects moved to the permanent generation by gc.freeze()")
+
+
+class GcPauseTimer:
+    """A ``gc.callbacks`` hook timing each collection into GC_PAUSE (children looked up once:
+    the callback runs inside the collector, so it must stay cheap)."""
+
+    def __init__(self) -> None:
+        self._children = [GC_PAUSE.labels(str(g)) for g in range(3)]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self._children[info["generation"]].observe(time.perf_counter() - self._started)
+            self._started = 0.0
+
+
+_gc_timer: GcPauseTimer | None = None
+
+
+def install_runtime_metrics() -> None:
+    """Time GC pauses (once per process); the default registry already carries process_*
+    (RSS, CPU, fds) and python_gc_* (collections per generation) collectors."""
+    global _gc_timer
+    if _gc_timer is None:
+        _gc_timer = GcPauseTimer()
+        gc.callbacks.append(_gc_timer)
+
+
+def after_warmup(freeze: bool) -> int:
+    """Call once warm (models loaded, connections open): collect what warm-up left behind and,
+    when ``freeze``, move the survivors to the permanent generation so later collections skip
+    them (shorter pauses). Returns the frozen object count."""
+    gc.collect()
+    if freeze:
+        gc.freeze()
+    frozen = gc.get_freeze_count()
+    GC_FROZEN.set(frozen)
+    return frozen
+
+
 def start_metrics(port: int, host: str = "127.0.0.1") -> int:
-    """Serve /metrics on ``port`` (0 = disabled); returns the port."""
+    """Install the runtime metrics and serve /metrics on ``port`` (0: the service exposes the
+    default registry itself, e.g. on its HTTP port); returns the port."""
+    install_runtime_metrics()
     if port:
         from prometheus_client import start_http_server
 
@@ -59,6 +116,31 @@ def inject_metadata() -> list[tuple[str, str]]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return list(carrier.items())
+
+
+def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Add the current trace context to outgoing HTTP ``headers`` (W3C traceparent/tracestate)."""
+    propagate.inject(headers)
+    return headers
+
+
+def traceparent() -> str:
+    """The current span's W3C traceparent ('' outside a recording span): for carriers that are
+    one value, e.g. a request parameter on a stream opened long before this request."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def extract_traceparent(value: str, default: context.Context | None = None) -> context.Context | None:
+    """A context continuing ``value`` (a traceparent), or ``default`` when it is empty."""
+    return propagate.extract({"traceparent": value}) if value else default
+
+
+def extract_headers(headers: Mapping[str, str]) -> context.Context:
+    """A context continuing the trace named by incoming HTTP ``headers`` (for servers without
+    their own instrumentation: FastAPI >= 0.165 extracts these itself once a provider is set)."""
+    return propagate.extract({k.lower(): v for k, v in headers.items()})
 
 
 def extract_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> context.Context:

@@ -16,7 +16,7 @@ import numpy as np
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
-from rtvol.telemetry import inject_metadata
+from rtvol.telemetry import inject_metadata, traceparent
 from services.gateway import metrics
 from services.gateway.breaker import Breaker
 
@@ -109,6 +109,8 @@ class SidecarClient:
         request = pb.ModelInferRequest(model_name=self.model, id=str(next(self._ids)),
                                        raw_input_contents=[x.tobytes()])
         request.inputs.add(name="window", datatype="FP32", shape=x.shape)
+        if tp := traceparent():  # per request: the stream's own metadata names only its opener
+            request.parameters["traceparent"].string_param = tp
         stream = self._stream()
         try:
             response = await stream.send(request)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 from rtvol.config import ServiceSettings, load
 from rtvol.rpc import Server
-from rtvol.telemetry import setup_tracing, start_metrics
+from rtvol.telemetry import after_warmup, setup_tracing, start_metrics
 from services.model import backends
 from services.model.dataplane import DataPlane
 from services.model.registry import BatchPolicy, Registry
@@ -89,8 +88,7 @@ async def serve(s: ModelSettings) -> None:
         log.warning("no model in %s yet; polling", s.model_repository)
     dataplane.ready = True
     await server.set_serving(True)
-    if s.freeze_gc:
-        gc.freeze()
+    after_warmup(s.freeze_gc)
     log.info("ready: %s", ", ".join(loaded) or "(no models)")
     poller = asyncio.create_task(registry.poll_forever(s.poll_seconds)) if s.poll_seconds > 0 else None
 

@@ -12,11 +12,12 @@ from importlib import metadata as importlib_metadata
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from rtvol.errors import RtvolError
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from rtvol.telemetry import extract_metadata
+from rtvol.telemetry import extract_metadata, extract_traceparent
 from services.model.dataplane import Call, DataPlane
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 async for request in request_iterator:
                     span = None if self.tracer is None else self.tracer.start_span(
-                        "ModelStreamInfer", context=parent, kind=trace.SpanKind.SERVER,
+                        "ModelStreamInfer", context=_request_context(request, parent),
+                        kind=trace.SpanKind.SERVER,
                         attributes={"rtvol.model": request.model_name})
                     in_flight += 1
                     try:
@@ -140,6 +142,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
+
+
+def _request_context(request: pb.ModelInferRequest, stream: Context | None) -> Context | None:
+    """The sender's per-request traceparent parameter, else the stream's opening context."""
+    param = request.parameters.get("traceparent")
+    return extract_traceparent(param.string_param, stream) if param is not None else stream
 
 
 def _stream_error(request: pb.ModelInferRequest, error: Exception) -> pb.ModelStreamInferResponse:

@@ -1,0 +1,89 @@
+"""rtvol.telemetry: runtime metrics (GC pauses, process collectors), gc.freeze after warm-up,
+W3C trace context over HTTP headers and single-value carriers."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY, generate_latest
+
+from rtvol import telemetry
+
+
+def _pauses(generation: int) -> float:
+    value = REGISTRY.get_sample_value("rtvol_gc_pause_seconds_count", {"generation": str(generation)})
+    return value or 0.0
+
+
+def test_gc_pauses_are_timed_per_generation() -> None:
+    telemetry.install_runtime_metrics()
+    telemetry.install_runtime_metrics()  # idempotent: one callback, not two
+    assert sum(isinstance(cb, telemetry.GcPauseTimer) for cb in gc.callbacks) == 1
+    before = [_pauses(g) for g in range(3)]
+    gc.collect(1)
+    gc.collect(2)
+    assert _pauses(1) == before[1] + 1
+    assert _pauses(2) == before[2] + 1
+    total = REGISTRY.get_sample_value("rtvol_gc_pause_seconds_sum", {"generation": "2"})
+    assert total is not None and total > 0
+
+
+def test_start_metrics_without_port_still_exposes_runtime_metrics() -> None:
+    assert telemetry.start_metrics(0) == 0
+    text = generate_latest().decode()
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 'python_gc_collections_total{generation="2"}', "rtvol_gc_pause_seconds_bucket",
+                 "rtvol_gc_frozen_objects"):
+        assert name in text, name
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_after_warmup_freezes_only_when_asked() -> None:
+    assert telemetry.after_warmup(False) == 0
+    assert gc.get_freeze_count() == 0
+    frozen = telemetry.after_warmup(True)
+    assert frozen == gc.get_freeze_count() > 0
+    assert REGISTRY.get_sample_value("rtvol_gc_frozen_objects") == frozen
+
+
+@pytest.fixture(scope="module")
+def tracer() -> trace.Tracer:
+    # a local provider: the global one can be set only once per process
+    return TracerProvider().get_tracer("test")
+
+
+def test_traceparent_round_trips_through_one_value(tracer: trace.Tracer) -> None:
+    assert telemetry.traceparent() == ""  # no span: nothing to send
+    default = telemetry.extract_metadata(())
+    assert telemetry.extract_traceparent("", default) is default
+    with tracer.start_as_current_span("client") as span:
+        value = telemetry.traceparent()
+    ctx = telemetry.extract_traceparent(value)
+    assert ctx is not None
+    remote = trace.get_current_span(ctx).get_span_context()
+    assert (remote.trace_id, remote.span_id) == (span.get_span_context().trace_id,
+                                                 span.get_span_context().span_id)
+    assert remote.is_remote
+
+
+def test_http_headers_carry_the_trace(tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("caller") as caller:
+        headers = dict(telemetry.inject_headers({"Accept": "application/json"}))
+    assert headers["traceparent"].startswith("00-") and headers["Accept"] == "application/json"
+    # header names are case-insensitive on the wire
+    ctx = telemetry.extract_headers({k.title(): v for k, v in headers.items()})
+    remote = trace.get_current_span(ctx).get_span_context()
+    assert remote.trace_id == caller.get_span_context().trace_id
+    assert remote.span_id == caller.get_span_context().span_id
+    assert not trace.get_current_span(telemetry.extract_headers({})).get_span_context().is_valid
