@@ -43,3 +43,22 @@ def merge(batches: Sequence[UpdateBatch]) -> UpdateBatch:
     cols = {f: np.concatenate([getattr(b, f) for b in batches]) for f in UpdateBatch.__dataclass_fields__}
     order = np.argsort(cols["time"], kind="stable")
     return UpdateBatch.from_columns({k: v[order] for k, v in cols.items()})
+
+
+def snapshot_batches(n_stocks: int, rounds: int, seed: int = 0) -> list[UpdateBatch]:
+    """One update per stock per round (90% book, 10% trade), one second apart: a market snapshot."""
+    rng = np.random.default_rng(seed)
+    mid = np.ones(n_stocks)
+    out = []
+    for r in range(rounds):
+        mid *= np.exp(rng.normal(0, 1e-4, n_stocks))
+        half = mid * 5e-5
+        kind = np.where(rng.random(n_stocks) < 0.9, BOOK, TRADE)
+        sizes = rng.integers(10, 500, (4, n_stocks)).astype(np.float64)
+        out.append(UpdateBatch.from_columns({
+            "stock_id": np.arange(n_stocks), "time": np.full(n_stocks, float(r)), "seq": np.full(n_stocks, r),
+            "kind": kind, "bid1": mid - half, "ask1": mid + half,
+            "bid2": mid - 3 * half, "ask2": mid + 3 * half,
+            "bid_size1": sizes[0], "ask_size1": sizes[1], "bid_size2": sizes[2], "ask_size2": sizes[3],
+            "price": mid, "size": sizes[0], "order_count": np.ones(n_stocks)}))
+    return out

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from rtvol.features.online import OnlineState
-from rtvol.features.online_batch import BOOK, TRADE, UpdateBatch
+from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore
 from rtvol.proto.v1 import features_pb2 as pb
@@ -25,25 +25,6 @@ from rtvol.telemetry import setup_tracing
 from services.feature.decode import encode_columns
 from services.feature.publisher import Publisher
 from services.feature.servicer import FeaturesServicer, Ingestor
-
-
-def snapshot_batches(n_stocks: int, rounds: int, seed: int = 0) -> list[UpdateBatch]:
-    """One update per stock per round (90% book, 10% trade), one second apart: a market snapshot."""
-    rng = np.random.default_rng(seed)
-    mid = np.ones(n_stocks)
-    out = []
-    for r in range(rounds):
-        mid *= np.exp(rng.normal(0, 1e-4, n_stocks))
-        half = mid * 5e-5
-        kind = np.where(rng.random(n_stocks) < 0.9, BOOK, TRADE)
-        sizes = rng.integers(10, 500, (4, n_stocks)).astype(np.float64)
-        out.append(UpdateBatch.from_columns({
-            "stock_id": np.arange(n_stocks), "time": np.full(n_stocks, float(r)), "seq": np.full(n_stocks, r),
-            "kind": kind, "bid1": mid - half, "ask1": mid + half,
-            "bid2": mid - 3 * half, "ask2": mid + 3 * half,
-            "bid_size1": sizes[0], "ask_size1": sizes[1], "bid_size2": sizes[2], "ask_size2": sizes[3],
-            "price": mid, "size": sizes[0], "order_count": np.ones(n_stocks)}))
-    return out
 
 
 def bench_apply(n_stocks: int, rounds: int) -> dict[str, float]:
@@ -61,12 +42,23 @@ def quantiles(h: HdrHistogram) -> str:
     return " ".join(f"p{q}={h.get_value_at_percentile(q):.0f}us" for q in (50, 99, 99.9))
 
 
+async def _latency(call: Callable[[], Awaitable[object]], reads: int, warmup: int = 200) -> HdrHistogram:
+    h = HdrHistogram(1, 10_000_000, 3)
+    for i in range(reads + warmup):
+        t = time.perf_counter()
+        await call()
+        if i >= warmup:
+            h.record_value(max(1, int((time.perf_counter() - t) * 1e6)))
+    return h
+
+
 async def bench_service(store: FeatureStore, n_stocks: int, rounds: int, reads: int) -> dict[str, str]:
     state = OnlineState(n_stocks)
     publisher = Publisher(state, store, 0.005)
     server = grpc.aio.server()
-    pb_grpc.add_FeaturesServicer_to_server(FeaturesServicer(
-        state, store, Ingestor(state, publisher, 1 << 20), setup_tracing("rtvol-bench")), server)
+    servicer = FeaturesServicer(state, store, Ingestor(state, publisher, 1 << 20),
+                                setup_tracing("rtvol-bench"))
+    pb_grpc.add_FeaturesServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     publisher.start()
@@ -80,16 +72,20 @@ async def bench_service(store: FeatureStore, n_stocks: int, rounds: int, reads: 
         out["grpc_ingest"] = (f"{summary.accepted / elapsed:,.0f} updates/s ({summary.accepted:,} updates, "
                               f"{len(msgs)} messages of {n_stocks}, store flushes included)")
         ids = np.arange(100)
+        request = pb.GetFeaturesRequest(stock_ids=ids.tolist())
+
+        async def from_memory() -> object:
+            return publisher.read(ids)
+
+        async def grpc_get(memory: bool) -> object:
+            servicer.from_memory = memory
+            return await stub.GetFeatures(request)
+
         for name, call in (("store_read_100", lambda: store.read(ids)),
-                           ("grpc_get_features_100", lambda: stub.GetFeatures(
-                               pb.GetFeaturesRequest(stock_ids=ids.tolist())))):
-            h = HdrHistogram(1, 10_000_000, 3)
-            for i in range(reads + 200):
-                t = time.perf_counter()
-                await call()
-                if i >= 200:  # warm-up
-                    h.record_value(max(1, int((time.perf_counter() - t) * 1e6)))
-            out[name] = quantiles(h)
+                           ("memory_read_100", from_memory),
+                           ("grpc_get_features_100_from_store", lambda: grpc_get(False)),
+                           ("grpc_get_features_100_from_memory", lambda: grpc_get(True))):
+            out[name] = quantiles(await _latency(call, reads))
     await publisher.stop()
     await server.stop(0)
     return out
@@ -101,7 +97,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--reads", type=int, default=5000)
     p.add_argument("--redis-url", default="", help="empty: the in-process store")
-    a = p.parse_args(list(argv or []))
+    p.add_argument("--gpu", action="store_true",
+                   help="only the Triton-vs-numpy comparison (services/feature/bench_gpu.py; "
+                        "--groups N sets the offline size)")
+    a, rest = p.parse_known_args(list(argv or []))
+    if a.gpu:
+        from services.feature import bench_gpu
+
+        bench_gpu.main([f"--stocks={a.stocks}", *rest])
+        return
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     r = bench_apply(a.stocks, a.rounds)
     print(f"online apply ({a.stocks} stocks x {a.rounds} rounds): {r['updates_per_s']:,.0f} updates/s, "
           f"{r['us_per_update']:.2f} us/update")

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rtvol import config, rpc, telemetry
 from rtvol.features.online import OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from services.feature.alerts import ALERT_CHANNEL, Alerts
+from services.feature.fanout import Consumer, FanOut
 from services.feature.publisher import Publisher
 from services.feature.servicer import SERVICE_NAME, FeaturesServicer, Ingestor
 from services.feature.settings import FeatureSettings
+from services.feature.ticklog import TickLog
 from services.feature.volatility import VolEstimator
+from services.feature.vwap import Vwap
 
 log = logging.getLogger("rtvol.feature")
 
@@ -27,29 +32,54 @@ def make_store(s: FeatureSettings) -> FeatureStore:
     return InProcessStore(spec_hash(), ttl_s=s.redis_ttl_s, stream_maxlen=s.stream_maxlen)
 
 
+def make_fanout(s: FeatureSettings) -> tuple[FanOut, list[Callable[[], None]]]:
+    """The side consumers the settings ask for, and what closes them after their threads end."""
+    consumers, closers = [Consumer("vwap", Vwap(s.stocks).handle, s.fanout_queue, "drop_oldest")], []
+    if s.ticklog_dir:
+        log_ = TickLog(Path(s.ticklog_dir), s.ticklog_max_rows, s.ticklog_max_files)
+        consumers.append(Consumer("ticklog", log_.handle, s.fanout_queue, "drop_newest"))
+        closers.append(log_.close)
+    if s.alerts:
+        publish: Callable[[bytes], object] = lambda message: 0  # noqa: E731 (no Redis: counted only)
+        if s.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(s.redis_url)  # sync: used on the consumer's own thread
+            publish = functools.partial(client.publish, ALERT_CHANNEL)
+            closers.append(client.close)
+        alerts = Alerts(s.stocks, publish, s.alert_spike_sigmas, stale_after_s=s.alert_stale_after_s)
+        consumers.append(Consumer("alerts", alerts.handle, s.fanout_queue, "drop_oldest", alerts.tick))
+    return FanOut(consumers), closers
+
+
 async def serve(s: FeatureSettings) -> None:
     state = OnlineState(s.stocks)
     store = make_store(s)
     publisher = Publisher(state, store, s.flush_interval_s)
+    fanout, closers = make_fanout(s)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps)
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
-        FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch),
-                         telemetry.setup_tracing("rtvol-feature")), server.server)
+        FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout),
+                         telemetry.setup_tracing("rtvol-feature"), s.features_from != "store"),
+        server.server)
     port = server.listen(f"{s.host}:{s.port}")
     telemetry.start_metrics(s.metrics_port, s.host)
     await server.start()
     publisher.start()
     vol.start()
+    fanout.start()
     await server.set_serving(True)
-    if s.freeze_gc:
-        gc.freeze()
+    telemetry.after_warmup(s.freeze_gc)
     log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s", s.host, port,
              s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash())
 
     async def stop() -> None:
         await vol.stop()
         await publisher.stop()
+        await asyncio.to_thread(fanout.stop)
+        for close in closers:
+            close()
         await store.close()
 
     await server.serve_forever(s.drain_seconds, stop)

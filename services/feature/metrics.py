@@ -17,3 +17,9 @@ STALENESS = Gauge("rtvol_feature_window_staleness_seconds",
                   "Wall time since the oldest dirty window was marked, at its flush")
 VOL_AGE = Gauge("rtvol_feature_vol_estimate_age_seconds", "Age of the background volatility estimate")
 GET = Histogram("rtvol_feature_get_seconds", "GetFeatures latency", buckets=LATENCY_BUCKETS)
+FANOUT_DEPTH = Gauge("rtvol_feature_fanout_queue_depth", "Batches waiting in a fan-out consumer's queue",
+                     ["consumer"])
+FANOUT_DROPS = Counter("rtvol_feature_fanout_drops_total",
+                       "Batches a full fan-out queue dropped (its overflow policy)", ["consumer"])
+ALERTS = Counter("rtvol_feature_alerts_total", "Risk alerts published, by kind (stocks alerted)", ["kind"])
+TICKLOG_ROWS = Counter("rtvol_feature_ticklog_rows_total", "Updates written to the on-disk tick log")

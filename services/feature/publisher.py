@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from rtvol.features.online import OnlineState
-from rtvol.featurestore import FeatureStore
+from rtvol.featurestore import FeatureStore, Windows, now_us
 from services.feature import metrics
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ class Publisher:
     def __init__(self, state: OnlineState, store: FeatureStore, interval_s: float) -> None:
         self.state, self.store, self.interval_s = state, store, interval_s
         self.dirty = np.zeros(state.n_stocks, bool)
+        self.changed_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each window's last change
         self.dirty_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -33,8 +34,21 @@ class Publisher:
     def mark(self, idx: np.ndarray) -> None:
         if len(idx):
             self.dirty[idx] = True
+            self.changed_us[idx] = now_us()
             self.dirty_since = self.dirty_since or time.monotonic()
             self._wake.set()
+
+    def read(self, idx: np.ndarray) -> Windows:
+        """The windows of ``idx`` from memory, as the store would return them a flush later.
+
+        This process owns the stocks, so GetFeatures skips the store round trip (~300 µs of
+        the 300 µs budget); other readers (the gateway) still read the store.
+        """
+        s = self.state
+        found = s.closed[idx] > 0  # a closed step implies an update, so time is not NaN
+        event_us = np.round(np.where(found, s.time[idx], 0.0) * 1e6).astype(np.int64)
+        return Windows(s.windows(idx), found, np.where(found, s.seq[idx], 0), event_us,
+                       np.where(found, self.changed_us[idx], 0))
 
     async def flush(self) -> int:
         """Write every dirty window now; returns how many."""

@@ -20,6 +20,7 @@ from rtvol.telemetry import extract_metadata
 from services.feature import metrics
 from services.feature.decode import Malformed, decode
 from services.feature.estimates import Filters, universe
+from services.feature.fanout import FanOut
 from services.feature.publisher import Publisher
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
@@ -32,8 +33,10 @@ def _count(request: pb.IngestRequest) -> int:
 class Ingestor:
     """Applies ingest messages to the state and counts the outcome; never raises on bad updates."""
 
-    def __init__(self, state: OnlineState, publisher: Publisher, max_batch: int) -> None:
+    def __init__(self, state: OnlineState, publisher: Publisher, max_batch: int,
+                 fanout: FanOut | None = None) -> None:
         self.state, self.publisher, self.max_batch = state, publisher, max_batch
+        self.fanout = fanout or FanOut([])
 
     def apply(self, request: pb.IngestRequest) -> np.ndarray:
         """Counts per reason (index into REASONS) for this message."""
@@ -49,8 +52,10 @@ class Ingestor:
             else:
                 started = time.perf_counter()
                 before = self.state.closed.copy()
-                counts += np.bincount(self.state.apply(batch), minlength=len(REASONS))
+                reason = self.state.apply(batch)
+                counts += np.bincount(reason, minlength=len(REASONS))
                 metrics.APPLY.observe(time.perf_counter() - started)
+                self.fanout.offer(batch, reason, time.monotonic())  # never blocks
                 metrics.BATCH.observe(n)
                 self.publisher.mark(np.flatnonzero(self.state.closed != before))
         if request.watermark_us > 0:
@@ -63,8 +68,9 @@ class Ingestor:
 
 class FeaturesServicer(pb_grpc.FeaturesServicer):
     def __init__(self, state: OnlineState, store: FeatureStore, ingestor: Ingestor,
-                 tracer: trace.Tracer) -> None:
+                 tracer: trace.Tracer, from_memory: bool = True) -> None:
         self.state, self.store, self.ingestor, self.tracer = state, store, ingestor, tracer
+        self.from_memory = from_memory  # False: read the store like any other reader would
 
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> pb.IngestSummary:
@@ -96,8 +102,11 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
                 "GetFeatures", context=extract_metadata(context.invocation_metadata())) as span:
             idx = self._stock_ids(list(request.stock_ids))
             span.set_attribute("rtvol.stocks", len(idx))
-            got = await self.store.read(idx)
-            metrics.STORE.labels("read").observe(time.perf_counter() - started)
+            if self.from_memory:
+                got = self.ingestor.publisher.read(idx)
+            else:
+                got = await self.store.read(idx)
+                metrics.STORE.labels("read").observe(time.perf_counter() - started)
             age = got.age_ms(now_us())
             stale = ~got.found | ((age > request.max_staleness_ms) if request.max_staleness_ms > 0 else False)
             reply = pb.GetFeaturesResponse(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from rtvol.config import ServiceSettings
 
 
@@ -17,3 +19,12 @@ class FeatureSettings(ServiceSettings):
     vol_interval_s: float = 0.15  # background volatility estimate cadence
     vol_halflife_steps: float = 10.0
     flush_interval_s: float = 0.005  # how long written windows may wait to be coalesced
+    # GetFeatures from this process's online state (it owns the stocks); "store": read Redis
+    features_from: Literal["memory", "store"] = "memory"
+    fanout_queue: int = 256  # batches each fan-out consumer may hold before its overflow policy drops
+    ticklog_dir: str = ""  # empty: no tick log
+    ticklog_max_rows: int = 1_000_000  # rows per tick-log file before it rotates
+    ticklog_max_files: int = 100  # complete files kept; older ones are deleted
+    alerts: bool = True  # risk alerts on Redis pub/sub (counted only with the in-process store)
+    alert_spike_sigmas: float = 6.0
+    alert_stale_after_s: float = 5.0

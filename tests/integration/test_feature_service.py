@@ -23,9 +23,16 @@ N_STOCKS = 8
 
 
 @pytest.fixture(scope="module")
-def service(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def metrics_port() -> int:
+    return procs.free_port()
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: str, metrics_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # a later flag wins: the helper's --metrics-port 0 is overridden
     proc, target = procs.feature_service(tmp_path_factory.mktemp("feature"), redis_server, N_STOCKS,
-                                         "--max-batch", "1000")
+                                         "--max-batch", "1000", "--metrics-port", str(metrics_port),
+                                         "--alert-stale-after-s", "3600")
     try:
         yield target
     finally:
@@ -134,3 +141,49 @@ def test_volatility_estimate_is_refreshed_in_the_store(service: str, redis_serve
 
     age, n = asyncio.run(read())
     assert n >= 1 and age < 2_000  # refreshed every 150 ms
+
+
+def test_crossed_book_alert_is_published_on_redis(stub: pb_grpc.FeaturesStub, redis_server: str) -> None:
+    import json
+
+    import redis
+
+    from services.feature.alerts import ALERT_CHANNEL
+
+    client = redis.Redis.from_url(redis_server)
+    sub = client.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(ALERT_CHANNEL)
+    try:
+        assert sub.get_message(timeout=5) is None  # the subscription is live before we ingest
+        s, t0 = N_STOCKS - 2, 2_000 * BUCKET_SECONDS  # a stock and time no other test uses
+        summary = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 1, t0, bid=1.002)])]), timeout=30)
+        assert dict(summary.rejected_by_reason) == {"crossed_book": 1}
+        deadline, alerts = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not alerts:
+            msg = sub.get_message(timeout=1)
+            if msg is not None:
+                alerts.append(json.loads(msg["data"]))
+        assert [(a["kind"], a["stock_ids"]) for a in alerts] == [("crossed_book", [s])]
+    finally:
+        sub.close()
+        client.close()
+
+
+def test_metrics_endpoint_shows_rates_rejects_queues_staleness_and_redis_latency(
+        stub: pb_grpc.FeaturesStub, metrics_port: int) -> None:
+    import urllib.request
+
+    s, t0 = N_STOCKS - 3, 3_000 * BUCKET_SECONDS
+    stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 1, t0), _book(s, 2, t0 + 13),
+                                                _book(s, 2, t0 + 14)])]), timeout=30)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line.startswith("rtvol_feature_")}
+    assert samples["rtvol_feature_updates_total"] >= 2
+    assert samples['rtvol_feature_rejects_total{reason="duplicate_sequence"}'] >= 1
+    for consumer in ("alerts", "vwap"):
+        assert f'rtvol_feature_fanout_queue_depth{{consumer="{consumer}"}}' in samples
+        assert f'rtvol_feature_fanout_drops_total{{consumer="{consumer}"}}' in samples
+    assert "rtvol_feature_window_staleness_seconds" in samples
+    assert samples['rtvol_feature_store_seconds_count{op="write"}'] >= 1  # Redis round trips timed

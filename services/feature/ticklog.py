@@ -1,0 +1,144 @@
+"""Rotating on-disk tick log (Arrow IPC streams) and its converter to Optiver's layout.
+
+The writer appends every *accepted* update (the UpdateBatch columns) to
+``ticks-<counter>.arrow.part``; at ``max_rows`` it closes the file
+and renames it to ``.arrow``, so readers only ever see complete files, and it deletes the
+oldest files beyond ``max_files``. ``to_optiver`` turns a tick log into the layout
+``rtvol train --data`` reads (book/trade parquet per stock, train.csv whose target is the
+next bucket's WAP1 RV): the simplest way back into training, since the training reader
+needs no new code. Run it as ``python -m services.feature.ticklog --ticklog DIR --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from rtvol import schema
+from rtvol.features import offline
+from rtvol.features.online_batch import BOOK, FIELDS, TRADE, UpdateBatch
+from rtvol.features.spec import BUCKET_SECONDS
+from services.feature import metrics
+from services.feature.fanout import Ingested
+
+TICK_SCHEMA = pa.schema([(f, pa.int64() if f in ("stock_id", "seq") else pa.int8() if f == "kind"
+                          else pa.float64()) for f in FIELDS])
+
+
+class TickLog:
+    """Fan-out consumer: runs on its worker thread, so file I/O never touches ingest."""
+
+    def __init__(self, directory: Path, max_rows: int = 1_000_000, max_files: int = 100) -> None:
+        self.dir, self.max_rows, self.max_files = Path(directory), max_rows, max_files
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._writer: ipc.RecordBatchStreamWriter | None = None
+        self._path: Path | None = None
+        self._rows = 0
+
+    def handle(self, item: Ingested) -> None:
+        b = item.batch.take(item.reason == 0)
+        if not len(b):
+            return
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        self._writer.write_batch(pa.record_batch([getattr(b, f) for f in FIELDS], schema=TICK_SCHEMA))
+        self._rows += len(b)
+        metrics.TICKLOG_ROWS.inc(len(b))
+        if self._rows >= self.max_rows:
+            self.rotate()
+
+    def _open(self) -> None:
+        # names sort by creation: one past the last file there (a restart appends)
+        existing = sorted(self.dir.glob("ticks-*.arrow*"))
+        serial = int(existing[-1].name[len("ticks-"):].split(".")[0]) + 1 if existing else 1
+        self._path = self.dir / f"ticks-{serial:09d}.arrow.part"
+        self._writer = ipc.new_stream(str(self._path), TICK_SCHEMA)
+        self._rows = 0
+
+    def rotate(self) -> None:
+        """Close the open file (it becomes readable) and apply the retention limit."""
+        if self._writer is None or self._path is None:
+            return
+        self._writer.close()
+        self._path.rename(self._path.with_suffix(""))
+        self._writer, self._path = None, None
+        for old in sorted(self.dir.glob("ticks-*.arrow"))[:-self.max_files]:
+            old.unlink()
+
+    close = rotate
+
+
+def read_ticklog(directory: Path) -> UpdateBatch:
+    """Every complete file, in order, as one batch (an empty log gives an empty batch)."""
+    tables = [ipc.open_stream(str(p)).read_all() for p in sorted(Path(directory).glob("ticks-*.arrow"))]
+    if not tables:
+        return UpdateBatch.from_columns({"stock_id": np.zeros(0, np.int64)})
+    t = pa.concat_tables(tables)
+    return UpdateBatch.from_columns({f: t.column(f).to_numpy() for f in FIELDS})
+
+
+BOOK_COLUMNS = {"bid_price1": "bid1", "ask_price1": "ask1", "bid_price2": "bid2", "ask_price2": "ask2",
+                "bid_size1": "bid_size1", "ask_size1": "ask_size1", "bid_size2": "bid_size2",
+                "ask_size2": "ask_size2"}
+TRADE_COLUMNS = {"price": "price", "size": "size", "order_count": "order_count"}
+
+
+def _table(b: UpdateBatch, columns: dict[str, str], sch: pa.Schema) -> pa.Table:
+    time_id = np.floor(b.time / BUCKET_SECONDS)
+    cols = {"time_id": time_id, "seconds_in_bucket": np.floor(b.time - time_id * BUCKET_SECONDS)}
+    cols |= {dst: getattr(b, src) for dst, src in columns.items()}
+    # Optiver's physical types (float32 prices, integer sizes), as the training reader expects
+    return pa.table({n: np.asarray(cols[n]).astype(sch.field(n).type.to_pandas_dtype()) for n in sch.names},
+                    schema=sch)
+
+
+def _targets(stock_id: int, book: pa.Table) -> pa.Table:
+    """Target of bucket b = RV of bucket b+1's WAP1 (Optiver's definition); needs b+1 logged."""
+    tid = book.column("time_id").to_numpy().astype(np.int64)
+    buckets, group = np.unique(tid, return_inverse=True)
+    rv = offline.realized_volatility(offline.wap(*(book.column(c).to_numpy() for c in (
+        "bid_price1", "ask_price1", "bid_size1", "ask_size1"))), group, len(buckets))
+    has_next = np.r_[buckets[1:] == buckets[:-1] + 1, False]
+    return pa.table({"stock_id": np.full(has_next.sum(), stock_id, np.int32),
+                     "time_id": buckets[has_next].astype(np.int32), "target": rv[1:][has_next[:-1]]},
+                    schema=schema.TARGET_SCHEMA)
+
+
+def to_optiver(ticklog: Path, out: Path, split: str = "train") -> int:
+    """Write Optiver's layout from a tick log; returns the number of stocks written."""
+    b = read_ticklog(ticklog)
+    stocks = np.unique(b.stock_id)
+    targets = []
+    for s in stocks.tolist():
+        mine = b.take(np.flatnonzero(b.stock_id == s))
+        mine = mine.take(np.lexsort((mine.seq,)))  # arrival order per stock
+        book = _table(mine.take(mine.kind == BOOK), BOOK_COLUMNS, schema.BOOK_SCHEMA)
+        trade = _table(mine.take(mine.kind == TRADE), TRADE_COLUMNS, schema.TRADE_SCHEMA)
+        for folder, table in ((schema.book_dir(split), book), (schema.trade_dir(split), trade)):
+            part = Path(out) / folder / schema.stock_partition(s)
+            part.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, part / "part-0.parquet")
+        targets.append(_targets(s, book))
+    if targets:
+        pacsv.write_csv(pa.concat_tables(targets), Path(out) / f"{split}.csv")
+    return len(stocks)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m services.feature.ticklog", description=to_optiver.__doc__)
+    p.add_argument("--ticklog", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    print(f"wrote {to_optiver(a.ticklog, a.out)} stocks in Optiver's layout to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
