@@ -9,6 +9,8 @@ REPORTS ?= reports
 STOCKS  ?= 50
 TIME_IDS ?= 800
 SEED    ?= 0
+DEMO_PORT ?= 18080
+DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Debian packages the integration tests run for real; installed only when missing.
-APT_PACKAGES := redis-server
+APT_PACKAGES := redis-server prometheus
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -40,6 +42,14 @@ demo: install
 	@test -f $(DATA)/train.csv || $(BIN)/rtvol data synth --out $(DATA) --stocks $(STOCKS) --time-ids $(TIME_IDS) --seed $(SEED)
 	$(BIN)/rtvol train --data $(DATA) --repo $(MODELS) --seed $(SEED)
 	$(BIN)/rtvol evaluate --data $(DATA) --repo $(MODELS) --out $(REPORTS)/report.json
+	@# the stack runs on DEMO_PORT.. (7 ports); `down` runs whatever happens (trap)
+	@set -e; export RTVOL_RUN_DIR=$(DEMO_RUN); trap '$(BIN)/rtvol down' EXIT; \
+	$(BIN)/rtvol up --data $(DATA) --repo $(MODELS) --base-port $(DEMO_PORT); \
+	$(BIN)/rtvol feed --data $(DATA) --target 127.0.0.1:$$(($(DEMO_PORT) + 1)) --buckets 0:40 \
+	  --rate 50000 --freeze-gc --report $(REPORTS)/feed.json; \
+	$(BIN)/rtvol loadtest --target grpc://127.0.0.1:$$(($(DEMO_PORT) + 6)) --rate 200 --duration 10 \
+	  --stocks $$(seq -s, 0 $$(($(STOCKS) - 1))) --out $(REPORTS)/loadtest; \
+	echo "reports: $(REPORTS)/report.json (accuracy), $(REPORTS)/feed.json, $(REPORTS)/loadtest/ (latency)"
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rtvol.stack import Ports
     from training.dataset import Dataset
 
 
@@ -135,6 +136,111 @@ def _dispatch(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
     return run
 
 
+# ---- local stack, feed, load ------------------------------------------------------------
+
+def _ports(a: argparse.Namespace) -> Ports:
+    from dataclasses import replace
+
+    from rtvol.stack import Ports
+
+    ports = Ports.free() if a.free_ports else Ports.from_base(a.base_port) if a.base_port else Ports()
+    return replace(ports, gateway=a.gateway_port) if a.gateway_port else ports
+
+
+def _up(a: argparse.Namespace) -> None:
+    from rtvol import stack
+
+    stocks = a.stocks
+    if stocks is None:
+        if a.data is None:
+            stocks = 128
+        else:
+            from training import optiver
+
+            try:
+                stocks = max(optiver.stock_ids(a.data)) + 1
+            except optiver.DataError as e:
+                raise CommandError(str(e)) from e
+    ports = _ports(a)
+    try:
+        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout)
+    except (stack.StackError, FileNotFoundError) as e:
+        raise CommandError(str(e)) from e
+    for c in comps:
+        print(f"{c.name:8} pid {c.pid:<7} {c.target}")
+    if not any(c.name == "redis" for c in comps):
+        print("no redis-server binary: in-process feature store; the gateway answers from tier 3")
+    print(f"gateway: http://127.0.0.1:{ports.gateway} grpc://127.0.0.1:{ports.gateway_grpc}; "
+          f"feature service 127.0.0.1:{ports.feature}; logs and pids in {a.run_dir}")
+
+
+def _down(a: argparse.Namespace) -> None:
+    from rtvol import stack
+
+    result = stack.down(a.run_dir, a.timeout)
+    if not result:
+        print(f"no stack recorded in {a.run_dir}")
+    for name, how in result.items():
+        print(f"{name:8} {how}")
+
+
+def _status(a: argparse.Namespace) -> None:
+    from rtvol import stack
+
+    rows = stack.status(a.run_dir)
+    if not rows:
+        raise CommandError(f"no stack recorded in {a.run_dir} (rtvol up)")
+    print(f"{'component':10} {'pid':>7} {'port':>6}  {'running':8} {'health':8} target")
+    for c, running, healthy in rows:
+        print(f"{c.name:10} {c.pid:>7} {c.port:>6}  {'yes' if running else 'NO':8} "
+              f"{'ok' if healthy else 'DOWN':8} {c.target}")
+    if not all(h for _, _, h in rows):
+        raise CommandError("some components are not healthy (see their logs in the run directory)")
+
+
+def _buckets(text: str | None) -> range | None:
+    if not text:
+        return None
+    first, _, count = text.partition(":")
+    return range(int(first), int(first) + int(count))
+
+
+def _feed(a: argparse.Namespace) -> None:
+    from loadtest import feed
+    from training import optiver
+
+    try:
+        _, report = feed.run(a.target, a.data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
+                             a.metrics_port, feed.print_progress)
+    except optiver.DataError as e:
+        raise CommandError(str(e)) from e
+    print(report.line())
+    if a.report:
+        import json
+
+        a.report.parent.mkdir(parents=True, exist_ok=True)
+        a.report.write_text(json.dumps(feed.report_dict(report), indent=2))
+
+
+def _loadtest(a: argparse.Namespace) -> None:
+    from loadtest import report, run
+
+    if not a.target.startswith(("grpc://", "http://")):
+        raise CommandError("--target must be grpc://HOST:PORT or http://HOST:PORT")
+    stocks = [int(s) for s in a.stocks.split(",")] if a.stocks else list(range(8))
+    plan = run.Plan(a.target, a.duration, stocks, a.ids_per_request, a.max_inflight, a.timeout)
+    if a.sweep:
+        if a.p99_target_ms is None:
+            raise CommandError("--sweep needs --p99-target-ms")
+        doc = run.sweep(plan, a.rate, a.p99_target_ms, a.out, a.sweep_steps)
+        print(f"highest rate with p99 <= {a.p99_target_ms:g} ms: {doc['best_rate']:,.0f}/s "
+              f"({a.out / 'sweep.json'})")
+        return
+    s = run.once(plan, a.rate, a.out)
+    print(report.line(s))
+    print("report: " + ", ".join(s["files"]))
+
+
 # ---- parser -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +300,62 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--calibration-data", type=Path, default=Path(data_env) if data_env else None,
                     help="Optiver-layout data for INT8 calibration windows [env RTVOL_DATA]")
     ex.set_defaults(run=_export)
+
+    run_dir = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)
+    upp = sub.add_parser("up", help="start the whole stack as local processes",
+                         description="redis-server (when installed), feature service, model sidecar, "
+                                     "gateway; each ready before the next starts.")
+    _add(upp, *run_dir)
+    _add(upp, "repo", "model repository", "models", Path, env="model-repository")
+    upp.add_argument("--data", type=Path, default=Path(_env("data") or "") if _env("data") else None,
+                     help="Optiver-layout data: the stock universe is sized from it [env RTVOL_DATA]")
+    upp.add_argument("--stocks", type=int, default=None, help="stock universe size (default: from --data, "
+                                                              "else 128)")
+    upp.add_argument("--gateway-port", type=int, default=None, help="gateway HTTP port (default 8080)")
+    upp.add_argument("--base-port", type=int, default=None,
+                     help="use 7 consecutive ports from here instead of the defaults")
+    upp.add_argument("--free-ports", action="store_true", help="pick free loopback ports (tests)")
+    _add(upp, "backend", "model sidecar backend", "auto", env="model-backend")
+    _add(upp, "timeout", "readiness deadline per component, seconds", "90", float, env="up-timeout")
+    upp.set_defaults(run=_up)
+
+    downp = sub.add_parser("down", help="stop the local stack (SIGTERM, then SIGKILL after --timeout)")
+    _add(downp, *run_dir)
+    _add(downp, "timeout", "seconds to wait for each component to drain", "15", float, env="down-timeout")
+    downp.set_defaults(run=_down)
+    st = sub.add_parser("status", help="each component's pid, port and health (exit 2 when unhealthy)")
+    _add(st, *run_dir)
+    st.set_defaults(run=_status)
+
+    fd = sub.add_parser("feed", help="replay market data into the feature service",
+                        description="Optiver-layout updates merged by event time, sent on one Ingest "
+                                    "stream in column batches, paced by a token bucket.")
+    _add(fd, "data", "Optiver-layout data directory", type=Path)
+    _add(fd, "target", "feature service HOST:PORT", "127.0.0.1:50052", env="feature-url")
+    _add(fd, "rate", "updates per second (0: as fast as possible)", "0", float, env="feed-rate")
+    _add(fd, "batch", "updates per message", "2000", int, env="feed-batch")
+    fd.add_argument("--buckets", default=None, help="FIRST:COUNT time_ids to replay (default: all)")
+    fd.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after loading the data")
+    fd.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics here")
+    fd.add_argument("--report", type=Path, default=None, help="also write the final report as JSON")
+    fd.set_defaults(run=_feed)
+
+    lt = sub.add_parser("loadtest", help="open-loop load on the gateway with latency reports",
+                        description="Requests start on a fixed schedule; latency counts from the "
+                                    "intended start. Writes report.json and PNG plots to --out.")
+    _add(lt, "target", "grpc://HOST:PORT or http://HOST:PORT", env="loadtest-target")
+    _add(lt, "rate", "requests per second (the first step with --sweep)", "200", float,
+         env="loadtest-rate")
+    _add(lt, "duration", "seconds per run", "10", float, env="loadtest-duration")
+    _add(lt, "out", "report directory", "reports/loadtest", Path, env="loadtest-out")
+    lt.add_argument("--stocks", default=None, help="comma-separated stock ids (default 0..7)")
+    lt.add_argument("--ids-per-request", type=int, default=1, help="stock ids per request")
+    lt.add_argument("--max-inflight", type=int, default=256, help="in-flight bound (over it: an error)")
+    lt.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds")
+    lt.add_argument("--sweep", action="store_true", help="raise the rate until p99 exceeds the target")
+    lt.add_argument("--p99-target-ms", type=float, default=None, help="p99 target for --sweep")
+    lt.add_argument("--sweep-steps", type=int, default=6, help="at most this many rates")
+    lt.set_defaults(run=_loadtest)
 
     for name, table, helptext in (("serve", SERVICES, "run a service"),
                                   ("bench", BENCHES, "run a benchmark")):

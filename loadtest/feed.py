@@ -1,0 +1,163 @@
+"""Market-data feed pump: Optiver-layout data replayed into the feature service's Ingest.
+
+Updates are merged across stocks in event-time order, sent as column-batched messages on
+one client stream, paced by a token bucket. A message never spans a 10-minute bucket, and
+the last one of each bucket carries the bucket's end as watermark, so every step closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from loadtest.pacing import TokenBucket
+from rtvol.features.online_batch import UpdateBatch
+from rtvol.features.online_replay import merge, stock_updates
+from rtvol.features.spec import BUCKET_SECONDS
+from rtvol.proto.v1 import features_pb2 as pb
+from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from services.feature.decode import encode_columns
+from training import optiver
+
+
+def _stock(data: Path, stock: int, buckets: range | None) -> UpdateBatch:
+    """One stock's updates in ``buckets``, numbered as in a replay of all its data.
+
+    Sequence numbers continue across separate runs (buckets 0:10, then 10:10), so the
+    feature service does not reject a later run's updates as out of order.
+    """
+    tables = [optiver.read_book(data, stock), optiver.read_trade(data, stock)]
+    cols = [{c: t.column(c).to_numpy() for c in t.column_names} for t in tables]
+    if buckets is None:
+        return stock_updates(stock, *cols)
+    keep = [(c["time_id"] >= buckets.start) & (c["time_id"] < buckets.stop) for c in cols]
+    before = sum(int(np.count_nonzero(c["time_id"] < buckets.start)) for c in cols)
+    b = stock_updates(stock, *({k: v[m] for k, v in c.items()} for c, m in zip(cols, keep, strict=True)))
+    return replace(b, seq=b.seq + before)
+
+
+def load(data: Path, buckets: range | None = None) -> tuple[list[int], UpdateBatch]:
+    """(stock ids, every stock's updates in ``buckets`` of time_id, merged by event time)."""
+    stocks = [int(s) for s in optiver.stock_ids(data)]
+    return stocks, merge([_stock(data, s, buckets) for s in stocks])
+
+
+def messages(updates: UpdateBatch, batch: int) -> Iterator[tuple[int, pb.IngestRequest]]:
+    """(update count, message) chunks of at most ``batch`` updates, encoded lazily."""
+    bucket = (updates.time // BUCKET_SECONDS).astype(np.int64)
+    edges = np.flatnonzero(np.diff(bucket)) + 1  # where a new bucket starts
+    for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(bucket)], strict=True):
+        for start in range(int(lo), int(hi), batch):
+            stop = min(start + batch, int(hi))
+            watermark = int((bucket[lo] + 1) * BUCKET_SECONDS * 1_000_000) if stop == hi else 0
+            yield stop - start, encode_columns(updates.take(np.arange(start, stop)), watermark)
+
+
+@dataclass
+class FeedReport:
+    updates: int = 0
+    messages: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0  # achieved updates/s
+    target_rate: float = 0.0  # 0: as fast as possible
+    lag_s: float = 0.0  # behind the ideal schedule at the end (0 when unpaced)
+    max_lag_s: float = 0.0
+    accepted: int = 0
+    rejected: int = 0
+
+    def line(self) -> str:
+        return (f"fed {self.updates:,} updates in {self.messages:,} messages, {self.seconds:.2f} s: "
+                f"{self.rate:,.0f} updates/s (target {self.target_rate:,.0f}), lag {self.lag_s:.3f} s "
+                f"(max {self.max_lag_s:.3f} s), accepted {self.accepted:,}, rejected {self.rejected:,}")
+
+
+class Metrics:
+    """Prometheus counters on their own registry (one per pump, no global state)."""
+
+    def __init__(self, port: int | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.updates = Counter("rtvol_feed_updates", "updates sent", registry=self.registry)
+        self.lag = Gauge("rtvol_feed_lag_seconds", "behind the paced schedule", registry=self.registry)
+        if port is not None:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+Progress = Callable[[FeedReport], None]
+
+
+async def pump(target: str, msgs: Iterator[tuple[int, pb.IngestRequest]], rate: float = 0.0,
+               batch: int = 2000,
+               progress: Progress | None = None, metrics: Metrics | None = None,
+               timeout_s: float = 600.0, progress_every_s: float = 0.5) -> FeedReport:
+    """Send ``msgs`` on one Ingest stream at ``rate`` updates/s (0: unpaced); bounded by ``timeout_s``."""
+    report = FeedReport(target_rate=rate)
+    # room for two messages: a wait that overshoots by less than one message loses no time
+    bucket = TokenBucket(rate, burst=max(rate * 0.02, 2.0 * batch)) if rate > 0 else None
+    started = time.perf_counter()
+    shown = started
+
+    async def requests() -> AsyncIterator[pb.IngestRequest]:
+        nonlocal shown
+        for n, msg in msgs:
+            if bucket is not None:
+                await bucket.take(n)
+                lag = max(0.0, time.perf_counter() - started - report.updates / rate)
+                report.lag_s, report.max_lag_s = lag, max(report.max_lag_s, lag)
+            yield msg
+            report.updates += n
+            report.messages += 1
+            if metrics is not None:
+                metrics.updates.inc(n)
+                metrics.lag.set(report.lag_s)
+            now = time.perf_counter()
+            if progress is not None and now - shown >= progress_every_s:
+                shown = now
+                report.seconds = now - started
+                report.rate = report.updates / report.seconds
+                progress(report)
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        summary = await pb_grpc.FeaturesStub(channel).Ingest(requests(), timeout=timeout_s)
+    report.seconds = time.perf_counter() - started
+    report.rate = report.updates / report.seconds if report.seconds > 0 else 0.0
+    report.accepted, report.rejected = int(summary.accepted), int(summary.rejected)
+    return report
+
+
+def print_progress(r: FeedReport) -> None:
+    print(f"\rfeed: {r.updates:>12,} updates {r.rate:>10,.0f}/s lag {r.lag_s:6.3f} s",
+          end="", file=sys.stderr, flush=True)
+
+
+def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0, batch: int = 2000,
+        freeze_gc: bool = False, metrics_port: int | None = None,
+        progress: Progress | None = None) -> tuple[list[int], FeedReport]:
+    """Load, then pump; returns (stock ids, report)."""
+    stocks, updates = load(data, buckets)
+    if freeze_gc:  # the loaded arrays are long-lived: keep the collector from rescanning them
+        gc.collect()
+        gc.freeze()
+    metrics = Metrics(metrics_port) if metrics_port is not None else None
+    report = asyncio.run(pump(target, messages(updates, batch), rate, batch, progress, metrics))
+    if progress is not None:
+        print(file=sys.stderr)
+    return stocks, report
+
+
+def replay(target: str, data: Path, buckets: range) -> list[int]:
+    """Ingest the given buckets of every stock, unpaced (tests); returns the stocks."""
+    return run(target, data, buckets)[0]
+
+
+def report_dict(r: FeedReport) -> dict[str, float]:
+    return {k: float(v) for k, v in asdict(r).items()}

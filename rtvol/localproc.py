@@ -1,0 +1,164 @@
+"""Local child processes with bounded readiness waits and bounded shutdown.
+
+Shared by `rtvol up` and the integration tests: both start services as command lines on
+loopback ports and wait (with a deadline) until each answers its health check.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Check = Callable[[], bool]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago (bind to port 0, then release)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Check, timeout_s: float, interval_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval_s)
+    return False
+
+
+class Proc:
+    """A child process restarted with the same command (and so the same ports)."""
+
+    def __init__(self, name: str, cmd: Sequence[str], log: Path, ready: Check,
+                 timeout_s: float = 60.0, detach: bool = False) -> None:
+        self.name, self.cmd, self.log, self.ready, self.timeout_s = name, list(cmd), log, ready, timeout_s
+        self.detach = detach  # own session: survives the launcher and its terminal's Ctrl-C
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=self.detach)
+        if not wait_until(lambda: self.proc is not None and self.proc.poll() is None and self.ready(),
+                          self.timeout_s):
+            self.kill()
+            raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM and wait (graceful drain); SIGKILL after ``timeout_s``. Returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return int(self.proc.returncode)
+
+    restart = start
+
+
+# ---- processes known only by pid (started by an earlier `rtvol up`) ----------------------
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as gone (it only waits to be reaped)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def executable(pid: int) -> str:
+    """The program a pid runs, as its command line names it ('' when gone).
+
+    Only the first word: redis-server rewrites the rest of its command line.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+    return raw.split("\0")[0].split(" ")[0]
+
+
+def terminate(pid: int, timeout_s: float = 15.0) -> str:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL: 'gone', 'terminated' or 'killed'."""
+    if not alive(pid):
+        return "gone"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "gone"
+    if wait_until(lambda: not alive(pid), timeout_s):
+        return "terminated"
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "terminated"
+    wait_until(lambda: not alive(pid), 5.0)
+    return "killed"
+
+
+# ---- readiness checks ---------------------------------------------------------------------
+
+def grpc_ready(target: str) -> Check:
+    def check() -> bool:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(target) as ch:
+            try:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    return check
+
+
+def http_ready(url: str) -> Check:
+    def check() -> bool:
+        import httpx
+
+        try:
+            return httpx.get(url, timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return check
+
+
+def redis_ready(port: int) -> Check:
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+    return check
