@@ -115,8 +115,12 @@ class Server:
         await self.server.start()
 
     async def serve_forever(self, drain_seconds: float,
-                            on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Run until SIGTERM/SIGINT, then report NOT_SERVING and let in-flight calls finish."""
+                            on_stop: Callable[[], Awaitable[None]] | None = None,
+                            on_drain: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT, then report NOT_SERVING and let in-flight calls finish.
+
+        ``on_drain`` runs first: it ends calls that never finish by themselves (server
+        streams), which would otherwise hold the drain for its whole grace period."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,6 +128,8 @@ class Server:
         await stop.wait()
         log.info("draining for up to %.1f s", drain_seconds)
         await self.set_serving(False)
+        if on_drain:
+            on_drain()
         await self.server.stop(drain_seconds)
         if on_stop:
             await on_stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,3 +62,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield proc.url  # type: ignore[attr-defined]
     finally:
         proc.stop(timeout_s=10)
+
+
+_databases = itertools.count(1)  # database 0 is the session's shared one
+
+
+@pytest.fixture(scope="module")
+def redis_db(redis_server: str) -> str:
+    """A Redis database of this test module's own on the session's server: a module whose
+    assertions depend on what is (not) in Redis cannot see another module's writes."""
+    n = next(_databases)
+    if n > 15:  # redis-server's default `databases 16`
+        pytest.fail("more than 15 test modules asked for their own Redis database")
+    return redis_server.rsplit("/", 1)[0] + f"/{n}"

@@ -54,8 +54,7 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             raise InvalidInput("stock_ids: empty (set all = true for every stock)", "empty_ids")
         sub = self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
         try:
-            while True:
-                sig = await sub.queue.get()
+            while (sig := await sub.queue.get()) is not None:
                 yield sig.to_proto(now_us())
         finally:
             self.hub.unsubscribe(sub)

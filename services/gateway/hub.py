@@ -12,10 +12,10 @@ from services.gateway.signal import Signal
 class Subscription:
     def __init__(self, stock_ids: frozenset[int] | None, depth: int) -> None:
         self.stock_ids = stock_ids  # None: all
-        self.queue: asyncio.Queue[Signal] = asyncio.Queue(depth)
+        self.queue: asyncio.Queue[Signal | None] = asyncio.Queue(depth)  # None: the stream ends
 
-    def offer(self, sig: Signal) -> None:
-        if self.stock_ids is not None and sig.stock_id not in self.stock_ids:
+    def offer(self, sig: Signal | None) -> None:
+        if sig is not None and self.stock_ids is not None and sig.stock_id not in self.stock_ids:
             return
         if self.queue.full():
             self.queue.get_nowait()
@@ -35,6 +35,11 @@ class Hub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscriptions.discard(sub)
+
+    def close(self) -> None:
+        """End every stream (on drain): a subscriber reconnects to a replica that is serving."""
+        for sub in self.subscriptions:
+            sub.offer(None)
 
     def publish(self, signals: list[Signal]) -> None:
         for sub in self.subscriptions:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +74,7 @@ async def serve(s: GatewaySettings) -> None:
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = create_app(predictor, s.max_ids, lambda: True, universe.top)
     http = _Uvicorn(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
+                                   timeout_graceful_shutdown=s.drain_seconds,  # keep-alives end the drain too
                                    lifespan="off"))
     await server.start()
     vol.start()
@@ -86,8 +86,7 @@ async def serve(s: GatewaySettings) -> None:
     if http_task.done():
         raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
     await server.set_serving(True)
-    if s.freeze_gc:
-        gc.freeze()
+    telemetry.after_warmup(s.freeze_gc)
     print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
     log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
              "redis" if store else "none")
@@ -104,7 +103,7 @@ async def serve(s: GatewaySettings) -> None:
         if redis is not None:
             await redis.aclose()
 
-    await server.serve_forever(s.drain_seconds, stop)
+    await server.serve_forever(s.drain_seconds, stop, on_drain=hub.close)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

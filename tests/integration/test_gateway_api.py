@@ -34,22 +34,22 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: str, tiny_repo: Path, tiny_data: Path,
+def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("gateway_api")
     started: list[procs.Proc] = []
     try:
-        feature, feature_url = procs.feature_service(logs, redis_server, STOCKS)
+        feature, feature_url = procs.feature_service(logs, redis_db, STOCKS)
         started.append(feature)
         sidecar, model_url = procs.sidecar(logs, tiny_repo)
         started.append(sidecar)
         gw, base, grpc_target = procs.gateway(
-            logs, tiny_repo, "--redis-url", redis_server, "--model-url", model_url, "--feature-url",
+            logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url",
             feature_url, "--stocks", str(STOCKS), "--max-ids", "16", "--deadline-ms", "500",
             "--model-timeout-ms", "200", "--model-latency-budget-ms", "100")
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3))
-        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_server)
+        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db)
     finally:
         for p in reversed(started):
             assert p.stop() == 0, p.tail()

