@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,7 +75,8 @@ async def serve(s: GatewaySettings) -> None:
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = create_app(predictor, s.max_ids, lambda: True, universe.top)
     http = _Uvicorn(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
-                                   timeout_graceful_shutdown=s.drain_seconds,  # keep-alives end the drain too
+                                   # keep-alive connections must end within the drain too
+                                   timeout_graceful_shutdown=math.ceil(s.drain_seconds),
                                    lifespan="off"))
     await server.start()
     vol.start()
