@@ -16,6 +16,7 @@ import numpy as np
 
 from rtvol.features.online import OnlineState
 from rtvol.featurestore import FeatureStore, Windows, now_us
+from rtvol.tasks import BackgroundTask
 from services.feature import metrics
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Publisher:
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each window's last change
         self.dirty_since: float | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask()
         self._lock = asyncio.Lock()
 
     def mark(self, idx: np.ndarray) -> None:
@@ -83,11 +84,8 @@ class Publisher:
                 await self.flush()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
         await self.flush()

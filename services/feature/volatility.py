@@ -6,13 +6,13 @@ The gateway's last fallback tier reads it from the feature store (one key for al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import numpy as np
 
 from rtvol.features.online import OnlineState
 from rtvol.featurestore import FeatureStore, VolEstimate, now_us
+from rtvol.tasks import BackgroundTask
 from services.feature import metrics
 from services.feature.estimates import ewma_vol
 
@@ -25,7 +25,7 @@ class VolEstimator:
         self.state, self.store = state, store
         self.interval_s, self.halflife_steps = interval_s, halflife_steps
         self.latest: VolEstimate | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask()
 
     def compute(self) -> VolEstimate:
         idx = np.flatnonzero(self.state.closed > 0)
@@ -49,10 +49,7 @@ class VolEstimator:
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()

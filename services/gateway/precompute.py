@@ -4,13 +4,13 @@ stock in one batch, write the signals to the cache and push them to subscribers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import numpy as np
 
 from rtvol.featurestore import FeatureStore
+from rtvol.tasks import BackgroundTask
 from services.gateway import metrics
 from services.gateway.cache import SignalCache
 from services.gateway.hub import Hub
@@ -25,7 +25,7 @@ class Precomputer:
         self.store, self.predictor, self.cache, self.hub = store, predictor, cache, hub
         self.poll_s, self.deadline_s, self.batch_entries = poll_s, deadline_s, batch_entries
         self.after = b"0"
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask()
 
     async def step(self) -> int:
         """One poll: returns the number of signals computed."""
@@ -55,10 +55,7 @@ class Precomputer:
             await asyncio.sleep(self.poll_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()

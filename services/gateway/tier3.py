@@ -4,10 +4,10 @@ background and kept in memory, so it still answers (with its age) while Redis is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from rtvol.featurestore import FeatureStore, VolEstimate
+from rtvol.tasks import BackgroundTask
 from services.gateway import metrics
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ class VolCache:
         self.store, self.refresh_s, self.timeout_s = store, refresh_s, timeout_s
         self.estimate: VolEstimate | None = None
         self._index: dict[int, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask()
 
     def lookup(self, stock_id: int) -> tuple[float, int] | None:
         """(estimated RV, computed at µs), or None when the stock has no estimate."""
@@ -45,10 +45,7 @@ class VolCache:
             await asyncio.sleep(self.refresh_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
