@@ -23,8 +23,9 @@ from rtvol import repository
 from services.model import backends
 from services.model.launch import Echo, Sidecar
 
-CANDIDATES = [("onnxruntime-cpu", "fp32"), ("onnxruntime", "fp32"), ("cudagraph", "fp16"),
-              ("cudagraph", "bf16"), ("tensorrt", "fp16")]
+CANDIDATES = [("onnxruntime-cpu", "fp32"), ("onnxruntime", "fp32"), ("cudagraph-eager", "fp16"),
+              ("cudagraph", "fp16"), ("cudagraph", "bf16"), ("cudagraph", "fp32"),
+              ("tensorrt", "fp16")]
 
 
 def latency(fn: Callable[[], object], n: int, warmup: int = 200) -> dict[str, float]:
@@ -59,7 +60,7 @@ def model_only(repo: Path, name: str, windows: np.ndarray, n: int) -> list[dict[
         except backends.BackendUnavailable as e:
             rows.append({"backend": f"{backend_name}-{precision}", "skipped": str(e)})
             continue
-        label = backend.name + ("" if precision == "fp32" or backend.name.endswith(precision)
+        label = backend.name + ("" if precision == "fp32" or precision in backend.name
                                 else f"-{precision}")
         if any(r["backend"] == label for r in rows):  # "onnxruntime" without a CUDA provider
             rows.append({"backend": backend_name, "skipped": f"resolves to {label}, measured above"})

@@ -15,29 +15,18 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is the acceptance client")
 import tritonclient.grpc.aio as tc_aio  # noqa: E402  (after the importorskip)
+from helpers.models import MODEL, export_random  # noqa: E402
 from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from rtvol.repository import version_dir, write_version  # noqa: E402
+from rtvol.repository import version_dir  # noqa: E402
 from services.model.launch import Sidecar  # noqa: E402
-from training.cnn import OUTPUTS, VolCNN  # noqa: E402
-from training.export import SERVING, to_onnx  # noqa: E402
+from training.cnn import OUTPUTS  # noqa: E402
 
 pytestmark = pytest.mark.integration
-MODEL = "rtvol_cnn"
-
-
-def export_random(repo: Path, seed: int) -> int:
-    torch.manual_seed(seed)
-    model = VolCNN()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return write_version(repo, MODEL, to_onnx(model), {}, SERVING)
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 """Backends behind one interface (base.Backend), chosen by configuration and hardware.
 
 ``auto`` prefers TensorRT (engine present and tensorrt importable), then PyTorch CUDA
-graphs (a CUDA device), then ONNX Runtime (CUDA EP where the build has it, else CPU).
+graphs (a CUDA device; fused by TorchInductor where Triton imports), then ONNX Runtime
+(CUDA EP where the build has it, else CPU).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from services.model.backends.base import Backend, BackendUnavailable, ModelFiles
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "tensorrt")
+NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "cudagraph-eager", "tensorrt")
 
 __all__ = ["NAMES", "Backend", "BackendUnavailable", "ModelFiles", "batch_buckets", "create"]
 
@@ -30,12 +31,12 @@ def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int =
         from services.model.backends.onnxrt import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(files, "cpu" if name.endswith("cpu") else "auto", threads)
-    if name == "cudagraph":
+    if name in ("cudagraph", "cudagraph-eager"):  # eager: no TorchInductor fusion
         try:
             from services.model.backends.cuda_graph import CudaGraphBackend
         except ImportError as e:
             raise BackendUnavailable(f"torch/onnx missing ({e})") from e
-        return CudaGraphBackend(files, precision)
+        return CudaGraphBackend(files, precision, compile=False if name.endswith("eager") else None)
     if name == "tensorrt":
         from services.model.backends.tensorrt_engine import TensorRTBackend
 

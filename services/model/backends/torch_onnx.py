@@ -36,12 +36,36 @@ def _pad(a: dict[str, Any], k: Known) -> Fn:
     return lambda x, *_: F.pad(x, spec, value=value)
 
 
-def _conv(a: dict[str, Any], k: Known) -> Fn:
+def _conv_args(a: dict[str, Any]) -> tuple[int, int, int, int]:
     pads = a.get("pads", [0, 0])
     if any(p != pads[0] for p in pads):
         raise ValueError("asymmetric Conv padding is not supported")
-    stride, dil, groups = a.get("strides", [1])[0], a.get("dilations", [1])[0], a.get("group", 1)
-    return lambda x, w, b=None: F.conv1d(x, w, b, stride, pads[0], dil, groups)
+    return pads[0], a.get("strides", [1])[0], a.get("dilations", [1])[0], a.get("group", 1)
+
+
+def _conv(a: dict[str, Any], k: Known) -> Fn:
+    pad, stride, dil, groups = _conv_args(a)
+    return lambda x, w, b=None: F.conv1d(x, w, b, stride, pad, dil, groups)
+
+
+def conv_as_matmul(a: dict[str, Any], weight: torch.Tensor) -> tuple[Fn, torch.Tensor] | None:
+    """A stride-1 Conv1d as one GEMM over the k dilated taps stacked along the channels,
+    time-major: [b*L, k*C] @ [k*C, C_out]. Compiled, the stacking fuses into the previous
+    op's kernel and the GEMM needs none of cuDNN's NCHW<->NHWC transposes. Returns the op and
+    the weight it takes (reordered once, at load), or None where the shape does not fit."""
+    pad, stride, dil, groups = _conv_args(a)
+    if stride != 1 or groups != 1:
+        return None
+    c_out, c_in, taps = weight.shape
+    w = weight.permute(2, 1, 0).reshape(taps * c_in, c_out).contiguous()  # [j*C + c, o]
+
+    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.pad(x, (pad, pad)) if pad else x
+        length = x.shape[-1] - dil * (taps - 1)
+        stacked = torch.cat([x[..., j * dil:j * dil + length] for j in range(taps)], dim=1)
+        y = stacked.transpose(1, 2) @ w  # [b, L, C_out]
+        return (y if b is None else y + b).transpose(1, 2)
+    return conv, w
 
 
 def _gemm(a: dict[str, Any], k: Known) -> Fn:
@@ -137,10 +161,26 @@ def _unsqueezed(shape: torch.Size, axes: list[int]) -> list[int]:
     return out
 
 
-class TorchGraph:
-    """A callable ``graph(window) -> tuple of outputs`` on ``device``."""
+def _in_precision(fn: Fn, dtype: torch.dtype) -> Fn:
+    """Run ``fn`` with its first input in ``dtype`` (the weights are cast once, at load) and
+    hand back float32: casts that a compiler fuses into the neighbouring kernels."""
+    def cast(x: torch.Tensor, *weights: torch.Tensor | None) -> torch.Tensor:
+        return fn(x.to(dtype), *weights).float()
+    return cast
 
-    def __init__(self, model: onnx.ModelProto, device: torch.device | str = "cpu") -> None:
+
+class TorchGraph:
+    """A callable ``graph(window) -> tuple of outputs`` on ``device``.
+
+    ``conv_matmul`` lowers the convolutions to GEMMs (see conv_as_matmul).
+    ``conv_dtype`` runs the convolutions (nearly all of the arithmetic) in fp16/bf16 and
+    everything else in fp32: the normalisation's logs, the naive-RV sum of squared returns
+    and the small dense heads, whose outputs (momentum ~ 1e-3) are sums with cancellation
+    that half precision would turn into 10-40 % relative error.
+    """
+
+    def __init__(self, model: onnx.ModelProto, device: torch.device | str = "cpu",
+                 conv_dtype: torch.dtype | None = None, conv_matmul: bool = False) -> None:
         g = model.graph
         consts: dict[str, torch.Tensor] = {
             t.name: torch.from_numpy(np.array(numpy_helper.to_array(t))) for t in g.initializer}
@@ -154,15 +194,35 @@ class TorchGraph:
                 raise ValueError(f"ONNX op {node.op_type} is not supported by the torch backend")
             known: Known = [consts.get(i) if i else None for i in node.input]
             fn = OPS[node.op_type](attrs, known)
-            if all(i == "" or i in consts for i in node.input):  # fold on the CPU, once
-                consts[node.output[0]] = fn(*[consts[i] if i else None for i in node.input])
+            inputs = list(node.input)
+            if node.op_type == "Conv":
+                fn = self._conv_step(attrs, inputs, consts, fn, conv_dtype, conv_matmul)
+            if all(i == "" or i in consts for i in inputs):  # fold on the CPU, once
+                consts[node.output[0]] = fn(*[consts[i] if i else None for i in inputs])
             else:
-                steps.append((fn, list(node.input), list(node.output)))
+                steps.append((fn, inputs, list(node.output)))
         self.device = torch.device(device)
         self.consts = {k: v.to(self.device) for k, v in consts.items()}
         self.steps = steps
         self.input_name = g.input[0].name
         self.output_names = [o.name for o in g.output]
+
+    @staticmethod
+    def _conv_step(attrs: dict[str, Any], inputs: list[str], consts: dict[str, torch.Tensor],
+                   fn: Fn, dtype: torch.dtype | None, matmul: bool) -> Fn:
+        """The Conv op as configured; its weights (renamed in ``inputs``) prepared once."""
+        weight = consts.get(inputs[1])
+        lowered = conv_as_matmul(attrs, weight) if matmul and weight is not None else None
+        if lowered is not None:
+            fn, consts[inputs[1] + "::gemm"] = lowered
+            inputs[1] += "::gemm"
+        if dtype is None:
+            return fn
+        for j, name in enumerate(inputs[1:], start=1):
+            if name in consts:
+                inputs[j] = f"{name}::{dtype}"
+                consts[inputs[j]] = consts[name].to(dtype)
+        return _in_precision(fn, dtype)
 
     def __call__(self, window: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env = dict(self.consts)

@@ -1,0 +1,23 @@
+"""A randomly initialised VolCNN (non-trivial weights) exported into a model repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rtvol.repository import write_version
+from training.cnn import VolCNN
+from training.export import SERVING, to_onnx
+
+MODEL = "rtvol_cnn"
+
+
+def export_random(repo: Path, seed: int, name: str = MODEL) -> int:
+    """Write one more version of ``name`` under ``repo``; returns its version number."""
+    torch.manual_seed(seed)
+    model = VolCNN()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return write_version(repo, name, to_onnx(model), {}, SERVING)
