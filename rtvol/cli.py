@@ -59,6 +59,16 @@ def _synth(a: argparse.Namespace) -> None:
           f"seed {cfg.seed} ({time.time() - started:.0f} s)")
 
 
+def _from_ticklog(a: argparse.Namespace) -> None:
+    # by name, like `serve`: the shared library does not import services
+    ticklog = importlib.import_module("services.feature.ticklog")
+    try:
+        stocks = ticklog.to_optiver(a.ticklog, a.out)
+    except ticklog.TickLogError as e:
+        raise CommandError(str(e)) from e
+    print(f"wrote {a.out}: {stocks} stocks in Optiver's layout (rtvol train --data {a.out})")
+
+
 def _load(data: Path) -> Dataset:
     from training import dataset, optiver
 
@@ -120,8 +130,10 @@ def _forward(module: str) -> Callable[[argparse.Namespace], None]:
 
 
 SERVICES = {"model": "services.model.main", "feature": "services.feature.main",
-            "gateway": "services.gateway.main"}
-BENCHES = {"model": "services.model.bench", "features": "services.feature.bench"}
+            "gateway": "services.gateway.main",
+            "embedded": "services.embedded"}  # feature service + gateway in one process
+BENCHES = {"model": "services.model.bench", "features": "services.feature.bench",
+           "gateway": "services.gateway.bench"}
 
 
 def _dispatch(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
@@ -163,13 +175,14 @@ def _up(a: argparse.Namespace) -> None:
                 raise CommandError(str(e)) from e
     ports = _ports(a)
     try:
-        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout)
+        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout, a.no_redis)
     except (stack.StackError, FileNotFoundError) as e:
         raise CommandError(str(e)) from e
     for c in comps:
         print(f"{c.name:8} pid {c.pid:<7} {c.target}")
     if not any(c.name == "redis" for c in comps):
-        print("no redis-server binary: in-process feature store; the gateway answers from tier 3")
+        print(f"{'--no-redis' if a.no_redis else 'no redis-server binary'}: feature service and gateway "
+              "in one process, sharing its in-process feature store")
     print(f"gateway: http://127.0.0.1:{ports.gateway} grpc://127.0.0.1:{ports.gateway_grpc}; "
           f"feature service 127.0.0.1:{ports.feature}; logs and pids in {a.run_dir}")
 
@@ -207,11 +220,21 @@ def _buckets(text: str | None) -> range | None:
 
 def _feed(a: argparse.Namespace) -> None:
     from loadtest import feed
+    from loadtest.tickserver import TickServer
     from training import optiver
 
+    ticks = None
+    if a.ws_port is not None:  # listening before the data loads: a taken port fails at once
+        try:
+            ticks = TickServer(a.ws_host, a.ws_port, a.ws_queue, a.ws_overflow).start()
+        except ValueError as e:  # names the setting: --ws-overflow or --ws-queue
+            raise CommandError(f"--ws-{e}") from e
+        except OSError as e:
+            raise CommandError(f"--ws-port {a.ws_port}: {e}") from e
     try:
         _, report = feed.run(a.target, a.data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
-                             a.metrics_port, feed.print_progress)
+                             a.metrics_port, feed.print_progress, ticks, a.ws_wait, a.ws_wait_timeout,
+                             a.ws_drain)
     except optiver.DataError as e:
         raise CommandError(str(e)) from e
     print(report.line())
@@ -261,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add(synth, "time-ids", "number of 10-minute buckets per stock", "600", int)
     _add(synth, "seed", "random seed", "0", int)
     synth.set_defaults(run=_synth)
+    ft = data.add_parser(
+        "from-ticklog", help="turn the feature service's tick log into training data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a tick log (the ticks-*.arrow files the feature service writes with\n"
+                    "--ticklog-dir) into Optiver's layout: book/trade parquet per stock and train.csv,\n"
+                    "which `rtvol train --data OUT` reads.",
+        epilog="Only complete files are read: a file still being written (.arrow.part) is skipped,\n"
+               "so stop the feature service (it closes its file) or wait for it to rotate. Each\n"
+               "bucket's target is the realized volatility of the next bucket, so a stock's last\n"
+               "logged bucket gets no row in train.csv.\n\nExample:\n"
+               "  rtvol serve feature --ticklog-dir ticks ...\n"
+               "  rtvol data from-ticklog --ticklog ticks --out data/live\n"
+               "  rtvol train --data data/live --repo models")
+    _add(ft, "ticklog", "tick-log directory (the feature service's --ticklog-dir)", type=Path,
+         env="ticklog-dir")
+    _add(ft, "out", "output directory (Optiver's layout)", type=Path, env="data")
+    ft.set_defaults(run=_from_ticklog)
 
     train = sub.add_parser("train", help="train baselines and the CNN, export to the repository",
                            description="Split by time_id (train/validation/test), fit naive, "
@@ -303,8 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_dir = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)
     upp = sub.add_parser("up", help="start the whole stack as local processes",
-                         description="redis-server (when installed), feature service, model sidecar, "
-                                     "gateway; each ready before the next starts.")
+                         description="redis-server, feature service, model sidecar, gateway; each ready "
+                                     "before the next starts. Without redis-server (or with --no-redis) "
+                                     "the feature service and gateway share one process and its "
+                                     "in-process feature store.")
     _add(upp, *run_dir)
     _add(upp, "repo", "model repository", "models", Path, env="model-repository")
     upp.add_argument("--data", type=Path, default=Path(_env("data") or "") if _env("data") else None,
@@ -315,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     upp.add_argument("--base-port", type=int, default=None,
                      help="use 7 consecutive ports from here instead of the defaults")
     upp.add_argument("--free-ports", action="store_true", help="pick free loopback ports (tests)")
+    upp.add_argument("--no-redis", action="store_true",
+                     default=(_env("no-redis") or "").lower() in ("1", "true", "yes"),
+                     help="no redis-server even when installed: feature service and gateway in one process "
+                          "with the in-process store (the default without the binary) [env RTVOL_NO_REDIS]")
     _add(upp, "backend", "model sidecar backend", "auto", env="model-backend")
     _add(upp, "timeout", "readiness deadline per component, seconds", "90", float, env="up-timeout")
     upp.set_defaults(run=_up)
@@ -338,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after loading the data")
     fd.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics here")
     fd.add_argument("--report", type=Path, default=None, help="also write the final report as JSON")
+    ws_port = _env("ws-port")
+    fd.add_argument("--ws-port", type=int, default=int(ws_port) if ws_port else None,
+                    help="serve the raw ticks to WebSocket subscribers on this port (0: a free one), "
+                         "ws://HOST:PORT/ticks?stocks=1,2&format=binary|json [env RTVOL_WS_PORT]")
+    _add(fd, "ws-host", "WebSocket listen address", "127.0.0.1")
+    _add(fd, "ws-queue", "frames a subscriber may have waiting before its overflow policy applies",
+         "64", int)
+    _add(fd, "ws-overflow", "full subscriber queue: drop_oldest or disconnect (a subscriber may choose "
+                            "with ?overflow=)", "drop_oldest")
+    _add(fd, "ws-wait", "wait for this many WebSocket subscribers before feeding", "0", int)
+    _add(fd, "ws-wait-timeout", "at most this long, seconds (then feed anyway)", "30", float)
+    _add(fd, "ws-drain", "when the feed ends, seconds subscribers get to take what is queued", "5", float)
     fd.set_defaults(run=_feed)
 
     lt = sub.add_parser("loadtest", help="open-loop load on the gateway with latency reports",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import procs
+from helpers import procs, redis_servers
 
 from training import synth
 
@@ -75,3 +75,40 @@ def redis_db(redis_server: str) -> str:
     if n > 15:  # redis-server's default `databases 16`
         pytest.fail("more than 15 test modules asked for their own Redis database")
     return redis_server.rsplit("/", 1)[0] + f"/{n}"
+
+
+def _need_redis_binaries(*names: str) -> None:
+    for name in names:
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} not installed (apt-get install redis-server, or `make system-deps`)")
+
+
+@pytest.fixture(scope="session")
+def redis_unix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A redis-server listening on a loopback port and a Unix socket: (redis:// URL, unix:// URL)."""
+    _need_redis_binaries("redis-server")
+    try:
+        proc, tcp, unix = redis_servers.with_retries(
+            lambda i: redis_servers.unix(tmp_path_factory.mktemp(f"redis-unix-{i}")))
+    except RuntimeError as e:
+        pytest.fail(f"redis-server with a Unix socket: {e}")
+    try:
+        yield tcp, unix
+    finally:
+        proc.stop(timeout_s=10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_servers.Cluster]:
+    """A real Redis Cluster for the session: three masters on free loopback ports, every slot
+    assigned, cluster_state ok on each node; its ``url`` is ``redis+cluster://`` one node."""
+    _need_redis_binaries("redis-server", "redis-cli")
+    try:
+        cluster = redis_servers.with_retries(
+            lambda i: redis_servers.Cluster(tmp_path_factory.mktemp(f"redis-cluster-{i}")).start())
+    except RuntimeError as e:
+        pytest.fail(f"a 3-master Redis Cluster: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

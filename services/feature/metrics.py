@@ -8,6 +8,8 @@ from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
 
 UPDATES = Counter("rtvol_feature_updates_total", "Market updates accepted into the online state")
 REJECTS = Counter("rtvol_feature_rejects_total", "Market updates rejected, by reason", ["reason"])
+BAD_REQUESTS = Counter("rtvol_feature_bad_requests_total",
+                       "Calls answered INVALID_ARGUMENT, by method and reason", ["method", "reason"])
 BATCH = Histogram("rtvol_feature_ingest_batch_size", "Updates per ingest message", buckets=BATCH_BUCKETS)
 APPLY = Histogram("rtvol_feature_apply_seconds", "Online state work per ingest message",
                   buckets=LATENCY_BUCKETS)

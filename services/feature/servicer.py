@@ -1,4 +1,4 @@
-"""The Features gRPC service: Ingest (client streaming), GetFeatures, Universe."""
+"""The Features gRPC service: Ingest (client streaming), GetFeatures, Universe, GetVwap."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ from services.feature.decode import Malformed, decode
 from services.feature.estimates import Filters, universe
 from services.feature.fanout import FanOut
 from services.feature.publisher import Publisher
+from services.feature.vwap import Vwap
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
+
+
+def _bad(method: str, message: str, reason: str) -> InvalidInput:
+    """The error to raise for a bad call (INVALID_ARGUMENT naming the field), counted."""
+    metrics.BAD_REQUESTS.labels(method, reason).inc()
+    return InvalidInput(message, reason)
 
 
 def _count(request: pb.IngestRequest) -> int:
@@ -68,9 +75,10 @@ class Ingestor:
 
 class FeaturesServicer(pb_grpc.FeaturesServicer):
     def __init__(self, state: OnlineState, store: FeatureStore, ingestor: Ingestor,
-                 tracer: trace.Tracer, from_memory: bool = True) -> None:
+                 tracer: trace.Tracer, from_memory: bool = True, vwap: Vwap | None = None) -> None:
         self.state, self.store, self.ingestor, self.tracer = state, store, ingestor, tracer
         self.from_memory = from_memory  # False: read the store like any other reader would
+        self.vwap = vwap or Vwap(state.n_stocks)  # without the fan-out consumer: never a trade
 
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> pb.IngestSummary:
@@ -85,14 +93,14 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
                                 rejected_by_reason={REASONS[i]: int(counts[i])
                                                     for i in np.flatnonzero(counts[1:]) + 1})
 
-    def _stock_ids(self, ids: list[int]) -> np.ndarray:
+    def _stock_ids(self, ids: list[int], method: str) -> np.ndarray:
         idx = np.asarray(ids, np.int64)
         if not len(idx):
-            raise InvalidInput("stock_ids: empty", "empty")
+            raise _bad(method, "stock_ids: empty", "empty")
         bad = idx[(idx < 0) | (idx >= self.state.n_stocks)]
         if len(bad):
-            raise InvalidInput(f"stock_ids: unknown stock ids {bad[:10].tolist()} "
-                               f"(known: 0..{self.state.n_stocks - 1})", "unknown_stock")
+            raise _bad(method, f"stock_ids: unknown stock ids {bad[:10].tolist()} "
+                       f"(known: 0..{self.state.n_stocks - 1})", "unknown_stock")
         return idx
 
     async def GetFeatures(self, request: pb.GetFeaturesRequest,
@@ -100,7 +108,7 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
         started = time.perf_counter()
         with self.tracer.start_as_current_span(
                 "GetFeatures", context=extract_metadata(context.invocation_metadata())) as span:
-            idx = self._stock_ids(list(request.stock_ids))
+            idx = self._stock_ids(list(request.stock_ids), "GetFeatures")
             span.set_attribute("rtvol.stocks", len(idx))
             if self.from_memory:
                 got = self.ingestor.publisher.read(idx)
@@ -122,10 +130,21 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
     async def Universe(self, request: pb.UniverseRequest,
                        context: grpc.aio.ServicerContext) -> pb.UniverseResponse:
         if request.top_k <= 0:
-            raise InvalidInput("top_k: must be positive", "top_k")
+            raise _bad("Universe", "top_k: must be positive", "top_k")
         f = request.filters
         r = universe(self.state, request.top_k, Filters(f.min_price, f.max_price, f.min_volume, f.max_spread),
                      request.momentum_weight, request.volatility_weight)
         return pb.UniverseResponse(eligible=r.eligible, entries=[
             pb.UniverseEntry(stock_id=int(s), score=float(sc), volatility=float(v), momentum=float(m))
             for s, sc, v, m in zip(r.stock_ids, r.score, r.volatility, r.momentum, strict=True)])
+
+    async def GetVwap(self, request: pb.GetVwapRequest,
+                      context: grpc.aio.ServicerContext) -> pb.GetVwapResponse:
+        idx = self._stock_ids(list(request.stock_ids), "GetVwap")
+        v = self.vwap.view(idx)
+        found = v.bucket >= 0
+        age_ms = np.where(found, (time.monotonic() - v.ingested_s) * 1000.0, 0.0)
+        return pb.GetVwapResponse(stock_ids=idx.tolist(), vwap=np.where(found, v.vwap, 0.0).tolist(),
+                                  volume=v.volume.tolist(), time_id=v.bucket.tolist(),
+                                  last_trade_us=v.last_trade_us.tolist(), age_ms=age_ms.tolist(),
+                                  found=found.tolist())

@@ -6,7 +6,7 @@ and renames it to ``.arrow``, so readers only ever see complete files, and it de
 oldest files beyond ``max_files``. ``to_optiver`` turns a tick log into the layout
 ``rtvol train --data`` reads (book/trade parquet per stock, train.csv whose target is the
 next bucket's WAP1 RV): the simplest way back into training, since the training reader
-needs no new code. Run it as ``python -m services.feature.ticklog --ticklog DIR --out DIR``.
+needs no new code. Run it as ``rtvol data from-ticklog --ticklog DIR --out DIR``.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class TickLog:
     close = rotate
 
 
+class TickLogError(Exception):
+    """A tick log that cannot be converted (missing, empty, unreadable): a user-facing message."""
+
+
 def read_ticklog(directory: Path) -> UpdateBatch:
     """Every complete file, in order, as one batch (an empty log gives an empty batch)."""
     tables = [ipc.open_stream(str(p)).read_all() for p in sorted(Path(directory).glob("ticks-*.arrow"))]
@@ -112,9 +116,28 @@ def _targets(stock_id: int, book: pa.Table) -> pa.Table:
                     schema=schema.TARGET_SCHEMA)
 
 
+def _check(ticklog: Path) -> None:
+    if not ticklog.is_dir():
+        raise TickLogError(f"--ticklog {ticklog}: no such directory (the feature service's --ticklog-dir)")
+    if not any(ticklog.glob("ticks-*.arrow")):
+        open_files = len(list(ticklog.glob("ticks-*.arrow.part")))
+        hint = (f"; {open_files} file(s) still being written (.arrow.part): stop the feature service, "
+                "or wait until it rotates the file" if open_files else "")
+        raise TickLogError(f"--ticklog {ticklog}: no complete tick-log files (ticks-*.arrow){hint}")
+
+
 def to_optiver(ticklog: Path, out: Path, split: str = "train") -> int:
-    """Write Optiver's layout from a tick log; returns the number of stocks written."""
-    b = read_ticklog(ticklog)
+    """Write Optiver's layout from a tick log; returns the number of stocks written.
+
+    Raises TickLogError when there is nothing to convert (no directory, no complete file, no rows).
+    """
+    _check(Path(ticklog))
+    try:
+        b = read_ticklog(ticklog)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise TickLogError(f"--ticklog {ticklog}: unreadable tick-log file: {e}") from e
+    if not len(b):
+        raise TickLogError(f"--ticklog {ticklog}: the tick log holds no updates")
     stocks = np.unique(b.stock_id)
     targets = []
     for s in stocks.tolist():
@@ -133,11 +156,16 @@ def to_optiver(ticklog: Path, out: Path, split: str = "train") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Same as `rtvol data from-ticklog` (rtvol/cli.py has the full help)."""
     p = argparse.ArgumentParser(prog="python -m services.feature.ticklog", description=to_optiver.__doc__)
     p.add_argument("--ticklog", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    print(f"wrote {to_optiver(a.ticklog, a.out)} stocks in Optiver's layout to {a.out}")
+    try:
+        n = to_optiver(a.ticklog, a.out)
+    except TickLogError as e:
+        p.error(str(e))
+    print(f"wrote {n} stocks in Optiver's layout to {a.out}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -187,3 +187,50 @@ def test_metrics_endpoint_shows_rates_rejects_queues_staleness_and_redis_latency
         assert f'rtvol_feature_fanout_drops_total{{consumer="{consumer}"}}' in samples
     assert "rtvol_feature_window_staleness_seconds" in samples
     assert samples['rtvol_feature_store_seconds_count{op="write"}'] >= 1  # Redis round trips timed
+
+
+def _trade(stock: int, seq: int, t: float, price: float, size: float) -> pb.MarketUpdate:
+    return pb.MarketUpdate(stock_id=stock, sequence=seq, event_time_us=int(t * 1e6),
+                           trade=pb.Trade(price=price, size=size, order_count=1))
+
+
+def _vwap_when(stub: pb_grpc.FeaturesStub, stocks: list[int], done: Callable[[pb.GetVwapResponse], bool]
+               ) -> pb.GetVwapResponse:
+    """GetVwap until ``done`` (VWAP trails Ingest by its fan-out queue), for at most 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        reply = stub.GetVwap(pb.GetVwapRequest(stock_ids=stocks), timeout=10)
+        if done(reply) or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.02)
+
+
+def test_get_vwap_answers_each_stocks_bucket_vwap_over_grpc(stub: pb_grpc.FeaturesStub,
+                                                           metrics_port: int) -> None:
+    s, t0 = N_STOCKS - 4, 4_000 * BUCKET_SECONDS  # a stock and a time no other test uses
+    trades = [_trade(s, 1, t0 + 1, 1.0, 10), _trade(s, 2, t0 + 5, 1.01, 30),
+              _trade(s, 3, t0 + 9, 0.99, 0.0)]  # a zero size is rejected: never in the VWAP
+    summary = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 0, t0), *trades])]), timeout=30)
+    assert (summary.accepted, dict(summary.rejected_by_reason)) == (3, {"non_positive": 1})
+    reply = _vwap_when(stub, [s, s + 1], lambda r: r.volume[0] == 40)  # s + 1: books only
+    assert list(reply.stock_ids) == [s, s + 1] and list(reply.found) == [True, False]
+    assert reply.vwap[0] == pytest.approx((1.0 * 10 + 1.01 * 30) / 40)
+    assert (reply.volume[0], reply.time_id[0], reply.last_trade_us[0]) == (40, 4_000, int((t0 + 5) * 1e6))
+    assert 0 <= reply.age_ms[0] < 10_000
+    assert (reply.vwap[1], reply.volume[1], reply.time_id[1]) == (0, 0, -1)  # never traded
+
+    # the first trade of the next bucket starts that bucket's VWAP
+    next_bucket = _trade(s, 4, t0 + BUCKET_SECONDS + 2, 1.02, 5)
+    stub.Ingest(iter([pb.IngestRequest(updates=[next_bucket])]), timeout=30)
+    reply = _vwap_when(stub, [s], lambda r: r.time_id[0] == 4_001)
+    assert (reply.vwap[0], reply.volume[0], reply.time_id[0]) == (pytest.approx(1.02), 5, 4_001)
+
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetVwap(pb.GetVwapRequest(stock_ids=[s, N_STOCKS + 3]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "stock_ids: unknown stock ids [11]" in (err.value.details() or "")
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'rtvol_feature_bad_requests_total{method="GetVwap",reason="unknown_stock"} 1.0' in text

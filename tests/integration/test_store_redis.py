@@ -1,4 +1,5 @@
-"""The feature store against a real redis-server, and the in-process store behaving the same."""
+"""The feature store against a real redis-server (TCP, Unix socket, a 3-master Redis Cluster),
+and the in-process store behaving the same."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from rtvol.features.spec import N_FEATURES, STEPS
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["redis", "inprocess"])
+@pytest.fixture(params=["redis", "unix", "cluster", "inprocess"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[fs.FeatureStore]:
     spec = uuid.uuid4().hex[:16]  # own keys: the session's redis-server is shared
     s: fs.FeatureStore
-    if request.param == "redis":
-        s = fs.RedisStore.connect(request.getfixturevalue("redis_server"), spec, ttl_s=60,
-                                  stream_maxlen=5)
+    if request.param != "inprocess":
+        url = {"redis": lambda: request.getfixturevalue("redis_server"),
+               "unix": lambda: request.getfixturevalue("redis_unix")[1],
+               "cluster": lambda: request.getfixturevalue("redis_cluster").url}[request.param]()
+        s = fs.RedisStore.connect(url, spec, ttl_s=60, stream_maxlen=5)
     else:
         s = fs.InProcessStore(spec, ttl_s=60, stream_maxlen=5)
     yield s

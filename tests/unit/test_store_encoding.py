@@ -34,11 +34,13 @@ def test_window_value_encoding_is_pinned() -> None:
     assert not got.windows[1].any()
 
 
-def test_decode_rejects_an_unknown_encoding() -> None:
-    value = bytearray(fs.encode_window(np.zeros((STEPS, N_FEATURES), np.float32), 1, 1, 1))
-    value[4] = 2  # another format version
+@pytest.mark.parametrize("at", [0, 4, 6, 8], ids=["magic", "version", "steps", "features"])
+def test_decode_rejects_an_unknown_encoding(at: int) -> None:
+    good = fs.encode_window(np.zeros((STEPS, N_FEATURES), np.float32), 1, 1, 1)
+    value = bytearray(good)
+    value[at] ^= 0x40  # another magic, format version or shape
     with pytest.raises(ValueError, match="unknown encoding"):
-        fs.decode_windows([bytes(value)])
+        fs.decode_windows([good, bytes(value)])
 
 
 def test_vol_encoding_is_pinned() -> None:

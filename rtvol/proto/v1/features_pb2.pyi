@@ -188,3 +188,27 @@ class UniverseResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[UniverseEntry]
     eligible: int
     def __init__(self, entries: _Optional[_Iterable[_Union[UniverseEntry, _Mapping]]] = ..., eligible: _Optional[int] = ...) -> None: ...
+
+class GetVwapRequest(_message.Message):
+    __slots__ = ("stock_ids",)
+    STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    stock_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetVwapResponse(_message.Message):
+    __slots__ = ("stock_ids", "vwap", "volume", "time_id", "last_trade_us", "age_ms", "found")
+    STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    VWAP_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TIME_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_TRADE_US_FIELD_NUMBER: _ClassVar[int]
+    AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    stock_ids: _containers.RepeatedScalarFieldContainer[int]
+    vwap: _containers.RepeatedScalarFieldContainer[float]
+    volume: _containers.RepeatedScalarFieldContainer[float]
+    time_id: _containers.RepeatedScalarFieldContainer[int]
+    last_trade_us: _containers.RepeatedScalarFieldContainer[int]
+    age_ms: _containers.RepeatedScalarFieldContainer[float]
+    found: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., vwap: _Optional[_Iterable[float]] = ..., volume: _Optional[_Iterable[float]] = ..., time_id: _Optional[_Iterable[int]] = ..., last_trade_us: _Optional[_Iterable[int]] = ..., age_ms: _Optional[_Iterable[float]] = ..., found: _Optional[_Iterable[bool]] = ...) -> None: ...

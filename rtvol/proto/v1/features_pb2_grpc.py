@@ -49,6 +49,11 @@ class FeaturesStub:
                 request_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseRequest.SerializeToString,
                 response_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseResponse.FromString,
                 _registered_method=True)
+        self.GetVwap = channel.unary_unary(
+                '/rtvol.proto.v1.Features/GetVwap',
+                request_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.SerializeToString,
+                response_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.FromString,
+                _registered_method=True)
 
 
 class FeaturesServicer:
@@ -72,6 +77,12 @@ class FeaturesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVwap(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeaturesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_FeaturesServicer_to_server(servicer, server):
                     servicer.Universe,
                     request_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseRequest.FromString,
                     response_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseResponse.SerializeToString,
+            ),
+            'GetVwap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVwap,
+                    request_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.FromString,
+                    response_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class Features:
             '/rtvol.proto.v1.Features/Universe',
             rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseRequest.SerializeToString,
             rtvol_dot_proto_dot_v1_dot_features__pb2.UniverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVwap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtvol.proto.v1.Features/GetVwap',
+            rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.SerializeToString,
+            rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.FromString,
             options,
             channel_credentials,
             insecure,
