@@ -39,15 +39,22 @@ async def connect(target: str, max_inflight: int) -> AsyncIterator[Send]:
                     raise ItemError
             yield send_grpc
     elif scheme == "http":
-        import httpx
+        # aiohttp (C parser): httpx spent >1 ms of client CPU a request and, open loop on
+        # 2 cores, the generator itself saturated below 600/s (docs/BENCHMARKS.md, Gateway)
+        import json
 
-        limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
-        async with httpx.AsyncClient(base_url=target, limits=limits, timeout=None) as client:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=max_inflight)
+        headers = {"content-type": "application/json"}
+        async with aiohttp.ClientSession(target, connector=connector) as client:
             async def send_http(ids: list[int]) -> None:
-                reply = await client.post("/v1/predict", json={"stock_ids": ids})
-                if reply.status_code != 200:
-                    raise HttpStatus(reply.status_code)
-                if any("error" in s for s in reply.json()["signals"]):
+                body = json.dumps({"stock_ids": ids}).encode()
+                async with client.post("/v1/predict", data=body, headers=headers) as reply:
+                    data = await reply.read()
+                if reply.status != 200:
+                    raise HttpStatus(reply.status)
+                if any("error" in s for s in json.loads(data)["signals"]):
                     raise ItemError
             yield send_http
     else:

@@ -22,7 +22,7 @@ class Plan:
     timeout_s: float = 2.0
 
 
-async def _measure(plan: Plan, rate: float) -> openloop.Result:
+async def measure(plan: Plan, rate: float) -> openloop.Result:
     async with clients.connect(plan.target, plan.max_inflight) as send:
         return await openloop.run(send, rate, plan.duration_s, plan.stocks, plan.ids_per_request,
                                   plan.max_inflight, plan.timeout_s)
@@ -30,7 +30,7 @@ async def _measure(plan: Plan, rate: float) -> openloop.Result:
 
 def once(plan: Plan, rate: float, out: Path) -> dict[str, Any]:
     """Run at ``rate`` and write the report under ``out``; returns the summary."""
-    res = asyncio.run(_measure(plan, rate))
+    res = asyncio.run(measure(plan, rate))
     s = report.summary(res, plan.target)
     s["files"] = [str(p) for p in report.write(res, s, out)]
     return s

@@ -111,6 +111,13 @@ def setup_tracing(service_name: str) -> trace.Tracer:
     return trace.get_tracer(service_name)
 
 
+def exports_traces() -> bool:
+    """True when `setup_tracing` will export spans (an OTLP endpoint is configured and the SDK
+    is not disabled); without an exporter a span is pure cost on a request path."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true" and bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def inject_metadata() -> list[tuple[str, str]]:
     """The current trace context as gRPC metadata (W3C traceparent/tracestate)."""
     carrier: dict[str, str] = {}

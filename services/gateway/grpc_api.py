@@ -11,7 +11,7 @@ from rtvol.errors import InvalidInput
 from rtvol.featurestore import now_us
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-from rtvol.telemetry import extract_metadata
+from rtvol.telemetry import extract_metadata, extract_traceparent
 from services.gateway import metrics, validation
 from services.gateway.hub import Hub
 from services.gateway.predictor import Predictor
@@ -36,7 +36,8 @@ class SignalsServicer(pb_grpc.SignalsServicer):
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
                       ) -> pb.PredictResponse:
-        token = otel_context.attach(extract_metadata(context.invocation_metadata()))
+        caller = extract_metadata(context.invocation_metadata())
+        token = otel_context.attach(extract_traceparent(request.traceparent, caller) or caller)
         try:
             return await self._answer(request, "grpc")
         finally:
@@ -44,8 +45,16 @@ class SignalsServicer(pb_grpc.SignalsServicer):
 
     async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictRequest],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictResponse]:
+        # each request is its own trace span: under the message's traceparent when it has
+        # one, else under whoever opened the stream (its metadata), else a trace of its own
+        opener = extract_metadata(context.invocation_metadata())
         async for request in request_iterator:
-            yield await self._answer(request, "grpc_stream")
+            token = otel_context.attach(extract_traceparent(request.traceparent, opener) or opener)
+            try:
+                answer = await self._answer(request, "grpc_stream")
+            finally:  # before the yield: the stream may resume in another context
+                otel_context.detach(token)
+            yield answer
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[pb.Signal]:

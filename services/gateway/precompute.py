@@ -1,5 +1,9 @@
 """Pre-computed signals: follow the feature store's change stream, infer every changed
-stock in one batch, write the signals to the cache and push them to subscribers."""
+stock in one batch, write the signals to the cache and push them to subscribers.
+
+Cold start: before following the stream, every known stock that already has features gets
+its signal, so a Predict with max_staleness_ms is a cache hit from the start rather than
+only after that stock's next change."""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ import time
 
 import numpy as np
 
+from rtvol.errors import Unavailable
 from rtvol.featurestore import FeatureStore
 from rtvol.tasks import BackgroundTask
 from services.gateway import metrics
 from services.gateway.cache import SignalCache
 from services.gateway.hub import Hub
 from services.gateway.predictor import Predictor
+from services.gateway.signal import Signal
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,25 @@ class Precomputer:
         self.after = b"0"
         self._task = BackgroundTask()
 
+    async def warm(self, attempts: int = 6) -> int:
+        """Signals for every known stock that has features, a batch at a time; returns how many.
+        A batch whose read fails (the first connection can miss the store timeout on a busy
+        machine) is tried again, waiting 0.1, 0.2, 0.4 ... s; after ``attempts`` it is left to
+        the change stream."""
+        total = 0
+        for lo in range(0, self.predictor.stocks, self.batch_entries):
+            ids = list(range(lo, min(lo + self.batch_entries, self.predictor.stocks)))
+            for attempt in range(attempts):
+                try:
+                    signals = await self.predictor.compute_present(ids, time.perf_counter() + self.deadline_s)
+                except Unavailable:
+                    await asyncio.sleep(0.1 * 2 ** attempt)
+                    continue
+                total += await self._keep(signals)
+                break
+        log.info("cold start: pre-computed %d signals", total)
+        return total
+
     async def step(self) -> int:
         """One poll: returns the number of signals computed."""
         entries = await self.store.changes(self.after, self.batch_entries)
@@ -37,7 +62,10 @@ class Precomputer:
         known = [int(s) for s in changed if 0 <= s < self.predictor.stocks]
         if not known:
             return 0
-        signals = await self.predictor.compute(known, time.perf_counter() + self.deadline_s)
+        return await self._keep(await self.predictor.compute(known, time.perf_counter() + self.deadline_s))
+
+    async def _keep(self, signals: list[Signal]) -> int:
+        """Cache and push the fresh ones; returns how many."""
         fresh = [s for s in signals if not s.error and not s.stale]
         await self.cache.put(fresh)
         self.hub.publish(fresh)
@@ -45,6 +73,7 @@ class Precomputer:
         return len(fresh)
 
     async def _loop(self) -> None:
+        await self.warm()
         while True:
             try:
                 if await self.step():

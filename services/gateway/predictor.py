@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 from opentelemetry import trace
 
+from rtvol.errors import Unavailable
 from rtvol.featurestore import FeatureStore, Windows, now_us
 from services.gateway import metrics, tier3
 from services.gateway.breaker import Breaker
@@ -88,13 +89,26 @@ class Predictor:
                 metrics.FEATURE_AGE.observe(max(0, now_us() - sig.feature_written_us) / 1e6)
         return result
 
+    async def compute_present(self, stock_ids: list[int], deadline: float) -> list[Signal]:
+        """Model signals for those of ``stock_ids`` that have features; nothing for the rest
+        (no tier-3 answers, no item errors): what the cold-start pre-computation caches.
+        Raises Unavailable when the feature store cannot be read."""
+        windows = await self._read(stock_ids)
+        if windows is None:
+            raise Unavailable("feature store: read failed (or its breaker is open)")
+        found = np.flatnonzero(windows.found)
+        if not len(found):
+            return []
+        return await self._infer([stock_ids[i] for i in found], windows, found, deadline)
+
     async def _read(self, stock_ids: list[int]) -> Windows | None:
         if self.store is None or not self.store_breaker.allow():
             return None
         with self.tracer.start_as_current_span("feature_read"):
             try:
-                windows = await asyncio.wait_for(self.store.read(np.asarray(stock_ids, np.int32)),
-                                                 self.store_timeout_s)
+                # asyncio.timeout, not wait_for: no task (and loop turn) per call
+                async with asyncio.timeout(self.store_timeout_s):
+                    windows = await self.store.read(np.asarray(stock_ids, np.int32))
             except Exception as e:
                 metrics.UPSTREAM_ERRORS.labels("store", type(e).__name__).inc()
                 self.store_breaker.record(False)
@@ -110,7 +124,8 @@ class Predictor:
         if self.tier1 is not None and self.fanin is not None and remaining > 0 and self.tier1.breaker.allow():
             with self.tracer.start_as_current_span("ModelStreamInfer"):
                 try:
-                    outputs = await asyncio.wait_for(self.fanin.submit(x), remaining)
+                    async with asyncio.timeout(remaining):
+                        outputs = await self.fanin.submit(x)
                     tier, version = 1, self.tier1.version or version
                 except Exception:
                     outputs = None  # tier 2 answers; the breaker has counted it

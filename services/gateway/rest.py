@@ -1,19 +1,25 @@
-"""REST for people and scripts (FastAPI, orjson). Bad input is a 4xx naming the field."""
+"""REST for people and scripts (FastAPI). Bad input is a 4xx naming the field.
+
+Answers are orjson bytes in a plain Response: no response-model validation or re-encoding
+on the hot path; services/gateway/openapi.py describes them in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from rtvol.errors import InvalidInput, NotFound
 from rtvol.featurestore import now_us
 from services.gateway import metrics, validation
+from services.gateway.openapi import ErrorOut, LiveOut, PredictOut, ReadyOut, SignalOut, UniverseOut
 from services.gateway.predictor import Predictor
 
 UniverseFn = Callable[[int], Awaitable[dict[str, Any]]]
@@ -26,17 +32,24 @@ class PredictBody(BaseModel):
     kelly: StrictBool = False
 
 
-def _reject(route: str, status: int, reason: str, message: str) -> ORJSONResponse:
+BAD_INPUT: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}}
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+def _reject(route: str, status: int, reason: str, message: str) -> Response:
     metrics.REJECTS.labels(route, reason).inc()
-    return ORJSONResponse({"error": message}, status_code=status)
+    return json_response({"error": message}, status)
 
 
 def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], bool], universe: UniverseFn
                ) -> FastAPI:
-    app = FastAPI(title="rtvol gateway", version="1", default_response_class=ORJSONResponse)
+    app = FastAPI(title="rtvol gateway", version="1")
 
     @app.exception_handler(RequestValidationError)
-    async def bad_body(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def bad_body(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ())]
         if first.get("type") == "json_invalid":  # loc is ("body", character position)
@@ -46,42 +59,43 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], bool], un
         return _reject(request.url.path, 400, "bad_field", f"{field}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(InvalidInput)
-    async def invalid(request: Request, exc: InvalidInput) -> ORJSONResponse:
+    async def invalid(request: Request, exc: InvalidInput) -> Response:
         return _reject(request.url.path, 400, exc.reason, str(exc))
 
     @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> ORJSONResponse:
-        return ORJSONResponse({"error": str(exc)}, status_code=404)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return json_response({"error": str(exc)}, 404)
 
-    @app.post("/v1/predict")
-    async def predict(body: PredictBody) -> ORJSONResponse:
+    @app.post("/v1/predict", response_model=None, responses={200: {"model": PredictOut}, **BAD_INPUT})
+    async def predict(body: PredictBody) -> Response:
         ids = validation.check_ids(body.stock_ids, max_ids)
         staleness = validation.check_staleness(body.max_staleness_ms)
         signals = await predictor.predict(ids, staleness, body.kelly, "rest")
         now = now_us()
-        return ORJSONResponse({"signals": [s.to_json(now) for s in signals]})
+        return json_response({"signals": [s.to_json(now) for s in signals]})
 
-    @app.get("/v1/signals/{stock_id}")
-    async def cached_signal(stock_id: int) -> ORJSONResponse:
+    @app.get("/v1/signals/{stock_id}", response_model=None,
+             responses={200: {"model": SignalOut}, 404: {"model": ErrorOut}, **BAD_INPUT})
+    async def cached_signal(stock_id: int) -> Response:
         sig = await predictor.cache.get_remote(stock_id)
         if sig is None:
             raise NotFound(f"no pre-computed signal for stock {stock_id}")
-        return ORJSONResponse(sig.to_json(now_us()))
+        return json_response(sig.to_json(now_us()))
 
-    @app.get("/v1/universe")
-    async def get_universe(top_k: int = 20) -> ORJSONResponse:
+    @app.get("/v1/universe", response_model=None, responses={200: {"model": UniverseOut}, **BAD_INPUT})
+    async def get_universe(top_k: int = 20) -> Response:
         if not 1 <= top_k <= max_ids:
             raise InvalidInput(f"top_k: {top_k} outside 1..{max_ids}", "bad_top_k")
-        return ORJSONResponse(await universe(top_k))
+        return json_response(await universe(top_k))
 
-    @app.get("/livez")
-    async def livez() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/livez", response_model=None, responses={200: {"model": LiveOut}})
+    async def livez() -> Response:
+        return json_response({"status": "ok"})
 
-    @app.get("/readyz")
-    async def readyz() -> ORJSONResponse:
+    @app.get("/readyz", response_model=None, responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut}})
+    async def readyz() -> Response:
         ok = ready()
-        return ORJSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        return json_response({"ready": ok}, 200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -136,7 +136,8 @@ class Tier1:
     async def batch(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         try:
-            out, self.version = await asyncio.wait_for(self.client.infer(windows), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                out, self.version = await self.client.infer(windows)
         except Exception as e:
             metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
             self.breaker.record(False)

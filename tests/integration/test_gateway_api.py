@@ -3,7 +3,6 @@ sidecar: REST and gRPC answers, pre-computed signals and pushes, bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections.abc import Iterator
@@ -11,13 +10,11 @@ from pathlib import Path
 
 import grpc
 import httpx
-import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import feed, procs
+from helpers.store import stored_windows
 
-from rtvol.features.spec import spec_hash
-from rtvol.featurestore import RedisStore
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 from rtvol.repository import version_dir
@@ -46,23 +43,14 @@ def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
         gw, base, grpc_target = procs.gateway(
             logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url",
             feature_url, "--stocks", str(STOCKS), "--max-ids", "16", "--deadline-ms", "500",
-            "--model-timeout-ms", "200", "--model-latency-budget-ms", "100")
+            "--model-timeout-ms", "200", "--model-latency-budget-ms", "100",
+            "--store-timeout-ms", "200")  # generous: these tests check answers, not budgets
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3))
         yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db)
     finally:
         for p in reversed(started):
             assert p.stop() == 0, p.tail()
-
-
-def store_windows(redis_url: str, ids: list[int]) -> np.ndarray:
-    async def read() -> np.ndarray:
-        store = RedisStore.connect(redis_url, spec_hash())
-        try:
-            return (await store.read(np.asarray(ids, np.int32))).windows
-        finally:
-            await store.close()
-    return asyncio.run(read())
 
 
 def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data: Path) -> None:
@@ -72,7 +60,7 @@ def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data
     assert unknown == {"stock_id": 99, "error": "unknown stock id 99 (known: 0..7)"}
     session = ort.InferenceSession(str(version_dir(stack.repo, "rtvol_cnn") / "model.onnx"))
     want_rv, want_dir, want_mom = session.run(["rv", "direction", "momentum"],
-                                              {"window": store_windows(stack.redis_url, [1, 0])})
+                                              {"window": stored_windows(stack.redis_url, [1, 0])})
     for i, sig in enumerate((one, zero)):
         assert sig["tier"] == 1 and sig["model"] == "rtvol_cnn" and sig["version"] == "1"
         assert sig["rv"] == pytest.approx(float(want_rv[i, 0]), rel=1e-5)
@@ -82,7 +70,13 @@ def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data
         assert -0.25 <= sig["kelly_fraction"] <= 0.25
     assert stack.http.get("/livez").status_code == 200
     assert stack.http.get("/readyz").json() == {"ready": True}
-    assert "/v1/predict" in stack.http.get("/openapi.json").json()["paths"]
+    openapi = stack.http.get("/openapi.json").json()
+    # the answers are pre-serialised bytes; the document still describes them
+    answers = openapi["paths"]["/v1/predict"]["post"]["responses"]
+    schema = answers["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/PredictOut"}
+    assert "error" in openapi["components"]["schemas"]["ErrorOut"]["properties"]
+    assert "kelly_fraction" in openapi["components"]["schemas"]["SignalOut"]["properties"]
     def universe() -> dict:  # type: ignore[type-arg]
         return stack.http.get("/v1/universe", params={"top_k": 2}).json()  # type: ignore[no-any-return]
 

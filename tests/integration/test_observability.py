@@ -175,6 +175,7 @@ class Stack:
     prometheus: Prometheus
     receiver: TraceReceiver
     logs: Path
+    grpc: str = ""  # the gateway's gRPC target
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
         started.append(feature)
         sidecar, model_url = procs.sidecar(logs, tiny_repo, "--metrics-port", str(model_metrics))
         started.append(sidecar)
-        gw, base, _ = procs.gateway(logs, tiny_repo, "--redis-url", redis.url,
+        gw, base, grpc_target = procs.gateway(logs, tiny_repo, "--redis-url", redis.url,
                                     "--model-url", model_url, "--stocks", str(STOCKS),
                                     "--breaker-open-s", "0.5", "--model-timeout-ms", "200")
         started.append(gw)
@@ -205,7 +206,7 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
                                        "feature": f"127.0.0.1:{feature_metrics}",
                                        "model": f"127.0.0.1:{model_metrics}"}, RULE_FILES)
         try:
-            yield Stack(sidecar, model_url, feature_url, base, prometheus, receiver, logs)
+            yield Stack(sidecar, model_url, feature_url, base, prometheus, receiver, logs, grpc_target)
         finally:
             prometheus.close()
     finally:
@@ -283,6 +284,47 @@ def test_one_predict_is_one_trace_across_gateway_and_sidecar(stack: Stack) -> No
     assert client.parent_id == predict.span_id
     # the per-request traceparent parameter on the long-lived stream
     assert spans["rtvol-model", "ModelStreamInfer"].parent_id == client.span_id
+
+
+def test_each_predict_stream_request_is_its_own_span_under_its_callers_context(stack: Stack) -> None:
+    """One PredictStream: a request without a traceparent of its own continues the stream's
+    metadata (whoever opened it); one with a traceparent continues that; each gets its own
+    predict span, with its feature read and sidecar call under it."""
+    from rtvol.proto.v1 import signals_pb2 as pb
+    from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+
+    opener = (0x1AF7651916CD43DD8448EB211C80319C, 0x17AD6B7169203331)
+    per_message = (0x2AF7651916CD43DD8448EB211C80319C, 0x27AD6B7169203331)
+
+    def traceparent(ids: tuple[int, int]) -> str:
+        return f"00-{ids[0]:032x}-{ids[1]:016x}-01"
+
+    requests = [pb.PredictRequest(stock_ids=[0], request_id="a"),
+                pb.PredictRequest(stock_ids=[1], request_id="b", traceparent=traceparent(per_message)),
+                pb.PredictRequest(stock_ids=[2], request_id="c")]
+    with grpc.insecure_channel(stack.grpc) as ch:
+        answers = list(pb_grpc.SignalsStub(ch).PredictStream(
+            iter(requests), metadata=[("traceparent", traceparent(opener))], timeout=10))
+    assert [a.request_id for a in answers] == ["a", "b", "c"]
+    assert all(a.signals[0].tier == 1 for a in answers), answers
+
+    def spans(trace_id: int, name: str, service: str = "rtvol-gateway") -> list[Span]:
+        return [s for s in stack.receiver.trace(trace_id) if (s.service, s.name) == (service, name)]
+
+    def complete() -> bool:
+        return (len(spans(opener[0], "ModelStreamInfer", "rtvol-model")) >= 2
+                and len(spans(per_message[0], "ModelStreamInfer", "rtvol-model")) >= 1)
+    assert procs.wait_until(complete, 15, 0.1), stack.receiver.trace(opener[0])
+
+    for (trace_id, caller), requests_in_trace in ((opener, 2), (per_message, 1)):
+        predicts = spans(trace_id, "predict")
+        assert len(predicts) == requests_in_trace  # one span per request, not one per stream
+        assert all(p.parent_id == caller for p in predicts)
+        for predict in predicts:
+            assert [s for s in spans(trace_id, "feature_read") if s.parent_id == predict.span_id]
+            (client,) = [s for s in spans(trace_id, "ModelStreamInfer") if s.parent_id == predict.span_id]
+            assert [s for s in spans(trace_id, "ModelStreamInfer", "rtvol-model")
+                    if s.parent_id == client.span_id]
 
 
 def test_prometheus_sees_every_panel_rule_and_alert(stack: Stack) -> None:

@@ -95,7 +95,7 @@ async def test_fanin_coalesces_concurrent_requests_and_returns_each_its_rows() -
         await asyncio.sleep(0)
         return {"rv": x[:, 0, 0:1] * 2}
 
-    fanin = Coalescer(model, window_s=0.002, max_batch=8)
+    fanin = Coalescer(model, max_batch=8)
     inputs = [np.full((n, 50, 12), i, np.float32) for i, n in enumerate([1, 3, 2, 1, 5], start=1)]
     outs = await asyncio.gather(*(fanin.submit(x) for x in inputs))
     for i, (x, out) in enumerate(zip(inputs, outs, strict=True), start=1):
@@ -109,10 +109,34 @@ async def test_fanin_failure_reaches_every_caller_of_the_batch() -> None:
     async def broken(x: np.ndarray) -> dict[str, np.ndarray]:
         raise RuntimeError("sidecar gone")
 
-    fanin = Coalescer(broken, window_s=0.001, max_batch=64)
+    fanin = Coalescer(broken, max_batch=64)
     results = await asyncio.gather(*(fanin.submit(np.zeros((1, 50, 12), np.float32)) for _ in range(3)),
                                    return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_fanin_sends_at_once_when_idle_and_batches_what_arrives_while_busy() -> None:
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def model(x: np.ndarray) -> dict[str, np.ndarray]:
+        started.append(len(x))
+        await release.wait()
+        return {"rv": x[:, 0, 0:1]}
+
+    fanin = Coalescer(model, max_batch=64, max_inflight=1)
+    first = asyncio.create_task(fanin.submit(np.zeros((1, 50, 12), np.float32)))
+    for _ in range(3):  # a few loop turns, no timer: an idle coalescer has sent it already
+        await asyncio.sleep(0)
+    assert started == [1]
+    later = [asyncio.create_task(fanin.submit(np.full((1, 50, 12), i, np.float32))) for i in range(5)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert started == [1]  # one batch is out: the others wait for it
+    release.set()
+    outs = await asyncio.gather(first, *later)
+    assert started == [1, 5]  # ... and leave together when it comes back
+    assert [float(o["rv"][0, 0]) for o in outs[1:]] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.mark.parametrize("ids,reason", [([], "empty_ids"), (list(range(11)), "too_many_ids")])

@@ -43,16 +43,18 @@ class Signal(_message.Message):
     def __init__(self, stock_id: _Optional[int] = ..., rv: _Optional[float] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ..., momentum: _Optional[float] = ..., kelly_fraction: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[int] = ..., feature_age_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("stock_ids", "max_staleness_ms", "kelly", "request_id")
+    __slots__ = ("stock_ids", "max_staleness_ms", "kelly", "request_id", "traceparent")
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_MS_FIELD_NUMBER: _ClassVar[int]
     KELLY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     stock_ids: _containers.RepeatedScalarFieldContainer[int]
     max_staleness_ms: int
     kelly: bool
     request_id: str
-    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., max_staleness_ms: _Optional[int] = ..., kelly: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., max_staleness_ms: _Optional[int] = ..., kelly: _Optional[bool] = ..., request_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("signals", "request_id")

@@ -1,0 +1,459 @@
+"""`rtvol bench gateway`: every gateway path against the bare echo of its transport, in one run.
+
+Starts real processes on free loopback ports: redis-server, the feature service, the model
+sidecar, the gateway, a second gateway without a sidecar (tier 2 only), a bare FastAPI echo
+on the gateway's own HTTP server settings (services/gateway/echo.py) and the sidecar
+benchmark's bare grpcio echo servers (unary and bidirectional stream). It feeds a few
+buckets of market data, then times one call at a time (keep-alive http.client, grpcio's
+sync client; every answer checked for the tier it claims) in interleaved rounds, so that
+machine noise hits every path alike. p50/p99/p99.9 come from HDR histograms. Targets:
+
+  REST predict, 1 stock, fresh (features + sidecar)  p50 <= 1.3 x (HTTP echo + stream echo)
+  PredictStream, 1 stock, fresh                      p50 <= 1.3 x 2 stream echoes
+  cached signal: REST GET /v1/signals/ID, gRPC Predict and PredictStream with
+  max_staleness_ms (served from the pre-computed signal)  p50 <= 1.2 x its transport's echo
+  tier 2 adds: PredictStream answered by tier 2 (ONNX Runtime in the gateway: the second
+  gateway, as when the sidecar is down) minus the same request answered from the cached
+  signal: what computing the answer in the gateway costs (feature read, ONNX Runtime,
+  building the signal) over returning one, p50  <= 60 µs
+  open loop at --rate, gRPC Predict and REST predict (loadtest/)  p99 <= 3 x p50, no errors
+  on a GPU host only (nvidia-smi present): REST predict p50 <= 1 ms, p99 <= 2 ms
+
+Prints a table and writes JSON (--out). Run latency benchmarks one at a time:
+
+    flock /tmp/rtvol-bench.lock rtvol bench gateway --repo MODELS [--data DIR] [--out FILE]
+    python -m services.gateway.bench ...    (the same, where the rtvol command is not installed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from rtvol import repository, stack
+from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, wait_until
+
+CACHED_MS = 3_600_000  # max_staleness_ms that lets the pre-computed signal answer
+TIER2_BUDGET_US = 60.0
+
+
+# ---- clients: one call at a time, from sync code ----------------------------------------------
+
+class Http:
+    """Keep-alive HTTP/1.1 on one connection (http.client: no client library in the way)."""
+
+    def __init__(self, base: str) -> None:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
+
+    def reconnect(self) -> None:
+        """A new connection (untimed): the server ends keep-alive connections idle for 5 s,
+        which each one is while the other paths' rounds run."""
+        self.conn.close()
+        self.conn.connect()
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        self.conn.request(method, path, body, {"content-type": "application/json"} if body else {})
+        reply = self.conn.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {reply.status} {data[:200]!r}")
+        return data
+
+
+class StreamCaller:
+    """One message at a time on an open bidirectional stream: send it, wait for its answer."""
+
+    def __init__(self, open_stream: Callable[[Iterator[Any]], Any]) -> None:
+        self._outbox: queue.Queue[Any] = queue.Queue()
+        self._replies = open_stream(self._requests())
+
+    def _requests(self) -> Iterator[Any]:
+        while (msg := self._outbox.get()) is not None:
+            yield msg
+
+    def __call__(self, msg: Any) -> Any:
+        self._outbox.put(msg)
+        return next(self._replies)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._replies.cancel()
+
+
+# ---- timing -----------------------------------------------------------------------------------
+
+@dataclass
+class Timed:
+    """A timed call and the check its answer must pass (run after the clock stops)."""
+
+    name: str
+    call: Callable[[int], Any]  # i -> answer
+    check: Callable[[Any], bool] = lambda answer: True  # False: not from the path it claims
+    prepare: Callable[[], None] = lambda: None  # before each round, untimed
+    hist: HdrHistogram | None = None
+    calls: int = 0  # timed and warm-up
+    off: int = 0  # answers that failed the check (e.g. tier 2 answered a tier-1 path): not timed
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU spent by each process, timed calls
+
+    def stats(self) -> dict[str, float]:
+        h = self.hist
+        assert h is not None
+        return {"p50_us": h.get_value_at_percentile(50), "p99_us": h.get_value_at_percentile(99),
+                "p99_9_us": h.get_value_at_percentile(99.9), "n": h.get_total_count(), "off_path": self.off,
+                "cpu_us_per_call": {k: round(v / max(1, h.get_total_count() + self.off) * 1e6)
+                                    for k, v in self.cpu_s.items()
+                                    if v > 0}}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU of each process so far (/proc; 10 ms ticks: fine over a round)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def measure(paths: list[Timed], requests: int, rounds: int, pids: dict[str, int], warmup: int = 100
+            ) -> None:
+    """``requests`` timed calls per path in ``rounds`` interleaved rounds (the order rotates
+    each round), after ``warmup`` calls each; histograms 1 µs .. 10 s, 3 digits. The CPU each
+    of ``pids`` spends during a path's calls is charged to that path: what a request costs
+    the machine, which bounds the open-loop rate it can carry."""
+    for p in paths:
+        p.hist = HdrHistogram(1, 10_000_000, 3)
+        for i in range(warmup):  # unchecked: the first calls open streams (tier 2 may answer)
+            p.call(i)
+        p.calls += warmup
+        if not wait_until(partial(_answers_right, p), 20, 0.1):
+            raise RuntimeError(f"{p.name}: answers still fail their check after 20 s")
+    per_round = max(1, requests // rounds)
+    for r in range(rounds):
+        for p in paths[r % len(paths):] + paths[:r % len(paths)]:
+            assert p.hist is not None
+            p.prepare()
+            before = cpu_seconds(pids)
+            for i in range(per_round):
+                t0 = time.perf_counter_ns()
+                answer = p.call(i)
+                elapsed_us = max(1, (time.perf_counter_ns() - t0) // 1000)
+                if p.check(answer):  # an answer from another path (tier) is counted, not timed
+                    p.hist.record_value(elapsed_us)
+                else:
+                    p.off += 1
+            for name, spent in cpu_seconds(pids).items():
+                p.cpu_s[name] = p.cpu_s.get(name, 0.0) + spent - before.get(name, spent)
+            p.calls += per_round
+
+
+def _answers_right(p: Timed) -> bool:
+    return bool(p.check(p.call(0)))
+
+
+# ---- the processes --------------------------------------------------------------------------
+
+class Processes:
+    """What one benchmark run starts, on free loopback ports; stopped in reverse order."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Any] = []  # localproc.Proc, or the sidecar bench's Echo
+        self.pids: dict[str, int] = {"bench client": os.getpid()}
+
+    def start(self, name: str, cmd: list[str], ready: Callable[[], bool]) -> Proc:
+        proc = Proc(name, cmd, self.workdir / f"{name}.log", ready, timeout_s=120)
+        self.procs.append(proc)
+        self.pids[name] = proc.pid
+        return proc
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+@dataclass
+class Targets:
+    redis_url: str
+    feature: str
+    gateway_http: str
+    gateway_grpc: str
+    tier2_grpc: str
+    echo_http: str
+    echo_grpc: str
+
+
+def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str]
+              ) -> Targets:
+    from services.model.launch import Echo  # the sidecar benchmark's grpcio echo floors
+
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server not on PATH: the predict paths read the feature store "
+                         "(apt-get install redis-server, or put a redis-server binary on PATH)")
+    rport = free_port()
+    ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
+    redis_url = f"redis://127.0.0.1:{rport}/0"
+    fport, mport = free_port(), free_port()
+    feature, model = f"127.0.0.1:{fport}", f"127.0.0.1:{mport}"
+    ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks), grpc_ready(feature))
+    ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
+    common = ["--redis-url", redis_url, "--stocks", str(stocks), *gateway_args]
+    gateways = {}
+    for name, extra in (("gateway", ["--model-url", model]), ("gateway-tier2", [])):
+        hport, gport = free_port(), free_port()
+        ps.start(name, stack.gateway_cmd(hport, gport, repo, *common, *extra),
+                 http_ready(f"http://127.0.0.1:{hport}/readyz"))
+        gateways[name] = (f"http://127.0.0.1:{hport}", f"127.0.0.1:{gport}")
+    eport = free_port()
+    ps.start("echo-http", [sys.executable, "-m", "services.gateway.echo", "--port", str(eport)],
+             http_ready(f"http://127.0.0.1:{eport}/livez"))
+    echo = Echo()
+    ps.procs.append(echo)
+    ps.pids["echo-grpc"] = echo.proc.pid
+    return Targets(redis_url, feature, *gateways["gateway"], gateways["gateway-tier2"][1],
+                   f"http://127.0.0.1:{eport}", echo.url)
+
+
+def dataset(data: Path | None, workdir: Path) -> tuple[Path, list[int]]:
+    """``data`` (default: a small synthetic set written to ``workdir``) and its stock ids."""
+    from training import optiver, synth
+
+    if data is None:
+        data = workdir / "data"
+        synth.write(synth.generate(replace(synth.TINY, stocks=8, time_ids=6)), data)
+    return data, [int(s) for s in optiver.stock_ids(data)]
+
+
+# ---- the paths ------------------------------------------------------------------------------
+
+def _tier(want: int) -> Callable[[Any], bool]:
+    def check(reply: Any) -> bool:
+        return bool(reply.signals[0].tier == want and not reply.signals[0].error)
+    return check
+
+
+def _answered(reply: Any) -> bool:
+    return not reply.signals[0].error
+
+
+def _rest_tier(want: int) -> Callable[[bytes], bool]:
+    def check(body: bytes) -> bool:
+        return bool(json.loads(body)["signals"][0].get("tier") == want)
+    return check
+
+
+def _cache_hits(http_base: str) -> float:
+    text = Http(http_base).call("GET", "/metrics").decode()
+    match = re.search(r'rtvol_gateway_cache_total\{result="hit"\} ([0-9.e+]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: dict[str, int]
+               ) -> tuple[dict[str, Any], dict[str, int]]:
+    """Every path's latency, and the cache hits the gateway counted against the cached gRPC
+    calls made (equal when those paths really were served from the pre-computed signal)."""
+    import grpc
+
+    from rtvol.proto.v1 import signals_pb2 as pb
+    from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+    from services.model import echo
+
+    ids = [[s] for s in stocks]
+    fresh = [pb.PredictRequest(stock_ids=i) for i in ids]
+    cached = [pb.PredictRequest(stock_ids=i, max_staleness_ms=CACHED_MS) for i in ids]
+    bodies = [json.dumps({"stock_ids": i}).encode() for i in ids]
+    payload = pb.PredictResponse(signals=[pb.Signal(stock_id=1, rv=1e-3, model="rtvol_cnn", version="1",
+                                                    tier=1, feature_age_ms=1.0)]).SerializeToString()
+    n = len(stocks)
+    channels = [grpc.insecure_channel(u) for u in (t.echo_grpc, t.gateway_grpc, t.tier2_grpc)]
+    echo_ch, gw_ch, tier2_ch = channels
+    gw, tier2 = pb_grpc.SignalsStub(gw_ch), pb_grpc.SignalsStub(tier2_ch)
+    echo_stream = StreamCaller(echo_ch.stream_stream(echo.STREAM))
+    gw_stream, tier2_stream = StreamCaller(gw.PredictStream), StreamCaller(tier2.PredictStream)
+    echo_unary = echo_ch.unary_unary(echo.UNARY)
+    echo_http, gw_http = Http(t.echo_http), Http(t.gateway_http)
+    paths = [
+        Timed("http_echo", lambda i: echo_http.call("POST", "/echo", bodies[i % n]),
+              prepare=echo_http.reconnect),
+        Timed("grpc_unary_echo", lambda i: echo_unary(payload)),
+        Timed("grpc_stream_echo", lambda i: echo_stream(payload)),
+        Timed("rest_predict", lambda i: gw_http.call("POST", "/v1/predict", bodies[i % n]), _rest_tier(1),
+              gw_http.reconnect),
+        Timed("grpc_predict", lambda i: gw.Predict(fresh[i % n]), _tier(1)),
+        Timed("grpc_stream_predict", lambda i: gw_stream(fresh[i % n]), _tier(1)),
+        Timed("rest_cached", lambda i: gw_http.call("GET", f"/v1/signals/{stocks[i % n]}"),
+              prepare=gw_http.reconnect),
+        # a cached signal of any tier (the cache-hit count below shows they were cached)
+        Timed("grpc_cached", lambda i: gw.Predict(cached[i % n]), _answered),
+        Timed("grpc_stream_cached", lambda i: gw_stream(cached[i % n]), _answered),
+        Timed("grpc_stream_tier2", lambda i: tier2_stream(fresh[i % n]), _tier(2)),
+    ]
+    hits_before = _cache_hits(t.gateway_http)
+    try:
+        measure(paths, requests, rounds, pids)
+    finally:
+        for s in (echo_stream, gw_stream, tier2_stream):
+            s.close()
+        for ch in channels:
+            ch.close()
+    hits = {"cache_hits": int(_cache_hits(t.gateway_http) - hits_before),
+            "cached_grpc_calls": sum(p.calls for p in paths if p.name.endswith("_cached")
+                                     and p.name.startswith("grpc"))}
+    return {p.name: p.stats() for p in paths}, hits
+
+
+# ---- open loop ------------------------------------------------------------------------------
+
+def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float) -> dict[str, Any]:
+    from loadtest import report, run
+
+    out = {}
+    for name, target in (("grpc", f"grpc://{t.gateway_grpc}"), ("http", t.gateway_http)):
+        plan = run.Plan(target, duration_s, stocks, max_inflight=512)
+        res = asyncio.run(run.measure(plan, rate))
+        s = report.summary(res, target)
+        lat = s["latency_ms"]
+        s["p99_over_p50"] = round(lat["p99"] / lat["p50"], 2) if lat["p50"] else None
+        s["met"] = bool(res.ok and s["error_rate"] == 0 and lat["p99"] <= 3 * lat["p50"])
+        out[name] = s
+    return out
+
+
+# ---- verdicts -------------------------------------------------------------------------------
+
+def verdicts(p: dict[str, dict[str, float]], gpu: bool) -> list[dict[str, Any]]:
+    """Each target: the measured value, the limit it is held to, met or not."""
+    def p50(name: str) -> float:
+        return p[name]["p50_us"]
+
+    def ratio(name: str, floor: float, limit: float, what: str) -> dict[str, Any]:
+        value = p50(name) / floor
+        return {"target": what, "value": round(value, 2), "limit": limit, "unit": "x",
+                "met": value <= limit}
+
+    rows = [
+        ratio("rest_predict", p50("http_echo") + p50("grpc_stream_echo"), 1.3,
+              "REST predict p50 / (HTTP echo + stream echo)"),
+        ratio("grpc_stream_predict", 2 * p50("grpc_stream_echo"), 1.3, "PredictStream p50 / 2 stream echoes"),
+        ratio("rest_cached", p50("http_echo"), 1.2, "REST cached signal p50 / HTTP echo"),
+        ratio("grpc_cached", p50("grpc_unary_echo"), 1.2, "gRPC Predict, cached, p50 / unary echo"),
+        ratio("grpc_stream_cached", p50("grpc_stream_echo"), 1.2,
+              "PredictStream, cached, p50 / stream echo"),
+    ]
+    added = p50("grpc_stream_tier2") - p50("grpc_stream_cached")
+    rows.append({"target": "tier 2 adds (PredictStream p50, tier 2 - cached)", "value": added,
+                 "limit": TIER2_BUDGET_US, "unit": "µs", "met": added <= TIER2_BUDGET_US})
+    for q, limit in (("p50_us", 1000.0), ("p99_us", 2000.0)):
+        value = p["rest_predict"][q]
+        rows.append({"target": f"GPU host: REST predict {q[:-3]}", "value": value, "limit": limit,
+                     "unit": "µs", "met": value <= limit if gpu else None})
+    return rows
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"{'path':<22}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'n':>7}{'off':>5}  CPU µs per call"]
+    for name, s in report["paths"].items():
+        cpu = " ".join(f"{k} {v}" for k, v in s["cpu_us_per_call"].items())
+        lines.append(f"{name:<22}{s['p50_us']:>9}{s['p99_us']:>9}{s['p99_9_us']:>10}{s['n']:>7}"
+                     f"{s['off_path']:>5}  {cpu} (total {sum(s['cpu_us_per_call'].values())})")
+    lines += ["", f"{'target':<52}{'value':>9}{'limit':>9}  result"]
+    for v in report["targets"]:
+        result = "n/a (no GPU)" if v["met"] is None else "met" if v["met"] else "NOT MET"
+        lines.append(f"{v['target']:<52}{v['value']:>8.2f}{v['unit'][0]}{v['limit']:>8.2f}{v['unit'][0]}"
+                     f"  {result}")
+    for name, s in report.get("open_loop", {}).items():
+        lat = s["latency_ms"]
+        errors = ", ".join(f"{k} {v}" for k, v in s["errors"].items()) or "none"
+        lines.append(f"open loop {name} {s['rate']:,.0f}/s: {s['ok']:,}/{s['scheduled']:,} ok, p50 "
+                     f"{lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms (p99/p50 {s['p99_over_p50']}, limit 3), "
+                     f"errors {errors}: {'met' if s['met'] else 'NOT MET'}")
+    lines.append(f"cache hits counted by the gateway: {report['cache_hits']} (cached gRPC calls made: "
+                 f"{report['cached_grpc_calls']}); load average (1 min) {report['load_average_1m']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="rtvol bench gateway", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", type=Path, default=Path(os.environ.get("RTVOL_MODEL_REPOSITORY", "models")),
+                   help="model repository [env RTVOL_MODEL_REPOSITORY; default models]")
+    p.add_argument("--model", default=repository.DEFAULT_MODEL)
+    p.add_argument("--data", type=Path, default=None,
+                   help="Optiver-layout data to feed (default: a small synthetic set)")
+    p.add_argument("--requests", type=int, default=2000, help="timed calls per path")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are split into")
+    p.add_argument("--rate", type=float, default=2000, help="open-loop requests/s (0: skip the open loop)")
+    p.add_argument("--duration", type=float, default=5.0, help="open-loop seconds per API")
+    p.add_argument("--backend", default="auto", help="model sidecar backend")
+    p.add_argument("--gateway-arg", action="append", default=[],
+                   help="extra flag for both gateways, e.g. --gateway-arg=--fanin-max-inflight=2")
+    p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    p.add_argument("--out", type=Path, default=Path("bench-gateway.json"))
+    a = p.parse_args(argv)
+    if not repository.versions(a.repo, a.model):
+        raise SystemExit(f"no model '{a.model}' in {a.repo}: run `rtvol train` first")
+    from loadtest.feed import replay
+    from services.gateway.httpserver import PARSER
+
+    workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-gateway-"))
+    ps = Processes(workdir)
+    load_before = os.getloadavg()
+    try:
+        data, stocks = dataset(a.data, workdir)
+        t = start_all(ps, a.repo, max(stocks) + 1, a.backend, a.gateway_arg)
+        replay(t.feature, data, range(0, 3))  # three buckets: every stock has a window
+        # the pre-computed signals the cached paths read
+        cache = Http(t.gateway_http)
+        if not wait_until(lambda: all(_probe(cache, f"/v1/signals/{s}") for s in stocks), 30, 0.2):
+            raise SystemExit("the gateway pre-computed no signals within 30 s")
+        paths, hits = sequential(t, stocks, a.requests, a.rounds, ps.pids)
+        loops = open_loop(t, stocks, a.rate, a.duration) if a.rate > 0 else {}
+    finally:
+        ps.stop()
+        if not a.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    gpu = shutil.which("nvidia-smi") is not None
+    report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
+                         + (", GPU" if gpu else ", no GPU"),
+              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "command": "rtvol bench gateway " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "http_parser": PARSER, "sidecar_backend": a.backend,
+              "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+              "paths": paths, "targets": verdicts(paths, gpu), "open_loop": loops, **hits}
+    print(table(report))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {a.out}")
+
+
+def _probe(client: Http, path: str) -> bool:
+    try:
+        client.call("GET", path)
+    except RuntimeError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

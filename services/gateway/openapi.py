@@ -1,0 +1,57 @@
+"""What the REST answers look like, for the OpenAPI document only: the handlers send orjson
+bytes, so these models never validate or encode anything at request time."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class DirectionOut(BaseModel):
+    down: float
+    flat: float
+    up: float
+
+
+class SignalOut(BaseModel):
+    """One stock's answer; only ``stock_id`` and ``error`` when it could not be answered."""
+
+    stock_id: int
+    rv: float | None = Field(None, description="predicted realized volatility of the next window")
+    direction: DirectionOut | None = Field(None, description="absent on tier 3")
+    momentum: float | None = None
+    model: str | None = None
+    version: str | None = None
+    tier: int | None = Field(None, description="1 sidecar, 2 ONNX Runtime in the gateway, 3 vol estimate")
+    feature_age_ms: float | None = None
+    stale: bool | None = Field(None, description="answered while the feature store was unreachable")
+    kelly_fraction: float | None = Field(None, description="when the request asked for Kelly sizing")
+    error: str | None = None
+
+
+class PredictOut(BaseModel):
+    signals: list[SignalOut] = Field(description="in the order of the request's stock_ids")
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="names the field at fault first")
+
+
+class UniverseEntryOut(BaseModel):
+    stock_id: int
+    score: float
+    volatility: float
+    momentum: float
+
+
+class UniverseOut(BaseModel):
+    stock_ids: list[int] = Field(description="every stock with a volatility estimate")
+    top: list[UniverseEntryOut] | None = Field(description="the feature service's ranking "
+                                               "(null: unreachable)")
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+
+
+class LiveOut(BaseModel):
+    status: str
