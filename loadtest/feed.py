@@ -3,6 +3,7 @@
 Updates are merged across stocks in event-time order, sent as column-batched messages on
 one client stream, paced by a token bucket. A message never spans a 10-minute bucket, and
 the last one of each bucket carries the bucket's end as watermark, so every step closes.
+With a TickServer, each message's updates also go to WebSocket subscribers (tickserver.py).
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ import asyncio
 import gc
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 
 from loadtest.pacing import TokenBucket
+from loadtest.tickserver import TickServer, TickStats
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS
+from rtvol.localproc import wait_until
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from services.feature.decode import encode_columns
@@ -50,15 +55,19 @@ def load(data: Path, buckets: range | None = None) -> tuple[list[int], UpdateBat
     return stocks, merge([_stock(data, s, buckets) for s in stocks])
 
 
-def messages(updates: UpdateBatch, batch: int) -> Iterator[tuple[int, pb.IngestRequest]]:
-    """(update count, message) chunks of at most ``batch`` updates, encoded lazily."""
+Messages = Iterator[tuple[UpdateBatch, pb.IngestRequest]]
+
+
+def messages(updates: UpdateBatch, batch: int) -> Messages:
+    """(updates, their message) chunks of at most ``batch`` updates, encoded lazily."""
     bucket = (updates.time // BUCKET_SECONDS).astype(np.int64)
     edges = np.flatnonzero(np.diff(bucket)) + 1  # where a new bucket starts
     for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(bucket)], strict=True):
         for start in range(int(lo), int(hi), batch):
             stop = min(start + batch, int(hi))
             watermark = int((bucket[lo] + 1) * BUCKET_SECONDS * 1_000_000) if stop == hi else 0
-            yield stop - start, encode_columns(updates.take(np.arange(start, stop)), watermark)
+            part = updates.take(np.arange(start, stop))
+            yield part, encode_columns(part, watermark)
 
 
 @dataclass
@@ -72,11 +81,13 @@ class FeedReport:
     max_lag_s: float = 0.0
     accepted: int = 0
     rejected: int = 0
+    ticks: TickStats | None = None  # WebSocket subscribers, when served
 
     def line(self) -> str:
         return (f"fed {self.updates:,} updates in {self.messages:,} messages, {self.seconds:.2f} s: "
                 f"{self.rate:,.0f} updates/s (target {self.target_rate:,.0f}), lag {self.lag_s:.3f} s "
-                f"(max {self.max_lag_s:.3f} s), accepted {self.accepted:,}, rejected {self.rejected:,}")
+                f"(max {self.max_lag_s:.3f} s), accepted {self.accepted:,}, rejected {self.rejected:,}"
+                + (f"\n{self.ticks.line()}" if self.ticks is not None else ""))
 
 
 class Metrics:
@@ -95,12 +106,15 @@ class Metrics:
 Progress = Callable[[FeedReport], None]
 
 
-async def pump(target: str, msgs: Iterator[tuple[int, pb.IngestRequest]], rate: float = 0.0,
-               batch: int = 2000,
+async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000,
                progress: Progress | None = None, metrics: Metrics | None = None,
-               timeout_s: float = 600.0, progress_every_s: float = 0.5) -> FeedReport:
-    """Send ``msgs`` on one Ingest stream at ``rate`` updates/s (0: unpaced); bounded by ``timeout_s``."""
-    report = FeedReport(target_rate=rate)
+               timeout_s: float = 600.0, progress_every_s: float = 0.5,
+               ticks: TickServer | None = None) -> FeedReport:
+    """Send ``msgs`` on one Ingest stream at ``rate`` updates/s (0: unpaced); bounded by ``timeout_s``.
+
+    ``ticks`` gets each message's updates as it is sent (a hand-over: its subscribers never
+    hold the stream back)."""
+    report = FeedReport(target_rate=rate, ticks=ticks.stats if ticks is not None else None)
     # room for two messages: a wait that overshoots by less than one message loses no time
     bucket = TokenBucket(rate, burst=max(rate * 0.02, 2.0 * batch)) if rate > 0 else None
     started = time.perf_counter()
@@ -108,11 +122,14 @@ async def pump(target: str, msgs: Iterator[tuple[int, pb.IngestRequest]], rate: 
 
     async def requests() -> AsyncIterator[pb.IngestRequest]:
         nonlocal shown
-        for n, msg in msgs:
+        for part, msg in msgs:
+            n = len(part)
             if bucket is not None:
                 await bucket.take(n)
                 lag = max(0.0, time.perf_counter() - started - report.updates / rate)
                 report.lag_s, report.max_lag_s = lag, max(report.max_lag_s, lag)
+            if ticks is not None:
+                ticks.publish(part)
             yield msg
             report.updates += n
             report.messages += 1
@@ -135,20 +152,42 @@ async def pump(target: str, msgs: Iterator[tuple[int, pb.IngestRequest]], rate: 
 
 
 def print_progress(r: FeedReport) -> None:
-    print(f"\rfeed: {r.updates:>12,} updates {r.rate:>10,.0f}/s lag {r.lag_s:6.3f} s",
+    ws = (f" ws {r.ticks.active} subscribers, dropped {r.ticks.dropped_frames:,} frames"
+          if r.ticks is not None else "")
+    print(f"\rfeed: {r.updates:>12,} updates {r.rate:>10,.0f}/s lag {r.lag_s:6.3f} s{ws}",
           end="", file=sys.stderr, flush=True)
+
+
+def serve_ticks(ticks: TickServer, metrics: Metrics | None, subscribers: int, wait_s: float) -> None:
+    """Announce the (started) WebSocket server; wait (bounded) for ``subscribers``."""
+    if metrics is not None:
+        metrics.registry.register(ticks)
+    print(f"ws: raw ticks on {ticks.url}", file=sys.stderr, flush=True)
+    if subscribers and not wait_until(lambda: ticks.subscribers >= subscribers, wait_s):
+        print(f"ws: {ticks.subscribers} of {subscribers} subscribers after {wait_s:g} s; feeding anyway",
+              file=sys.stderr, flush=True)
 
 
 def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0, batch: int = 2000,
         freeze_gc: bool = False, metrics_port: int | None = None,
-        progress: Progress | None = None) -> tuple[list[int], FeedReport]:
-    """Load, then pump; returns (stock ids, report)."""
-    stocks, updates = load(data, buckets)
-    if freeze_gc:  # the loaded arrays are long-lived: keep the collector from rescanning them
-        gc.collect()
-        gc.freeze()
-    metrics = Metrics(metrics_port) if metrics_port is not None else None
-    report = asyncio.run(pump(target, messages(updates, batch), rate, batch, progress, metrics))
+        progress: Progress | None = None, ticks: TickServer | None = None,
+        wait_subscribers: int = 0, wait_s: float = 30.0,
+        drain_s: float = 5.0) -> tuple[list[int], FeedReport]:
+    """Load, then pump, serving ``ticks`` (started) meanwhile and stopping it after; returns
+    (stock ids, report)."""
+    try:
+        stocks, updates = load(data, buckets)
+        if freeze_gc:  # the loaded arrays are long-lived: keep the collector from rescanning them
+            gc.collect()
+            gc.freeze()
+        metrics = Metrics(metrics_port) if metrics_port is not None else None
+        if ticks is not None:
+            serve_ticks(ticks, metrics, wait_subscribers, wait_s)
+        report = asyncio.run(pump(target, messages(updates, batch), rate, batch, progress, metrics,
+                                  ticks=ticks))
+    finally:
+        if ticks is not None:
+            ticks.stop(drain_s)
     if progress is not None:
         print(file=sys.stderr)
     return stocks, report
@@ -159,5 +198,17 @@ def replay(target: str, data: Path, buckets: range) -> list[int]:
     return run(target, data, buckets)[0]
 
 
-def report_dict(r: FeedReport) -> dict[str, float]:
-    return {k: float(v) for k, v in asdict(r).items()}
+def report_dict(r: FeedReport) -> dict[str, Any]:
+    """The report as JSON-ready values; ``from_dict`` reads it back."""
+    doc = {k: v for k, v in asdict(r).items() if k != "ticks"}
+    if r.ticks is not None:
+        doc["ws"] = asdict(r.ticks) | {"rejected": dict(r.ticks.rejected)}
+    return doc
+
+
+def from_dict(doc: dict[str, Any]) -> FeedReport:
+    """A report written by ``report_dict`` (older ones wrote every number as a float)."""
+    ws, kinds = doc.get("ws"), asdict(FeedReport())  # each field's default gives its type
+    ticks = None if ws is None else TickStats(**ws | {"rejected": Counter(ws["rejected"])})
+    return FeedReport(**{k: type(kinds[k])(v) for k, v in doc.items() if k in kinds and k != "ticks"},
+                      ticks=ticks)

@@ -116,15 +116,16 @@ class Server:
 
     async def serve_forever(self, drain_seconds: float,
                             on_stop: Callable[[], Awaitable[None]] | None = None,
-                            on_drain: Callable[[], None] | None = None) -> None:
+                            on_drain: Callable[[], None] | None = None,
+                            stop: asyncio.Event | None = None) -> None:
         """Run until SIGTERM/SIGINT, then report NOT_SERVING and let in-flight calls finish.
 
         ``on_drain`` runs first: it ends calls that never finish by themselves (server
-        streams), which would otherwise hold the drain for its whole grace period."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        streams), which would otherwise hold the drain for its whole grace period.
+        ``stop``: servers sharing one process share one event set by its owner's signal
+        handler (a loop keeps one handler per signal: a second server would replace it)."""
+        if stop is None:
+            stop = stop_on_signals()
         await stop.wait()
         log.info("draining for up to %.1f s", drain_seconds)
         await self.set_serving(False)
@@ -133,3 +134,12 @@ class Server:
         await self.server.stop(drain_seconds)
         if on_stop:
             await on_stop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (on the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

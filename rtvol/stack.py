@@ -1,5 +1,9 @@
 """The local stack: redis-server, feature service, model sidecar and gateway as processes.
 
+Without Redis (no redis-server binary, or ``no_redis``) the feature service and gateway run
+in one process (``rtvol serve embedded``) sharing its in-process feature store; stack.json
+then lists both under the same pid, and `down` stops that process once.
+
 Services are started by command line (``python -m rtvol.cli serve ...``), never imported,
 so the shared library keeps its layering. `up` writes pids, ports and commands to
 ``<run_dir>/stack.json`` and logs beside it; `down` and `status` work from that file in
@@ -12,7 +16,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from rtvol import localproc
@@ -72,9 +76,13 @@ def redis_cmd(port: int, workdir: Path) -> list[str]:
             "--dir", str(workdir)]
 
 
+def feature_args(port: int, metrics_port: int, redis_url: str, stocks: int, *extra: str) -> list[str]:
+    return ["--port", str(port), "--metrics-port", str(metrics_port), "--redis-url", redis_url,
+            "--stocks", str(stocks), *extra]
+
+
 def feature_cmd(port: int, metrics_port: int, redis_url: str, stocks: int, *extra: str) -> list[str]:
-    return serve("feature", "--port", str(port), "--metrics-port", str(metrics_port),
-                 "--redis-url", redis_url, "--stocks", str(stocks), *extra)
+    return serve("feature", *feature_args(port, metrics_port, redis_url, stocks, *extra))
 
 
 def sidecar_cmd(port: int, metrics_port: int, repo: Path, *extra: str) -> list[str]:
@@ -82,9 +90,17 @@ def sidecar_cmd(port: int, metrics_port: int, repo: Path, *extra: str) -> list[s
                  "--model-repository", str(repo), *extra)
 
 
+def gateway_args(port: int, grpc_port: int, repo: Path, *extra: str) -> list[str]:
+    return ["--port", str(port), "--grpc-port", str(grpc_port), "--model-repository", str(repo), *extra]
+
+
 def gateway_cmd(port: int, grpc_port: int, repo: Path, *extra: str) -> list[str]:
-    return serve("gateway", "--port", str(port), "--grpc-port", str(grpc_port),
-                 "--model-repository", str(repo), *extra)
+    return serve("gateway", *gateway_args(port, grpc_port, repo, *extra))
+
+
+def embedded_cmd(feature: list[str], gateway: list[str]) -> list[str]:
+    """Feature service and gateway in one process; "--gateway" is services/embedded.py's SEPARATOR."""
+    return serve("embedded", *feature, "--gateway", *gateway)
 
 
 # ---- up / down / status ----------------------------------------------------------------------
@@ -108,11 +124,11 @@ def _save(run_dir: Path, comps: list[Component], ports: Ports) -> None:
 
 
 def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "auto",
-       timeout_s: float = 90.0) -> list[Component]:
+       timeout_s: float = 90.0, no_redis: bool = False) -> list[Component]:
     """Start every component in dependency order, each ready before the next starts.
 
-    Without a redis-server binary the feature service keeps its in-process store and the
-    gateway runs without one (it answers from its volatility estimate, tier 3).
+    Without a redis-server binary (or with ``no_redis``) the feature service and gateway
+    share one process and its in-process store (started last: the gateway needs the sidecar).
     """
     if any(localproc.alive(c.pid) for c in load(run_dir)):
         raise StackError(f"a stack is already running from {run_dir} (rtvol down first)")
@@ -120,43 +136,57 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
     comps: list[Component] = []
     procs: list[localproc.Proc] = []
 
-    def start(name: str, cmd: list[str], port: int, health: str, target: str) -> None:
-        log = run_dir / f"{name}.log"
-        ready = Component(name, 0, port, health, target, cmd, str(log)).check
+    def start(log_name: str, cmd: list[str], *parts: tuple[str, int, str, str]) -> None:
+        """One process serving ``parts`` (name, port, health, target); ready when all answer."""
+        log = run_dir / f"{log_name}.log"
+        members = [Component(name, 0, port, health, target, cmd, str(log))
+                   for name, port, health, target in parts]
         try:
-            proc = localproc.Proc(name, cmd, log, ready, timeout_s, detach=True)
+            proc = localproc.Proc(log_name, cmd, log, lambda: all(c.check() for c in members), timeout_s,
+                                  detach=True)
         except RuntimeError as e:
             for p in reversed(procs):
                 p.stop()
             raise StackError(str(e)) from e
         procs.append(proc)
-        comps.append(Component(name, proc.pid, port, health, target, cmd, str(log)))
+        comps.extend(replace(c, pid=proc.pid) for c in members)
         _save(run_dir, comps, ports)  # after each start: a failed `up` still leaves `down` a list
 
+    embedded = no_redis or shutil.which("redis-server") is None
     redis_url = ""
-    if shutil.which("redis-server"):
+    if not embedded:
         redis_url = f"redis://127.0.0.1:{ports.redis}/0"
-        start("redis", redis_cmd(ports.redis, run_dir), ports.redis, "redis", redis_url)
-    feature = f"127.0.0.1:{ports.feature}"
-    start("feature", feature_cmd(ports.feature, ports.feature_metrics, redis_url, stocks),
-          ports.feature, "grpc", feature)
-    model = f"127.0.0.1:{ports.model}"
+        start("redis", redis_cmd(ports.redis, run_dir), ("redis", ports.redis, "redis", redis_url))
+    feature, model = f"127.0.0.1:{ports.feature}", f"127.0.0.1:{ports.model}"
+    feature_part = ("feature", ports.feature, "grpc", feature)
+    gateway_part = ("gateway", ports.gateway, "http", f"http://127.0.0.1:{ports.gateway}")
+    features = feature_args(ports.feature, ports.feature_metrics, redis_url, stocks)
+    gateway = gateway_args(ports.gateway, ports.gateway_grpc, repo, "--redis-url", redis_url,
+                           "--model-url", model, "--feature-url", feature, "--stocks", str(stocks))
+    if not embedded:
+        start("feature", serve("feature", *features), feature_part)
     start("model", sidecar_cmd(ports.model, ports.model_metrics, repo, "--backend", backend),
-          ports.model, "grpc", model)
-    start("gateway", gateway_cmd(ports.gateway, ports.gateway_grpc, repo, "--redis-url", redis_url,
-                                 "--model-url", model, "--feature-url", feature, "--stocks", str(stocks)),
-          ports.gateway, "http", f"http://127.0.0.1:{ports.gateway}")
+          ("model", ports.model, "grpc", model))
+    if embedded:
+        start("embedded", embedded_cmd(features, gateway), feature_part, gateway_part)
+    else:
+        start("gateway", serve("gateway", *gateway), gateway_part)
     return comps
 
 
 def down(run_dir: Path, timeout_s: float = 15.0) -> dict[str, str]:
     """Stop every component in reverse order; a pid now running another program is left alone."""
-    result = {}
+    result: dict[str, str] = {}
+    stopped: dict[int, str] = {}  # pid -> the component it was stopped for
     for c in reversed(load(run_dir)):
+        if c.pid in stopped:  # one process serving several components (embedded)
+            result[c.name] = f"stopped with {stopped[c.pid]} (one process)"
+            continue
         if localproc.alive(c.pid) and localproc.executable(c.pid) != c.cmd[0]:
             result[c.name] = "gone (pid reused by another process)"
             continue
         result[c.name] = localproc.terminate(c.pid, timeout_s)
+        stopped[c.pid] = c.name
     (run_dir / STATE).unlink(missing_ok=True)
     return result
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from rtvol import config, rpc, telemetry
 from rtvol.features.online import OnlineState
 from rtvol.features.spec import spec_hash
-from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore
+from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from services.feature.alerts import ALERT_CHANNEL, Alerts
 from services.feature.fanout import Consumer, FanOut
@@ -32,9 +32,9 @@ def make_store(s: FeatureSettings) -> FeatureStore:
     return InProcessStore(spec_hash(), ttl_s=s.redis_ttl_s, stream_maxlen=s.stream_maxlen)
 
 
-def make_fanout(s: FeatureSettings) -> tuple[FanOut, list[Callable[[], None]]]:
+def make_fanout(s: FeatureSettings, vwap: Vwap) -> tuple[FanOut, list[Callable[[], None]]]:
     """The side consumers the settings ask for, and what closes them after their threads end."""
-    consumers, closers = [Consumer("vwap", Vwap(s.stocks).handle, s.fanout_queue, "drop_oldest")], []
+    consumers, closers = [Consumer("vwap", vwap.handle, s.fanout_queue, "drop_oldest")], []
     if s.ticklog_dir:
         log_ = TickLog(Path(s.ticklog_dir), s.ticklog_max_rows, s.ticklog_max_files)
         consumers.append(Consumer("ticklog", log_.handle, s.fanout_queue, "drop_newest"))
@@ -42,9 +42,7 @@ def make_fanout(s: FeatureSettings) -> tuple[FanOut, list[Callable[[], None]]]:
     if s.alerts:
         publish: Callable[[bytes], object] = lambda message: 0  # noqa: E731 (no Redis: counted only)
         if s.redis_url:
-            import redis
-
-            client = redis.Redis.from_url(s.redis_url)  # sync: used on the consumer's own thread
+            client = redis_client(s.redis_url, s.redis_cluster, sync=True)  # used on the consumer's thread
             publish = functools.partial(client.publish, ALERT_CHANNEL)
             closers.append(client.close)
         alerts = Alerts(s.stocks, publish, s.alert_spike_sigmas, stale_after_s=s.alert_stale_after_s)
@@ -52,16 +50,22 @@ def make_fanout(s: FeatureSettings) -> tuple[FanOut, list[Callable[[], None]]]:
     return FanOut(consumers), closers
 
 
-async def serve(s: FeatureSettings) -> None:
+async def serve(s: FeatureSettings, store: FeatureStore | None = None,
+                shutdown: asyncio.Event | None = None) -> None:
+    """``store`` and ``shutdown`` are given when another component shares the process
+    (services/embedded.py): then the store is theirs to close."""
     state = OnlineState(s.stocks)
-    store = make_store(s)
+    owned = store is None
+    if store is None:
+        store = make_store(s)
     publisher = Publisher(state, store, s.flush_interval_s)
-    fanout, closers = make_fanout(s)
+    vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
+    fanout, closers = make_fanout(s, vwap)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps)
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
         FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout),
-                         telemetry.setup_tracing("rtvol-feature"), s.features_from != "store"),
+                         telemetry.setup_tracing("rtvol-feature"), s.features_from != "store", vwap),
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
     telemetry.start_metrics(s.metrics_port, s.host)
@@ -80,9 +84,10 @@ async def serve(s: FeatureSettings) -> None:
         await asyncio.to_thread(fanout.stop)
         for close in closers:
             close()
-        await store.close()
+        if owned:
+            await store.close()
 
-    await server.serve_forever(s.drain_seconds, stop)
+    await server.serve_forever(s.drain_seconds, stop, stop=shutdown)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
+from opentelemetry import trace
 
 from rtvol import config, rpc, telemetry
 from rtvol.features.spec import spec_hash
-from rtvol.featurestore import RedisStore
+from rtvol.featurestore import FeatureStore, RedisStore
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from services.gateway import httpserver
 from services.gateway.breaker import Breaker
 from services.gateway.cache import SignalCache
 from services.gateway.fanin import Coalescer
@@ -44,23 +44,23 @@ def _redis(url: str, timeout_s: float) -> Any:
     return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
-class _Uvicorn(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # rpc.Server owns SIGTERM and drains both
-        pass
-
-
-async def serve(s: GatewaySettings) -> None:
-    tracer = telemetry.setup_tracing("rtvol-gateway")
+async def serve(s: GatewaySettings, store: FeatureStore | None = None,
+                shutdown: asyncio.Event | None = None) -> None:
+    """``store`` and ``shutdown`` are given when the feature service shares the process
+    (services/embedded.py): its in-process store, and one drain signal for both."""
+    # no exporter: no spans (FastAPI's own ones included), they would only cost time
+    tracer = telemetry.setup_tracing("rtvol-gateway") if telemetry.exports_traces() else trace.NoOpTracer()
     timeout_s = s.store_timeout_ms / 1000
     redis = _redis(s.redis_url, timeout_s) if s.redis_url else None
-    store = RedisStore(redis, spec_hash()) if redis is not None else None
+    if store is None and redis is not None:
+        store = RedisStore(redis, spec_hash())
     local = LocalModel(s.model_repository, s.model_name, s.model_version, s.ort_threads)
     tier1 = fanin = client = None
     if s.model_url:
         client = SidecarClient(s.model_url, s.model_name, s.model_streams)
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000)
-        fanin = Coalescer(tier1.batch, s.fanin_window_us / 1e6, s.max_batch)
+        fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
     vol = VolCache(store, s.vol_refresh_s, timeout_s)
     cache = SignalCache(s.cache_size, redis, spec_hash())
     predictor = Predictor(store, _breaker("store", s), timeout_s, tier1, fanin, local, vol, cache,
@@ -74,10 +74,7 @@ async def serve(s: GatewaySettings) -> None:
     pb_grpc.add_SignalsServicer_to_server(SignalsServicer(predictor, hub, s.max_ids), server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = create_app(predictor, s.max_ids, lambda: True, universe.top)
-    http = _Uvicorn(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
-                                   # keep-alive connections must end within the drain too
-                                   timeout_graceful_shutdown=math.ceil(s.drain_seconds),
-                                   lifespan="off"))
+    http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds))
     await server.start()
     vol.start()
     if precompute:
@@ -91,7 +88,7 @@ async def serve(s: GatewaySettings) -> None:
     telemetry.after_warmup(s.freeze_gc)
     print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
     log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
-             "redis" if store else "none")
+             type(store).__name__ if store else "none")
 
     async def stop() -> None:
         http.should_exit = True
@@ -105,7 +102,7 @@ async def serve(s: GatewaySettings) -> None:
         if redis is not None:
             await redis.aclose()
 
-    await server.serve_forever(s.drain_seconds, stop, on_drain=hub.close)
+    await server.serve_forever(s.drain_seconds, stop, on_drain=hub.close, stop=shutdown)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

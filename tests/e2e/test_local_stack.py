@@ -1,4 +1,5 @@
-"""The local stack end to end, through the `rtvol` command: up, feed, predict, push, load, down."""
+"""The local stack end to end, through the `rtvol` command: up, feed, predict, push, load, down;
+and the one-process stack (no Redis: feature service and gateway share a process and its store)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from loadtest import feed
@@ -48,38 +51,55 @@ def collect_until_quiet(stream: grpc.Future, quiet_s: float, limit_s: float) -> 
     return dict(last)
 
 
+def up(run_dir: Path, data: Path, repo: Path, *flags: str) -> dict[str, Any]:
+    """`rtvol up` on free ports; returns its stack.json."""
+    rtvol("up", "--run-dir", str(run_dir), "--repo", str(repo), "--data", str(data), "--free-ports", *flags)
+    return dict(json.loads((run_dir / "stack.json").read_text()))
+
+
+def stock_ids(data: Path) -> list[int]:
+    return sorted(int(p.name.split("=")[1]) for p in (data / "book_train.parquet").iterdir())
+
+
+def feed_predict_and_push(data: Path, feature: str, gateway_grpc: str) -> None:
+    """Feed three buckets; Predict answers every stock from tier 1 with features written
+    moments ago; one more bucket pushes a signal per stock, equal to what Predict answers."""
+    fed = rtvol("feed", "--data", str(data), "--target", feature, "--buckets", "0:3", "--rate", "20000")
+    assert "rejected 0" in fed, fed
+    stocks = stock_ids(data)
+    with grpc.insecure_channel(gateway_grpc) as channel:
+        stub = pb_grpc.SignalsStub(channel)
+        answered = stub.Predict(pb.PredictRequest(stock_ids=stocks, max_staleness_ms=0), timeout=10)
+        assert [s.stock_id for s in answered.signals] == stocks
+        for s in answered.signals:
+            assert not s.error and not s.stale and s.tier == 1 and s.rv > 0, s
+            # written by the feed above, seconds ago at most (the feature service flushes every 5 ms)
+            assert 0 <= s.feature_age_ms < 30_000, s
+
+        stream = stub.Subscribe(pb.SubscribeRequest(all=True), timeout=60)
+        time.sleep(0.5)  # the subscription must be registered before the change it should see
+        feed.replay(feature, data, range(3, 4))
+        pushed = collect_until_quiet(stream, quiet_s=1.5, limit_s=20)
+        assert set(pushed) == set(stocks)
+        now = stub.Predict(pb.PredictRequest(stock_ids=stocks, max_staleness_ms=0), timeout=10)
+        for got in now.signals:
+            push = pushed[got.stock_id]
+            assert push.tier == got.tier == 1
+            assert push.rv == pytest.approx(got.rv, rel=1e-5)
+            assert [push.direction.down, push.direction.up] == pytest.approx(
+                [got.direction.down, got.direction.up], abs=1e-5)
+
+
 def test_up_feed_predict_push_load_down(tiny_data: Path, tiny_repo: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    rtvol("up", "--run-dir", str(run_dir), "--repo", str(tiny_repo), "--data", str(tiny_data), "--free-ports")
-    state = json.loads((run_dir / "stack.json").read_text())
+    state = up(run_dir, tiny_data, tiny_repo)
     pids = [c["pid"] for c in state["components"]]
     ports = state["ports"]
     try:
         assert "ok" in rtvol("status", "--run-dir", str(run_dir))
-        feature = f"127.0.0.1:{ports['feature']}"
-        fed = rtvol("feed", "--data", str(tiny_data), "--target", feature, "--buckets", "0:3",
-                    "--rate", "20000")
-        assert "rejected 0" in fed, fed
-        stocks = sorted(int(p.name.split("=")[1]) for p in (tiny_data / "book_train.parquet").iterdir())
-
-        with grpc.insecure_channel(f"127.0.0.1:{ports['gateway_grpc']}") as channel:
-            stub = pb_grpc.SignalsStub(channel)
-            answered = stub.Predict(pb.PredictRequest(stock_ids=stocks, max_staleness_ms=0), timeout=10)
-            assert [s.stock_id for s in answered.signals] == stocks
-            assert all(not s.error and s.tier == 1 and s.rv > 0 for s in answered.signals), answered
-
-            stream = stub.Subscribe(pb.SubscribeRequest(all=True), timeout=60)
-            time.sleep(0.5)  # the subscription must be registered before the change it should see
-            feed.replay(feature, tiny_data, range(3, 4))
-            pushed = collect_until_quiet(stream, quiet_s=1.5, limit_s=20)
-            assert set(pushed) == set(stocks)
-            now = stub.Predict(pb.PredictRequest(stock_ids=stocks, max_staleness_ms=0), timeout=10)
-            for got in now.signals:
-                push = pushed[got.stock_id]
-                assert push.tier == got.tier == 1
-                assert push.rv == pytest.approx(got.rv, rel=1e-5)
-                assert [push.direction.down, push.direction.up] == pytest.approx(
-                    [got.direction.down, got.direction.up], abs=1e-5)
+        feed_predict_and_push(tiny_data, f"127.0.0.1:{ports['feature']}",
+                              f"127.0.0.1:{ports['gateway_grpc']}")
+        stocks = stock_ids(tiny_data)
 
         out = tmp_path / "load"
         rtvol("loadtest", "--target", f"grpc://127.0.0.1:{ports['gateway_grpc']}", "--rate", "50",
@@ -91,4 +111,28 @@ def test_up_feed_predict_push_load_down(tiny_data: Path, tiny_repo: Path, tmp_pa
     finally:
         rtvol("down", "--run-dir", str(run_dir))
     assert not [p for p in pids if localproc.alive(p)]
+    assert not (run_dir / "stack.json").exists()
+
+
+def test_no_redis_stack_shares_one_process_and_answers_from_tier_1(tiny_data: Path, tiny_repo: Path,
+                                                                   tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    state = up(run_dir, tiny_data, tiny_repo, "--no-redis")
+    comps = {c["name"]: c for c in state["components"]}
+    ports = state["ports"]
+    try:
+        assert set(comps) == {"feature", "model", "gateway"}
+        assert comps["feature"]["pid"] == comps["gateway"]["pid"] != comps["model"]["pid"]
+        rows = rtvol("status", "--run-dir", str(run_dir)).splitlines()[1:]  # exit 0: every part healthy
+        assert len(rows) == 3 and all(" ok " in row for row in rows), rows
+        feed_predict_and_push(tiny_data, f"127.0.0.1:{ports['feature']}",
+                              f"127.0.0.1:{ports['gateway_grpc']}")
+        # the gateway sees the feature service's volatility estimate too (tier 3's source)
+        universe = f"http://127.0.0.1:{ports['gateway']}/v1/universe"
+        assert localproc.wait_until(
+            lambda: httpx.get(universe, timeout=5).json()["stock_ids"] == stock_ids(tiny_data), 10, 0.2)
+    finally:
+        stopped = rtvol("down", "--run-dir", str(run_dir))
+    assert "stopped with gateway" in stopped, stopped
+    assert not [c["pid"] for c in comps.values() if localproc.alive(c["pid"])]
     assert not (run_dir / "stack.json").exists()
