@@ -125,6 +125,9 @@ def write_version(repo: Path, name: str, onnx_model: bytes, metadata: dict[str, 
         meta = {**metadata, "model": name, "version": version}
         (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _write_atomic(model_dir / CONFIG_FILE, render_config(name, serving))
+        # mkdtemp makes it 0700: servers reading the repository under another uid (a
+        # container's, a mounted volume without fsGroup) need to list and read it
+        staging.chmod(0o755)
         os.rename(staging, model_dir / str(version))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

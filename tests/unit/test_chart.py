@@ -21,49 +21,16 @@ import yaml
 
 helm = pytest.importorskip("helm_python", reason="needs the deploy extra: pip install -e .[deploy]")
 kv = pytest.importorskip("kubernetes_validate.utils", reason="needs the deploy extra")
+from helpers.chart import CHART, NAMESPACE, RELEASE, Doc, manifests, profile_values, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "rtvol"
 CHECKOV = Path(os.environ.get("RTVOL_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
 PROFILES = ("default", "cpu", "gpu", "cloud")
-RELEASE, NAMESPACE = "rtvol", "rtvol"
 # Custom resources of the Prometheus operator: kubernetes-validate ships only the core API
 # schemas, and the operator's CRD schemas are not vendored here, so these kinds are skipped
 # in the strict schema check; test_monitoring_resources checks their structure instead.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 WORKLOADS = {"Deployment", "StatefulSet"}
-
-Doc = dict[str, Any]
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """What `helm -f a.yaml -f b.yaml` does: maps merge, everything else is replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(
-            out.get(key), dict) else value
-    return out
-
-
-def profile_values(profile: str, **overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if profile != "default":
-        values = yaml.safe_load((CHART / f"values-{profile}.yaml").read_text()) or {}
-    return deep_merge(values, overrides)
-
-
-def render(values: dict[str, Any]) -> dict[str, str]:
-    """Template path -> rendered text (the Helm engine also validates values.schema.json)."""
-    with helm.Chart.load(CHART) as chart:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
-
-
-def manifests(values: dict[str, Any]) -> list[Doc]:
-    docs: list[Doc] = []
-    for path, text in sorted(render(values).items()):
-        if path.endswith(".yaml"):
-            docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
 
 
 @pytest.fixture(scope="module", params=PROFILES)

@@ -26,6 +26,8 @@ def test_round_trip(tmp_path: Path) -> None:
     assert 'name: "window"' in config and "dims: [ 50, 12 ]" in config
     assert "max_queue_delay_microseconds: 100" in config
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]  # no staging
+    # readable by servers running under another uid (containers without fsGroup)
+    assert (tmp_path / "m" / "2").stat().st_mode & 0o777 == 0o755
 
 
 def test_missing_model_and_version(tmp_path: Path) -> None:

@@ -1,0 +1,110 @@
+"""The chart's rendered manifests as `podman kube play` (podman 4.3, Debian bookworm) runs them.
+
+podman plays Pods, Deployments, PersistentVolumeClaims and ConfigMaps; it has no Services,
+StatefulSets, NetworkPolicies, autoscalers, disruption budgets or Prometheus-operator kinds.
+Each workload becomes one Pod named after its Service: podman's DNS (aardvark-dns on the
+kube network) answers pod names, so `rtvol-redis:6379` in the gateway's environment reaches
+the Redis pod as it would through the Service. That needs one pod per Service, which the
+chart's CPU values give (single replicas). Everything else is dropped and listed.
+
+Unchanged: images, commands, environment, volumes (emptyDir, persistentVolumeClaim = a
+podman named volume) and security contexts. Changed, because podman 4.3 does otherwise:
+- ports: podman publishes every containerPort on 0.0.0.0 of the host; only the ports asked
+  for stay, published on 127.0.0.1 (pods reach each other over the pod network regardless);
+- emptyDirs are renamed per pod (podman would share one volume per name across pods);
+- probes are removed: podman runs no readiness or grpc probes and turns the other liveness
+  ones into broken healthchecks (`curl http://localhost:0/livez` for a named port,
+  `nc -z "" 0` for tcpSocket; no curl or nc in the images) that it schedules with systemd
+  timers (none in this VM). The test polls /readyz itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers import chart
+
+Doc = dict[str, Any]
+WORKLOADS = {"Deployment", "StatefulSet"}
+PLAYED_AS_IS = {"PersistentVolumeClaim", "ConfigMap"}
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+MODELS_VOLUME = "rtvol-e2e-models"  # the model repository PVC's claimName = a podman named volume
+
+
+def podman_values() -> dict[str, Any]:
+    """values-cpu.yaml plus what a registry-less podman host needs: the images
+    tests/e2e/podman/build.sh made (never pulled), Redis from its Debian image, the model
+    repository from a volume filled beforehand (source pvc) instead of an init container."""
+    local = {"pullPolicy": "Never"}
+    return chart.profile_values(
+        "cpu",
+        imageRegistry="localhost/",
+        feature={"image": local},
+        gateway={"image": local},
+        model={"image": {**local, "tag": "0.1.0-cpu"},
+               "repository": {"source": "pvc", "pvc": {"existingClaim": MODELS_VOLUME}}},
+        redis={"image": {**local, "repository": "rtvol-redis", "tag": "bookworm"}},
+    )
+
+
+def to_pods(docs: list[Doc], publish: dict[tuple[str, str], int]) -> tuple[list[Doc], list[str]]:
+    """(playable documents, "Kind/name" of each dropped one).
+
+    ``publish`` maps (pod name, container port name) to a loopback host port.
+    """
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    played: list[Doc] = []
+    dropped: list[str] = []
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in WORKLOADS:
+            played.append(_pod(doc, services, publish))
+        elif kind in PLAYED_AS_IS:
+            played.append(doc)
+        else:
+            dropped.append(f"{kind}/{name}")
+    missing = set(publish) - {(p["metadata"]["name"], port["name"]) for p in played if p["kind"] == "Pod"
+                              for c in p["spec"]["containers"] for port in c["ports"]}
+    if missing:
+        raise ValueError(f"no such (pod, port) to publish: {sorted(missing)}")
+    return played, dropped
+
+
+def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int]) -> Doc:
+    name, spec = doc["metadata"]["name"], doc["spec"]
+    where = f"{doc['kind']}/{name}"
+    if spec.get("replicas", 1) != 1:
+        raise ValueError(f"{where}: {spec['replicas']} replicas; one pod per Service is what DNS can name")
+    if name not in services:
+        raise ValueError(f"{where}: no Service of the same name, so no DNS name for its pod")
+    if spec.get("volumeClaimTemplates"):
+        raise ValueError(f"{where}: volumeClaimTemplates have no podman equivalent (disable persistence)")
+    pod_spec = _own_empty_dirs(dict(spec["template"]["spec"]), name)
+    pod_spec["containers"] = [_container(c, name, publish) for c in pod_spec["containers"]]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": spec["template"]["metadata"].get("labels", {})},
+            "spec": pod_spec}
+
+
+def _container(container: Doc, pod: str, publish: dict[tuple[str, str], int]) -> Doc:
+    out = {k: v for k, v in container.items() if k not in PROBES}
+    out["ports"] = [{**port, "hostPort": publish[(pod, port["name"])], "hostIP": "127.0.0.1"}
+                    for port in container.get("ports", []) if (pod, port["name"]) in publish]
+    return out
+
+
+def _own_empty_dirs(pod_spec: Doc, pod: str) -> Doc:
+    """Prefix each emptyDir's name with the pod's, as its mounts: podman 4.3 makes an emptyDir
+    a named volume called after the volume, which every pod using that name shares (/tmp)."""
+    empty = {v["name"] for v in pod_spec.get("volumes", []) if "emptyDir" in v}
+
+    def own(item: Doc) -> Doc:
+        return {**item, "name": f"{pod}-{item['name']}"} if item["name"] in empty else item
+
+    pod_spec["volumes"] = [own(v) for v in pod_spec.get("volumes", [])]
+    for key in ("initContainers", "containers"):
+        if key in pod_spec:
+            pod_spec[key] = [{**c, "volumeMounts": [own(m) for m in c.get("volumeMounts", [])]}
+                             for c in pod_spec[key]]
+    return pod_spec
+
