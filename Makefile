@@ -14,7 +14,7 @@ DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps demo test lint typecheck protos clean
+.PHONY: install system-deps demo test lint typecheck protos clean podman-e2e perf-analyzer
 
 # constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Debian packages the integration tests run for real; installed only when missing.
-APT_PACKAGES := redis-server prometheus
+APT_PACKAGES := redis-server prometheus libb64-0d
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -41,15 +41,17 @@ system-deps:
 demo: install
 	@test -f $(DATA)/train.csv || $(BIN)/rtvol data synth --out $(DATA) --stocks $(STOCKS) --time-ids $(TIME_IDS) --seed $(SEED)
 	$(BIN)/rtvol train --data $(DATA) --repo $(MODELS) --seed $(SEED)
+	$(BIN)/rtvol export --repo $(MODELS)
 	$(BIN)/rtvol evaluate --data $(DATA) --repo $(MODELS) --out $(REPORTS)/report.json
-	@# the stack runs on DEMO_PORT.. (7 ports); `down` runs whatever happens (trap)
+	@# the stack runs on DEMO_PORT.. (7 ports); `down` runs whatever happens (trap);
+	@# RTVOL_NO_REDIS=1: feature service and gateway in one process (as without redis-server)
 	@set -e; export RTVOL_RUN_DIR=$(DEMO_RUN); trap '$(BIN)/rtvol down' EXIT; \
 	$(BIN)/rtvol up --data $(DATA) --repo $(MODELS) --base-port $(DEMO_PORT); \
 	$(BIN)/rtvol feed --data $(DATA) --target 127.0.0.1:$$(($(DEMO_PORT) + 1)) --buckets 0:40 \
 	  --rate 50000 --freeze-gc --report $(REPORTS)/feed.json; \
 	$(BIN)/rtvol loadtest --target grpc://127.0.0.1:$$(($(DEMO_PORT) + 6)) --rate 200 --duration 10 \
-	  --stocks $$(seq -s, 0 $$(($(STOCKS) - 1))) --out $(REPORTS)/loadtest; \
-	echo "reports: $(REPORTS)/report.json (accuracy), $(REPORTS)/feed.json, $(REPORTS)/loadtest/ (latency)"
+	  --stocks $$(seq -s, 0 $$(($(STOCKS) - 1))) --out $(REPORTS)/loadtest
+	@$(BIN)/python -m loadtest.summary $(REPORTS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -57,8 +59,27 @@ lint: install
 typecheck: install
 	$(BIN)/mypy rtvol training services loadtest
 
-test: install system-deps lint typecheck
+test: install system-deps perf-analyzer lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# NVIDIA's perf_analyzer for tests/integration/test_perf_analyzer.py: PyPI's perf-analyzer
+# needs a newer glibc than Debian 12; the binary in tritonclient 2.51.0's wheel runs with
+# Debian's libb64-0d and libcudart.so.12 from nvidia-cuda-runtime-cu12 (a client only: no GPU).
+PA_DIR := build/perf_analyzer
+perf-analyzer: $(PA_DIR)/perf_analyzer
+$(PA_DIR)/perf_analyzer: | $(STAMP)
+	$(BIN)/pip download -q --no-deps -d $(PA_DIR)/wheels tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.6.77
+	$(BIN)/python -c 'import sys, zipfile, pathlib; out = pathlib.Path(sys.argv[1]); \
+	  [out.joinpath(pathlib.Path(m).name).write_bytes(zipfile.ZipFile(w).read(m)) \
+	   for w in pathlib.Path(out, "wheels").glob("*.whl") for m in zipfile.ZipFile(w).namelist() \
+	   if m.endswith(("/bin/perf_analyzer", "/libcudart.so.12"))]' $(PA_DIR)
+	chmod +x $@
+
+# The container end-to-end test (root; minutes, so not in `make test`; last result in README.md):
+# images built offline by tests/e2e/podman/build.sh, the CPU chart played by podman, Predict.
+podman-e2e: install
+	$(MAKE) --no-print-directory system-deps APT_PACKAGES="podman runc debootstrap"
+	$(BIN)/python -m pytest -q -s -m podman tests/e2e/test_podman.py $(PYTEST_ARGS)
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \

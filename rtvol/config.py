@@ -14,14 +14,21 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
+    # use_attribute_docstrings: the docstring under each field is its `--help` text
     model_config = SettingsConfigDict(env_prefix="RTVOL_", cli_kebab_case=True,
-                                      cli_implicit_flags=True, extra="ignore")
+                                      cli_implicit_flags=True, extra="ignore",
+                                      use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
-    metrics_port: int = 0  # 0: no Prometheus endpoint
+    """Address the servers bind (0.0.0.0 in a container)."""
+    metrics_port: int = 0
+    """Prometheus /metrics port; 0: no metrics endpoint."""
     log_level: str = "INFO"
-    drain_seconds: float = 5.0  # graceful drain on SIGTERM
-    freeze_gc: bool = False  # gc.freeze() after warm-up
+    """DEBUG, INFO, WARNING or ERROR."""
+    drain_seconds: float = 5.0
+    """On SIGTERM: stop taking new work, finish in-flight requests for at most this long."""
+    freeze_gc: bool = False
+    """gc.freeze() after warm-up, so long-lived objects leave the collector's generations."""
 
 
 S = TypeVar("S", bound=BaseSettings)

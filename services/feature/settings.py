@@ -9,22 +9,42 @@ from rtvol.config import ServiceSettings
 
 class FeatureSettings(ServiceSettings):
     port: int = 50052
+    """gRPC port (Ingest, GetFeatures, GetVwap, Universe); 0 picks a free one."""
     metrics_port: int = 9102
-    redis_url: str = ""  # empty: the in-process store (embedded single-process default)
-    redis_cluster: bool = False  # use redis-py's cluster client
+    """Prometheus /metrics port; 0: none."""
+    redis_url: str = ""
+    """redis://HOST:PORT/DB, unix:///PATH.sock?db=DB or redis+cluster://HOST:PORT (any node);
+    empty: the in-process store (the embedded single-process default)."""
+    redis_cluster: bool = False
+    """Use redis-py's cluster client for a redis:// URL (as redis+cluster:// does)."""
     redis_ttl_s: int = 3600
-    stream_maxlen: int = 10_000  # change-stream entries kept (approximately)
-    stocks: int = 8192  # stock ids 0..stocks-1 are known; others are rejected
-    max_batch: int = 65_536  # updates per ingest message; a larger one is rejected whole
-    vol_interval_s: float = 0.15  # background volatility estimate cadence
+    """TTL of every feature-window key."""
+    stream_maxlen: int = 10_000
+    """Change-stream entries kept (approximately)."""
+    stocks: int = 8192
+    """Stock ids 0..stocks-1 are known; others are rejected."""
+    max_batch: int = 65_536
+    """Updates per ingest message; a larger message is rejected whole."""
+    vol_interval_s: float = 0.15
+    """Cadence of the background volatility estimate (the gateway's tier 3)."""
     vol_halflife_steps: float = 10.0
-    flush_interval_s: float = 0.005  # how long written windows may wait to be coalesced
-    # GetFeatures from this process's online state (it owns the stocks); "store": read Redis
+    """EWMA half-life of the volatility estimate, in feature steps."""
+    flush_interval_s: float = 0.005
+    """How long written windows may wait to be coalesced into one Redis pipeline."""
     features_from: Literal["memory", "store"] = "memory"
-    fanout_queue: int = 256  # batches each fan-out consumer may hold before its overflow policy drops
-    ticklog_dir: str = ""  # empty: no tick log
-    ticklog_max_rows: int = 1_000_000  # rows per tick-log file before it rotates
-    ticklog_max_files: int = 100  # complete files kept; older ones are deleted
-    alerts: bool = True  # risk alerts on Redis pub/sub (counted only with the in-process store)
+    """GetFeatures from this process's online state (it owns the stocks), or from the store."""
+    fanout_queue: int = 256
+    """Batches each fan-out consumer may hold before its overflow policy drops."""
+    ticklog_dir: str = ""
+    """Directory of the rotating Arrow tick log (`rtvol data from-ticklog` reads it); empty: off."""
+    ticklog_max_rows: int = 1_000_000
+    """Rows per tick-log file before it rotates."""
+    ticklog_max_files: int = 100
+    """Complete tick-log files kept; older ones are deleted."""
+    alerts: bool = True
+    """Risk alerts on Redis pub/sub (counted only with the in-process store)."""
     alert_spike_sigmas: float = 6.0
+    """A volatility-spike alert fires on a WAP return over this many EWMA sigmas."""
     alert_stale_after_s: float = 5.0
+    """A stale-feed alert fires when a stock has had no update for this long."""
+

@@ -8,33 +8,63 @@ from rtvol.config import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
-    port: int = 8080  # REST, /metrics, /livez, /readyz
+    port: int = 8080
+    """HTTP port: REST, /metrics, /livez, /readyz, /docs."""
     grpc_port: int = 50051
-    metrics_port: int = 0  # /metrics is on the HTTP port; a separate one only when asked
-    redis_url: str = ""  # empty: no feature store (tier 3 and item errors only)
-    model_url: str = ""  # unix:/sock/model.sock, 127.0.0.1:8001 or dns:///host:8001; empty: no tier 1
-    feature_url: str = ""  # feature service gRPC, for /v1/universe
+    """gRPC port of rtvol.v1.Signals (Predict, PredictStream, Subscribe)."""
+    metrics_port: int = 0
+    """/metrics is on the HTTP port; a separate port only when set."""
+    redis_url: str = ""
+    """Feature store and signal cache, redis://HOST:PORT/DB; empty: tier 3 and item errors only."""
+    model_url: str = ""
+    """Sidecar: unix:/sock/model.sock, 127.0.0.1:8001 or dns:///host:8001; empty: no tier 1."""
+    feature_url: str = ""
+    """Feature service gRPC, for /v1/universe."""
     model_repository: Path = Path("models")
+    """Where tier 2 (ONNX Runtime in the gateway) loads the same model version from."""
     model_name: str = "rtvol_cnn"
-    model_version: int | None = None  # default: the latest version at start
-    stocks: int = 8192  # ids 0..stocks-1 are known (as the feature service's --stocks)
-    max_ids: int = 1024  # per request
-    deadline_ms: float = 50.0  # a whole predict, every tier included
-    model_timeout_ms: float = 20.0  # one tier-1 batch
-    model_latency_budget_ms: float = 5.0  # slower tier-1 batches count against the breaker
-    model_streams: int = 2  # long-lived ModelStreamInfer streams (spread over replicas)
-    fanin_window_us: int = 200  # how long a batch waits for concurrent requests
-    max_batch: int = 1024  # the sidecar's max_batch_size
-    store_timeout_ms: float = 20.0  # one feature-store read
-    breaker_window: int = 20  # outcomes the error rate is computed over
+    """Model served (tiers 1 and 2)."""
+    model_version: int | None = None
+    """Default: the latest version at start."""
+    stocks: int = 8192
+    """Ids 0..stocks-1 are known (as the feature service's --stocks)."""
+    max_ids: int = 1024
+    """Most stock ids in one request; more is a 4xx / INVALID_ARGUMENT."""
+    deadline_ms: float = 50.0
+    """A whole predict, every tier included."""
+    model_timeout_ms: float = 20.0
+    """One tier-1 batch; slower is a failure for the breaker."""
+    model_latency_budget_ms: float = 5.0
+    """Tier-1 batches slower than this count against the breaker."""
+    model_streams: int = 2
+    """Long-lived ModelStreamInfer streams (spread over sidecar replicas)."""
+    fanin_max_inflight: int = 1
+    """Tier-1 batches out at once; requests arriving meanwhile share the next."""
+    max_batch: int = 1024
+    """The sidecar's max_batch_size."""
+    store_timeout_ms: float = 20.0
+    """One feature-store read."""
+    breaker_window: int = 20
+    """Outcomes the breaker's error rate is computed over."""
     breaker_min_calls: int = 5
+    """Outcomes needed in the window before the breaker may open."""
     breaker_error_rate: float = 0.5
-    breaker_open_s: float = 1.0  # before the first half-open probe
-    breaker_probes: int = 2  # successful probes that close it
-    vol_refresh_s: float = 0.2  # tier-3 estimate refresh
-    precompute: bool = True  # consume the change stream and push signals
+    """Error rate (failures and over-budget calls) that opens the breaker."""
+    breaker_open_s: float = 1.0
+    """Time open before the first half-open probe."""
+    breaker_probes: int = 2
+    """Successful half-open probes that close the breaker."""
+    vol_refresh_s: float = 0.2
+    """Refresh period of the tier-3 volatility estimates."""
+    precompute: bool = True
+    """Consume the feature change stream, pre-compute signals, push them to Subscribe."""
     precompute_poll_s: float = 0.005
-    cache_size: int = 65_536  # in-process signal LRU entries
+    """Change-stream poll period."""
+    cache_size: int = 65_536
+    """In-process signal LRU entries."""
     ort_threads: int = 1
+    """Tier-2 ONNX Runtime intra-op threads."""
     kelly_cap: float = 0.25
-    kelly_target_vol: float = 0.003  # size is scaled down when predicted RV is above this
+    """Largest |Kelly fraction| returned."""
+    kelly_target_vol: float = 0.003
+    """Sizes are scaled down when the predicted RV is above this."""

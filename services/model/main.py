@@ -9,34 +9,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from rtvol.config import ServiceSettings, load
+from rtvol.config import load
 from rtvol.rpc import Server
 from rtvol.telemetry import after_warmup, setup_tracing, start_metrics
 from services.model import backends
 from services.model.dataplane import DataPlane
 from services.model.registry import BatchPolicy, Registry
 from services.model.servicer import SERVICE_NAME, InferenceServicer
+from services.model.settings import ModelSettings
 
 log = logging.getLogger("rtvol.model")
-
-
-class ModelSettings(ServiceSettings):
-    port: int = 8001  # Triton's gRPC port; 0 picks a free one
-    metrics_port: int = 8002
-    unix_socket: str | None = None  # e.g. /run/rtvol/model.sock for a gateway in the same pod
-    model_repository: Path = Path("models")
-    backend: str = "auto"  # auto | onnxruntime | onnxruntime-cpu | cudagraph | tensorrt
-    precision: str = "fp16"  # cudagraph: fp16 | bf16 | fp32
-    max_queue_delay_us: int | None = None  # default: the model's config.pbtxt
-    compute_thread: bool = True  # run big batches on a backend thread, off the event loop
-    inline_max_rows: int = 8  # batches up to this many rows run on the loop (cheaper than a hop)
-    idle_dispatch: bool = True  # an idle batcher sends at once; False: always wait the delay
-    ort_threads: int = 1
-    poll_seconds: float = 2.0  # repository poll for new versions; 0 disables
-    debug_delay_ms: float = 0.0  # test-only fault injection: every inference waits this long
 
 
 def _slowed(make: Callable[..., Any], delay_s: float) -> Callable[..., Any]:

@@ -38,3 +38,14 @@ def test_unknown_component_is_rejected(capsys) -> None:  # type: ignore[no-untyp
         cli.main(["serve", "nonsense"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_every_service_setting_is_described_in_help() -> None:
+    """`rtvol serve SERVICE --help` explains each flag (the docstring under each field)."""
+    from services.feature.settings import FeatureSettings
+    from services.gateway.settings import GatewaySettings
+    from services.model.settings import ModelSettings
+
+    for cls in (FeatureSettings, GatewaySettings, ModelSettings):
+        undescribed = [name for name, field in cls.model_fields.items() if not field.description]
+        assert not undescribed, f"{cls.__name__}: no --help text for {undescribed}"

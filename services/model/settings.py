@@ -1,0 +1,36 @@
+"""Model sidecar settings (RTVOL_ env vars, flags win); names match charts/rtvol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtvol.config import ServiceSettings
+
+
+class ModelSettings(ServiceSettings):
+    port: int = 8001
+    """gRPC port (Triton's default); 0 picks a free one and prints it."""
+    metrics_port: int = 8002
+    """Prometheus /metrics port (Triton's default); 0: none."""
+    unix_socket: str | None = None
+    """Also serve on this Unix socket, e.g. /run/rtvol/model.sock for a gateway in the pod."""
+    model_repository: Path = Path("models")
+    """Triton-layout repository; the latest version of each model is served."""
+    backend: str = "auto"
+    """auto | onnxruntime | onnxruntime-cpu | cudagraph | cudagraph-eager | tensorrt."""
+    precision: str = "fp16"
+    """CUDA-graph backend: fp16 | bf16 | fp32 (the convolutions; the heads stay fp32)."""
+    max_queue_delay_us: int | None = None
+    """Dynamic batching window; default: the model's config.pbtxt."""
+    compute_thread: bool = True
+    """Run big batches on a backend thread, off the event loop."""
+    inline_max_rows: int = 8
+    """Batches up to this many rows run on the event loop (cheaper than a thread hop)."""
+    idle_dispatch: bool = True
+    """An idle batcher sends at once; --no-idle-dispatch always waits the queue delay."""
+    ort_threads: int = 1
+    """ONNX Runtime intra-op threads."""
+    poll_seconds: float = 2.0
+    """How often the repository is polled for new versions; 0 disables."""
+    debug_delay_ms: float = 0.0
+    """Fault injection for tests: every inference waits this long."""
