@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -219,6 +220,8 @@ def _buckets(text: str | None) -> range | None:
 
 
 def _feed(a: argparse.Namespace) -> None:
+    import grpc
+
     from loadtest import feed
     from loadtest.tickserver import TickServer
     from training import optiver
@@ -231,18 +234,40 @@ def _feed(a: argparse.Namespace) -> None:
             raise CommandError(f"--ws-{e}") from e
         except OSError as e:
             raise CommandError(f"--ws-port {a.ws_port}: {e}") from e
-    try:
-        _, report = feed.run(a.target, a.data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
-                             a.metrics_port, feed.print_progress, ticks, a.ws_wait, a.ws_wait_timeout,
-                             a.ws_drain)
-    except optiver.DataError as e:
-        raise CommandError(str(e)) from e
+    with tempfile.TemporaryDirectory(prefix="rtvol-feed-") as scratch:
+        data = a.data if a.synthetic is None else _synthetic_session(a, Path(scratch))
+        if data is None:
+            raise CommandError("give --data DIR (Optiver layout) or --synthetic STOCKS")
+        try:
+            _, report = feed.run(a.target, data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
+                                 a.metrics_port, feed.print_progress, ticks, a.ws_wait,
+                                 a.ws_wait_timeout, a.ws_drain)
+        except optiver.DataError as e:
+            raise CommandError(str(e)) from e
+        except grpc.RpcError as e:  # unreachable or refusing: one line, not a traceback
+            raise CommandError(f"feature service at {a.target}: {e.code().name}: {e.details()}") from e
     print(report.line())
     if a.report:
         import json
 
         a.report.parent.mkdir(parents=True, exist_ok=True)
         a.report.write_text(json.dumps(feed.report_dict(report), indent=2))
+
+
+def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
+    """A fresh synthetic market (training.synth, the demo's generator) to feed: new ticks on
+    every run unless --seed is given."""
+    from training import synth
+
+    if a.data is not None:
+        raise CommandError("--data and --synthetic exclude each other")
+    if a.synthetic < 1 or a.synthetic_buckets < 1:
+        raise CommandError("--synthetic and --synthetic-buckets must be >= 1")
+    seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
+    cfg = synth.SynthConfig(stocks=a.synthetic, time_ids=max(3, a.synthetic_buckets), seed=seed)
+    print(f"generating {cfg.stocks} stocks x {cfg.time_ids} buckets of synthetic ticks (seed {seed})")
+    synth.write(synth.generate(cfg), out)
+    return out
 
 
 def _loadtest(a: argparse.Namespace) -> None:
@@ -376,10 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     fd = sub.add_parser("feed", help="replay market data into the feature service",
                         description="Optiver-layout updates merged by event time, sent on one Ingest "
                                     "stream in column batches, paced by a token bucket.")
-    _add(fd, "data", "Optiver-layout data directory", type=Path)
+    data_env = _env("data")
+    fd.add_argument("--data", type=Path, default=Path(data_env) if data_env else None,
+                    help="Optiver-layout data directory (or --synthetic) [env RTVOL_DATA]")
     _add(fd, "target", "feature service HOST:PORT", "127.0.0.1:50052", env="feature-url")
     _add(fd, "rate", "updates per second (0: as fast as possible)", "0", float, env="feed-rate")
     _add(fd, "batch", "updates per message", "2000", int, env="feed-batch")
+    fd.add_argument("--synthetic", type=int, default=None, metavar="STOCKS",
+                    help="instead of --data: generate a fresh synthetic market of STOCKS stocks "
+                         "(the demo's generator) and feed it")
+    fd.add_argument("--synthetic-buckets", type=int, default=10,
+                    help="ten-minute buckets of ticks --synthetic generates (default 10)")
+    fd.add_argument("--seed", type=int, default=None, help="--synthetic seed (default: random)")
     fd.add_argument("--buckets", default=None, help="FIRST:COUNT time_ids to replay (default: all)")
     fd.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after loading the data")
     fd.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics here")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -138,3 +139,15 @@ def test_feed_serves_raw_ticks_to_websocket_subscribers(tiny_data: Path, feature
     # was never offered after it was closed
     n, n_one = len(updates), int(ones.sum())
     assert 2 * n + n_one < ws_report["updates"] + ws_report["dropped_updates"] <= 3 * n + n_one
+
+
+def test_feed_generates_a_synthetic_market_when_given_no_data(feature_target: str) -> None:
+    """`rtvol feed --synthetic N`: fresh ticks from the demo's generator into a real service."""
+    run = subprocess.run(
+        [sys.executable, "-m", "rtvol.cli", "feed", "--synthetic", "3", "--synthetic-buckets", "3",
+         "--seed", "7", "--target", feature_target, "--rate", "0"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "synthetic ticks (seed 7)" in run.stdout
+    fed = int(re.search(r"fed ([\d,]+) updates", run.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert fed > 1000 and "rejected 0" in run.stdout, run.stdout[-2000:]

@@ -49,3 +49,19 @@ def test_every_service_setting_is_described_in_help() -> None:
     for cls in (FeatureSettings, GatewaySettings, ModelSettings):
         undescribed = [name for name, field in cls.model_fields.items() if not field.description]
         assert not undescribed, f"{cls.__name__}: no --help text for {undescribed}"
+
+
+def test_feed_to_an_unreachable_service_is_one_clear_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    from rtvol.localproc import free_port
+
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    code = cli.main(["feed", "--synthetic", "1", "--synthetic-buckets", "3", "--seed", "1",
+                     "--target", target])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtvol: error: feature service at {target}: UNAVAILABLE") and "Traceback" not in err
+
+
+def test_feed_needs_data_or_synthetic(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli.main(["feed", "--target", "127.0.0.1:1"]) == 2
+    assert "--data DIR (Optiver layout) or --synthetic STOCKS" in capsys.readouterr().err
