@@ -145,8 +145,8 @@ def extract_traceparent(value: str, default: context.Context | None = None) -> c
 
 
 def extract_headers(headers: Mapping[str, str]) -> context.Context:
-    """A context continuing the trace named by incoming HTTP ``headers`` (for servers without
-    their own instrumentation: FastAPI >= 0.165 extracts these itself once a provider is set)."""
+    """A context continuing the trace named by incoming HTTP ``headers`` (for servers whose own
+    instrumentation is off, like the gateway's FastAPI app)."""
     return propagate.extract({k.lower(): v for k, v in headers.items()})
 
 

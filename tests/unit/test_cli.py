@@ -59,7 +59,8 @@ def test_feed_to_an_unreachable_service_is_one_clear_line(capsys) -> None:  # ty
                      "--target", target])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"rtvol: error: feature service at {target}: UNAVAILABLE") and "Traceback" not in err
+    assert err.startswith(f"rtvol: error: feature service at {target}: UNAVAILABLE")
+    assert "Traceback" not in err
 
 
 def test_feed_needs_data_or_synthetic(capsys) -> None:  # type: ignore[no-untyped-def]
