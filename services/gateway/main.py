@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from rtvol import config, rpc, telemetry
 from rtvol.features.spec import spec_hash
-from rtvol.featurestore import FeatureStore, RedisStore
+from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 from services.gateway import httpserver
 from services.gateway.breaker import Breaker
@@ -38,21 +38,20 @@ def _breaker(name: str, s: GatewaySettings, latency_budget_s: float = float("inf
 
 
 def _redis(url: str, timeout_s: float) -> Any:
-    import redis.asyncio as aioredis
-
     # short socket timeouts: a stopped Redis must cost a request milliseconds, not seconds
-    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return redis_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when the feature service shares the process
     (services/embedded.py): its in-process store, and one drain signal for both."""
-    # no exporter: no spans (FastAPI's own ones included), they would only cost time
+    # no exporter: no spans, they would only cost time (FastAPI's own are off: rest.py)
     tracer = telemetry.setup_tracing("rtvol-gateway") if telemetry.exports_traces() else trace.NoOpTracer()
     timeout_s = s.store_timeout_ms / 1000
     redis = _redis(s.redis_url, timeout_s) if s.redis_url else None
-    if store is None and redis is not None:
+    own_store = store is None and redis is not None
+    if own_store:
         store = RedisStore(redis, spec_hash())
     local = LocalModel(s.model_repository, s.model_name, s.model_version, s.ort_threads)
     tier1 = fanin = client = None
@@ -99,7 +98,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         await universe.close()
         if client:
             await client.close()
-        if redis is not None:
+        if own_store and store is not None:
+            await store.close()  # its MGET reader's connections, then the client
+        elif redis is not None:
             await redis.aclose()
 
     await server.serve_forever(s.drain_seconds, stop, on_drain=hub.close, stop=shutdown)
