@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from rtvol import histograms
 from rtvol.features.online import OnlineState
 from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import N_FEATURES, STEPS, spec_hash
@@ -47,17 +48,17 @@ def bench_apply(n_stocks: int, rounds: int) -> dict[str, float]:
 
 
 def quantiles(h: HdrHistogram) -> str:
-    return " ".join(f"p{q}={h.get_value_at_percentile(q):.0f}us" for q in (50, 99, 99.9))
+    return " ".join(f"p{q}={h.get_value_at_percentile(q):.0f}us" for q in histograms.PERCENTILES)
 
 
 async def _latency(call: Callable[[], Awaitable[object]], reads: int, warmup: int = 200,
                    h: HdrHistogram | None = None) -> HdrHistogram:
-    h = HdrHistogram(1, 10_000_000, 3) if h is None else h
+    h = histograms.latency_us() if h is None else h
     for i in range(reads + warmup):
         t = time.perf_counter()
         await call()
         if i >= warmup:
-            h.record_value(max(1, int((time.perf_counter() - t) * 1e6)))
+            histograms.record_s(h, time.perf_counter() - t)
     return h
 
 
@@ -101,7 +102,7 @@ async def bench_read_paths(urls: Sequence[str], n: int, reads: int, rounds: int
                      (url, "redis-py sync MGET + decode, on the event loop", redis_py_sync),
                      (url, "redis-py sync MGET + decode, asyncio.to_thread", redis_py_sync_thread),
                      (url, "store.read: rtvol.redis_mget (after)", store_read)]
-    hists = [HdrHistogram(1, 10_000_000, 3) for _ in variants]
+    hists = [histograms.latency_us() for _ in variants]
     for r in range(rounds):
         for (_, _, call), h in zip(variants, hists, strict=True):
             await _latency(call, -(-reads // rounds), 50 if r == 0 else 5, h)

@@ -48,7 +48,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from rtvol import repository, stack
+from rtvol import histograms, repository, stack
 from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 CACHED_MS = 3_600_000  # max_staleness_ms that lets the pre-computed signal answer
@@ -114,11 +114,10 @@ class Timed:
     off: int = 0  # answers that failed the check (e.g. tier 2 answered a tier-1 path): not timed
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU spent by each process, timed calls
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         h = self.hist
         assert h is not None
-        return {"p50_us": h.get_value_at_percentile(50), "p99_us": h.get_value_at_percentile(99),
-                "p99_9_us": h.get_value_at_percentile(99.9), "n": h.get_total_count(), "off_path": self.off,
+        return {**histograms.summary(h), "off_path": self.off,
                 "cpu_us_per_call": {k: round(v / max(1, h.get_total_count() + self.off) * 1e6)
                                     for k, v in self.cpu_s.items()
                                     if v > 0}}
@@ -143,7 +142,7 @@ def measure(paths: list[Timed], requests: int, rounds: int, pids: dict[str, int]
     of ``pids`` spends during a path's calls is charged to that path: what a request costs
     the machine, which bounds the open-loop rate it can carry."""
     for p in paths:
-        p.hist = HdrHistogram(1, 10_000_000, 3)
+        p.hist = histograms.latency_us()
         for i in range(warmup):  # unchecked: the first calls open streams (tier 2 may answer)
             p.call(i)
         p.calls += warmup
@@ -156,11 +155,11 @@ def measure(paths: list[Timed], requests: int, rounds: int, pids: dict[str, int]
             p.prepare()
             before = cpu_seconds(pids)
             for i in range(per_round):
-                t0 = time.perf_counter_ns()
+                t0 = time.perf_counter()
                 answer = p.call(i)
-                elapsed_us = max(1, (time.perf_counter_ns() - t0) // 1000)
+                elapsed_s = time.perf_counter() - t0
                 if p.check(answer):  # an answer from another path (tier) is counted, not timed
-                    p.hist.record_value(elapsed_us)
+                    histograms.record_s(p.hist, elapsed_s)
                 else:
                     p.off += 1
             for name, spent in cpu_seconds(pids).items():

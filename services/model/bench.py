@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hdrh.histogram import HdrHistogram
 
-from rtvol import repository
+from rtvol import histograms, repository
 from services.model import backends
 from services.model.launch import Echo, Sidecar
 
@@ -28,17 +27,16 @@ CANDIDATES = [("onnxruntime-cpu", "fp32"), ("onnxruntime", "fp32"), ("cudagraph-
               ("tensorrt", "fp16")]
 
 
-def latency(fn: Callable[[], object], n: int, warmup: int = 200) -> dict[str, float]:
-    """p50/p99/p99.9 in µs from an HDR histogram (1 µs .. 10 s, 3 significant digits)."""
-    hist = HdrHistogram(1, 10_000_000, 3)
+def latency(fn: Callable[[], object], n: int, warmup: int = 200) -> dict[str, int]:
+    """p50/p99/p99.9 in µs from an HDR histogram (rtvol.histograms)."""
+    hist = histograms.latency_us()
     for _ in range(warmup):
         fn()
     for _ in range(n):
-        t0 = time.perf_counter_ns()
+        t0 = time.perf_counter()
         fn()
-        hist.record_value(max(1, (time.perf_counter_ns() - t0) // 1000))
-    return {"p50_us": hist.get_value_at_percentile(50), "p99_us": hist.get_value_at_percentile(99),
-            "p99_9_us": hist.get_value_at_percentile(99.9), "n": n}
+        histograms.record_s(hist, time.perf_counter() - t0)
+    return histograms.summary(hist)
 
 
 def throughput(fn: Callable[[], object], batch: int, seconds: float = 1.0) -> float:
