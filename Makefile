@@ -14,7 +14,7 @@ DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps demo test lint typecheck protos clean podman-e2e perf-analyzer
+.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer
 
 # constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,15 +51,19 @@ demo: install
 	  --rate 50000 --freeze-gc --report $(REPORTS)/feed.json; \
 	$(BIN)/rtvol loadtest --target grpc://127.0.0.1:$$(($(DEMO_PORT) + 6)) --rate 200 --duration 10 \
 	  --stocks $$(seq -s, 0 $$(($(STOCKS) - 1))) --out $(REPORTS)/loadtest
-	@$(BIN)/python -m loadtest.summary $(REPORTS)
+	@$(BIN)/python -m rtvol.loadtest.summary $(REPORTS)
 
 lint: install
 	$(BIN)/ruff check .
 
-typecheck: install
-	$(BIN)/mypy rtvol training services loadtest
+# import-linter: the layering of docs/ARCHITECTURE.md (contracts in pyproject.toml)
+layers: install
+	$(BIN)/lint-imports
 
-test: install system-deps perf-analyzer lint typecheck
+typecheck: install
+	$(BIN)/mypy rtvol  # services/, training/, loadtest/ through their rtvol/ links
+
+test: install system-deps perf-analyzer lint typecheck layers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # NVIDIA's perf_analyzer for tests/integration/test_perf_analyzer.py: PyPI's perf-analyzer

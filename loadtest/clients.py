@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from loadtest.openloop import Send
+from rtvol.loadtest.openloop import Send
 
 
 class ItemError(Exception):

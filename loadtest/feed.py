@@ -21,16 +21,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from loadtest.pacing import TokenBucket
-from loadtest.tickserver import TickServer, TickStats
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS
+from rtvol.ingest_codec import encode_columns
+from rtvol.loadtest.pacing import TokenBucket
+from rtvol.loadtest.tickserver import TickServer, TickStats
 from rtvol.localproc import wait_until
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
-from services.feature.decode import encode_columns
-from training import optiver
+from rtvol.training import optiver
 
 
 def _stock(data: Path, stock: int, buckets: range | None) -> UpdateBatch:

@@ -8,7 +8,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.openloop import Result
+from rtvol.loadtest.openloop import Result
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_US = 3_600_000_000  # one hour: far above any bounded request

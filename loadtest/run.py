@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import clients, openloop, report
+from rtvol.loadtest import clients, openloop, report
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The demo's last word: accuracy table, feed and latency summaries, and where the files are.
 
-``python -m loadtest.summary REPORTS`` reads what `make demo` wrote under REPORTS
+``python -m rtvol.loadtest.summary REPORTS`` reads what `make demo` wrote under REPORTS
 (report.json from `rtvol evaluate`, feed.json from `rtvol feed --report`, loadtest/ from
 `rtvol loadtest`); a missing part is named, not fatal.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtest import feed, report
-from training import evaluate
+from rtvol.loadtest import feed, report
+from rtvol.training import evaluate
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from rtvol.features.online_batch import UpdateBatch
-from services.feature.decode import COLUMN_FIELDS
+from rtvol.ingest_codec import COLUMN_FIELDS
 
 MAGIC, VERSION = b"RTVT", 1
 HEADER = struct.Struct("<4sHHIq")

@@ -35,9 +35,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from loadtest import tickframes
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.featurestore import now_us
+from rtvol.loadtest import tickframes
 
 OVERFLOW_POLICIES = ("drop_oldest", "disconnect")
 FORMATS = ("binary", "json")

@@ -1,6 +1,6 @@
 """A reference subscriber of the feed's raw ticks: counts what arrives and how late.
 
-``python -m loadtest.ticksub ws://127.0.0.1:8765/ticks?stocks=1,2 [--seconds S]`` reads
+``python -m rtvol.loadtest.ticksub ws://127.0.0.1:8765/ticks?stocks=1,2 [--seconds S]`` reads
 until the feed closes the stream (or S seconds), then prints one line: frames, updates,
 and the delay from the feed's send to this process (publish stamp vs. wall clock: same
 host only). Binary and JSON frames are both understood. ``--stall`` connects with a tiny
@@ -21,8 +21,8 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from loadtest import tickframes
 from rtvol.featurestore import now_us
+from rtvol.loadtest import tickframes
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def receive(url: str, seconds: float, stall: bool = False) -> Received:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m loadtest.ticksub", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m rtvol.loadtest.ticksub", description=__doc__.splitlines()[0])
     p.add_argument("url", help="ws://HOST:PORT/ticks[?stocks=..&format=binary|json]")
     p.add_argument("--seconds", type=float, default=600.0, help="stop after this long at most")
     p.add_argument("--stall", action="store_true", help="never read (for --seconds): a slow consumer")

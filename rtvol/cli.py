@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rtvol.stack import Ports
-    from training.dataset import Dataset
+    from rtvol.training.dataset import Dataset
 
 
 class CommandError(Exception):
@@ -45,7 +45,7 @@ def _add(p: argparse.ArgumentParser, flag: str, help: str, default: str | None =
 def _synth(a: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from training import synth
+    from rtvol.training import synth
 
     cfg = synth.SynthConfig(stocks=a.stocks, time_ids=a.time_ids, seed=a.seed)
     if cfg.stocks < 1 or cfg.time_ids < 3:
@@ -62,7 +62,7 @@ def _synth(a: argparse.Namespace) -> None:
 
 def _from_ticklog(a: argparse.Namespace) -> None:
     # by name, like `serve`: the shared library does not import services
-    ticklog = importlib.import_module("services.feature.ticklog")
+    ticklog = importlib.import_module("rtvol.services.feature.ticklog")
     try:
         stocks = ticklog.to_optiver(a.ticklog, a.out)
     except ticklog.TickLogError as e:
@@ -71,7 +71,7 @@ def _from_ticklog(a: argparse.Namespace) -> None:
 
 
 def _load(data: Path) -> Dataset:
-    from training import dataset, optiver
+    from rtvol.training import dataset, optiver
 
     try:
         return dataset.load(data)
@@ -80,7 +80,7 @@ def _load(data: Path) -> Dataset:
 
 
 def _train(a: argparse.Namespace) -> None:
-    from training import train
+    from rtvol.training import train
 
     if a.device == "cuda":
         import torch
@@ -98,7 +98,7 @@ def _train(a: argparse.Namespace) -> None:
 def _evaluate_and_print(data: Dataset, repo: Path, model: str, version: int | None,
                         out: Path) -> None:
     from rtvol.repository import RepositoryError
-    from training import evaluate
+    from rtvol.training import evaluate
 
     try:
         report = evaluate.evaluate(data, repo, model, version)
@@ -114,7 +114,7 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _export(a: argparse.Namespace) -> None:
-    from training import tensorrt_export
+    from rtvol.training import tensorrt_export
 
     try:
         print(tensorrt_export.run(a.repo, a.model, a.version, a.tensorrt or a.int8, a.int8,
@@ -130,11 +130,11 @@ def _forward(module: str) -> Callable[[argparse.Namespace], None]:
     return run
 
 
-SERVICES = {"model": "services.model.main", "feature": "services.feature.main",
-            "gateway": "services.gateway.main",
-            "embedded": "services.embedded"}  # feature service + gateway in one process
-BENCHES = {"model": "services.model.bench", "features": "services.feature.bench",
-           "gateway": "services.gateway.bench"}
+SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.feature.main",
+            "gateway": "rtvol.services.gateway.main",
+            "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
+BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
+           "gateway": "rtvol.loadtest.bench.gateway"}
 
 
 def _dispatch(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
@@ -168,7 +168,7 @@ def _up(a: argparse.Namespace) -> None:
         if a.data is None:
             stocks = 128
         else:
-            from training import optiver
+            from rtvol.training import optiver
 
             try:
                 stocks = max(optiver.stock_ids(a.data)) + 1
@@ -222,9 +222,9 @@ def _buckets(text: str | None) -> range | None:
 def _feed(a: argparse.Namespace) -> None:
     import grpc
 
-    from loadtest import feed
-    from loadtest.tickserver import TickServer
-    from training import optiver
+    from rtvol.loadtest import feed
+    from rtvol.loadtest.tickserver import TickServer
+    from rtvol.training import optiver
 
     ticks = None
     if a.ws_port is not None:  # listening before the data loads: a taken port fails at once
@@ -255,9 +255,9 @@ def _feed(a: argparse.Namespace) -> None:
 
 
 def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
-    """A fresh synthetic market (training.synth, the demo's generator) to feed: new ticks on
+    """A fresh synthetic market (rtvol.training.synth, the demo's generator) to feed: new ticks on
     every run unless --seed is given."""
-    from training import synth
+    from rtvol.training import synth
 
     if a.data is not None:
         raise CommandError("--data and --synthetic exclude each other")
@@ -271,7 +271,7 @@ def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
 
 
 def _loadtest(a: argparse.Namespace) -> None:
-    from loadtest import report, run
+    from rtvol.loadtest import report, run
 
     if not a.target.startswith(("grpc://", "http://")):
         raise CommandError("--target must be grpc://HOST:PORT or http://HOST:PORT")

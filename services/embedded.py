@@ -20,10 +20,10 @@ import logging
 from collections.abc import Sequence
 
 from rtvol import config, rpc, telemetry
-from services.feature import main as feature
-from services.feature.settings import FeatureSettings
-from services.gateway import main as gateway
-from services.gateway.settings import GatewaySettings
+from rtvol.services.feature import main as feature
+from rtvol.services.feature.settings import FeatureSettings
+from rtvol.services.gateway import main as gateway
+from rtvol.services.gateway.settings import GatewaySettings
 
 SEPARATOR = "--gateway"
 

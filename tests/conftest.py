@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import procs, redis_servers
 
-from training import synth
+from rtvol.training import synth
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def tiny_repo(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A model repository with one version trained for a few epochs on the tiny data."""
     import torch
 
-    from training import dataset, train
+    from rtvol.training import dataset, train
 
     torch.set_num_threads(1)
     repo = tmp_path_factory.mktemp("models")

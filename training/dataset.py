@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from rtvol import schema
 from rtvol.features import offline, targets
-from training import optiver
+from rtvol.training import optiver
 
 
 @dataclass

@@ -14,10 +14,10 @@ import numpy as np
 
 from rtvol import repository
 from rtvol.features.spec import DIRECTIONS, spec_hash
-from training import baselines, export
-from training.cnn import INPUT, OUTPUTS
-from training.dataset import Dataset
-from training.train import TrainConfig, split
+from rtvol.training import baselines, export
+from rtvol.training.cnn import INPUT, OUTPUTS
+from rtvol.training.dataset import Dataset
+from rtvol.training.train import TrainConfig, split
 
 
 class EvaluationError(RuntimeError):

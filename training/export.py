@@ -11,7 +11,7 @@ import torch
 
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.repository import ServingConfig, TensorSpec
-from training.cnn import INPUT, OUTPUTS, VolCNN
+from rtvol.training.cnn import INPUT, OUTPUTS, VolCNN
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4

@@ -70,7 +70,7 @@ def validate_onnx(onnx_path: Path, max_batch: int, seed: int = 0) -> dict[str, A
 
 def calibration_windows(data_dir: Path, n: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
     """``n`` feature windows of the training split, drawn without replacement."""
-    from training import dataset
+    from rtvol.training import dataset
 
     windows = dataset.load(Path(data_dir), progress=False).windows
     pick = np.random.default_rng(seed).choice(len(windows), size=min(n, len(windows)), replace=False)
@@ -112,7 +112,7 @@ def build_engine(onnx_path: Path, info: dict[str, Any], int8: bool,
     if int8:
         if calibration is None or len(calibration) < CALIBRATION_BATCH:
             raise ExportError(f"INT8 needs at least {CALIBRATION_BATCH} calibration windows")
-        from training.tensorrt_calibrator import make_calibrator
+        from rtvol.training.tensorrt_calibrator import make_calibrator
 
         calibrator = make_calibrator(trt, _batches(calibration, CALIBRATION_BATCH), CALIBRATION_BATCH,
                                      onnx_path.with_suffix(".calib"))

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from rtvol import repository
 from rtvol.features.spec import spec_dict, spec_hash
-from training import baselines, export
-from training.cnn import VolCNN, parameter_count
-from training.dataset import Dataset
+from rtvol.training import baselines, export
+from rtvol.training.cnn import VolCNN, parameter_count
+from rtvol.training.dataset import Dataset
 
 
 @dataclass(frozen=True)

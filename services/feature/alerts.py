@@ -21,8 +21,8 @@ import numpy as np
 from rtvol.features.online import rounds
 from rtvol.features.online_batch import BOOK, R
 from rtvol.featurestore import now_us
-from services.feature import metrics
-from services.feature.fanout import Ingested
+from rtvol.services.feature import metrics
+from rtvol.services.feature.fanout import Ingested
 
 ALERT_CHANNEL = "rtvol:alerts"
 

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from rtvol.features.online_batch import UpdateBatch
-from services.feature import metrics
+from rtvol.services.feature import metrics
 
 log = logging.getLogger(__name__)
 Policy = Literal["drop_oldest", "drop_newest"]

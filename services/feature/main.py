@@ -13,14 +13,14 @@ from rtvol.features.online import OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
-from services.feature.alerts import ALERT_CHANNEL, Alerts
-from services.feature.fanout import Consumer, FanOut
-from services.feature.publisher import Publisher
-from services.feature.servicer import SERVICE_NAME, FeaturesServicer, Ingestor
-from services.feature.settings import FeatureSettings
-from services.feature.ticklog import TickLog
-from services.feature.volatility import VolEstimator
-from services.feature.vwap import Vwap
+from rtvol.services.feature.alerts import ALERT_CHANNEL, Alerts
+from rtvol.services.feature.fanout import Consumer, FanOut
+from rtvol.services.feature.publisher import Publisher
+from rtvol.services.feature.servicer import SERVICE_NAME, FeaturesServicer, Ingestor
+from rtvol.services.feature.settings import FeatureSettings
+from rtvol.services.feature.ticklog import TickLog
+from rtvol.services.feature.volatility import VolEstimator
+from rtvol.services.feature.vwap import Vwap
 
 log = logging.getLogger("rtvol.feature")
 

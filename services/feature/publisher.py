@@ -16,8 +16,8 @@ import numpy as np
 
 from rtvol.features.online import OnlineState
 from rtvol.featurestore import FeatureStore, Windows, now_us
+from rtvol.services.feature import metrics
 from rtvol.tasks import BackgroundTask
-from services.feature import metrics
 
 log = logging.getLogger(__name__)
 

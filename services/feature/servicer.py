@@ -14,15 +14,15 @@ from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import REASONS, R
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import FeatureStore, now_us
+from rtvol.ingest_codec import Malformed, decode
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from rtvol.services.feature import metrics
+from rtvol.services.feature.estimates import Filters, universe
+from rtvol.services.feature.fanout import FanOut
+from rtvol.services.feature.publisher import Publisher
+from rtvol.services.feature.vwap import Vwap
 from rtvol.telemetry import extract_metadata
-from services.feature import metrics
-from services.feature.decode import Malformed, decode
-from services.feature.estimates import Filters, universe
-from services.feature.fanout import FanOut
-from services.feature.publisher import Publisher
-from services.feature.vwap import Vwap
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
 

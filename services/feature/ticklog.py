@@ -25,8 +25,8 @@ from rtvol import schema
 from rtvol.features import offline
 from rtvol.features.online_batch import BOOK, FIELDS, TRADE, UpdateBatch
 from rtvol.features.spec import BUCKET_SECONDS
-from services.feature import metrics
-from services.feature.fanout import Ingested
+from rtvol.services.feature import metrics
+from rtvol.services.feature.fanout import Ingested
 
 TICK_SCHEMA = pa.schema([(f, pa.int64() if f in ("stock_id", "seq") else pa.int8() if f == "kind"
                           else pa.float64()) for f in FIELDS])
@@ -157,7 +157,8 @@ def to_optiver(ticklog: Path, out: Path, split: str = "train") -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Same as `rtvol data from-ticklog` (rtvol/cli.py has the full help)."""
-    p = argparse.ArgumentParser(prog="python -m services.feature.ticklog", description=to_optiver.__doc__)
+    p = argparse.ArgumentParser(prog="python -m rtvol.services.feature.ticklog",
+                                description=to_optiver.__doc__)
     p.add_argument("--ticklog", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)

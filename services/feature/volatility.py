@@ -12,9 +12,9 @@ import numpy as np
 
 from rtvol.features.online import OnlineState
 from rtvol.featurestore import FeatureStore, VolEstimate, now_us
+from rtvol.services.feature import metrics
+from rtvol.services.feature.estimates import ewma_vol
 from rtvol.tasks import BackgroundTask
-from services.feature import metrics
-from services.feature.estimates import ewma_vol
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from rtvol.features.online_batch import TRADE
 from rtvol.features.spec import BUCKET_SECONDS
-from services.feature.fanout import Ingested
+from rtvol.services.feature.fanout import Ingested
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 
-from services.gateway import metrics
+from rtvol.services.gateway import metrics
 
 
 class State(IntEnum):

@@ -6,8 +6,8 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from services.gateway import metrics
-from services.gateway.signal import Signal
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.signal import Signal
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from services.gateway import metrics
+from rtvol.services.gateway import metrics
 
 BatchFn = Callable[[np.ndarray], Awaitable[dict[str, np.ndarray]]]
 Item = tuple[np.ndarray, "asyncio.Future[dict[str, np.ndarray]]"]

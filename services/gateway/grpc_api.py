@@ -11,10 +11,10 @@ from rtvol.errors import InvalidInput
 from rtvol.featurestore import now_us
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from rtvol.services.gateway import metrics, validation
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.predictor import Predictor
 from rtvol.telemetry import extract_metadata, extract_traceparent
-from services.gateway import metrics, validation
-from services.gateway.hub import Hub
-from services.gateway.predictor import Predictor
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Signals"].full_name
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from services.gateway import metrics
-from services.gateway.signal import Signal
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.signal import Signal
 
 
 class Subscription:

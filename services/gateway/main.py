@@ -13,21 +13,21 @@ from rtvol import config, rpc, telemetry
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-from services.gateway import httpserver
-from services.gateway.breaker import Breaker
-from services.gateway.cache import SignalCache
-from services.gateway.fanin import Coalescer
-from services.gateway.grpc_api import SERVICE_NAME, SignalsServicer
-from services.gateway.hub import Hub
-from services.gateway.kelly import KellyTable
-from services.gateway.precompute import Precomputer
-from services.gateway.predictor import Predictor
-from services.gateway.rest import create_app
-from services.gateway.settings import GatewaySettings
-from services.gateway.tier1 import SidecarClient, Tier1
-from services.gateway.tier2 import LocalModel
-from services.gateway.tier3 import VolCache
-from services.gateway.universe import Universe
+from rtvol.services.gateway import httpserver
+from rtvol.services.gateway.breaker import Breaker
+from rtvol.services.gateway.cache import SignalCache
+from rtvol.services.gateway.fanin import Coalescer
+from rtvol.services.gateway.grpc_api import SERVICE_NAME, SignalsServicer
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.kelly import KellyTable
+from rtvol.services.gateway.precompute import Precomputer
+from rtvol.services.gateway.predictor import Predictor
+from rtvol.services.gateway.rest import create_app
+from rtvol.services.gateway.settings import GatewaySettings
+from rtvol.services.gateway.tier1 import SidecarClient, Tier1
+from rtvol.services.gateway.tier2 import LocalModel
+from rtvol.services.gateway.tier3 import VolCache
+from rtvol.services.gateway.universe import Universe
 
 log = logging.getLogger("rtvol.gateway")
 

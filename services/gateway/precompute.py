@@ -15,12 +15,12 @@ import numpy as np
 
 from rtvol.errors import Unavailable
 from rtvol.featurestore import FeatureStore
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.cache import SignalCache
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.predictor import Predictor
+from rtvol.services.gateway.signal import Signal
 from rtvol.tasks import BackgroundTask
-from services.gateway import metrics
-from services.gateway.cache import SignalCache
-from services.gateway.hub import Hub
-from services.gateway.predictor import Predictor
-from services.gateway.signal import Signal
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ from opentelemetry import trace
 
 from rtvol.errors import Unavailable
 from rtvol.featurestore import FeatureStore, Windows, now_us
-from services.gateway import metrics, tier3
-from services.gateway.breaker import Breaker
-from services.gateway.cache import SignalCache
-from services.gateway.fanin import Coalescer
-from services.gateway.kelly import KellyTable
-from services.gateway.signal import Signal
-from services.gateway.tier1 import Tier1
-from services.gateway.tier2 import LocalModel
-from services.gateway.tier3 import VolCache
+from rtvol.services.gateway import metrics, tier3
+from rtvol.services.gateway.breaker import Breaker
+from rtvol.services.gateway.cache import SignalCache
+from rtvol.services.gateway.fanin import Coalescer
+from rtvol.services.gateway.kelly import KellyTable
+from rtvol.services.gateway.signal import Signal
+from rtvol.services.gateway.tier1 import Tier1
+from rtvol.services.gateway.tier2 import LocalModel
+from rtvol.services.gateway.tier3 import VolCache
 
 TIER2_RESERVE_S = 0.002  # what tier 2 needs at most for a batch; tier 1 gets the rest
 

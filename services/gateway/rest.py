@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from rtvol.errors import InvalidInput, NotFound
 from rtvol.featurestore import now_us
+from rtvol.services.gateway import metrics, validation
+from rtvol.services.gateway.openapi import ErrorOut, LiveOut, PredictOut, ReadyOut, SignalOut, UniverseOut
+from rtvol.services.gateway.predictor import Predictor
 from rtvol.telemetry import exports_traces, extract_headers
-from services.gateway import metrics, validation
-from services.gateway.openapi import ErrorOut, LiveOut, PredictOut, ReadyOut, SignalOut, UniverseOut
-from services.gateway.predictor import Predictor
 
 UniverseFn = Callable[[int], Awaitable[dict[str, Any]]]
 

@@ -16,9 +16,9 @@ import numpy as np
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.breaker import Breaker
 from rtvol.telemetry import inject_metadata, traceparent
-from services.gateway import metrics
-from services.gateway.breaker import Breaker
 
 CHANNEL_OPTIONS = [
     ("grpc.lb_policy_name", "round_robin"),

@@ -7,8 +7,8 @@ import asyncio
 import logging
 
 from rtvol.featurestore import FeatureStore, VolEstimate
+from rtvol.services.gateway import metrics
 from rtvol.tasks import BackgroundTask
-from services.gateway import metrics
 
 log = logging.getLogger(__name__)
 MODEL = "vol_estimate"

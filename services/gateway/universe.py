@@ -9,8 +9,8 @@ import grpc
 
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
-from services.gateway import metrics
-from services.gateway.tier3 import VolCache
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.tier3 import VolCache
 
 
 class Universe:

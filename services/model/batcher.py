@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtvol.errors import Unavailable
-from services.model import metrics
-from services.model.backends import Backend
+from rtvol.services.model import metrics
+from rtvol.services.model.backends import Backend
 
 _SLEEP_RESOLUTION_S = 2e-3
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from rtvol.errors import InvalidInput, NotFound, RtvolError, Unavailable
 from rtvol.proto.inference import grpc_service_pb2 as pb
-from services.model import metrics, tensors
-from services.model.model import LoadedModel, TensorInfo
-from services.model.registry import Registry
+from rtvol.services.model import metrics, tensors
+from rtvol.services.model.model import LoadedModel, TensorInfo
+from rtvol.services.model.registry import Registry
 
 
 def _reason(error: BaseException) -> str:

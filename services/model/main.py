@@ -13,12 +13,12 @@ from typing import Any
 
 from rtvol.config import load
 from rtvol.rpc import Server
+from rtvol.services.model import backends
+from rtvol.services.model.dataplane import DataPlane
+from rtvol.services.model.registry import BatchPolicy, Registry
+from rtvol.services.model.servicer import SERVICE_NAME, InferenceServicer
+from rtvol.services.model.settings import ModelSettings
 from rtvol.telemetry import after_warmup, setup_tracing, start_metrics
-from services.model import backends
-from services.model.dataplane import DataPlane
-from services.model.registry import BatchPolicy, Registry
-from services.model.servicer import SERVICE_NAME, InferenceServicer
-from services.model.settings import ModelSettings
 
 log = logging.getLogger("rtvol.model")
 

@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from rtvol import repository
 from rtvol.proto.inference import model_config_pb2 as mc
-from services.model.backends import Backend, ModelFiles, batch_buckets
+from rtvol.services.model.backends import Backend, ModelFiles, batch_buckets
 
 # Triton config enum -> (Open Inference Protocol datatype, numpy dtype)
 DATATYPES: dict[int, tuple[str, type[np.generic]]] = {

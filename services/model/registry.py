@@ -13,10 +13,10 @@ from pathlib import Path
 
 from rtvol import repository
 from rtvol.errors import NotFound
-from services.model import metrics
-from services.model.backends import Backend, ModelFiles
-from services.model.batcher import Batcher
-from services.model.model import LoadedModel, load
+from rtvol.services.model import metrics
+from rtvol.services.model.backends import Backend, ModelFiles
+from rtvol.services.model.batcher import Batcher
+from rtvol.services.model.model import LoadedModel, load
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from opentelemetry.context import Context
 from rtvol.errors import RtvolError
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from rtvol.services.model.dataplane import Call, DataPlane
 from rtvol.telemetry import extract_metadata, extract_traceparent
-from services.model.dataplane import Call, DataPlane
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

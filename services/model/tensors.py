@@ -6,7 +6,7 @@ import numpy as np
 
 from rtvol.errors import InvalidInput
 from rtvol.proto.inference import grpc_service_pb2 as pb
-from services.model.model import LoadedModel, TensorInfo
+from rtvol.services.model.model import LoadedModel, TensorInfo
 
 # typed-contents field per datatype (InferTensorContents)
 CONTENTS_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",

@@ -24,7 +24,7 @@ from helpers import procs
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from loadtest import feed, tickframes
+from rtvol.loadtest import feed, tickframes
 
 pytestmark = pytest.mark.integration
 BUCKETS = range(0, 10)  # ~16,000 updates of the tiny data: ~1.8 MB of binary frames per full subscriber

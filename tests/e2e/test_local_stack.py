@@ -15,8 +15,8 @@ import grpc
 import httpx
 import pytest
 
-from loadtest import feed
 from rtvol import localproc
+from rtvol.loadtest import feed
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 

@@ -25,8 +25,8 @@ import yaml
 from helpers import podman as pm
 from helpers.store import stored_windows
 
-from loadtest import feed
 from rtvol import repository
+from rtvol.loadtest import feed
 from rtvol.localproc import http_ready, wait_until
 
 pytestmark = [pytest.mark.podman, pytest.mark.timeout(3600)]

@@ -1,5 +1,5 @@
 """Feed the feature service with the tiny dataset's market data, bucket by bucket (the feed pump)."""
 
-from loadtest.feed import replay
+from rtvol.loadtest.feed import replay
 
 __all__ = ["replay"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from rtvol.repository import write_version
-from training.cnn import VolCNN
-from training.export import SERVING, to_onnx
+from rtvol.training.cnn import VolCNN
+from rtvol.training.export import SERVING, to_onnx
 
 MODEL = "rtvol_cnn"
 

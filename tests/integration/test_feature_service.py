@@ -13,10 +13,10 @@ from helpers import procs
 
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS, N_FEATURES, STEPS, spec_hash
+from rtvol.ingest_codec import encode_columns
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
-from services.feature.decode import encode_columns
-from training import dataset, optiver
+from rtvol.training import dataset, optiver
 
 pytestmark = pytest.mark.integration
 N_STOCKS = 8
@@ -148,7 +148,7 @@ def test_crossed_book_alert_is_published_on_redis(stub: pb_grpc.FeaturesStub, re
 
     import redis
 
-    from services.feature.alerts import ALERT_CHANNEL
+    from rtvol.services.feature.alerts import ALERT_CHANNEL
 
     client = redis.Redis.from_url(redis_server)
     sub = client.pubsub(ignore_subscribe_messages=True)

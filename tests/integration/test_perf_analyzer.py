@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from helpers.models import MODEL, export_random
 
+from rtvol.loadtest.bench.launch import Sidecar
 from rtvol.localproc import grpc_ready, wait_until
-from services.model.launch import Sidecar
 
 pytestmark = pytest.mark.integration
 PA_DIR = Path(os.environ.get("RTVOL_PERF_ANALYZER_DIR", "build/perf_analyzer")).resolve()

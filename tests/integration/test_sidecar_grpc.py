@@ -22,9 +22,9 @@ from helpers.models import MODEL, export_random  # noqa: E402
 from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from rtvol.loadtest.bench.launch import Sidecar  # noqa: E402
 from rtvol.repository import version_dir  # noqa: E402
-from services.model.launch import Sidecar  # noqa: E402
-from training.cnn import OUTPUTS  # noqa: E402
+from rtvol.training.cnn import OUTPUTS  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

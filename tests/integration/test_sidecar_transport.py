@@ -20,10 +20,10 @@ from opentelemetry.proto.collector.trace.v1 import (  # noqa: E402  (after the i
 )
 from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: E402
 
+from rtvol.loadtest.bench.launch import Sidecar  # noqa: E402
 from rtvol.repository import write_version  # noqa: E402
-from services.model.launch import Sidecar  # noqa: E402
-from training.cnn import VolCNN  # noqa: E402
-from training.export import SERVING, to_onnx  # noqa: E402
+from rtvol.training.cnn import VolCNN  # noqa: E402
+from rtvol.training.export import SERVING, to_onnx  # noqa: E402
 
 pytestmark = pytest.mark.integration
 MODEL = "rtvol_cnn"

@@ -24,9 +24,9 @@ from redis.cluster import key_slot
 from rtvol import featurestore as fs
 from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import N_FEATURES, STEPS, spec_hash
+from rtvol.ingest_codec import encode_columns
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
-from services.feature.decode import encode_columns
 
 pytestmark = pytest.mark.integration
 N = 300

@@ -11,7 +11,7 @@ from helpers import feed, procs
 
 from rtvol import cli
 from rtvol.repository import versions
-from training import dataset, optiver
+from rtvol.training import dataset, optiver
 
 pytestmark = pytest.mark.integration
 

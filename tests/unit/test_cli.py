@@ -42,9 +42,9 @@ def test_unknown_component_is_rejected(capsys) -> None:  # type: ignore[no-untyp
 
 def test_every_service_setting_is_described_in_help() -> None:
     """`rtvol serve SERVICE --help` explains each flag (the docstring under each field)."""
-    from services.feature.settings import FeatureSettings
-    from services.gateway.settings import GatewaySettings
-    from services.model.settings import ModelSettings
+    from rtvol.services.feature.settings import FeatureSettings
+    from rtvol.services.gateway.settings import GatewaySettings
+    from rtvol.services.model.settings import ModelSettings
 
     for cls in (FeatureSettings, GatewaySettings, ModelSettings):
         undescribed = [name for name, field in cls.model_fields.items() if not field.description]

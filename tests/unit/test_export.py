@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import export
-from training.cnn import INPUT, OUTPUTS, VolCNN, example_input, parameter_count
+from rtvol.training import export
+from rtvol.training.cnn import INPUT, OUTPUTS, VolCNN, example_input, parameter_count
 
 
 def _model(seed: int) -> VolCNN:

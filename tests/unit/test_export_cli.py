@@ -12,9 +12,9 @@ import torch
 
 from rtvol import cli
 from rtvol.repository import version_dir, write_version
-from training.cnn import OUTPUTS, VolCNN
-from training.export import SERVING, to_onnx
-from training.tensorrt_export import NOT_INSTALLED, PLAN_FILE, PLAN_INFO_FILE
+from rtvol.training.cnn import OUTPUTS, VolCNN
+from rtvol.training.export import SERVING, to_onnx
+from rtvol.training.tensorrt_export import NOT_INSTALLED, PLAN_FILE, PLAN_INFO_FILE
 
 MODEL = "rtvol_cnn"
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -58,7 +58,7 @@ def test_tensorrt_missing_exits_2_with_the_install_hint(repo: Path, flags: list[
 @pytest.mark.skipif(not HAS_TENSORRT or not torch.cuda.is_available(),
                     reason="needs tensorrt and a CUDA GPU (pip install '.[gpu]')")
 def test_fp16_engine_is_what_the_sidecar_loads(repo: Path) -> None:
-    from services.model import backends
+    from rtvol.services.model import backends
 
     assert cli.main(["export", "--repo", str(repo), "--tensorrt"]) == 0
     vdir = version_dir(repo, MODEL)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from rtvol.features.online_batch import BOOK, TRADE, R, UpdateBatch
-from services.feature.alerts import Alerts
-from services.feature.fanout import Consumer, FanOut, Ingested, Policy
-from services.feature.vwap import Vwap
+from rtvol.services.feature.alerts import Alerts
+from rtvol.services.feature.fanout import Consumer, FanOut, Ingested, Policy
+from rtvol.services.feature.vwap import Vwap
 
 
 def _batch(n: int, stock: int = 0, kind: int = BOOK, **cols: np.ndarray) -> UpdateBatch:

@@ -9,9 +9,9 @@ import numpy as np
 from rtvol.features import offline
 from rtvol.features.online import OnlineState
 from rtvol.features.online_replay import merge, stock_updates
-from services.feature.fanout import Consumer, FanOut
-from services.feature.ticklog import TickLog, read_ticklog, to_optiver
-from training import dataset, optiver
+from rtvol.services.feature.fanout import Consumer, FanOut
+from rtvol.services.feature.ticklog import TickLog, read_ticklog, to_optiver
+from rtvol.training import dataset, optiver
 
 
 def _columns(table) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from rtvol.errors import InvalidInput
-from services.gateway import validation
-from services.gateway.breaker import Breaker, State
-from services.gateway.fanin import Coalescer
-from services.gateway.kelly import KellyTable
+from rtvol.services.gateway import validation
+from rtvol.services.gateway.breaker import Breaker, State
+from rtvol.services.gateway.fanin import Coalescer
+from rtvol.services.gateway.kelly import KellyTable
 
 
 class Clock:

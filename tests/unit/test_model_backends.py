@@ -13,11 +13,11 @@ from helpers.models import export_random
 
 from rtvol.errors import Unavailable
 from rtvol.repository import version_dir
-from services.model import backends
-from services.model.backends import BackendUnavailable, ModelFiles
-from services.model.backends.torch_onnx import TorchGraph
-from services.model.batcher import Batcher
-from training.cnn import OUTPUTS
+from rtvol.services.model import backends
+from rtvol.services.model.backends import BackendUnavailable, ModelFiles
+from rtvol.services.model.backends.torch_onnx import TorchGraph
+from rtvol.services.model.batcher import Batcher
+from rtvol.training.cnn import OUTPUTS
 
 MAX_BATCH = 64
 

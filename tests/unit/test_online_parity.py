@@ -11,7 +11,7 @@ from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS, STEPS
-from training import dataset, optiver
+from rtvol.training import dataset, optiver
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 UPDATE_BY_UPDATE_BUCKETS = 8

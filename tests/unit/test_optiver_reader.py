@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rtvol import schema
-from training import dataset, optiver
+from rtvol.training import dataset, optiver
 
 
 def test_reads_generated_layout(tiny_data: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rtvol import repository as repo_mod
-from training.export import SERVING
+from rtvol.training.export import SERVING
 
 
 def test_round_trip(tmp_path: Path) -> None:

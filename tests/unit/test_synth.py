@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from rtvol.features.offline import realized_volatility, wap
-from training import synth
-from training.baselines import rmspe
+from rtvol.training import synth
+from rtvol.training.baselines import rmspe
 
 SMALL = replace(synth.TINY, stocks=3, time_ids=30)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtest import tickframes
-from loadtest.tickserver import BadSubscription, Envelope, Subscription, parse_subscription
 from rtvol.features.online_replay import snapshot_batches
+from rtvol.loadtest import tickframes
+from rtvol.loadtest.tickserver import BadSubscription, Envelope, Subscription, parse_subscription
 
 
 def test_binary_and_json_frames_carry_the_same_columns() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from rtvol import cli
-from training import dataset, train
+from rtvol.training import dataset, train
 
 
 def test_split_never_shares_a_time_id(tiny_data: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from services.model.backends.base import Backend, BackendUnavailable, ModelFiles, batch_buckets
+from rtvol.services.model.backends.base import Backend, BackendUnavailable, ModelFiles, batch_buckets
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,17 @@ def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int =
                 log.info("backend %s unavailable: %s", candidate, e)
         return create("onnxruntime", files, precision, threads)
     if name in ("onnxruntime", "onnxruntime-cpu"):
-        from services.model.backends.onnxrt import OnnxRuntimeBackend
+        from rtvol.services.model.backends.onnxrt import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(files, "cpu" if name.endswith("cpu") else "auto", threads)
     if name in ("cudagraph", "cudagraph-eager"):  # eager: no TorchInductor fusion
         try:
-            from services.model.backends.cuda_graph import CudaGraphBackend
+            from rtvol.services.model.backends.cuda_graph import CudaGraphBackend
         except ImportError as e:
             raise BackendUnavailable(f"torch/onnx missing ({e})") from e
         return CudaGraphBackend(files, precision, compile=False if name.endswith("eager") else None)
     if name == "tensorrt":
-        from services.model.backends.tensorrt_engine import TensorRTBackend
+        from rtvol.services.model.backends.tensorrt_engine import TensorRTBackend
 
         return TensorRTBackend(files)
     raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")

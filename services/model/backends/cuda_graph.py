@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 import torch
 
-from services.model.backends.base import BackendUnavailable, ModelFiles
-from services.model.backends.torch_onnx import TorchGraph
+from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles
+from rtvol.services.model.backends.torch_onnx import TorchGraph
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from services.model.backends.base import ModelFiles
+from rtvol.services.model.backends.base import ModelFiles
 
 
 class OnnxRuntimeBackend:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.model.backends.base import BackendUnavailable, ModelFiles
+from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles
 
 PLAN_FILE = "model.plan"
 

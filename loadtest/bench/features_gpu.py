@@ -7,7 +7,7 @@
   24,000) from in-memory rows: ``offline.compute_windows`` vs host->device copy of the rows,
   the kernels and the windows copied back.
 Imports only numpy, torch, triton and rtvol.features, so it runs in the slim GPU image:
-``python3 -m services.feature.bench_gpu``. Times are medians of ``--repeat`` runs after warm-up.
+``python3 -m rtvol.loadtest.bench.features_gpu``. Times are medians of ``--repeat`` runs after warm-up.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A bare FastAPI echo on the gateway's own HTTP server settings: the REST floor that
 `rtvol bench gateway` reports ratios against. POST /echo answers the body it was sent.
 
-    python -m services.gateway.echo --port PORT
+    python -m rtvol.loadtest.bench.echo_http --port PORT
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from services.gateway import httpserver
+from rtvol.services.gateway import httpserver
 
 
 def create_app() -> FastAPI:
@@ -30,7 +30,7 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m services.gateway.echo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rtvol.loadtest.bench.echo_http", description=__doc__)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     a = p.parse_args()

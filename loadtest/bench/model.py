@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from rtvol import histograms, repository
-from services.model import backends
-from services.model.launch import Echo, Sidecar
+from rtvol.loadtest.bench.launch import Echo, Sidecar
+from rtvol.services.model import backends
 
 CANDIDATES = [("onnxruntime-cpu", "fp32"), ("onnxruntime", "fp32"), ("cudagraph-eager", "fp16"),
               ("cudagraph", "fp16"), ("cudagraph", "bf16"), ("cudagraph", "fp32"),
@@ -77,7 +77,7 @@ def round_trips(repo: Path, name: str, window: np.ndarray, n: int, sidecar_args:
     import grpc
     import tritonclient.grpc as tc
 
-    from services.model import echo
+    from rtvol.loadtest.bench import echo_grpc as echo
 
     sidecar, floor = Sidecar(repo, sidecar_args), Echo()
     try:

@@ -2,7 +2,7 @@
 
 Starts real processes on free loopback ports: redis-server, the feature service, the model
 sidecar, the gateway, a second gateway without a sidecar (tier 2 only), a bare FastAPI echo
-on the gateway's own HTTP server settings (services/gateway/echo.py) and the sidecar
+on the gateway's own HTTP server settings (loadtest/bench/echo_http.py) and the sidecar
 benchmark's bare grpcio echo servers (unary and bidirectional stream). It feeds a few
 buckets of market data, then times one call at a time (keep-alive http.client, grpcio's
 sync client; every answer checked for the tier it claims) in interleaved rounds, so that
@@ -22,7 +22,7 @@ machine noise hits every path alike. p50/p99/p99.9 come from HDR histograms. Tar
 Prints a table and writes JSON (--out). Run latency benchmarks one at a time:
 
     flock /tmp/rtvol-bench.lock rtvol bench gateway --repo MODELS [--data DIR] [--out FILE]
-    python -m services.gateway.bench ...    (the same, where the rtvol command is not installed)
+    python -m rtvol.loadtest.bench.gateway ...    (the same, where the rtvol command is not installed)
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class Targets:
 
 def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str]
               ) -> Targets:
-    from services.model.launch import Echo  # the sidecar benchmark's grpcio echo floors
+    from rtvol.loadtest.bench.launch import Echo  # the sidecar benchmark's grpcio echo floors
 
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH: the predict paths read the feature store "
@@ -225,7 +225,7 @@ def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args
                  http_ready(f"http://127.0.0.1:{hport}/readyz"))
         gateways[name] = (f"http://127.0.0.1:{hport}", f"127.0.0.1:{gport}")
     eport = free_port()
-    ps.start("echo-http", [sys.executable, "-m", "services.gateway.echo", "--port", str(eport)],
+    ps.start("echo-http", [sys.executable, "-m", "rtvol.loadtest.bench.echo_http", "--port", str(eport)],
              http_ready(f"http://127.0.0.1:{eport}/livez"))
     echo = Echo()
     ps.procs.append(echo)
@@ -236,7 +236,7 @@ def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args
 
 def dataset(data: Path | None, workdir: Path) -> tuple[Path, list[int]]:
     """``data`` (default: a small synthetic set written to ``workdir``) and its stock ids."""
-    from training import optiver, synth
+    from rtvol.training import optiver, synth
 
     if data is None:
         data = workdir / "data"
@@ -274,9 +274,9 @@ def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: 
     calls made (equal when those paths really were served from the pre-computed signal)."""
     import grpc
 
+    from rtvol.loadtest.bench import echo_grpc as echo
     from rtvol.proto.v1 import signals_pb2 as pb
     from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-    from services.model import echo
 
     ids = [[s] for s in stocks]
     fresh = [pb.PredictRequest(stock_ids=i) for i in ids]
@@ -325,7 +325,7 @@ def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: 
 # ---- open loop ------------------------------------------------------------------------------
 
 def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float) -> dict[str, Any]:
-    from loadtest import report, run
+    from rtvol.loadtest import report, run
 
     out = {}
     for name, target in (("grpc", f"grpc://{t.gateway_grpc}"), ("http", t.gateway_http)):
@@ -412,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     a = p.parse_args(argv)
     if not repository.versions(a.repo, a.model):
         raise SystemExit(f"no model '{a.model}' in {a.repo}: run `rtvol train` first")
-    from loadtest.feed import replay
-    from services.gateway.httpserver import PARSER
+    from rtvol.loadtest.feed import replay
+    from rtvol.services.gateway.httpserver import PARSER
 
     workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-gateway-"))
     ps = Processes(workdir)

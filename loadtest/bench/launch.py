@@ -65,11 +65,11 @@ class Child:
 class Sidecar(Child):
     def __init__(self, repo: Path, args: Sequence[str] = (), metrics_port: int = 0,
                  timeout_s: float = 60.0, env: dict[str, str] | None = None) -> None:
-        super().__init__([sys.executable, "-m", "services.model.main", "--port", "0",
+        super().__init__([sys.executable, "-m", "rtvol.services.model.main", "--port", "0",
                           "--metrics-port", str(metrics_port), "--model-repository", str(repo), *args],
                          timeout_s, env)
 
 
 class Echo(Child):
     def __init__(self, timeout_s: float = 30.0) -> None:
-        super().__init__([sys.executable, "-m", "services.model.echo"], timeout_s)
+        super().__init__([sys.executable, "-m", "rtvol.loadtest.bench.echo_grpc"], timeout_s)

@@ -28,12 +28,12 @@ from rtvol.features.online import OnlineState
 from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import N_FEATURES, STEPS, spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, decode_windows, window_key
+from rtvol.ingest_codec import encode_columns
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
+from rtvol.services.feature.publisher import Publisher
+from rtvol.services.feature.servicer import FeaturesServicer, Ingestor
 from rtvol.telemetry import setup_tracing
-from services.feature.decode import encode_columns
-from services.feature.publisher import Publisher
-from services.feature.servicer import FeaturesServicer, Ingestor
 
 
 def bench_apply(n_stocks: int, rounds: int) -> dict[str, float]:
@@ -167,11 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="read-path variants take turns this many times (--reads split over them)")
     p.add_argument("--reads-only", action="store_true", help="only the read-path table (needs --redis-url)")
     p.add_argument("--gpu", action="store_true",
-                   help="only the Triton-vs-numpy comparison (services/feature/bench_gpu.py; "
+                   help="only the Triton-vs-numpy comparison (loadtest/bench/features_gpu.py; "
                         "--groups N sets the offline size)")
     a, rest = p.parse_known_args(list(argv or []))
     if a.gpu:
-        from services.feature import bench_gpu
+        from rtvol.loadtest.bench import features_gpu as bench_gpu
 
         bench_gpu.main([f"--stocks={a.stocks}", *rest])
         return

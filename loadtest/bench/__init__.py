@@ -1,0 +1,1 @@
+"""Benchmarks (`rtvol bench ...`) and the bare transport echoes they compare against."""
