@@ -190,7 +190,7 @@ def test_only_tls_clients_keep_redis_py_for_reads() -> None:
 def test_the_read_path_benchmark_runs_over_tcp_unix_and_cluster(redis_unix: tuple[str, str],
                                                                  redis_cluster: redis_servers.Cluster,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from rtvol.services.feature import bench
+    from rtvol.loadtest.bench import features as bench
 
     urls = [*redis_unix, redis_cluster.url]
     bench.main(["--reads-only", *(f"--redis-url={u}" for u in urls), "--reads=20", "--rounds-of-reads=2"])
