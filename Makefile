@@ -14,7 +14,7 @@ DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer
+.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer gpu-bench
 
 # constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
 $(STAMP): pyproject.toml constraints.txt
@@ -65,6 +65,11 @@ typecheck: install
 
 test: install system-deps perf-analyzer lint typecheck layers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# On a GPU host: parity, time to ready, model batch 1 / 1024 and perf_analyzer against their
+# targets (scripts/gpu-bench.sh says which variables it reads; docs/BENCHMARKS.md the results)
+gpu-bench:
+	scripts/gpu-bench.sh
 
 # NVIDIA's perf_analyzer for tests/integration/test_perf_analyzer.py: PyPI's perf-analyzer
 # needs a newer glibc than Debian 12; the binary in tritonclient 2.51.0's wheel runs with

@@ -121,6 +121,28 @@ def _export(a: argparse.Namespace) -> None:
                                   a.calibration_data))
     except tensorrt_export.ExportError as e:
         raise CommandError(str(e)) from e
+    if a.compile:
+        _compile(a.repo, a.model, a.version, a.precision.split(","))
+
+
+def _compile(repo: Path, model: str, version: int | None, precisions: list[str]) -> None:
+    import torch
+
+    from rtvol import repository
+    from rtvol.services.model.backends import artifact
+    from rtvol.services.model.backends.packed import PRECISIONS
+    from rtvol.training.tensorrt_export import max_batch_size
+
+    if not torch.cuda.is_available():
+        raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
+    if unknown := [p for p in precisions if p not in PRECISIONS]:
+        raise CommandError(f"--precision {','.join(unknown)}: choose from {','.join(PRECISIONS)}")
+    vdir = repository.version_dir(repo, model, repository.resolve(repo, model, version))
+    for precision in precisions:
+        start = time.perf_counter()
+        folder = artifact.compile_version(vdir, precision, max_batch_size(repo, model), torch.device("cuda"))
+        print(f"{precision} kernels for {torch.cuda.get_device_name()} compiled in "
+              f"{time.perf_counter() - start:.0f} s: {folder}")
 
 
 def _forward(module: str) -> Callable[[argparse.Namespace], None]:
@@ -134,7 +156,7 @@ SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.fea
             "gateway": "rtvol.services.gateway.main",
             "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
-           "gateway": "rtvol.loadtest.bench.gateway"}
+           "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu"}
 
 
 def _dispatch(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
@@ -351,11 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     ev.set_defaults(run=_evaluate)
 
-    ex = sub.add_parser("export", help="re-validate a version's ONNX; build TensorRT engines",
+    ex = sub.add_parser("export", help="re-validate a version's ONNX; build TensorRT engines, GPU kernels",
                         description="Without --tensorrt: check that ONNX Runtime loads the version, "
                                     "batch 1..max_batch_size runs and outputs are finite. With "
                                     "--tensorrt: also build model.plan beside the ONNX (fp16, or "
-                                    "INT8 calibrated on 512 training windows with --int8).")
+                                    "INT8 calibrated on 512 training windows with --int8). With "
+                                    "--compile: also build the sidecar's CUDA-graph kernels for "
+                                    "this GPU, so it loads them at start instead of compiling.")
     _add(ex, "repo", "model repository", type=Path, env="model-repository")
     _add(ex, "model", "model name in the repository", "rtvol_cnn")
     ex.add_argument("--version", type=int, default=None, help="model version (default: latest)")
@@ -364,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_env = _env("data")
     ex.add_argument("--calibration-data", type=Path, default=Path(data_env) if data_env else None,
                     help="Optiver-layout data for INT8 calibration windows [env RTVOL_DATA]")
+    ex.add_argument("--compile", action="store_true",
+                    help="also compile the CUDA-graph backend's kernels for this GPU (AOTInductor "
+                         "packages in <version>/compiled/): the sidecar then starts in seconds "
+                         "instead of compiling at every start (needs the GPU it will serve on)")
+    ex.add_argument("--precision", default="fp16",
+                    help="--compile: the sidecar's --precision values to build, comma-separated "
+                         "(fp16, bf16, fp32; default fp16)")
     ex.set_defaults(run=_export)
 
     run_dir = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)

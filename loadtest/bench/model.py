@@ -48,11 +48,12 @@ def throughput(fn: Callable[[], object], batch: int, seconds: float = 1.0) -> fl
     return calls * batch / (time.perf_counter() - start)
 
 
-def model_only(repo: Path, name: str, windows: np.ndarray, n: int) -> list[dict[str, Any]]:
+def model_only(repo: Path, name: str, windows: np.ndarray, n: int,
+               candidates: Sequence[tuple[str, str]] = CANDIDATES) -> list[dict[str, Any]]:
     files = backends.ModelFiles(repository.version_dir(repo, name), "window",
                                 ("rv", "direction", "momentum"), 1024)
     rows: list[dict[str, Any]] = []
-    for backend_name, precision in CANDIDATES:
+    for backend_name, precision in candidates:
         try:
             backend = backends.create(backend_name, files, precision=precision)
         except backends.BackendUnavailable as e:
@@ -163,7 +164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench-model.json"))
     p.add_argument("--sidecar-arg", action="append", default=[],
                    help="extra flag for the sidecar, e.g. --sidecar-arg=--max-queue-delay-us=0")
+    p.add_argument("--backend", action="append", default=[], metavar="NAME:PRECISION",
+                   help="model-only: measure only these, e.g. cudagraph:fp16 (default: every candidate)")
     a = p.parse_args(argv)
+    candidates = [(b, prec) for b, _, prec in (x.partition(":") for x in a.backend)] or CANDIDATES
+    if unknown := [f"{b}:{prec}" for b, prec in candidates if b not in backends.NAMES or not prec]:
+        raise SystemExit(f"--backend {unknown}: NAME:PRECISION with NAME one of {backends.NAMES}")
     if not repository.versions(a.repo, a.model):
         raise SystemExit(f"no model '{a.model}' in {a.repo}: run `rtvol train` first")
     rng = np.random.default_rng(0)
@@ -171,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
               "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": "rtvol bench model " + " ".join(argv or []),
-              "model_only": model_only(a.repo, a.model, windows, a.requests),
+              "model_only": model_only(a.repo, a.model, windows, a.requests, candidates),
               "round_trip": round_trips(a.repo, a.model, windows[:1], a.requests, a.sidecar_arg)}
     print(table(report))
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,9 @@ REQUEST = Histogram("rtvol_model_request_seconds", "Server time per request, dec
                     ["model"], buckets=LATENCY_BUCKETS)
 BATCH = Histogram("rtvol_model_batch_size", "Rows per executed batch", ["model"],
                   buckets=BATCH_BUCKETS)
+COMPILE_FALLBACKS = Counter("rtvol_model_compile_fallbacks",
+                            "Model loads that compiled at start: no compiled package fit this machine",
+                            ["model", "reason"])
 LOADED = Gauge("rtvol_model_loaded_version", "Version being served", ["model", "backend"])
 
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from helpers.models import export_random
+from helpers.parity import assert_half_close, output_scale, reference, windows
 
 from rtvol.errors import Unavailable
 from rtvol.repository import version_dir
@@ -28,29 +29,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     repo = tmp_path_factory.mktemp("repo")
     export_random(repo, seed=1, name="m")
     return ModelFiles(version_dir(repo, "m"), "window", OUTPUTS, MAX_BATCH)
-
-
-def windows(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.lognormal(-6, 1, size=(n, 50, 12))).astype(np.float32)
-
-
-def reference(files: ModelFiles, x: np.ndarray) -> dict[str, np.ndarray]:
-    ort = backends.create("onnxruntime-cpu", files)
-    return {k: v.copy() for k, v in ort.infer(x).items()}
-
-
-def output_scale(files: ModelFiles) -> dict[str, float]:
-    """Each output's RMS over a large batch."""
-    return {k: float(np.sqrt(np.mean(v ** 2))) for k, v in reference(files, windows(256, 99)).items()}
-
-
-def assert_half_close(got: np.ndarray, want: np.ndarray, scale: float, what: str) -> None:
-    """Half precision: 1e-2 relative, element-wise, with the output's RMS as the floor of the
-    scale: a dot product that cancels to ~0 (momentum) has no meaningful relative error of
-    its own, but an error of 1 % of the output's typical size would show."""
-    err = np.abs(got - want) / np.maximum(np.abs(want), scale)
-    assert err.max() <= 1e-2, f"{what}: relative error {err.max():.3g} > 1e-2"
 
 
 # fp16 only: CPU kernels round bf16 differently from cuBLAS/cuDNN (bf16 is checked on the GPU,

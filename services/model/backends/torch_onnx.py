@@ -169,10 +169,56 @@ def _in_precision(fn: Fn, dtype: torch.dtype) -> Fn:
     return cast
 
 
+def merge_sibling_gemms(nodes: list[onnx.NodeProto], consts: dict[str, torch.Tensor]
+                        ) -> list[onnx.NodeProto]:
+    """Gemm nodes that read the same runtime input with constant weights and biases (e.g.
+    several heads on one trunk) become one Gemm over the stacked weights, each original
+    output a column Slice of it: one GEMM launch instead of one per head. New constants
+    go into ``consts``; nodes that do not fit are left as they are."""
+    def mergeable(n: onnx.NodeProto) -> bool:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        return (n.op_type == "Gemm" and len(n.input) == 3 and n.input[1] in consts
+                and n.input[2] in consts and consts[n.input[2]].dim() == 1
+                and attrs.get("transA", 0) == 0 and attrs.get("transB", 0) == 1
+                and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0)
+
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        if mergeable(n):
+            groups.setdefault(n.input[0], []).append(n)
+    merged: dict[str, list[onnx.NodeProto]] = {}  # first node's output -> replacement nodes
+    dropped: set[str] = set()
+    for source, group in groups.items():
+        if len(group) < 2:
+            continue
+        stem = f"{source}::heads"
+        consts[stem + "::w"] = torch.cat([consts[n.input[1]] for n in group])  # [sum(out), in]
+        consts[stem + "::b"] = torch.cat([consts[n.input[2]] for n in group])
+        consts[stem + "::axis"] = torch.tensor([1])
+        replacement = [helper.make_node("Gemm", [source, stem + "::w", stem + "::b"], [stem], transB=1)]
+        start = 0
+        for n in group:
+            end = start + consts[n.input[1]].shape[0]
+            consts[f"{stem}::{start}"], consts[f"{stem}::{end}"] = torch.tensor([start]), torch.tensor([end])
+            replacement.append(helper.make_node(
+                "Slice", [stem, f"{stem}::{start}", f"{stem}::{end}", stem + "::axis"], list(n.output)))
+            start = end
+        merged[group[0].output[0]] = replacement
+        dropped.update(n.output[0] for n in group[1:])
+    out: list[onnx.NodeProto] = []
+    for n in nodes:
+        if n.op_type == "Gemm" and n.output[0] in merged:
+            out.extend(merged[n.output[0]])
+        elif not (n.op_type == "Gemm" and n.output[0] in dropped):
+            out.append(n)
+    return out
+
+
 class TorchGraph:
     """A callable ``graph(window) -> tuple of outputs`` on ``device``.
 
-    ``conv_matmul`` lowers the convolutions to GEMMs (see conv_as_matmul).
+    ``conv_matmul`` lowers the convolutions to GEMMs (see conv_as_matmul);
+    ``merge_gemms`` runs sibling dense heads as one GEMM (see merge_sibling_gemms).
     ``conv_dtype`` runs the convolutions (nearly all of the arithmetic) in fp16/bf16 and
     everything else in fp32: the normalisation's logs, the naive-RV sum of squared returns
     and the small dense heads, whose outputs (momentum ~ 1e-3) are sums with cancellation
@@ -180,16 +226,21 @@ class TorchGraph:
     """
 
     def __init__(self, model: onnx.ModelProto, device: torch.device | str = "cpu",
-                 conv_dtype: torch.dtype | None = None, conv_matmul: bool = False) -> None:
+                 conv_dtype: torch.dtype | None = None, conv_matmul: bool = False,
+                 merge_gemms: bool = False) -> None:
         g = model.graph
         consts: dict[str, torch.Tensor] = {
             t.name: torch.from_numpy(np.array(numpy_helper.to_array(t))) for t in g.initializer}
-        steps: list[tuple[Fn, list[str], list[str]]] = []
+        nodes = [n for n in g.node if n.op_type != "Constant"]
         for node in g.node:
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Constant":
-                consts[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(attrs["value"])))
-                continue
+                value = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "value")
+                consts[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(value)))
+        if merge_gemms:
+            nodes = merge_sibling_gemms(nodes, consts)
+        steps: list[tuple[Fn, list[str], list[str]]] = []
+        for node in nodes:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type not in OPS:
                 raise ValueError(f"ONNX op {node.op_type} is not supported by the torch backend")
             known: Known = [consts.get(i) if i else None for i in node.input]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make gpu-bench`: on a GPU host, every figure of the sidecar's GPU path against its target
+# (rtvol bench gpu: parity, compile at export, time to ready, model batch 1 / 1024,
+# perf_analyzer unary and streaming). Run where python3 has torch with CUDA and Triton.
+#   WHEELS=DIR          first install these wheels (the project's other dependencies, py-spy)
+#                       into a private folder: for a host without a package index
+#   MODELS=DIR          model repository with rtvol_cnn (default: models/ from `make demo`,
+#                       else a random-weight rtvol_cnn in a temporary folder)
+#   PERF_ANALYZER=PATH  default build/perf_analyzer/perf_analyzer (`make perf-analyzer`)
+#   OUT=DIR             logs, py-spy profiles and bench-gpu.json (default bench-gpu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+if [ -n "${WHEELS:-}" ]; then
+  site=$(mktemp -d)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl
+  export PYTHONPATH="$site:${PYTHONPATH:-}" PATH="$site/bin:$PATH"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+models=${MODELS:-models}
+if [ ! -d "$models/rtvol_cnn" ]; then
+  models=$(mktemp -d)
+  PYTHONPATH="$PWD/tests:$PYTHONPATH" "$PY" -c 'import sys, pathlib, helpers.models as m
+m.export_random(pathlib.Path(sys.argv[1]), seed=0)' "$models"
+  echo "no MODELS: benchmarking a random-weight rtvol_cnn in $models"
+fi
+spy=$(command -v py-spy || true)
+exec "$PY" -m rtvol.cli bench gpu --repo "$models" \
+  --perf-analyzer "${PERF_ANALYZER:-build/perf_analyzer/perf_analyzer}" ${spy:+--py-spy "$spy"} \
+  --out "${OUT:-bench-gpu}" "$@"
