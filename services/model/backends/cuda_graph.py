@@ -25,8 +25,8 @@ from rtvol.services.model.backends import artifact
 from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles
 from rtvol.services.model.backends.packed import PRECISIONS, packed_model
 
-# from this many rows torch's multi-threaded copy into the pinned input beats numpy's one
-# thread (a 1024-row batch is 2.4 MB)
+# from this many rows (600 KB) copy into the pinned input with torch's intra-op threads, not
+# numpy's one: expected ~4x faster at 1024 rows (2.4 MB), not yet measured (BENCHMARKS.md)
 THREADED_COPY_ROWS = 256
 
 
