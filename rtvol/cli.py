@@ -133,10 +133,10 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
     from rtvol.services.model.backends.packed import PRECISIONS
     from rtvol.training.tensorrt_export import max_batch_size
 
-    if not torch.cuda.is_available():
-        raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
     if unknown := [p for p in precisions if p not in PRECISIONS]:
         raise CommandError(f"--precision {','.join(unknown)}: choose from {','.join(PRECISIONS)}")
+    if not torch.cuda.is_available():
+        raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
     vdir = repository.version_dir(repo, model, repository.resolve(repo, model, version))
     for precision in precisions:
         start = time.perf_counter()

@@ -72,3 +72,15 @@ def test_fp16_engine_is_what_the_sidecar_loads(repo: Path) -> None:
     got = engine.infer(x)
     for out in OUTPUTS:
         np.testing.assert_allclose(got[out], want[out], rtol=1e-2, atol=1e-5, err_msg=out)
+
+
+def test_compile_refuses_an_unknown_precision(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", "--repo", str(repo), "--compile", "--precision", "fp16,int4"]) == 2
+    assert "--precision int4: choose from fp16,bf16,fp32" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here: --compile would build")
+def test_compile_without_a_gpu_is_a_clear_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["export", "--repo", str(repo), "--compile"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (version_dir(repo, MODEL) / "compiled").exists()
