@@ -30,12 +30,14 @@ def _env(flag: str, default: str | None = None) -> str | None:
 
 
 def _add(p: argparse.ArgumentParser, flag: str, help: str, default: str | None = None,
-         type: Callable[[str], object] = str, env: str | None = None) -> None:
-    """--flag with an RTVOL_<ENV> fallback; required when neither flag, env nor default."""
+         type: Callable[[str], object] = str, env: str | None = None,
+         required: bool = True) -> None:
+    """--flag with an RTVOL_<ENV> fallback; required (unless told otherwise) when neither
+    flag, env nor default."""
     env_name = env or flag
     value = _env(env_name, default)
     p.add_argument(f"--{flag}", type=type, default=None if value is None else type(value),
-                   required=value is None,
+                   required=required and value is None,
                    help=f"{help} [env RTVOL_{env_name.upper().replace('-', '_')}"
                         + (f"; default {default}]" if default is not None else "]"))
 
@@ -96,21 +98,47 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _evaluate_and_print(data: Dataset, repo: Path, model: str, version: int | None,
-                        out: Path) -> None:
+                        out: Path, draws: int | None = None, level: float | None = None) -> None:
     from rtvol.repository import RepositoryError
-    from rtvol.training import evaluate
+    from rtvol.training import evaluate, intervals
 
     try:
-        report = evaluate.evaluate(data, repo, model, version)
-    except (RepositoryError, evaluate.EvaluationError) as e:
+        report = evaluate.evaluate(data, repo, model, version, draws or intervals.DEFAULT_DRAWS,
+                                   level or intervals.DEFAULT_LEVEL)
+    except (RepositoryError, evaluate.EvaluationError, ValueError) as e:
         raise CommandError(str(e)) from e
     print(evaluate.table(report))
-    png = evaluate.write(report, out)
-    print(f"report: {out}\nplot:   {png}")
+    plots = evaluate.write(report, out)
+    print(f"report: {out}\nplots:  {', '.join(map(str, plots))}")
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--seeds: comma-separated integers, got {text!r}") from e
+
+
+def _evaluate_seeds(a: argparse.Namespace) -> None:
+    from rtvol.repository import RepositoryError
+    from rtvol.training import evaluate, seeds
+
+    plan = seeds.SeedPlan(a.work, a.stocks, a.time_ids, a.epochs, a.bootstrap, a.level, a.model)
+    try:
+        result = seeds.run(a.seeds, plan)
+    except (RepositoryError, evaluate.EvaluationError, seeds.SeedsError, ValueError) as e:
+        raise CommandError(str(e)) from e
+    print(seeds.table(result))
+    png = seeds.write(result, a.out)
+    print(f"report: {a.out}\nplot:   {png}")
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    _evaluate_and_print(_load(a.data), a.repo, a.model, a.version, a.out)
+    if a.seeds:
+        return _evaluate_seeds(a)
+    if a.data is None or a.repo is None:
+        raise CommandError("evaluate needs --data and --repo (or --seeds with --work)")
+    _evaluate_and_print(_load(a.data), a.repo, a.model, a.version, a.out, a.bootstrap, a.level)
 
 
 def _export(a: argparse.Namespace) -> None:
@@ -363,14 +391,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also evaluate the new version and write this report.json")
     train.set_defaults(run=_train)
 
-    ev = sub.add_parser("evaluate", help="score all models on held-out time_ids",
-                        description="Prints a table; writes report.json and a PNG of predicted "
-                                    "vs realized RV beside it.")
-    _add(ev, "data", "Optiver-layout data directory", type=Path)
-    _add(ev, "repo", "model repository", type=Path, env="model-repository")
+    ev = sub.add_parser(
+        "evaluate", help="score all models on held-out time_ids, with bootstrap intervals",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Prints a table of each model's RMSPE with a bootstrap confidence interval\n"
+                    "(held-out time_ids resampled with replacement, not rows: buckets of one\n"
+                    "time_id share the market) and the paired differences CNN - LightGBM and\n"
+                    "ensemble - each member. Writes report.json, a PNG of predicted vs realized\n"
+                    "RV and REPORT_intervals.png (intervals as error bars) beside it.\n\n"
+                    "--seeds S1,S2,...: for each seed, synthetic data (--stocks x --time-ids,\n"
+                    "that seed) and a model trained with that seed, under --work/seed<S>/\n"
+                    "(reused when already there); per-seed rows plus the across-seed summary.",
+        epilog="Example: rtvol evaluate --seeds 0,1,2 --work runs/seeds --out reports/seeds.json")
+    _add(ev, "data", "Optiver-layout data directory (not with --seeds)", type=Path,
+         required=False)
+    _add(ev, "repo", "model repository (not with --seeds)", type=Path, env="model-repository",
+         required=False)
     _add(ev, "out", "report JSON path", "report.json", Path, env="report")
     _add(ev, "model", "model name in the repository", "rtvol_cnn")
     ev.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    ev.add_argument("--bootstrap", type=int, default=2000,
+                    help="bootstrap draws over time_ids (default 2000)")
+    ev.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    ev.add_argument("--seeds", type=_seed_list, default=None,
+                    help="comma-separated seeds: data generated and a model trained per seed")
+    ev.add_argument("--work", type=Path, default=Path("runs/seeds"),
+                    help="--seeds: folder for each seed's data and models (default runs/seeds)")
+    ev.add_argument("--stocks", type=int, default=50, help="--seeds: stocks (default 50)")
+    ev.add_argument("--time-ids", type=int, default=800, help="--seeds: time_ids (default 800)")
+    ev.add_argument("--epochs", type=int, default=60,
+                    help="--seeds: maximum CNN epochs when training (default 60)")
     ev.set_defaults(run=_evaluate)
 
     ex = sub.add_parser("export", help="re-validate a version's ONNX; build TensorRT engines, GPU kernels",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from rtvol.features.aggregates import AGGREGATE_NAMES, RV_TAILS, aggregates, tai
 from rtvol.features.offline import bucket_rv
 
 RV_FLOOR = 1e-8  # keeps log() finite for a bucket without a single return
+# where a model version keeps its baselines (relative to the version directory)
+HAR_FILE = "baselines/har.json"
+LIGHTGBM_FILE = "baselines/lightgbm.txt"
 
 
 def rmspe(y: np.ndarray, pred: np.ndarray) -> float:
@@ -48,6 +52,13 @@ class Har:
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         return np.exp(_har_design(windows) @ self.coef)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"coef": self.coef.tolist()}))
+
+    @classmethod
+    def load(cls, path: Path) -> Har:
+        return cls(np.array(json.loads(path.read_text())["coef"]))
 
 
 LGBM_PARAMS = {
@@ -88,3 +99,8 @@ class GradientBoosting:
     @classmethod
     def load(cls, path: Path) -> GradientBoosting:
         return cls(lgb.Booster(model_file=str(path)))
+
+
+def load(version_dir: Path) -> tuple[Har, GradientBoosting]:
+    """The baselines saved beside a model version."""
+    return Har.load(version_dir / HAR_FILE), GradientBoosting.load(version_dir / LIGHTGBM_FILE)

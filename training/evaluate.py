@@ -14,8 +14,7 @@ import numpy as np
 
 from rtvol import repository
 from rtvol.features.spec import DIRECTIONS, spec_hash
-from rtvol.training import baselines, export
-from rtvol.training.cnn import INPUT, OUTPUTS
+from rtvol.training import baselines, ensemble, export, intervals
 from rtvol.training.dataset import Dataset
 from rtvol.training.train import TrainConfig, split
 
@@ -24,15 +23,18 @@ class EvaluationError(RuntimeError):
     pass
 
 
-def _cnn(version_dir: Path, windows: np.ndarray) -> dict[str, np.ndarray]:
-    session = export.onnx_session((version_dir / repository.MODEL_FILE).read_bytes(), threads=2)
-    outs = [session.run(list(OUTPUTS), {INPUT: windows[i:i + 4096]})
-            for i in range(0, len(windows), 4096)]
-    return {name: np.concatenate([o[k] for o in outs]) for k, name in enumerate(OUTPUTS)}
+def paired_differences(models: list[str]) -> list[tuple[str, str]]:
+    """The comparisons the report's intervals answer: CNN vs LightGBM, the ensemble vs each
+    of its members."""
+    pairs = [("cnn", "lightgbm")] if {"cnn", "lightgbm"} <= set(models) else []
+    if "ensemble" in models:
+        pairs += [("ensemble", m) for m in ("cnn", "lightgbm", "har") if m in models]
+    return pairs
 
 
 def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
-             version: int | None = None) -> dict[str, Any]:
+             version: int | None = None, draws: int = intervals.DEFAULT_DRAWS,
+             level: float = intervals.DEFAULT_LEVEL) -> dict[str, Any]:
     version = repository.resolve(repo, name, version)
     meta = repository.read_metadata(repo, name, version)
     if meta.get("feature_spec_hash") != spec_hash():
@@ -42,17 +44,26 @@ def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
     parts = split(data, TrainConfig(**fractions))
     test, train = parts["test"], parts["train"]
     vdir = repository.version_dir(repo, name, version)
-    har = baselines.Har(np.array(json.loads((vdir / "baselines/har.json").read_text())["coef"]))
-    gbm = baselines.GradientBoosting.load(vdir / "baselines/lightgbm.txt")
-    cnn = _cnn(vdir, test.windows)
+    har, gbm = baselines.load(vdir)
+    cnn = export.run((vdir / repository.MODEL_FILE).read_bytes(), test.windows)
     preds = {"naive": baselines.naive(test.windows), "har": har.predict(test.windows),
              "lightgbm": gbm.predict(test.windows), "cnn": cnn["rv"][:, 0]}
+    served = ensemble.served_by(repo, name, version)
+    if served is not None:
+        onnx_model = (repository.version_dir(repo, ensemble.MODEL, served)
+                      / repository.MODEL_FILE).read_bytes()
+        preds["ensemble"] = export.run(onnx_model, test.windows)["rv"][:, 0]
     if test.oracle is not None:
         preds["oracle"] = test.oracle
     report: dict[str, Any] = {
         "model": name, "version": version, "params": meta["params"],
+        "ensemble": None if served is None else {
+            "model": ensemble.MODEL, "version": served,
+            "weights": repository.read_metadata(repo, ensemble.MODEL, served)["ensemble"]["weights"]},
         "rows": len(test), "time_ids": [int(test.time_id.min()), int(test.time_id.max())],
         "rmspe": {k: baselines.rmspe(test.target, p) for k, p in preds.items()},
+        "intervals": intervals.bootstrap(test.target, preds, test.time_id,
+                                         paired_differences(list(preds)), draws, level),
     }
     if "oracle" in preds:
         report["rmspe_over_oracle"] = {k: v / report["rmspe"]["oracle"]
@@ -71,17 +82,49 @@ def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
     return report
 
 
+MODEL_ORDER = ("naive", "har", "lightgbm", "cnn", "ensemble", "oracle")
+
+
+def verdict(diff: dict[str, float]) -> str:
+    """What a paired interval supports, in words."""
+    if diff["high"] < 0:
+        return "first is better"
+    if diff["low"] > 0:
+        return "second is better"
+    return "no clear difference"
+
+
+def _bracket(interval: dict[str, float], sign: str = "") -> str:
+    return f"[{interval['low']:{sign}.4f}, {interval['high']:{sign}.4f}]"
+
+
+def differences_table(iv: dict[str, Any]) -> list[str]:
+    lines = [f"paired differences ({iv['level']:.0%} CI, {iv['draws']} bootstrap draws "
+             f"of {iv['time_ids']} time_ids):"]
+    for pair, d in iv["difference"].items():
+        lines.append(f"  {pair:<20} {d['estimate']:>+8.4f}  {_bracket(d, '+')}"
+                     f"  {verdict(d)}")
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     rm = report["rmspe"]
+    ci = report["intervals"]["rmspe"]
     ratio = report.get("rmspe_over_oracle", {})
+    level = f"{report['intervals']['level']:.0%} CI"
     lines = [f"held-out: {report['rows']} buckets, time_ids {report['time_ids'][0]}-"
              f"{report['time_ids'][1]}; model {report['model']} v{report['version']} "
              f"({report['params']:,} parameters)",
-             f"{'model':<10} {'RMSPE':>8} {'/ oracle':>9}"]
-    for k in ("naive", "har", "lightgbm", "cnn", "oracle"):
+             f"{'model':<10} {'RMSPE':>8} {level:>18} {'/ oracle':>9}"]
+    for k in MODEL_ORDER:
         if k in rm:
             r = f"{ratio[k]:>9.3f}" if k in ratio else f"{'-':>9}"
-            lines.append(f"{k:<10} {rm[k]:>8.4f} {r}")
+            lines.append(f"{k:<10} {rm[k]:>8.4f} {_bracket(ci[k]):>18} {r}")
+    if report.get("ensemble"):
+        e = report["ensemble"]
+        lines.append(f"ensemble: {e['model']} v{e['version']}, weights fit on validation: "
+                     + ", ".join(f"{m} {w:.3f}" for m, w in e["weights"].items()))
+    lines += differences_table(report["intervals"])
     if "direction_accuracy" in report:
         d = report["direction_accuracy"]
         lines.append(f"direction accuracy: cnn {d['cnn']:.3f}, majority class "
@@ -120,11 +163,50 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(report: dict[str, Any], out: Path) -> Path:
-    """report.json at ``out``, the plot beside it; returns the plot's path."""
+def plot_intervals(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """RMSPE per model and the paired differences, each with its interval as an error bar;
+    one marker per run (a seed), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(runs.values()))
+    models = [m for m in MODEL_ORDER if m in first["rmspe"] and m != "naive"]  # naive: off scale
+    pairs = list(first["difference"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6),
+                                      gridspec_kw={"width_ratios": [len(models), max(len(pairs), 1)]})
+    width = 0.7 / len(runs)
+    for j, (label, iv) in enumerate(runs.items()):
+        offset = (j - (len(runs) - 1) / 2) * width
+        for ax, keys, block in ((left, models, iv["rmspe"]), (right, pairs, iv["difference"])):
+            est = np.array([block[k]["estimate"] for k in keys])
+            err = np.array([[block[k]["estimate"] - block[k]["low"] for k in keys],
+                            [block[k]["high"] - block[k]["estimate"] for k in keys]])
+            ax.errorbar(np.arange(len(keys)) + offset, est, yerr=err, fmt="o", capsize=3,
+                        color=f"C{j}", label=label)
+    left.set(xticks=range(len(models)), xticklabels=models, ylabel="RMSPE on held-out time_ids")
+    right.axhline(0, color="black", lw=1)
+    right.set(xticks=range(len(pairs)), xticklabels=pairs, ylabel="paired RMSPE difference")
+    plt.setp(right.get_xticklabels(), rotation=15, ha="right")
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+    if len(runs) > 1:
+        left.legend(fontsize=8)
+    fig.suptitle(f"{title} ({first['level']:.0%} bootstrap intervals over time_ids, "
+                 f"{first['draws']} draws)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out: Path) -> list[Path]:
+    """report.json at ``out``, the plots beside it; returns the plots' paths."""
     out.parent.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     out.write_text(json.dumps(public, indent=2) + "\n")
-    png = out.with_suffix(".png")
+    png, bars = out.with_suffix(".png"), out.with_name(out.stem + "_intervals.png")
     plot(report, png)
-    return png
+    plot_intervals({f"v{report['version']}": report["intervals"]}, bars,
+                   f"{report['model']} v{report['version']}")
+    return [png, bars]

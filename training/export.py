@@ -50,6 +50,16 @@ def onnx_session(onnx_model: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_model, opts, providers=["CPUExecutionProvider"])
 
 
+def run(onnx_model: bytes, windows: np.ndarray, batch: int = 4096,
+        threads: int = 2) -> dict[str, np.ndarray]:
+    """Every output of the graph for ``windows``, through ONNX Runtime in batches."""
+    session = onnx_session(onnx_model, threads)
+    names = [o.name for o in session.get_outputs()]
+    outs = [session.run(names, {INPUT: windows[i:i + batch]})
+            for i in range(0, len(windows), batch)]
+    return {name: np.concatenate([o[k] for o in outs]) for k, name in enumerate(names)}
+
+
 def check_parity(onnx_model: bytes, model: VolCNN, windows: np.ndarray) -> float:
     """Max |onnxruntime - torch| over all outputs; raises ExportError above tolerance."""
     x = np.ascontiguousarray(windows, dtype=np.float32)

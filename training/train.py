@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from rtvol import repository
 from rtvol.features.spec import spec_dict, spec_hash
-from rtvol.training import baselines, export
+from rtvol.training import baselines, ensemble, export
 from rtvol.training.cnn import VolCNN, parameter_count
 from rtvol.training.dataset import Dataset
 
@@ -124,7 +123,8 @@ def train_cnn(train: Dataset, val: Dataset, cfg: TrainConfig,
 
 def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFAULT_MODEL,
         progress: bool = True) -> int:
-    """Train everything, export to the repository; returns the new version number."""
+    """Train everything, export the CNN and the ensemble built on it (rtvol_ensemble) to
+    the repository; returns the CNN's new version number."""
     started = time.time()
     parts = split(data, cfg)
     train, val = parts["train"], parts["val"]
@@ -153,7 +153,9 @@ def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFA
     with tempfile.TemporaryDirectory() as tmp:
         gbm_path, har_path = Path(tmp) / "lightgbm.txt", Path(tmp) / "har.json"
         gbm.save(gbm_path)
-        har_path.write_text(json.dumps({"coef": har.coef.tolist()}))
-        return repository.write_version(repo, name, onnx_model, metadata, export.SERVING,
-                                        {"baselines/lightgbm.txt": gbm_path,
-                                         "baselines/har.json": har_path})
+        har.save(har_path)
+        version = repository.write_version(repo, name, onnx_model, metadata, export.SERVING,
+                                           {baselines.LIGHTGBM_FILE: gbm_path,
+                                            baselines.HAR_FILE: har_path})
+    ensemble.export_version(repo, val, name, version)
+    return version

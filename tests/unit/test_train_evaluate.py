@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rtvol import cli
 from rtvol.training import dataset, train
@@ -23,13 +24,46 @@ def test_evaluate_command_writes_report_and_plot(tiny_data: Path, tiny_repo: Pat
     assert cli.main(["evaluate", "--data", str(tiny_data), "--repo", str(tiny_repo),
                      "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["rmspe"]) == {"naive", "har", "lightgbm", "cnn", "oracle"}
+    assert set(report["rmspe"]) == {"naive", "har", "lightgbm", "cnn", "ensemble", "oracle"}
     assert all(np.isfinite(v) and v > 0 for v in report["rmspe"].values())
+    for model, iv in report["intervals"]["rmspe"].items():
+        assert iv["low"] <= report["rmspe"][model] <= iv["high"], model
+    assert report["intervals"]["time_ids"] == len(set(range(*report["time_ids"]))) + 1
+    assert out.with_name("report_intervals.png").stat().st_size > 10_000
     assert set(report["direction_accuracy"]) >= {"cnn", "majority"}
     assert report["params"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "lightgbm" in printed and "oracle" in printed
+    assert "lightgbm" in printed and "oracle" in printed and "cnn - lightgbm" in printed
+
+
+def test_evaluate_over_seeds_generates_trains_and_summarises(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out, work = tmp_path / "seeds.json", tmp_path / "work"
+    args = ["evaluate", "--seeds", "3,4", "--work", str(work), "--stocks", "3",
+            "--time-ids", "30", "--epochs", "1", "--bootstrap", "100", "--out", str(out)]
+    assert cli.main(args) == 0
+    result = json.loads(out.read_text())
+    assert set(result["per_seed"]) == {"3", "4"}
+    targets = [(work / f"seed{s}" / "data" / "train.csv").read_text() for s in (3, 4)]
+    assert targets[0] != targets[1]  # a market per seed
+    summary = result["summary"]
+    for model in ("lightgbm", "cnn", "ensemble"):
+        per_seed = [result["per_seed"][s]["rmspe"][model] for s in ("3", "4")]
+        assert summary["rmspe"][model]["mean"] == pytest.approx(np.mean(per_seed))
+    assert summary["difference"]["cnn - lightgbm"]["seeds"] == 2
+    assert out.with_name("seeds_intervals.png").stat().st_size > 10_000
+    first = capsys.readouterr().out
+    assert "seed 3" in first and "mean ± sd" in first and "training" in first
+    assert cli.main(args) == 0  # the second time reuses the data and the models
+    assert "training" not in capsys.readouterr().out
+    assert json.loads(out.read_text())["per_seed"] == result["per_seed"]
+
+
+def test_evaluate_refuses_bad_seed_arguments(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli.main(["evaluate", "--seeds", "1", "--work", str(tmp_path)]) == 2
+    assert "at least two distinct seeds" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--out", str(tmp_path / "r.json")]) == 2
+    assert "--data and --repo" in capsys.readouterr().err
 
 
 def test_training_is_reproducible(tiny_data: Path, tmp_path: Path) -> None:

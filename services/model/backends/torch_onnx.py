@@ -8,6 +8,7 @@ no host synchronisation, which is what CUDA graph capture needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,9 @@ OPS: dict[str, Callable[[dict[str, Any], Known], Fn]] = {
     "Relu": lambda a, k: torch.relu, "Tanh": lambda a, k: torch.tanh,
     "Sqrt": lambda a, k: torch.sqrt,
     "Where": lambda a, k: torch.where,
+    "LessOrEqual": lambda a, k: torch.le,
+    "Max": lambda a, k: lambda *xs: functools.reduce(torch.maximum, xs),
+    "GatherElements": lambda a, k: lambda x, i: torch.gather(x, a.get("axis", 0), i),
     "Clip": lambda a, k: lambda x, lo=None, hi=None: torch.clamp(x, lo, hi),
     "Transpose": lambda a, k: lambda x: x.permute(*a["perm"]),
     "Softmax": lambda a, k: lambda x: torch.softmax(x, dim=a.get("axis", -1)),

@@ -1,0 +1,146 @@
+"""The served ensemble: trees as ONNX tensor ops, weights, and parity of the one graph
+with the python ensemble on every backend this machine has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from rtvol import repository
+from rtvol.features.aggregates import aggregates
+from rtvol.services.model import backends
+from rtvol.services.model.backends.torch_onnx import TorchGraph
+from rtvol.training import baselines, dataset, ensemble, evaluate, export, train, trees_onnx
+from rtvol.training.cnn import OUTPUTS
+
+
+def _booster(x: np.ndarray, y: np.ndarray, rounds: int = 40) -> lgb.Booster:
+    params = {**baselines.LGBM_PARAMS, "num_leaves": 15, "min_data_in_leaf": 5,
+              "num_threads": 1}
+    return lgb.train(params, lgb.Dataset(x, label=y), num_boost_round=rounds)
+
+
+def _trees_graph(trees: trees_onnx.FlatTrees, n_features: int) -> onnx.ModelProto:
+    g = trees_onnx.GraphBuilder("t")
+    trees_onnx.add_trees(g, trees, "x")
+    g.nodes[-1].output[0] = "y"  # the sum over trees is the graph's output
+    graph = helper.make_graph(
+        g.nodes, "trees", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, n_features])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None])], g.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)],
+                             ir_version=10)  # what this ONNX Runtime reads
+
+
+@pytest.fixture(scope="module")
+def trees_and_data() -> tuple[lgb.Booster, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 6))
+    y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * rng.normal(size=len(x))
+    return _booster(x, y), rng.normal(size=(500, 6))
+
+
+def test_flat_trees_walk_like_lightgbm_even_on_the_thresholds(trees_and_data) -> None:  # type: ignore[no-untyped-def]
+    booster, x = trees_and_data
+    trees = trees_onnx.flatten(booster.dump_model())
+    assert len(trees.roots) == 40 and trees.depth >= 4
+    internal = trees.left != np.arange(len(trees.left))
+    on_threshold = x.copy()  # every value exactly on some split's threshold: '<=' goes left
+    pick = np.random.default_rng(1).choice(np.flatnonzero(internal), size=len(x))
+    on_threshold[np.arange(len(x)), trees.feature[pick]] = trees.threshold[pick]
+    for sample in (x, on_threshold):
+        np.testing.assert_allclose(trees.predict(sample), booster.predict(sample), rtol=1e-12)
+
+
+def test_trees_graph_matches_lightgbm_in_onnxruntime_and_torch(trees_and_data) -> None:  # type: ignore[no-untyped-def]
+    booster, x = trees_and_data
+    trees = trees_onnx.flatten(booster.dump_model())
+    model = _trees_graph(trees, x.shape[1])
+    onnx.checker.check_model(model)
+    want = booster.predict(x)
+    got = export.onnx_session(model.SerializeToString()).run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    (got_torch,) = TorchGraph(model)(torch.from_numpy(x))
+    np.testing.assert_allclose(got_torch.numpy(), want, rtol=1e-12)
+
+
+def test_flatten_refuses_what_it_cannot_convert() -> None:
+    leaf = {"leaf_value": 1.0}
+    split = {"split_feature": 0, "threshold": 0.5, "left_child": leaf, "right_child": leaf,
+             "missing_type": "None"}
+    with pytest.raises(trees_onnx.TreeConversionError, match="numerical"):
+        trees_onnx.flatten({"tree_info": [{"tree_structure": {**split, "decision_type": "=="}}]})
+    with pytest.raises(trees_onnx.TreeConversionError, match="zero as missing"):
+        trees_onnx.flatten({"tree_info": [{"tree_structure": {
+            **split, "decision_type": "<=", "missing_type": "Zero"}}]})
+    with pytest.raises(trees_onnx.TreeConversionError, match="no trees"):
+        trees_onnx.flatten({"tree_info": []})
+
+
+def test_weights_recover_a_known_mix_and_stay_non_negative() -> None:
+    rng = np.random.default_rng(2)
+    a, b = np.exp(rng.normal(-6, 0.5, 2000)), np.exp(rng.normal(-6, 0.5, 2000))
+    y = 0.3 * a + 0.7 * b
+    w = ensemble.fit_weights(y, {"cnn": a, "lightgbm": b, "har": 2 * y.mean() - y})
+    assert w["cnn"] == pytest.approx(0.3, abs=1e-9) and w["lightgbm"] == pytest.approx(0.7, abs=1e-9)
+    assert w["har"] == 0.0
+    np.testing.assert_allclose(ensemble.combine(w, {"cnn": a, "lightgbm": b, "har": y}), y)
+
+
+@pytest.fixture(scope="module")
+def tiny_members(tiny_data: Path, tiny_repo: Path) -> dict:  # type: ignore[type-arg]
+    """The tiny repository's CNN and HAR, and a LightGBM with real depth (the tiny data is
+    too small for the production parameters to grow more than a stump)."""
+    data = dataset.load(tiny_data, progress=False)
+    parts = train.split(data, train.TrainConfig())
+    vdir = repository.version_dir(tiny_repo, repository.DEFAULT_MODEL)
+    har, _ = baselines.load(vdir)
+    tr = parts["train"]
+    gbm = baselines.GradientBoosting(_booster(aggregates(tr.windows), tr.target, rounds=25))
+    return {"cnn": (vdir / repository.MODEL_FILE).read_bytes(), "har": har, "gbm": gbm,
+            "windows": data.windows}
+
+
+def test_served_ensemble_equals_python_ensemble_on_every_backend(tiny_members, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    m = tiny_members
+    weights = {"cnn": 0.4, "lightgbm": 0.35, "har": 0.25}
+    model = ensemble.build(m["cnn"], m["gbm"], m["har"], weights)
+    windows = m["windows"]
+    cnn = export.run(m["cnn"], windows)
+    preds = {"cnn": cnn["rv"][:, 0], "lightgbm": m["gbm"].predict(windows),
+             "har": m["har"].predict(windows)}
+    assert trees_onnx.flatten(m["gbm"].booster.dump_model()).depth >= 3
+    want = ensemble.combine(weights, preds)
+    repo = tmp_path / "repo"
+    repository.write_version(repo, ensemble.MODEL, model, {}, export.SERVING)
+    files = backends.ModelFiles(repository.version_dir(repo, ensemble.MODEL), "window", OUTPUTS, 1024)
+    served = {"onnxruntime-cpu": backends.create("onnxruntime-cpu", files).infer(windows)}
+    with torch.no_grad():
+        got = TorchGraph(onnx.load_from_string(model))(torch.from_numpy(windows))
+    served["torch (CUDA-graph backend's interpreter, fp32 on the CPU)"] = {
+        k: t.numpy() for k, t in zip(OUTPUTS, got, strict=True)}
+    if torch.cuda.is_available():
+        served["cudagraph-fp32"] = backends.create("cudagraph", files, precision="fp32").infer(windows)
+    for name, out in served.items():
+        np.testing.assert_allclose(out["rv"][:, 0], want, rtol=1e-5, err_msg=name)
+        for head in OUTPUTS[1:]:
+            np.testing.assert_allclose(out[head], cnn[head], atol=1e-5, err_msg=f"{name} {head}")
+
+
+def test_training_exports_the_ensemble_and_evaluate_scores_it(tiny_data: Path, tiny_repo: Path,
+                                                              tmp_path: Path) -> None:
+    version = ensemble.served_by(tiny_repo, repository.DEFAULT_MODEL, 1)
+    assert version is not None
+    meta = repository.read_metadata(tiny_repo, ensemble.MODEL, version)["ensemble"]
+    assert set(meta["weights"]) == set(ensemble.MEMBERS) and min(meta["weights"].values()) >= 0
+    assert meta["val_rmspe"]["ensemble"] <= min(meta["val_rmspe"][m] for m in ensemble.MEMBERS) + 1e-12
+    report = evaluate.evaluate(dataset.load(tiny_data, progress=False), tiny_repo, draws=200)
+    assert report["ensemble"]["version"] == version
+    assert {"ensemble - cnn", "ensemble - lightgbm", "cnn - lightgbm"} <= set(
+        report["intervals"]["difference"])
+    assert "ensemble" in evaluate.table(report)

@@ -1,0 +1,198 @@
+"""The served ensemble: CNN + LightGBM (+ HAR) folded into ONE ONNX graph.
+
+    rv = w_cnn * cnn + w_lightgbm * lightgbm + w_har * har      (w >= 0, fit on validation)
+
+One graph rather than two models combined in the sidecar: every backend (ONNX Runtime,
+the torch interpreter behind CUDA graphs, TensorRT) serves it unchanged, one request is
+one inference, and the model repository's atomic version swap covers all members at once.
+The window aggregates the tabular members read are computed inside the graph in float64,
+as rtvol.features.aggregates computes them, so the trees see the numbers they were
+trained on. Direction and momentum come from the CNN: the baselines have no such heads.
+
+The weights minimise the validation RMSPE under w >= 0 (non-negative least squares on
+p / y against 1); they are not constrained to sum to one, so they also correct the scale.
+The members were early-stopped on the same validation time_ids, so the weights are fit
+on data the members have seen a little; the test time_ids stay untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from rtvol import repository
+from rtvol.features.aggregates import ACTIVITY, MEANS, RV_TAILS
+from rtvol.features.spec import INDEX, STEPS
+from rtvol.training import baselines, export, trees_onnx
+from rtvol.training.cnn import INPUT, OUTPUTS
+from rtvol.training.dataset import Dataset
+from rtvol.training.trees_onnx import GraphBuilder
+
+MODEL = "rtvol_ensemble"
+MEMBERS = ("cnn", "lightgbm", "har")
+PARITY_RELATIVE = 1e-5  # served rv vs the python ensemble (float32 output of float64 sums)
+
+
+def fit_weights(y: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Non-negative weights minimising RMSPE of sum_m w_m * preds[m] against y."""
+    from scipy.optimize import nnls
+
+    names = list(preds)
+    a = np.column_stack([np.asarray(preds[m], np.float64) / y for m in names])
+    w, _ = nnls(a, np.ones(len(y)))
+    if not np.any(w > 0):
+        raise ValueError("no member predicts the validation targets (all weights 0)")
+    return {m: float(v) for m, v in zip(names, w, strict=True)}
+
+
+def combine(weights: dict[str, float], preds: dict[str, np.ndarray]) -> np.ndarray:
+    """The python ensemble (what the graph must reproduce)."""
+    return np.sum([w * np.asarray(preds[m], np.float64) for m, w in weights.items()], axis=0)
+
+
+def _column(g: GraphBuilder, window: str, name: str) -> str:
+    """[batch, STEPS] float64 column of the window."""
+    return g.op("Gather", window, g.const(np.array(INDEX[name], np.int64)), axis=2, hint=name)
+
+
+def _reduce(g: GraphBuilder, op: str, x: str) -> str:
+    return g.op(op, x, g.const(np.array([1], np.int64)), keepdims=0)
+
+
+def _tail_rv(g: GraphBuilder, window: str, first: int, column: str = "wap1_rv") -> str:
+    rv = _column(g, window, column)
+    tail = g.op("Slice", rv, g.const(np.array([first], np.int64)),
+                g.const(np.array([STEPS], np.int64)), g.const(np.array([1], np.int64)))
+    total = _reduce(g, "ReduceSum", g.op("Mul", tail, tail))
+    return g.op("Sqrt", g.op("Mul", total, g.const(np.array(STEPS / (STEPS - first)))))
+
+
+def add_aggregates(g: GraphBuilder, window64: str) -> str:
+    """rtvol.features.aggregates.aggregates as nodes: [batch, STEPS, F] -> [batch, A]."""
+    one = g.const(np.array(1.0))
+    cols = [_tail_rv(g, window64, first) for _, first in RV_TAILS]
+    cols.append(_tail_rv(g, window64, 0, "wap2_rv"))
+    cols.append(_reduce(g, "ReduceSum", _column(g, window64, "wap1_return")))
+    cols.append(_reduce(g, "ReduceMax", _column(g, window64, "wap1_rv")))
+    cols += [_reduce(g, "ReduceMean", _column(g, window64, m)) for m in MEANS]
+    for a in ACTIVITY:  # log1p(sum expm1(x)): counts are stored as log1p
+        counts = g.op("Sub", g.op("Exp", _column(g, window64, a)), one)
+        cols.append(g.op("Log", g.op("Add", _reduce(g, "ReduceSum", counts), one)))
+    axis = g.const(np.array([1], np.int64))
+    return g.op("Concat", *[g.op("Unsqueeze", c, axis) for c in cols], axis=1, hint="aggregates")
+
+
+def add_har(g: GraphBuilder, aggregates: str, coef: np.ndarray) -> str:
+    """baselines.Har.predict on the tail-RV aggregates (the first len(RV_TAILS) columns)."""
+    tails = g.op("Slice", aggregates, g.const(np.array([0], np.int64)),
+                 g.const(np.array([len(RV_TAILS)], np.int64)), g.const(np.array([1], np.int64)))
+    logs = g.op("Log", g.op("Max", tails, g.const(np.array(baselines.RV_FLOOR))))
+    z = g.op("MatMul", logs, g.const(np.asarray(coef[1:], np.float64)))
+    return g.op("Exp", g.op("Add", z, g.const(np.array(float(coef[0])))), hint="har")
+
+
+def _prefixed(cnn: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
+    """The CNN's graph with every internal name under ``prefix``; the input and the
+    direction/momentum outputs keep their names, its rv becomes ``prefix/rv``."""
+    keep = {INPUT, "", *OUTPUTS[1:]}
+
+    def rename(name: str) -> str:
+        return name if name in keep else f"{prefix}/{name}"
+
+    graph = onnx.GraphProto()
+    graph.CopyFrom(cnn.graph)
+    for node in graph.node:
+        node.name = rename(node.name) if node.name else ""
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for init in graph.initializer:
+        init.name = rename(init.name)
+    del graph.value_info[:]
+    return graph
+
+
+def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
+          weights: dict[str, float]) -> bytes:
+    """One ONNX model: window -> rv (weighted members), direction, momentum (the CNN's)."""
+    unknown = set(weights) - set(MEMBERS)
+    if unknown:
+        raise ValueError(f"unknown ensemble members {sorted(unknown)}")
+    cnn = onnx.load_from_string(cnn_onnx)
+    graph = _prefixed(cnn, "cnn")
+    g = GraphBuilder("ensemble")
+    window64 = g.op("Cast", INPUT, to=TensorProto.DOUBLE)
+    aggregates = add_aggregates(g, window64)
+    members = {"cnn": g.op("Squeeze", g.op("Cast", "cnn/rv", to=TensorProto.DOUBLE),
+                           g.const(np.array([1], np.int64)))}
+    if weights.get("lightgbm", 0) > 0:
+        best = gbm.booster.best_iteration or None
+        trees = trees_onnx.flatten(gbm.booster.dump_model(num_iteration=best))
+        members["lightgbm"] = g.op("Max", trees_onnx.add_trees(g, trees, aggregates),
+                                   g.const(np.array(baselines.RV_FLOOR)))
+    if weights.get("har", 0) > 0:
+        members["har"] = add_har(g, aggregates, har.coef)
+    terms = [g.op("Mul", members[m], g.const(np.array(w))) for m, w in weights.items() if w > 0]
+    total = terms[0]
+    for t in terms[1:]:
+        total = g.op("Add", total, t)
+    rv32 = g.op("Cast", total, to=TensorProto.FLOAT)
+    g.nodes.append(helper.make_node("Unsqueeze", [rv32, g.const(np.array([1], np.int64))],
+                                    [OUTPUTS[0]]))
+    graph.node.extend(g.nodes)
+    graph.initializer.extend(g.initializers)
+    model = helper.make_model(graph, opset_imports=list(cnn.opset_import),
+                              producer_name="rtvol.training.ensemble")
+    model.ir_version = cnn.ir_version
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def served_by(repo: Path, cnn_name: str, cnn_version: int) -> int | None:
+    """The latest ensemble version built on that CNN version, if any."""
+    for version in reversed(repository.versions(repo, MODEL)):
+        cnn = repository.read_metadata(repo, MODEL, version)["ensemble"]["cnn"]
+        if (cnn["model"], cnn["version"]) == (cnn_name, cnn_version):
+            return version
+    return None
+
+
+def export_version(repo: Path, val: Dataset, cnn_name: str = repository.DEFAULT_MODEL,
+                   cnn_version: int | None = None) -> int:
+    """Fit the weights on ``val``, build the graph from the CNN version's artifacts, check
+    that ONNX Runtime reproduces the python ensemble, and write the next ensemble version."""
+    cnn_version = repository.resolve(repo, cnn_name, cnn_version)
+    vdir = repository.version_dir(repo, cnn_name, cnn_version)
+    cnn_meta = repository.read_metadata(repo, cnn_name, cnn_version)
+    cnn_onnx = (vdir / repository.MODEL_FILE).read_bytes()
+    har, gbm = baselines.load(vdir)
+    cnn_out = export.run(cnn_onnx, val.windows)
+    preds = {"cnn": cnn_out["rv"][:, 0], "lightgbm": gbm.predict(val.windows),
+             "har": har.predict(val.windows)}
+    weights = fit_weights(val.target, preds)
+    model = build(cnn_onnx, gbm, har, weights)
+    served = export.run(model, val.windows)
+    want = combine(weights, preds)
+    parity = float(np.max(np.abs(served["rv"][:, 0] / want - 1)))
+    heads = max(float(np.max(np.abs(served[k] - cnn_out[k]))) for k in OUTPUTS[1:])
+    if not parity <= PARITY_RELATIVE or not heads <= export.PARITY_TOLERANCE:
+        raise export.ExportError(f"served ensemble differs from the python ensemble: rv by "
+                                 f"{parity:.3g} relative, direction/momentum by {heads:.3g}")
+    trees = trees_onnx.flatten(gbm.booster.dump_model(num_iteration=gbm.booster.best_iteration
+                                                      or None))
+    val_rmspe = {m: baselines.rmspe(val.target, p) for m, p in preds.items()}
+    metadata = {
+        **{k: cnn_meta[k] for k in ("feature_spec_hash", "feature_spec", "normalisation",
+                                    "params", "training")},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ensemble": {"cnn": {"model": cnn_name, "version": cnn_version},
+                     "weights": weights,
+                     "val_rmspe": {**val_rmspe, "ensemble": baselines.rmspe(val.target, want)},
+                     "trees": len(trees.roots), "tree_nodes": len(trees.feature),
+                     "tree_depth": trees.depth},
+        "onnx_parity_max_rel_diff": parity,
+    }
+    return repository.write_version(repo, MODEL, model, metadata, export.SERVING)
