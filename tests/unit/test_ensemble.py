@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers.models import TinyEnsemble, tiny_ensemble
 from onnx import TensorProto, helper
 
 from rtvol import repository
-from rtvol.features.aggregates import aggregates
 from rtvol.services.model import backends
 from rtvol.services.model.backends.torch_onnx import TorchGraph
-from rtvol.training import baselines, dataset, ensemble, evaluate, export, train, trees_onnx
+from rtvol.training import baselines, dataset, ensemble, evaluate, export, trees_onnx
 from rtvol.training.cnn import OUTPUTS
 
 
@@ -93,43 +93,30 @@ def test_weights_recover_a_known_mix_and_stay_non_negative() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_members(tiny_data: Path, tiny_repo: Path) -> dict:  # type: ignore[type-arg]
-    """The tiny repository's CNN and HAR, and a LightGBM with real depth (the tiny data is
-    too small for the production parameters to grow more than a stump)."""
-    data = dataset.load(tiny_data, progress=False)
-    parts = train.split(data, train.TrainConfig())
-    vdir = repository.version_dir(tiny_repo, repository.DEFAULT_MODEL)
-    har, _ = baselines.load(vdir)
-    tr = parts["train"]
-    gbm = baselines.GradientBoosting(_booster(aggregates(tr.windows), tr.target, rounds=25))
-    return {"cnn": (vdir / repository.MODEL_FILE).read_bytes(), "har": har, "gbm": gbm,
-            "windows": data.windows}
+def tiny(tiny_data: Path, tiny_repo: Path) -> TinyEnsemble:
+    return tiny_ensemble(tiny_data, tiny_repo)
 
 
-def test_served_ensemble_equals_python_ensemble_on_every_backend(tiny_members, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    m = tiny_members
-    weights = {"cnn": 0.4, "lightgbm": 0.35, "har": 0.25}
-    model = ensemble.build(m["cnn"], m["gbm"], m["har"], weights)
-    windows = m["windows"]
-    cnn = export.run(m["cnn"], windows)
-    preds = {"cnn": cnn["rv"][:, 0], "lightgbm": m["gbm"].predict(windows),
-             "har": m["har"].predict(windows)}
-    assert trees_onnx.flatten(m["gbm"].booster.dump_model()).depth >= 3
-    want = ensemble.combine(weights, preds)
+def test_served_ensemble_equals_python_ensemble_on_every_backend(tiny: TinyEnsemble,
+                                                                 tmp_path: Path) -> None:
+    nodes = onnx.load_from_string(tiny.onnx).graph.node
+    assert sum(n.op_type == "GatherElements" for n in nodes) >= 2  # trees deeper than stumps
     repo = tmp_path / "repo"
-    repository.write_version(repo, ensemble.MODEL, model, {}, export.SERVING)
+    repository.write_version(repo, ensemble.MODEL, tiny.onnx, {}, export.SERVING)
     files = backends.ModelFiles(repository.version_dir(repo, ensemble.MODEL), "window", OUTPUTS, 1024)
-    served = {"onnxruntime-cpu": backends.create("onnxruntime-cpu", files).infer(windows)}
+    served = {"onnxruntime-cpu": backends.create("onnxruntime-cpu", files).infer(tiny.windows)}
     with torch.no_grad():
-        got = TorchGraph(onnx.load_from_string(model))(torch.from_numpy(windows))
+        got = TorchGraph(onnx.load_from_string(tiny.onnx))(torch.from_numpy(tiny.windows))
     served["torch (CUDA-graph backend's interpreter, fp32 on the CPU)"] = {
         k: t.numpy() for k, t in zip(OUTPUTS, got, strict=True)}
     if torch.cuda.is_available():
-        served["cudagraph-fp32"] = backends.create("cudagraph", files, precision="fp32").infer(windows)
+        served["cudagraph-fp32"] = backends.create("cudagraph", files, precision="fp32").infer(
+            tiny.windows)
     for name, out in served.items():
-        np.testing.assert_allclose(out["rv"][:, 0], want, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(out["rv"][:, 0], tiny.rv, rtol=1e-5, err_msg=name)
         for head in OUTPUTS[1:]:
-            np.testing.assert_allclose(out[head], cnn[head], atol=1e-5, err_msg=f"{name} {head}")
+            np.testing.assert_allclose(out[head], tiny.cnn[head], atol=1e-5,
+                                       err_msg=f"{name} {head}")
 
 
 def test_training_exports_the_ensemble_and_evaluate_scores_it(tiny_data: Path, tiny_repo: Path,
