@@ -17,6 +17,7 @@ on data the members have seen a little; the test time_ids stay untouched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,8 +26,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from rtvol import repository
-from rtvol.features.aggregates import ACTIVITY, MEANS, RV_TAILS
-from rtvol.features.spec import INDEX, STEPS
+from rtvol.features.aggregates import ACTIVITY, AGGREGATE_NAMES, MEANS, RV_TAILS
+from rtvol.features.spec import INDEX, N_FEATURES, STEPS
 from rtvol.training import baselines, export, trees_onnx
 from rtvol.training.cnn import INPUT, OUTPUTS
 from rtvol.training.dataset import Dataset
@@ -54,42 +55,57 @@ def combine(weights: dict[str, float], preds: dict[str, np.ndarray]) -> np.ndarr
     return np.sum([w * np.asarray(preds[m], np.float64) for m, w in weights.items()], axis=0)
 
 
-def _column(g: GraphBuilder, window: str, name: str) -> str:
-    """[batch, STEPS] float64 column of the window."""
-    return g.op("Gather", window, g.const(np.array(INDEX[name], np.int64)), axis=2, hint=name)
+@dataclass(frozen=True)
+class _Linear:
+    """An aggregate that is a weighted sum over steps of one per-step quantity."""
+
+    block: int  # 0: the value, 1: its square, 2: expm1 of it (counts stored as log1p)
+    column: str
+    first: int  # first step summed
+    scale: float
+    post: str = ""  # "sqrt" or "log1p" after the sum
 
 
-def _reduce(g: GraphBuilder, op: str, x: str) -> str:
-    return g.op(op, x, g.const(np.array([1], np.int64)), keepdims=0)
+def _linear_aggregates() -> dict[str, _Linear]:
+    """Every aggregate of rtvol.features.aggregates but max_step_rv, as such a sum."""
+    out = {name: _Linear(1, "wap1_rv", first, STEPS / (STEPS - first), "sqrt")
+           for name, first in RV_TAILS}
+    out["rv2_full"] = _Linear(1, "wap2_rv", 0, 1.0, "sqrt")
+    out["net_return"] = _Linear(0, "wap1_return", 0, 1.0)
+    out.update({f"mean_{m}": _Linear(0, m, 0, 1 / STEPS) for m in MEANS})
+    out.update({f"total_{a}": _Linear(2, a, 0, 1.0, "log1p") for a in ACTIVITY})
+    return out
 
 
-def _tail_rv(g: GraphBuilder, window: str, first: int, column: str = "wap1_rv") -> str:
-    rv = _column(g, window, column)
-    tail = g.op("Slice", rv, g.const(np.array([first], np.int64)),
-                g.const(np.array([STEPS], np.int64)), g.const(np.array([1], np.int64)))
-    total = _reduce(g, "ReduceSum", g.op("Mul", tail, tail))
-    return g.op("Sqrt", g.op("Mul", total, g.const(np.array(STEPS / (STEPS - first)))))
-
-
-def add_aggregates(g: GraphBuilder, window64: str) -> str:
-    """rtvol.features.aggregates.aggregates as nodes: [batch, STEPS, F] -> [batch, A]."""
+def add_aggregates(g: GraphBuilder, window64: str) -> tuple[str, list[int]]:
+    """rtvol.features.aggregates.aggregates as few nodes: one MatMul over [value, square,
+    expm1] of every step computes all the sums at once. Returns the [batch, A] tensor and,
+    per column, its index in AGGREGATE_NAMES (the columns come in the graph's own order)."""
+    linear = _linear_aggregates()
+    blocks = 3
+    weights = np.zeros((STEPS, blocks * N_FEATURES, len(linear)))
+    for j, agg in enumerate(linear.values()):
+        weights[agg.first:, agg.block * N_FEATURES + INDEX[agg.column], j] = agg.scale
     one = g.const(np.array(1.0))
-    cols = [_tail_rv(g, window64, first) for _, first in RV_TAILS]
-    cols.append(_tail_rv(g, window64, 0, "wap2_rv"))
-    cols.append(_reduce(g, "ReduceSum", _column(g, window64, "wap1_return")))
-    cols.append(_reduce(g, "ReduceMax", _column(g, window64, "wap1_rv")))
-    cols += [_reduce(g, "ReduceMean", _column(g, window64, m)) for m in MEANS]
-    for a in ACTIVITY:  # log1p(sum expm1(x)): counts are stored as log1p
-        counts = g.op("Sub", g.op("Exp", _column(g, window64, a)), one)
-        cols.append(g.op("Log", g.op("Add", _reduce(g, "ReduceSum", counts), one)))
-    axis = g.const(np.array([1], np.int64))
-    return g.op("Concat", *[g.op("Unsqueeze", c, axis) for c in cols], axis=1, hint="aggregates")
+    per_step = g.op("Concat", window64, g.op("Mul", window64, window64),
+                    g.op("Sub", g.op("Exp", window64), one), axis=2)
+    flat = g.op("Reshape", per_step, g.const(np.array([0, -1], np.int64)))
+    sums = g.op("MatMul", flat, g.const(weights.reshape(-1, len(linear)), "aggregate_weights"))
+    post = [agg.post for agg in linear.values()]
+    logged = g.op("Where", g.const(np.array([p == "log1p" for p in post])),
+                  g.op("Log", g.op("Add", sums, one)), sums)
+    done = g.op("Where", g.const(np.array([p == "sqrt" for p in post])), g.op("Sqrt", sums),
+                logged)
+    rv = g.op("Gather", window64, g.const(np.array(INDEX["wap1_rv"], np.int64)), axis=2)
+    max_rv = g.op("ReduceMax", rv, g.const(np.array([1], np.int64)), keepdims=1)
+    order = [*linear, "max_step_rv"]
+    return (g.op("Concat", done, max_rv, axis=1, hint="aggregates"),
+            [AGGREGATE_NAMES.index(n) for n in order])
 
 
-def add_har(g: GraphBuilder, aggregates: str, coef: np.ndarray) -> str:
-    """baselines.Har.predict on the tail-RV aggregates (the first len(RV_TAILS) columns)."""
-    tails = g.op("Slice", aggregates, g.const(np.array([0], np.int64)),
-                 g.const(np.array([len(RV_TAILS)], np.int64)), g.const(np.array([1], np.int64)))
+def add_har(g: GraphBuilder, aggregates: str, tail_columns: list[int], coef: np.ndarray) -> str:
+    """baselines.Har.predict on the tail-RV aggregates (at ``tail_columns``)."""
+    tails = g.op("Gather", aggregates, g.const(np.array(tail_columns, np.int64)), axis=1)
     logs = g.op("Log", g.op("Max", tails, g.const(np.array(baselines.RV_FLOOR))))
     z = g.op("MatMul", logs, g.const(np.asarray(coef[1:], np.float64)))
     return g.op("Exp", g.op("Add", z, g.const(np.array(float(coef[0])))), hint="har")
@@ -125,16 +141,18 @@ def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
     graph = _prefixed(cnn, "cnn")
     g = GraphBuilder("ensemble")
     window64 = g.op("Cast", INPUT, to=TensorProto.DOUBLE)
-    aggregates = add_aggregates(g, window64)
+    aggregates, order = add_aggregates(g, window64)
+    column = np.argsort(order)  # AGGREGATE_NAMES index -> column of ``aggregates``
     members = {"cnn": g.op("Squeeze", g.op("Cast", "cnn/rv", to=TensorProto.DOUBLE),
                            g.const(np.array([1], np.int64)))}
     if weights.get("lightgbm", 0) > 0:
         best = gbm.booster.best_iteration or None
         trees = trees_onnx.flatten(gbm.booster.dump_model(num_iteration=best))
+        trees = replace(trees, feature=column[trees.feature])
         members["lightgbm"] = g.op("Max", trees_onnx.add_trees(g, trees, aggregates),
                                    g.const(np.array(baselines.RV_FLOOR)))
     if weights.get("har", 0) > 0:
-        members["har"] = add_har(g, aggregates, har.coef)
+        members["har"] = add_har(g, aggregates, list(column[:len(RV_TAILS)]), har.coef)
     terms = [g.op("Mul", members[m], g.const(np.array(w))) for m, w in weights.items() if w > 0]
     total = terms[0]
     for t in terms[1:]:

@@ -4,11 +4,9 @@ ai.onnx.ml's TreeEnsembleRegressor would be the short way, but the sidecar's CUD
 backend interprets the graph with torch ops and TensorRT has no ML domain; standard ops
 run everywhere.
 
-All trees walk in parallel, one level per step: every node of every tree sits in one flat
-table (split feature, threshold, left and right child, leaf value); a leaf points to
-itself, so after ``depth`` steps every tree has reached its leaf. Per level and batch row
-that is a handful of gathers over [batch, trees] indices; the cost grows with the depth
-of the deepest tree, not with the number of nodes.
+All trees walk in parallel: every node of every tree sits in one flat table (split
+feature, threshold, left and right child, leaf value); a leaf points to itself, so after
+``depth`` steps every tree has reached its leaf (see add_trees).
 
 Only numerical ``<=`` splits are converted. LightGBM sends a missing (NaN) value down a
 default branch; the served windows are finite (the sidecar refuses others), so the
@@ -118,19 +116,18 @@ class GraphBuilder:
 
 def add_trees(g: GraphBuilder, trees: FlatTrees, features: str) -> str:
     """Nodes computing the trees' summed prediction [batch] (float64) from ``features``
-    [batch, n_features] (float64); returns the output's name."""
-    # level 0: the roots' features are constants, so one gather along the feature axis
-    at_root = g.op("Gather", features, g.const(trees.feature[trees.roots]), axis=1)
-    go_left = g.op("LessOrEqual", at_root, g.const(trees.threshold[trees.roots]))
-    node = g.op("Where", go_left, g.const(trees.left[trees.roots]),
-                g.const(trees.right[trees.roots]), hint="node")
-    if trees.depth > 1:
-        feat, thr = g.const(trees.feature, "feature"), g.const(trees.threshold, "threshold")
-        left, right = g.const(trees.left, "left"), g.const(trees.right, "right")
+    [batch, n_features] (float64); returns the output's name.
+
+    Every node's split is decided up front, in three ops over [batch, nodes]: ``step``
+    holds, per row, the child each node leads to (a leaf: itself). The walk is then one
+    GatherElements per level over [batch, trees]: few ops, which is what batch-1 latency
+    pays for (each op costs about a microsecond whatever its size)."""
+    at_node = g.op("Gather", features, g.const(trees.feature, "feature"), axis=1)
+    go_left = g.op("LessOrEqual", at_node, g.const(trees.threshold, "threshold"))
+    step = g.op("Where", go_left, g.const(trees.left, "left"), g.const(trees.right, "right"),
+                hint="step")
+    node = g.op("Gather", step, g.const(trees.roots, "roots"), axis=1, hint="node")
     for _ in range(trees.depth - 1):
-        x = g.op("GatherElements", features, g.op("Gather", feat, node), axis=1)
-        go_left = g.op("LessOrEqual", x, g.op("Gather", thr, node))
-        node = g.op("Where", go_left, g.op("Gather", left, node), g.op("Gather", right, node),
-                    hint="node")
+        node = g.op("GatherElements", step, node, axis=1, hint="node")
     leaves = g.op("Gather", g.const(trees.value, "leaf_value"), node)
     return g.op("ReduceSum", leaves, g.const(np.array([1], np.int64)), keepdims=0, hint="trees")

@@ -14,6 +14,7 @@ from helpers.models import TinyEnsemble, tiny_ensemble
 from onnx import TensorProto, helper
 
 from rtvol import repository
+from rtvol.features.aggregates import aggregates
 from rtvol.services.model import backends
 from rtvol.services.model.backends.torch_onnx import TorchGraph
 from rtvol.training import baselines, dataset, ensemble, evaluate, export, trees_onnx
@@ -26,15 +27,22 @@ def _booster(x: np.ndarray, y: np.ndarray, rounds: int = 40) -> lgb.Booster:
     return lgb.train(params, lgb.Dataset(x, label=y), num_boost_round=rounds)
 
 
+def _one_output_model(g: trees_onnx.GraphBuilder, inp: onnx.ValueInfoProto, output: str,
+                      dims: list[int | None]) -> onnx.ModelProto:
+    """The builder's nodes as a model whose output is the last node's, named ``output``."""
+    g.nodes[-1].output[0] = output
+    graph = helper.make_graph(g.nodes, output, [inp],
+                              [helper.make_tensor_value_info(output, TensorProto.DOUBLE, dims)],
+                              g.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)],
+                             ir_version=10)  # what this ONNX Runtime reads
+
+
 def _trees_graph(trees: trees_onnx.FlatTrees, n_features: int) -> onnx.ModelProto:
     g = trees_onnx.GraphBuilder("t")
     trees_onnx.add_trees(g, trees, "x")
-    g.nodes[-1].output[0] = "y"  # the sum over trees is the graph's output
-    graph = helper.make_graph(
-        g.nodes, "trees", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, n_features])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None])], g.initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)],
-                             ir_version=10)  # what this ONNX Runtime reads
+    return _one_output_model(
+        g, helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, n_features]), "y", [None])
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +139,13 @@ def test_training_exports_the_ensemble_and_evaluate_scores_it(tiny_data: Path, t
     assert {"ensemble - cnn", "ensemble - lightgbm", "cnn - lightgbm"} <= set(
         report["intervals"]["difference"])
     assert "ensemble" in evaluate.table(report)
+
+
+def test_aggregates_graph_matches_numpy(tiny: TinyEnsemble) -> None:
+    g = trees_onnx.GraphBuilder("a")
+    _, order = ensemble.add_aggregates(g, g.op("Cast", "window", to=TensorProto.DOUBLE))
+    model = _one_output_model(
+        g, helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 12]), "agg", [None, 17])
+    got = export.onnx_session(model.SerializeToString()).run(["agg"], {"window": tiny.windows})[0]
+    assert sorted(order) == list(range(len(order)))
+    np.testing.assert_allclose(got, aggregates(tiny.windows)[:, order], rtol=1e-12, atol=1e-300)
