@@ -34,7 +34,8 @@ def summary(reports: Path) -> str:
         "== gateway latency (open loop) ==",
         report.line(latency) if latency else missing,
         "== files ==",
-        f"accuracy: {reports / 'report.json'}, {reports / 'report.png'}",
+        f"accuracy: {reports / 'report.json'}, {reports / 'report.png'}, "
+        f"{reports / 'report_intervals.png'}",
         f"feed:     {reports / 'feed.json'}",
         f"latency:  {load / 'report.json'}, {load / 'latency_over_time.png'}, "
         f"{load / 'percentile_spectrum.png'}",

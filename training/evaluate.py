@@ -109,9 +109,10 @@ def differences_table(iv: dict[str, Any]) -> list[str]:
 
 def table(report: dict[str, Any]) -> str:
     rm = report["rmspe"]
-    ci = report["intervals"]["rmspe"]
+    iv = report.get("intervals")  # absent from reports written before intervals existed
+    ci = iv["rmspe"] if iv else {}
     ratio = report.get("rmspe_over_oracle", {})
-    level = f"{report['intervals']['level']:.0%} CI"
+    level = f"{iv['level']:.0%} CI" if iv else "CI"
     lines = [f"held-out: {report['rows']} buckets, time_ids {report['time_ids'][0]}-"
              f"{report['time_ids'][1]}; model {report['model']} v{report['version']} "
              f"({report['params']:,} parameters)",
@@ -119,12 +120,14 @@ def table(report: dict[str, Any]) -> str:
     for k in MODEL_ORDER:
         if k in rm:
             r = f"{ratio[k]:>9.3f}" if k in ratio else f"{'-':>9}"
-            lines.append(f"{k:<10} {rm[k]:>8.4f} {_bracket(ci[k]):>18} {r}")
+            bracket = _bracket(ci[k]) if k in ci else "-"
+            lines.append(f"{k:<10} {rm[k]:>8.4f} {bracket:>18} {r}")
     if report.get("ensemble"):
         e = report["ensemble"]
         lines.append(f"ensemble: {e['model']} v{e['version']}, weights fit on validation: "
                      + ", ".join(f"{m} {w:.3f}" for m, w in e["weights"].items()))
-    lines += differences_table(report["intervals"])
+    if iv:
+        lines += differences_table(iv)
     if "direction_accuracy" in report:
         d = report["direction_accuracy"]
         lines.append(f"direction accuracy: cnn {d['cnn']:.3f}, majority class "
