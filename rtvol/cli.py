@@ -380,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train baselines and the CNN, export to the repository",
                            description="Split by time_id (train/validation/test), fit naive, "
                                        "HAR and LightGBM baselines and the multi-task CNN, "
-                                       "and export a new model version (ONNX, parity-checked).")
+                                       "and export a new model version (ONNX, parity-checked) "
+                                       "and rtvol_ensemble on it: CNN + LightGBM (+ HAR) in one "
+                                       "ONNX graph, weights fit on the validation time_ids.")
     _add(train, "data", "Optiver-layout data directory", type=Path)
     _add(train, "repo", "model repository", type=Path, env="model-repository")
     _add(train, "epochs", "maximum CNN epochs (early stopping on validation)", "60", int)

