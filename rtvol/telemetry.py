@@ -1,20 +1,24 @@
-"""Metrics and tracing shared by every service.
+"""Metrics, tracing and logging: one bootstrap for every service.
 
+* `bootstrap` runs once per process, from each service's ``main``: the logging format, the
+  Prometheus /metrics server(s) and, when traces are exported, the OpenTelemetry SDK.
 * Prometheus: LATENCY_BUCKETS resolve 10 µs; `start_metrics` serves /metrics and installs the
   runtime metrics: prometheus_client's default process/platform/GC collectors (RSS, CPU,
   collections per generation) plus `rtvol_gc_pause_seconds{generation}` from `gc.callbacks`.
 * `after_warmup` runs once a service is warm: one full collection, then optionally
   `gc.freeze()` so the long-lived warm-up objects are never scanned again.
-* OpenTelemetry: `setup_tracing` configures a tracer provider from the standard OTEL_*
-  variables (OTLP gRPC exporter when OTEL_EXPORTER_OTLP_ENDPOINT is set); W3C trace
-  context travels in gRPC metadata (`inject_metadata` / `extract_metadata`), HTTP headers
-  (`inject_headers` / `extract_headers`) and single values such as an Open Inference
-  Protocol request parameter on a long-lived stream (`traceparent` / `extract_traceparent`).
+* OpenTelemetry: `exports_traces` decides from the standard OTEL_* variables whether spans
+  go anywhere; `tracer` gives a component an SDK tracer then, else a no-op one, so a hot path
+  pays ~1 µs per span instead of tens when tracing is off. W3C trace context travels in gRPC
+  metadata (`inject_metadata` / `extract_metadata`), HTTP headers (`inject_headers` /
+  `extract_headers`) and single values such as an Open Inference Protocol request parameter
+  on a long-lived stream (`traceparent` / `extract_traceparent`).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -88,34 +92,85 @@ def start_metrics(port: int, host: str = "127.0.0.1") -> int:
     return port
 
 
-_configured = False
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_tracing(service_name: str) -> trace.Tracer:
-    """A tracer for ``service_name``; exports over OTLP only when an endpoint is configured."""
-    global _configured
-    if not _configured and os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+def bootstrap(service_name: str, log_level: str, metrics: Iterable[tuple[str, int]] = ()) -> None:
+    """Once per process, before serving: log lines in LOG_FORMAT at ``log_level``, /metrics on
+    each (host, port) of ``metrics`` whose port is not 0 (the runtime metrics in any case), and
+    the tracer provider when traces are exported (``service_name`` unless OTEL_SERVICE_NAME)."""
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    install_runtime_metrics()
+    for host, port in metrics:
+        start_metrics(port, host)
+    if exports_traces():
+        _install_provider(service_name)
 
-        provider = TracerProvider(resource=Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+
+def exports_traces(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether spans are exported, from the standard settings: never with
+    OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none; with OTEL_TRACES_EXPORTER=otlp or
+    console; otherwise (the exporter left at its default) only when an OTLP endpoint is
+    configured. The SDK's default would export to localhost:4317 where usually nothing listens,
+    and a span that goes nowhere is pure cost on a request path."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = _exporters(env)
+    if exporters is not None:
+        return bool(exporters)
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def _exporters(env: Mapping[str, str]) -> list[str] | None:
+    """OTEL_TRACES_EXPORTER as a list (``none`` is the empty list), None when unset."""
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not raw:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return [] if "none" in names else names
+
+
+def tracer(name: str) -> trace.Tracer:
+    """A component's tracer: the SDK's when `exports_traces`, else a no-op tracer."""
+    if not exports_traces():
+        return trace.NoOpTracer()
+    _install_provider(name)  # a no-op after `bootstrap`; here for code run without it (benchmarks)
+    return trace.get_tracer(name)
+
+
+def traced(tracer: trace.Tracer) -> bool:
+    """Whether ``tracer``'s spans go anywhere: hot paths skip extracting trace context when not."""
+    return not isinstance(tracer, trace.NoOpTracer)
+
+
+_provider_installed = False
+
+
+def _install_provider(service_name: str) -> None:
+    """The global tracer provider, once per process: OTLP over gRPC (endpoint, headers and
+    batching from the OTEL_* variables) and/or the console, as OTEL_TRACES_EXPORTER names."""
+    global _provider_installed
+    if _provider_installed:
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
+    for name in _exporters(os.environ) or ["otlp"]:
+        exporter: SpanExporter
+        if name == "otlp":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        trace.set_tracer_provider(provider)
-        _configured = True
-    return trace.get_tracer(service_name)
-
-
-def exports_traces() -> bool:
-    """True when `setup_tracing` will export spans (an OTLP endpoint is configured and the SDK
-    is not disabled); without an exporter a span is pure cost on a request path."""
-    return os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true" and bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            exporter = OTLPSpanExporter()
+        elif name == "console":
+            exporter = ConsoleSpanExporter()
+        else:  # a setting error: one clear line at start, not a traceback
+            raise SystemExit(f"OTEL_TRACES_EXPORTER: {name!r} is not one of otlp, console, none")
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _provider_installed = True
 
 
 def inject_metadata() -> list[tuple[str, str]]:

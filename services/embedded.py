@@ -16,7 +16,6 @@ show the whole process: every metric of both services.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 
 from rtvol import config, rpc, telemetry
@@ -58,6 +57,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     feature_args, gateway_args = split(argv)
     fs = config.load(FeatureSettings, feature_args, "rtvol serve embedded [FEATURE FLAGS]")
     gs = config.load(GatewaySettings, gateway_args, f"rtvol serve embedded ... {SEPARATOR} [GATEWAY FLAGS]")
-    logging.basicConfig(level=fs.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    telemetry.start_metrics(gs.metrics_port, gs.host)
+    telemetry.bootstrap("rtvol-embedded", fs.log_level,
+                        [(fs.host, fs.metrics_port), (gs.host, gs.metrics_port)])
     asyncio.run(serve(fs, gs))

@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from rtvol import histograms
+from rtvol import histograms, telemetry
 from rtvol.features.online import OnlineState
 from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import N_FEATURES, STEPS, spec_hash
@@ -33,7 +33,6 @@ from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from rtvol.services.feature.publisher import Publisher
 from rtvol.services.feature.servicer import FeaturesServicer, Ingestor
-from rtvol.telemetry import setup_tracing
 
 
 def bench_apply(n_stocks: int, rounds: int) -> dict[str, float]:
@@ -118,7 +117,7 @@ async def bench_service(store: FeatureStore, n_stocks: int, rounds: int, reads: 
     publisher = Publisher(state, store, 0.005)
     server = grpc.aio.server()
     servicer = FeaturesServicer(state, store, Ingestor(state, publisher, 1 << 20),
-                                setup_tracing("rtvol-bench"))
+                                telemetry.tracer("rtvol-bench"))
     pb_grpc.add_FeaturesServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

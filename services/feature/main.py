@@ -65,10 +65,9 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
         FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout),
-                         telemetry.setup_tracing("rtvol-feature"), s.features_from != "store", vwap),
+                         telemetry.tracer("rtvol-feature"), s.features_from != "store", vwap),
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
-    telemetry.start_metrics(s.metrics_port, s.host)
     await server.start()
     publisher.start()
     vol.start()
@@ -92,5 +91,5 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(FeatureSettings, argv, "rtvol serve feature")
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.bootstrap("rtvol-feature", s.log_level, [(s.host, s.metrics_port)])
     asyncio.run(serve(s))

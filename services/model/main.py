@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from rtvol import telemetry
 from rtvol.config import load
 from rtvol.rpc import Server
 from rtvol.services.model import backends
@@ -18,7 +18,6 @@ from rtvol.services.model.dataplane import DataPlane
 from rtvol.services.model.registry import BatchPolicy, Registry
 from rtvol.services.model.servicer import SERVICE_NAME, InferenceServicer
 from rtvol.services.model.settings import ModelSettings
-from rtvol.telemetry import after_warmup, setup_tracing, start_metrics
 
 log = logging.getLogger("rtvol.model")
 
@@ -37,15 +36,7 @@ def _slowed(make: Callable[..., Any], delay_s: float) -> Callable[..., Any]:
     return create
 
 
-def exports_traces() -> bool:
-    """rtvol.telemetry exports spans only when an OTLP endpoint is configured; without one a
-    span is pure cost on the request path."""
-    return os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true" and bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-
-
 async def serve(s: ModelSettings) -> None:
-    tracer = setup_tracing("rtvol-model") if exports_traces() else None
     if s.backend not in backends.NAMES:
         raise SystemExit(f"--backend must be one of {backends.NAMES}")
     executor = ThreadPoolExecutor(1, thread_name_prefix="backend") if s.compute_thread else None
@@ -59,7 +50,8 @@ async def serve(s: ModelSettings) -> None:
     server = Server([SERVICE_NAME])
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, tracer), server.server)
+    servicer = InferenceServicer(dataplane, telemetry.tracer("rtvol-model"))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server.server)
     port = server.listen(f"{s.host}:{s.port}")
     if s.unix_socket:
         server.listen(f"unix:{s.unix_socket}")
@@ -72,7 +64,7 @@ async def serve(s: ModelSettings) -> None:
         log.warning("no model in %s yet; polling", s.model_repository)
     dataplane.ready = True
     await server.set_serving(True)
-    after_warmup(s.freeze_gc)
+    telemetry.after_warmup(s.freeze_gc)
     log.info("ready: %s", ", ".join(loaded) or "(no models)")
     poller = asyncio.create_task(registry.poll_forever(s.poll_seconds)) if s.poll_seconds > 0 else None
 
@@ -88,8 +80,7 @@ async def serve(s: ModelSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = load(ModelSettings, argv, "rtvol serve model")
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start_metrics(s.metrics_port, s.host)
+    telemetry.bootstrap("rtvol-model", s.log_level, [(s.host, s.metrics_port)])
     asyncio.run(serve(s))
 
 

@@ -18,7 +18,7 @@ from rtvol.errors import RtvolError
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.services.model.dataplane import Call, DataPlane
-from rtvol.telemetry import extract_metadata, extract_traceparent
+from rtvol.telemetry import extract_metadata, extract_traceparent, traced
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -27,12 +27,12 @@ _NO_SPAN = contextlib.nullcontext()
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer | None) -> None:
-        """``tracer`` None: nothing exports spans, so none are made (a recording SDK span and
-        the context extraction cost tens of µs per request)."""
+    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer) -> None:
+        """A no-op ``tracer`` (nothing exports spans): no spans are made and no context is
+        extracted (a recording SDK span and the extraction cost tens of µs per request)."""
         self.dataplane = dataplane
         self.registry = dataplane.registry
-        self.tracer = tracer
+        self.tracer = tracer if traced(tracer) else None
         try:
             self.version = importlib_metadata.version("rtvol")
         except importlib_metadata.PackageNotFoundError:
