@@ -35,6 +35,7 @@ class Breaker:
         self._opened_at = 0.0
         self._probing = False
         self._successes = 0
+        self.since = time.time()  # wall clock of the last state change, for /readyz
         metrics.BREAKER_STATE.labels(name).set(State.CLOSED)
 
     def allow(self) -> bool:
@@ -86,3 +87,4 @@ class Breaker:
             metrics.BREAKER_TRANSITIONS.labels(self.name, to.name.lower()).inc()
             metrics.BREAKER_STATE.labels(self.name).set(to)
             self.state = to
+            self.since = time.time()

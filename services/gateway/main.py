@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
-
-from opentelemetry import trace
 
 from rtvol import config, rpc, telemetry
 from rtvol.features.spec import spec_hash
@@ -21,7 +20,8 @@ from rtvol.services.gateway.grpc_api import SERVICE_NAME, SignalsServicer
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.kelly import KellyTable
 from rtvol.services.gateway.precompute import Precomputer
-from rtvol.services.gateway.predictor import Predictor
+from rtvol.services.gateway.predictor import FeatureSource, Predictor, Tiers
+from rtvol.services.gateway.readiness import Readiness
 from rtvol.services.gateway.rest import create_app
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.gateway.tier1 import SidecarClient, Tier1
@@ -46,8 +46,6 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when the feature service shares the process
     (services/embedded.py): its in-process store, and one drain signal for both."""
-    # no exporter: no spans, they would only cost time (FastAPI's own are off: rest.py)
-    tracer = telemetry.setup_tracing("rtvol-gateway") if telemetry.exports_traces() else trace.NoOpTracer()
     timeout_s = s.store_timeout_ms / 1000
     redis = _redis(s.redis_url, timeout_s) if s.redis_url else None
     own_store = store is None and redis is not None
@@ -58,31 +56,36 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     if s.model_url:
         client = SidecarClient(s.model_url, s.model_name, s.model_streams)
         budget_s = s.model_latency_budget_ms / 1000
-        tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000)
+        tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s)
         fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
     vol = VolCache(store, s.vol_refresh_s, timeout_s)
     cache = SignalCache(s.cache_size, redis, spec_hash())
-    predictor = Predictor(store, _breaker("store", s), timeout_s, tier1, fanin, local, vol, cache,
-                          KellyTable(s.kelly_cap, s.kelly_target_vol), s.stocks, s.deadline_ms / 1000, tracer)
+    predictor = Predictor(features=FeatureSource(store, _breaker("store", s), timeout_s),
+                          tiers=Tiers(tier1, fanin, local, vol), cache=cache,
+                          kelly=KellyTable(s.kelly_cap, s.kelly_target_vol), stocks=s.stocks,
+                          deadline_s=s.deadline_ms / 1000, tracer=telemetry.tracer("rtvol-gateway"))
     hub = Hub()
     precompute = (Precomputer(store, predictor, cache, hub, s.precompute_poll_s, s.deadline_ms / 1000)
                   if store is not None and s.precompute else None)
     universe = Universe(s.feature_url, vol)
+    readiness = Readiness(tier1)
 
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_SignalsServicer_to_server(SignalsServicer(predictor, hub, s.max_ids), server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
-    app = create_app(predictor, s.max_ids, lambda: True, universe.top)
+    app = create_app(predictor, s.max_ids, readiness.state, universe.top)
     http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds))
+    await server.set_serving(False)  # until start-up has finished, as /readyz
     await server.start()
-    vol.start()
-    if precompute:
-        precompute.start()
     http_task = asyncio.create_task(http.serve())
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
     if http_task.done():
         raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
+    await _start_up(readiness, vol, tier1, s.model_wait_s)
+    if precompute:
+        precompute.start()
+    readiness.started()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
     print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
@@ -96,6 +99,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             await precompute.stop()
         await vol.stop()
         await universe.close()
+        if tier1:
+            await tier1.stop()
         if client:
             await client.close()
         if own_store and store is not None:
@@ -103,13 +108,31 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         elif redis is not None:
             await redis.aclose()
 
-    await server.serve_forever(s.drain_seconds, stop, on_drain=hub.close, stop=shutdown)
+    def drain() -> None:
+        readiness.drain()
+        hub.close()
+
+    await server.serve_forever(s.drain_seconds, stop, on_drain=drain, stop=shutdown)
+
+
+async def _start_up(readiness: Readiness, vol: VolCache, tier1: Tier1 | None, sidecar_wait_s: float) -> None:
+    """What must happen before the gateway is ready (tier 2's model is loaded already): the
+    volatility estimates read once (the universe /v1/universe and tier 3 answer from), and
+    the sidecar ready or, after ``sidecar_wait_s``, left to the background probe."""
+    readiness.starting("reading the volatility estimates")
+    with contextlib.suppress(Exception):  # the store is down: its refresh loop counts and retries
+        await vol.refresh()
+    vol.start()
+    if tier1 is not None:
+        readiness.starting(f"waiting up to {sidecar_wait_s:g} s for the sidecar")
+        if not await tier1.wait_ready(sidecar_wait_s):
+            log.warning("tier 2 answers: %s", tier1.status()[1])
+        tier1.start()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(GatewaySettings, argv, "rtvol serve gateway")
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    telemetry.start_metrics(s.metrics_port, s.host)
+    telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, s.metrics_port)])
     asyncio.run(serve(s))
 
 

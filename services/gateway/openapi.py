@@ -50,7 +50,10 @@ class UniverseOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    ready: bool
+    ready: bool = Field(description="start-up has finished and the drain has not begun")
+    tier: int | None = Field(None, description="when ready: 1 (sidecar) or 2 (ONNX Runtime in the gateway)")
+    reason: str = Field(description="why this tier, e.g. sidecar breaker open since T; or what "
+                        "start-up is waiting for")
 
 
 class LiveOut(BaseModel):

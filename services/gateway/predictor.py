@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from opentelemetry import trace
@@ -30,15 +30,32 @@ from rtvol.services.gateway.tier3 import VolCache
 TIER2_RESERVE_S = 0.002  # what tier 2 needs at most for a batch; tier 1 gets the rest
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """Where the windows come from: the feature store (None: none configured, tier 3 only)
+    behind its breaker and a timeout per read."""
+
+    store: FeatureStore | None
+    breaker: Breaker
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Who answers, fastest first: the sidecar through the fan-in (None: no tier 1), the same
+    model on ONNX Runtime in this process, the background volatility estimate."""
+
+    sidecar: Tier1 | None
+    fanin: Coalescer | None
+    local: LocalModel
+    vol: VolCache
+
+
 class Predictor:
-    def __init__(self, store: FeatureStore | None, store_breaker: Breaker, store_timeout_s: float,
-                 tier1: Tier1 | None, fanin: Coalescer | None, local: LocalModel, vol: VolCache,
-                 cache: SignalCache, kelly: KellyTable, stocks: int, deadline_s: float,
-                 tracer: trace.Tracer) -> None:
-        self.store, self.store_breaker, self.store_timeout_s = store, store_breaker, store_timeout_s
-        self.tier1, self.fanin, self.local, self.vol = tier1, fanin, local, vol
-        self.cache, self.kelly, self.stocks, self.deadline_s = cache, kelly, stocks, deadline_s
-        self.tracer = tracer
+    def __init__(self, *, features: FeatureSource, tiers: Tiers, cache: SignalCache, kelly: KellyTable,
+                 stocks: int, deadline_s: float, tracer: trace.Tracer) -> None:
+        self.features, self.tiers, self.cache, self.kelly = features, tiers, cache, kelly
+        self.stocks, self.deadline_s, self.tracer = stocks, deadline_s, tracer
 
     async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
                       route: str = "rest") -> list[Signal]:
@@ -102,43 +119,45 @@ class Predictor:
         return await self._infer([stock_ids[i] for i in found], windows, found, deadline)
 
     async def _read(self, stock_ids: list[int]) -> Windows | None:
-        if self.store is None or not self.store_breaker.allow():
+        source = self.features
+        if source.store is None or not source.breaker.allow():
             return None
         with self.tracer.start_as_current_span("feature_read"):
             try:
                 # asyncio.timeout, not wait_for: no task (and loop turn) per call
-                async with asyncio.timeout(self.store_timeout_s):
-                    windows = await self.store.read(np.asarray(stock_ids, np.int32))
+                async with asyncio.timeout(source.timeout_s):
+                    windows = await source.store.read(np.asarray(stock_ids, np.int32))
             except Exception as e:
                 metrics.UPSTREAM_ERRORS.labels("store", type(e).__name__).inc()
-                self.store_breaker.record(False)
+                source.breaker.record(False)
                 return None
-        self.store_breaker.record(True)
+        source.breaker.record(True)
         return windows
 
     async def _infer(self, ids: list[int], windows: Windows, rows: np.ndarray, deadline: float
                      ) -> list[Signal]:
         x = windows.windows[rows] if len(rows) != len(windows.found) else windows.windows
-        outputs, tier, version = None, 2, self.local.version
+        sidecar, fanin, local = self.tiers.sidecar, self.tiers.fanin, self.tiers.local
+        outputs, tier, version = None, 2, local.version
         remaining = deadline - time.perf_counter() - TIER2_RESERVE_S
-        if self.tier1 is not None and self.fanin is not None and remaining > 0 and self.tier1.breaker.allow():
+        if sidecar is not None and fanin is not None and remaining > 0 and sidecar.available():
             with self.tracer.start_as_current_span("ModelStreamInfer"):
                 try:
                     async with asyncio.timeout(remaining):
-                        outputs = await self.fanin.submit(x)
-                    tier, version = 1, self.tier1.version or version
+                        outputs = await fanin.submit(x)
+                    tier, version = 1, sidecar.version or version
                 except Exception:
                     outputs = None  # tier 2 answers; the breaker has counted it
         if outputs is None:
-            outputs = self.local.infer(x)
+            outputs = local.infer(x)
         now = now_us()
         rv, d, m = outputs["rv"], outputs["direction"], outputs["momentum"]
         return [Signal(sid, float(rv[i, 0]), (float(d[i, 0]), float(d[i, 1]), float(d[i, 2])),
-                       float(m[i, 0]), self.local.name, version, tier, int(windows.written_us[r]), now)
+                       float(m[i, 0]), local.name, version, tier, int(windows.written_us[r]), now)
                 for i, (sid, r) in enumerate(zip(ids, rows, strict=True))]
 
     def _tier3(self, sid: int, stale: bool) -> Signal:
-        est = self.vol.lookup(sid)
+        est = self.tiers.vol.lookup(sid)
         if est is None:
             return _error(sid, f"no features yet for stock {sid}", "no_features")
         return Signal(sid, est[0], None, None, tier3.MODEL, "", 3, est[1], now_us(), stale=stale)

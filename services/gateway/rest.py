@@ -46,8 +46,8 @@ def _reject(route: str, status: int, reason: str, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], bool], universe: UniverseFn
-               ) -> FastAPI:
+def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str, Any]],
+               universe: UniverseFn) -> FastAPI:
     # No FastAPI native telemetry: its server and per-operation spans repeat what `predict`
     # shows (and cost ~150 µs a request here, against a 10 % budget of the p50); the handler
     # continues the caller's W3C context itself. Metrics and logs: Prometheus and logging.
@@ -106,8 +106,8 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], bool], un
 
     @app.get("/readyz", response_model=None, responses={200: {"model": ReadyOut}, 503: {"model": ReadyOut}})
     async def readyz() -> Response:
-        ok = ready()
-        return json_response({"ready": ok}, 200 if ok else 503)
+        state = ready()  # {"ready": ..., "tier": ..., "reason": ...}: services/gateway/readiness.py
+        return json_response(state, 200 if state["ready"] else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -36,6 +36,10 @@ class GatewaySettings(ServiceSettings):
     """One tier-1 batch; slower is a failure for the breaker."""
     model_latency_budget_ms: float = 5.0
     """Tier-1 batches slower than this count against the breaker."""
+    model_wait_s: float = 5.0
+    """At start: how long to wait for the sidecar to be ready before serving from tier 2."""
+    model_probe_s: float = 1.0
+    """How often the sidecar's ModelReady is asked; while it is not ready, tier 2 answers."""
     model_streams: int = 2
     """Long-lived ModelStreamInfer streams (spread over sidecar replicas)."""
     fanin_max_inflight: int = 1

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 import numpy as np
@@ -17,7 +18,8 @@ from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
 from rtvol.services.gateway import metrics
-from rtvol.services.gateway.breaker import Breaker
+from rtvol.services.gateway.breaker import Breaker, State
+from rtvol.tasks import BackgroundTask
 from rtvol.telemetry import inject_metadata, traceparent
 
 CHANNEL_OPTIONS = [
@@ -30,6 +32,12 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 10_000),
 ]
+PROBE_TIMEOUT_S = 1.0  # a first connection on a busy machine takes longer than one batch may
+
+
+def iso(wall_s: float) -> str:
+    """A wall-clock time as ISO 8601 UTC to the millisecond, e.g. 2026-12-01T20:51:07.114Z."""
+    return datetime.fromtimestamp(wall_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class UpstreamError(RuntimeError):
@@ -118,6 +126,14 @@ class SidecarClient:
             stream.pending.pop(request.id, None)
         return _decode(response), response.model_version
 
+    async def ready(self, timeout_s: float) -> str:
+        """'' when the sidecar says the model is ready (ModelReady), else why not."""
+        try:
+            reply = await self.stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            return f"sidecar unreachable ({e.code().name})"
+        return "" if reply.ready else f"sidecar has not loaded {self.model}"
+
     async def close(self) -> None:
         for s in self._streams:
             if s is not None:
@@ -127,11 +143,59 @@ class SidecarClient:
 
 class Tier1:
     """The sidecar behind its breaker and a timeout; a batch slower than the latency budget
-    counts as a failure, so a slow sidecar opens the breaker as a dead one does."""
+    counts as a failure, so a slow sidecar opens the breaker as a dead one does.
 
-    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float) -> None:
-        self.client, self.breaker, self.timeout_s = client, breaker, timeout_s
+    A background probe asks the sidecar's ModelReady every ``probe_s``: while it is not ready
+    (unreachable, or its model not loaded) tier 2 answers without trying, and /readyz says
+    why and since when."""
+
+    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0
+                 ) -> None:
+        self.client, self.breaker, self.timeout_s, self.probe_s = client, breaker, timeout_s, probe_s
         self.version = ""
+        self.reachable = False  # until a probe says otherwise
+        self.down, self.down_since = "sidecar not probed yet", time.time()
+        self._watch = BackgroundTask()
+
+    def available(self) -> bool:
+        """May the next batch go to the sidecar? Its last probe answered ready and its breaker
+        allows (checked last: in half-open, allowing takes the probe slot)."""
+        return self.reachable and self.breaker.allow()
+
+    def status(self) -> tuple[bool, str]:
+        """(does tier 1 answer the next request, why / why not): for /readyz."""
+        if not self.reachable:
+            return False, f"{self.down} since {iso(self.down_since)}"
+        if self.breaker.state is State.OPEN:
+            return False, f"sidecar breaker open since {iso(self.breaker.since)}"
+        if self.breaker.state is State.HALF_OPEN:
+            return True, f"sidecar breaker half-open since {iso(self.breaker.since)}: probing tier 1"
+        return True, "sidecar ready"
+
+    async def probe(self) -> bool:
+        reason = await self.client.ready(PROBE_TIMEOUT_S)
+        if reason and (self.reachable or reason != self.down):
+            self.down, self.down_since = reason, time.time()
+        self.reachable = not reason
+        return self.reachable
+
+    async def wait_ready(self, wait_s: float) -> bool:
+        """At start: probe until the sidecar is ready or ``wait_s`` has passed."""
+        deadline = time.monotonic() + wait_s
+        while not await self.probe() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self.reachable
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_s)
+            await self.probe()
+
+    def start(self) -> None:
+        self._watch.start(self._probe_forever())
+
+    async def stop(self) -> None:
+        await self._watch.stop()
 
     async def batch(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()

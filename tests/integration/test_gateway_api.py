@@ -69,7 +69,7 @@ def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data
         assert sig["feature_age_ms"] >= 0 and not sig["stale"]
         assert -0.25 <= sig["kelly_fraction"] <= 0.25
     assert stack.http.get("/livez").status_code == 200
-    assert stack.http.get("/readyz").json() == {"ready": True}
+    assert stack.http.get("/readyz").json() == {"ready": True, "tier": 1, "reason": "sidecar ready"}
     openapi = stack.http.get("/openapi.json").json()
     # the answers are pre-serialised bytes; the document still describes them
     answers = openapi["paths"]["/v1/predict"]["post"]["responses"]
