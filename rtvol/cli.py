@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from rtvol.stack import Ports
     from rtvol.training.dataset import Dataset
 
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 
 class CommandError(Exception):
     """A user-facing failure: printed without a traceback, exit status 2."""
@@ -173,29 +175,19 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
               f"{time.perf_counter() - start:.0f} s: {folder}")
 
 
-def _forward(module: str) -> Callable[[argparse.Namespace], None]:
-    """Hand the remaining arguments to ``module``'s own ``main(argv)``."""
-    def run(a: argparse.Namespace) -> None:
-        importlib.import_module(module).main(a.rest)
-    return run
-
-
 SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.feature.main",
             "gateway": "rtvol.services.gateway.main",
             "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
            "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu"}
+# what the service images leave out (.dockerignore): a command that needs it says so in one line
+NOT_IN_IMAGES = ("rtvol.loadtest",)
 
 
-def _dispatch(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
+def _component(table: dict[str, str]) -> Callable[[argparse.Namespace], None]:
+    """Hand the remaining arguments to the chosen component's own ``main(argv)``."""
     def run(a: argparse.Namespace) -> None:
-        try:
-            module = importlib.import_module(table[a.component])
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(table[a.component].rsplit(".", 1)[0]):
-                raise CommandError(f"'{a.component}' is not built yet") from e
-            raise
-        module.main(a.rest)
+        importlib.import_module(table[a.component]).main(a.rest)
     return run
 
 
@@ -339,27 +331,28 @@ def _loadtest(a: argparse.Namespace) -> None:
     print("report: " + ", ".join(s["files"]))
 
 
-# ---- parser -----------------------------------------------------------------------------
+# ---- parser: one function per command ----------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rtvol", description="Real-time volatility signals: data, training, serving.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Typical loop: rtvol data synth --out data && rtvol train --data data "
-               "--repo models && rtvol evaluate --data data --repo models --out report.json")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _optional_path(p: argparse.ArgumentParser, flag: str, help: str, env: str | None = None) -> None:
+    """--flag PATH, None when neither the flag nor its RTVOL_<ENV> variable is given."""
+    env_name = env or flag
+    value = _env(env_name)
+    p.add_argument(f"--{flag}", type=Path, default=Path(value) if value else None,
+                   help=f"{help} [env RTVOL_{env_name.upper().replace('-', '_')}]")
 
-    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command",
-                                                                   required=True, metavar="TOOL")
-    synth = data.add_parser("synth", help="write a synthetic dataset in Optiver's layout",
-                            description="Generate book/trade parquet partitions, train.csv and "
-                                        "oracle.csv. Deterministic by --seed.")
+
+def _data_command(sub: Commands) -> None:
+    tools = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True,
+                                                                     metavar="TOOL")
+    synth = tools.add_parser("synth", help="write a synthetic dataset in Optiver's layout",
+                             description="Generate book/trade parquet partitions, train.csv and "
+                                         "oracle.csv. Deterministic by --seed.")
     _add(synth, "out", "output directory", type=Path, env="data")
     _add(synth, "stocks", "number of stocks", "40", int)
     _add(synth, "time-ids", "number of 10-minute buckets per stock", "600", int)
     _add(synth, "seed", "random seed", "0", int)
     synth.set_defaults(run=_synth)
-    ft = data.add_parser(
+    ft = tools.add_parser(
         "from-ticklog", help="turn the feature service's tick log into training data",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert a tick log (the ticks-*.arrow files the feature service writes with\n"
@@ -377,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(ft, "out", "output directory (Optiver's layout)", type=Path, env="data")
     ft.set_defaults(run=_from_ticklog)
 
+
+def _train_command(sub: Commands) -> None:
     train = sub.add_parser("train", help="train baselines and the CNN, export to the repository",
                            description="Split by time_id (train/validation/test), fit naive, "
                                        "HAR and LightGBM baselines and the multi-task CNN, "
@@ -393,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also evaluate the new version and write this report.json")
     train.set_defaults(run=_train)
 
+
+def _evaluate_command(sub: Commands) -> None:
     ev = sub.add_parser(
         "evaluate", help="score all models on held-out time_ids, with bootstrap intervals",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -425,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--seeds: maximum CNN epochs when training (default 60)")
     ev.set_defaults(run=_evaluate)
 
+
+def _export_command(sub: Commands) -> None:
     ex = sub.add_parser("export", help="re-validate a version's ONNX; build TensorRT engines, GPU kernels",
                         description="Without --tensorrt: check that ONNX Runtime loads the version, "
                                     "batch 1..max_batch_size runs and outputs are finite. With "
@@ -437,9 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     ex.add_argument("--tensorrt", action="store_true", help="build a TensorRT engine (needs a GPU)")
     ex.add_argument("--int8", action="store_true", help="INT8 engine with entropy calibration")
-    data_env = _env("data")
-    ex.add_argument("--calibration-data", type=Path, default=Path(data_env) if data_env else None,
-                    help="Optiver-layout data for INT8 calibration windows [env RTVOL_DATA]")
+    _optional_path(ex, "calibration-data", "Optiver-layout data for INT8 calibration windows", env="data")
     ex.add_argument("--compile", action="store_true",
                     help="also compile the CUDA-graph backend's kernels for this GPU (AOTInductor "
                          "packages in <version>/compiled/): the sidecar then starts in seconds "
@@ -449,16 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "(fp16, bf16, fp32; default fp16)")
     ex.set_defaults(run=_export)
 
-    run_dir = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)
+
+RUN_DIR = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)
+
+
+def _up_command(sub: Commands) -> None:
     upp = sub.add_parser("up", help="start the whole stack as local processes",
                          description="redis-server, feature service, model sidecar, gateway; each ready "
                                      "before the next starts. Without redis-server (or with --no-redis) "
                                      "the feature service and gateway share one process and its "
                                      "in-process feature store.")
-    _add(upp, *run_dir)
+    _add(upp, *RUN_DIR)
     _add(upp, "repo", "model repository", "models", Path, env="model-repository")
-    upp.add_argument("--data", type=Path, default=Path(_env("data") or "") if _env("data") else None,
-                     help="Optiver-layout data: the stock universe is sized from it [env RTVOL_DATA]")
+    _optional_path(upp, "data", "Optiver-layout data: the stock universe is sized from it")
     upp.add_argument("--stocks", type=int, default=None, help="stock universe size (default: from --data, "
                                                               "else 128)")
     upp.add_argument("--gateway-port", type=int, default=None, help="gateway HTTP port (default 8080)")
@@ -473,20 +473,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add(upp, "timeout", "readiness deadline per component, seconds", "90", float, env="up-timeout")
     upp.set_defaults(run=_up)
 
+
+def _down_command(sub: Commands) -> None:
     downp = sub.add_parser("down", help="stop the local stack (SIGTERM, then SIGKILL after --timeout)")
-    _add(downp, *run_dir)
+    _add(downp, *RUN_DIR)
     _add(downp, "timeout", "seconds to wait for each component to drain", "15", float, env="down-timeout")
     downp.set_defaults(run=_down)
+
+
+def _status_command(sub: Commands) -> None:
     st = sub.add_parser("status", help="each component's pid, port and health (exit 2 when unhealthy)")
-    _add(st, *run_dir)
+    _add(st, *RUN_DIR)
     st.set_defaults(run=_status)
 
+
+def _feed_command(sub: Commands) -> None:
     fd = sub.add_parser("feed", help="replay market data into the feature service",
                         description="Optiver-layout updates merged by event time, sent on one Ingest "
                                     "stream in column batches, paced by a token bucket.")
-    data_env = _env("data")
-    fd.add_argument("--data", type=Path, default=Path(data_env) if data_env else None,
-                    help="Optiver-layout data directory (or --synthetic) [env RTVOL_DATA]")
+    _optional_path(fd, "data", "Optiver-layout data directory (or --synthetic)")
     _add(fd, "target", "feature service HOST:PORT", "127.0.0.1:50052", env="feature-url")
     _add(fd, "rate", "updates per second (0: as fast as possible)", "0", float, env="feed-rate")
     _add(fd, "batch", "updates per message", "2000", int, env="feed-batch")
@@ -514,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(fd, "ws-drain", "when the feed ends, seconds subscribers get to take what is queued", "5", float)
     fd.set_defaults(run=_feed)
 
+
+def _loadtest_command(sub: Commands) -> None:
     lt = sub.add_parser("loadtest", help="open-loop load on the gateway with latency reports",
                         description="Requests start on a fixed schedule; latency counts from the "
                                     "intended start. Writes report.json and PNG plots to --out.")
@@ -531,13 +538,38 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--sweep-steps", type=int, default=6, help="at most this many rates")
     lt.set_defaults(run=_loadtest)
 
-    for name, table, helptext in (("serve", SERVICES, "run a service"),
-                                  ("bench", BENCHES, "run a benchmark")):
-        p = sub.add_parser(name, help=f"{helptext}: {'|'.join(table)} (args go to it; "
-                                      "try: rtvol " + name + " COMPONENT --help)", add_help=True)
-        p.add_argument("component", choices=sorted(table))
-        p.add_argument("rest", nargs=argparse.REMAINDER, help="the component's own arguments")
-        p.set_defaults(run=_dispatch(table))
+
+def _components_command(sub: Commands, name: str, table: dict[str, str], what: str) -> None:
+    """`rtvol serve|bench COMPONENT ...`: the component parses the rest itself."""
+    p = sub.add_parser(name, help=f"{what}: {'|'.join(table)} (args go to it; "
+                                  f"try: rtvol {name} COMPONENT --help)")
+    p.add_argument("component", choices=sorted(table))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the component's own arguments")
+    p.set_defaults(run=_component(table))
+
+
+def _serve_command(sub: Commands) -> None:
+    _components_command(sub, "serve", SERVICES, "run a service")
+
+
+def _bench_command(sub: Commands) -> None:
+    _components_command(sub, "bench", BENCHES, "run a benchmark")
+
+
+COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _up_command,
+            _down_command, _status_command, _feed_command, _loadtest_command, _serve_command,
+            _bench_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtvol", description="Real-time volatility signals: data, training, serving.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Typical loop: rtvol data synth --out data && rtvol train --data data "
+               "--repo models && rtvol evaluate --data data --repo models --out report.json")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 
@@ -547,6 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except CommandError as e:
         print(f"rtvol: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in NOT_IN_IMAGES:
+            raise
+        print(f"rtvol: error: `rtvol {args.command}` needs {e.name}, which is not installed here "
+              "(the container images carry the services only): run it from a source checkout",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "rtvol", "services", "training", "loadtest")
 
 
-def _wheel(tmp_path: Path, leave_out: tuple[str, ...] = ()) -> set[str]:
+def _wheel(tmp_path: Path, leave_out: tuple[str, ...] = ()) -> zipfile.ZipFile:
     """Build the distribution's wheel from a copy of the sources (links kept as links)."""
     src = tmp_path / "src"
     src.mkdir()
@@ -30,12 +32,12 @@ def _wheel(tmp_path: Path, leave_out: tuple[str, ...] = ()) -> set[str]:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("rtvol-*.whl")
-    return set(zipfile.ZipFile(wheel).namelist())
+    return zipfile.ZipFile(wheel)
 
 
 @pytest.mark.slow
 def test_wheel_installs_only_the_rtvol_package(tmp_path: Path) -> None:
-    names = _wheel(tmp_path)
+    names = set(_wheel(tmp_path).namelist())
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"rtvol"}
     for module in ("rtvol/services/gateway/main.py", "rtvol/services/model/backends/onnxrt.py",
@@ -49,10 +51,22 @@ def test_wheel_installs_only_the_rtvol_package(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_image_wheel_leaves_the_load_tooling_out(tmp_path: Path) -> None:
-    """The images copy no loadtest/ (.dockerignore): the wheel still builds, without it."""
-    names = _wheel(tmp_path, leave_out=("loadtest",))
+    """The images copy no loadtest/ (.dockerignore): the wheel still builds, without it, and
+    `rtvol bench` installed from it says so in one line."""
+    wheel = _wheel(tmp_path, leave_out=("loadtest",))
+    names = set(wheel.namelist())
     assert "rtvol/services/gateway/main.py" in names
     assert not [n for n in names if n.startswith("rtvol/loadtest/")]
+    site = tmp_path / "site"
+    wheel.extractall(site)
+    # -S and the dependencies on PYTHONPATH: no .pth file runs, so no editable install of this
+    # checkout can lend the image its rtvol.loadtest
+    path = os.pathsep.join([str(site), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    out = subprocess.run([sys.executable, "-S", "-m", "rtvol.cli", "bench", "gateway"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr == ("rtvol: error: `rtvol bench` needs rtvol.loadtest, which is not installed here "
+                          "(the container images carry the services only): run it from a source checkout\n")
 
 
 def test_generated_grpc_stubs_match_protos(tmp_path: Path) -> None:
