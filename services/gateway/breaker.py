@@ -51,6 +51,15 @@ class Breaker:
         self._probing = True
         return True
 
+    def refusing(self) -> bool:
+        """Open and still inside ``open_s``: calls are refused (no side effects, unlike allow)."""
+        return self.state is State.OPEN and self.clock() - self._opened_at < self.open_s
+
+    def trip(self) -> None:
+        """Open now whatever the window says, or stay open ``open_s`` longer: the upstream's own
+        health check failed (a sidecar that is down opens its breaker without any traffic)."""
+        self._open()
+
     def record(self, ok: bool, latency_s: float = 0.0) -> None:
         failed = not ok or latency_s > self.latency_budget_s
         if self.state is State.HALF_OPEN:

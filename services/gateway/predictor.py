@@ -140,7 +140,7 @@ class Predictor:
         sidecar, fanin, local = self.tiers.sidecar, self.tiers.fanin, self.tiers.local
         outputs, tier, version = None, 2, local.version
         remaining = deadline - time.perf_counter() - TIER2_RESERVE_S
-        if sidecar is not None and fanin is not None and remaining > 0 and sidecar.available():
+        if sidecar is not None and fanin is not None and remaining > 0 and sidecar.breaker.allow():
             with self.tracer.start_as_current_span("ModelStreamInfer"):
                 try:
                     async with asyncio.timeout(remaining):

@@ -132,6 +132,8 @@ class SidecarClient:
             reply = await self.stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             return f"sidecar unreachable ({e.code().name})"
+        except Exception as e:  # whatever it is, the probe goes on; the breaker stays open
+            return f"sidecar probe failed ({type(e).__name__})"
         return "" if reply.ready else f"sidecar has not loaded {self.model}"
 
     async def close(self) -> None:
@@ -145,46 +147,47 @@ class Tier1:
     """The sidecar behind its breaker and a timeout; a batch slower than the latency budget
     counts as a failure, so a slow sidecar opens the breaker as a dead one does.
 
-    A background probe asks the sidecar's ModelReady every ``probe_s``: while it is not ready
-    (unreachable, or its model not loaded) tier 2 answers without trying, and /readyz says
-    why and since when."""
+    A background probe asks the sidecar's ModelReady every ``probe_s``; while the answer is
+    not "ready" (unreachable, or its model not loaded) it keeps the breaker open, so tier 2
+    answers without trying tier 1 even when no request has failed yet, and /readyz says why
+    and since when. Once the probe passes, the breaker's own half-open calls close it."""
 
     def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0
                  ) -> None:
         self.client, self.breaker, self.timeout_s, self.probe_s = client, breaker, timeout_s, probe_s
         self.version = ""
-        self.reachable = False  # until a probe says otherwise
-        self.down, self.down_since = "sidecar not probed yet", time.time()
+        self.down, self.down_since = "sidecar not probed yet", time.time()  # down == "": probe passed
         self._watch = BackgroundTask()
 
-    def available(self) -> bool:
-        """May the next batch go to the sidecar? Its last probe answered ready and its breaker
-        allows (checked last: in half-open, allowing takes the probe slot)."""
-        return self.reachable and self.breaker.allow()
-
     def status(self) -> tuple[bool, str]:
-        """(does tier 1 answer the next request, why / why not): for /readyz."""
-        if not self.reachable:
+        """(does the next request try tier 1, why / why not): for /readyz."""
+        if self.down:
             return False, f"{self.down} since {iso(self.down_since)}"
-        if self.breaker.state is State.OPEN:
+        if self.breaker.refusing():
             return False, f"sidecar breaker open since {iso(self.breaker.since)}"
-        if self.breaker.state is State.HALF_OPEN:
-            return True, f"sidecar breaker half-open since {iso(self.breaker.since)}: probing tier 1"
+        if self.breaker.state is not State.CLOSED:
+            return True, "sidecar breaker half-open: the next request tries tier 1"
         return True, "sidecar ready"
 
     async def probe(self) -> bool:
+        """Ask the sidecar once; when it is not ready, open the breaker. True when ready."""
         reason = await self.client.ready(PROBE_TIMEOUT_S)
-        if reason and (self.reachable or reason != self.down):
-            self.down, self.down_since = reason, time.time()
-        self.reachable = not reason
-        return self.reachable
+        if reason:
+            if reason != self.down:
+                self.down, self.down_since = reason, time.time()
+            self.breaker.trip()
+        else:
+            self.down = ""
+        return not reason
 
     async def wait_ready(self, wait_s: float) -> bool:
         """At start: probe until the sidecar is ready or ``wait_s`` has passed."""
         deadline = time.monotonic() + wait_s
-        while not await self.probe() and time.monotonic() < deadline:
-            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        return self.reachable
+        while not await self.probe():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def _probe_forever(self) -> None:
         while True:

@@ -72,7 +72,7 @@ def test_readiness_follows_start_up_and_the_sidecar(redis_db: str, feature_url: 
             http_port, grpc_port, tiny_repo, "--redis-url", redis_db, "--model-url", f"127.0.0.1:{hole.port}",
             "--stocks", str(STOCKS), "--no-precompute", "--model-wait-s", "3", "--model-probe-s", "0.2",
             "--deadline-ms", "2000", "--model-timeout-ms", "1000", "--model-latency-budget-ms", "50",
-            "--breaker-window", "2", "--breaker-min-calls", "2", "--breaker-open-s", "600"),
+            "--breaker-open-s", "2"),
             tmp_path / "gateway.log", procs.http_ready(base + "/livez"))
         started.append(gateway)
         http = httpx.Client(base_url=base, timeout=10)
@@ -91,16 +91,17 @@ def test_readiness_follows_start_up_and_the_sidecar(redis_db: str, feature_url: 
         assert _health(grpc_target) == health_pb2.HealthCheckResponse.SERVING
         assert _tiers(http) == {2}
 
-        # a real (slow) sidecar comes up on that port: tier 1 answers
+        # a real (slow) sidecar comes up on that port: the probe passes, the breaker that the
+        # failed probes held open half-opens, and the next request is tier 1's
         hole.close()
         sidecar, _ = procs.sidecar(tmp_path, tiny_repo, "--debug-delay-ms", "100", port=hole.port)
         started.append(sidecar)
         assert procs.wait_until(lambda: http.get("/readyz").json().get("tier") == 1, 15), gateway.tail()
-        assert http.get("/readyz").json() == {"ready": True, "tier": 1, "reason": "sidecar ready"}
+        assert http.get("/readyz").json() == {
+            "ready": True, "tier": 1, "reason": "sidecar breaker half-open: the next request tries tier 1"}
         assert _tiers(http) == {1}
 
-        # over its latency budget: the breaker opens, tier 2 answers, /readyz says since when
-        _tiers(http)
+        # that answer was over the latency budget: the breaker is open again, tier 2 answers
         state = http.get("/readyz").json()
         assert state["ready"] is True and state["tier"] == 2, state
         assert re.fullmatch("sidecar breaker open " + SINCE, state["reason"]), state
