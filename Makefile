@@ -84,7 +84,7 @@ $(PA_DIR)/perf_analyzer: | $(STAMP)
 	   if m.endswith(("/bin/perf_analyzer", "/libcudart.so.12"))]' $(PA_DIR)
 	chmod +x $@
 
-# The container end-to-end test (root; minutes, so not in `make test`; last result in README.md):
+# The container end-to-end test (root; minutes, so not in `make test`; last result in docs/DEPLOY.md):
 # images built offline by tests/e2e/podman/build.sh, the CPU chart played by podman, Predict.
 podman-e2e: install
 	$(MAKE) --no-print-directory system-deps APT_PACKAGES="podman runc debootstrap"

@@ -1,4 +1,4 @@
-"""gRPC server scaffolding shared by every service (DESIGN.md, conventions):
+"""gRPC server scaffolding shared by every service (docs/ARCHITECTURE.md):
 
 grpc.aio on TCP and optionally a Unix socket, grpc.health.v1, reflection, an interceptor
 that maps rtvol.errors to status codes, and a graceful drain on SIGTERM/SIGINT.

@@ -26,7 +26,8 @@ STATE = "stack.json"
 
 @dataclass(frozen=True)
 class Ports:
-    """DESIGN.md's defaults; ``from_base`` and ``free`` for side-by-side stacks and tests."""
+    """The default ports (docs/ARCHITECTURE.md, processes and ports); ``from_base`` and ``free``
+    for side-by-side stacks and tests."""
 
     redis: int = 6379
     feature: int = 50052

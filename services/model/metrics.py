@@ -1,4 +1,4 @@
-"""Prometheus metrics of the sidecar (DESIGN.md: rtvol_ prefix, seconds, 10 µs buckets)."""
+"""Prometheus metrics of the sidecar (docs/ARCHITECTURE.md: rtvol_ prefix, seconds, 10 µs buckets)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ gateway's published port by the model sidecar in the gateway's pod (tier 1, Unix
 and checked against the same model run here on the windows the containers stored.
 
 Minutes (the image builds; about 1.5 with every image cached), so deselected by default:
-`make podman-e2e` runs it (root, podman + runc). Its last result is in README.md.
+`make podman-e2e` runs it (root, podman + runc). Its last result is in docs/DEPLOY.md.
 """
 
 from __future__ import annotations
