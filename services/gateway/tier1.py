@@ -173,8 +173,9 @@ class Tier1:
         """Ask the sidecar once; when it is not ready, open the breaker. True when ready."""
         reason = await self.client.ready(PROBE_TIMEOUT_S)
         if reason:
-            if reason != self.down:
-                self.down, self.down_since = reason, time.time()
+            if not self.down:  # was up: down from now (before the first answer: since start)
+                self.down_since = time.time()
+            self.down = reason
             self.breaker.trip()
         else:
             self.down = ""
