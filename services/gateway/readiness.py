@@ -6,9 +6,10 @@ shares it, so it going away must not take all of them out of service (they answe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rtvol.services.gateway.tier1 import Tier1
+if TYPE_CHECKING:  # the type only: importing tier1 loads the inference stubs
+    from rtvol.services.gateway.tier1 import Tier1
 
 
 class Readiness:
