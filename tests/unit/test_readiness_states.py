@@ -8,25 +8,17 @@ from rtvol.services.gateway.breaker import Breaker, State
 from rtvol.services.gateway.readiness import Readiness
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_trip_opens_without_traffic_and_keeps_it_open_while_repeated() -> None:
-    clock = Clock()
-    b = Breaker("r1", open_s=1.0, clock=clock)
+    now = [0.0]
+    b = Breaker("r1", open_s=1.0, clock=lambda: now[0])
     b.trip()
     assert b.state is State.OPEN and b.refusing() and not b.allow()
     opened = b.since
-    clock.t = 0.9
+    now[0] = 0.9
     b.trip()  # the probe failed again: open for another open_s, same "since"
-    clock.t = 1.5
+    now[0] = 1.5
     assert b.refusing() and not b.allow() and b.since == opened
-    clock.t = 2.0
+    now[0] = 2.0
     assert not b.refusing()  # refusing() never moves the state; allow() takes the probe slot
     assert b.state is State.OPEN
     assert b.allow() and b.state is State.HALF_OPEN
