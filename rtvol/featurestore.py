@@ -8,6 +8,9 @@ Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if 
   window as ``steps x features`` little-endian float32, oldest step first;
 * change stream ``rtvol:fw:{spec_hash}:changes``: one entry per written batch, field ``ids``
   = the stock ids as little-endian int32, trimmed to about ``stream_maxlen`` entries;
+* online checkpoint ``rtvol:fs:{spec_hash}:{stock_id}``: the stock's whole online state as
+  rtvol.features.online_checkpoint.RECORD (the feature service's restart point), set in the
+  same pipeline as, and before, the stock's window, with the same TTL;
 * volatility estimate ``rtvol:vol:{spec_hash}``: VOL_HEADER (magic ``RTVV``, version u16,
   reserved u16, computed at µs i64, count i32) + int32 stock ids + float32 estimates.
 Writes are pipelined and non-transactional (a reader may see part of a batch; every window
@@ -48,6 +51,10 @@ def now_us() -> int:
 
 def window_key(spec_hash: str, stock_id: int) -> bytes:
     return f"rtvol:fw:{spec_hash}:{int(stock_id)}".encode()
+
+
+def checkpoint_key(spec_hash: str, stock_id: int) -> bytes:
+    return f"rtvol:fs:{spec_hash}:{int(stock_id)}".encode()
 
 
 def stream_key(spec_hash: str) -> bytes:
@@ -168,9 +175,12 @@ class FeatureStore(Protocol):
     spec_hash: str
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray) -> None: ...
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
+        """``checkpoints``: one fixed-size record per stock, stored before its window."""
 
     async def read(self, stock_ids: np.ndarray) -> Windows: ...
+
+    async def read_checkpoints(self, stock_ids: np.ndarray) -> list[bytes | None]: ...
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]: ...
 
@@ -234,13 +244,15 @@ class RedisStore:
         return cls(redis_client(url, cluster), spec_hash, **kw)
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray) -> None:
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
         if len(stock_ids) == 0:
             return
         values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
         pipe = self.client.pipeline(transaction=False)
-        for sid, value in zip(stock_ids, values, strict=True):
-            pipe.set(self._key(int(sid)), value, ex=self.ttl_s)
+        for i, (sid, value) in enumerate(zip(stock_ids.tolist(), values, strict=True)):
+            if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
+                pipe.set(checkpoint_key(self.spec_hash, sid), checkpoints[i].tobytes(), ex=self.ttl_s)
+            pipe.set(self._key(sid), value, ex=self.ttl_s)
         pipe.xadd(stream_key(self.spec_hash), {b"ids": encode_ids(stock_ids)},
                   maxlen=self.stream_maxlen, approximate=True)
         await pipe.execute()
@@ -257,6 +269,12 @@ class RedisStore:
             return await self.reader.mget(keys, VALUE_RECORD.itemsize, decode_reply)
         values = await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys))
         return decode_windows(values)
+
+    async def read_checkpoints(self, stock_ids: np.ndarray) -> list[bytes | None]:
+        keys = [checkpoint_key(self.spec_hash, s) for s in np.asarray(stock_ids).tolist()]
+        if not keys:
+            return []
+        return list(await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys)))
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]:
         entries = await self.client.xrange(stream_key(self.spec_hash), min=b"(" + after if after != b"0"
@@ -292,18 +310,23 @@ class InProcessStore:
         return item[0]
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray) -> None:
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
         if len(stock_ids) == 0:
             return
         expires = time.monotonic() + self.ttl_s
         values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
-        for sid, value in zip(stock_ids, values, strict=True):
+        for i, (sid, value) in enumerate(zip(stock_ids.tolist(), values, strict=True)):
+            if checkpoints is not None:
+                self.values[checkpoint_key(self.spec_hash, sid)] = (checkpoints[i].tobytes(), expires)
             self.values[window_key(self.spec_hash, sid)] = (value, expires)
         self._next_id += 1
         self.stream.append((f"{self._next_id}-0".encode(), np.array(stock_ids, np.int32)))
 
     async def read(self, stock_ids: np.ndarray) -> Windows:
         return decode_windows([self._get(window_key(self.spec_hash, s)) for s in stock_ids])
+
+    async def read_checkpoints(self, stock_ids: np.ndarray) -> list[bytes | None]:
+        return [self._get(checkpoint_key(self.spec_hash, s)) for s in stock_ids]
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]:
         # ids run 1, 2, 3, ...: the first entry after ``after`` sits at a known offset. A scan

@@ -10,14 +10,24 @@ Event time ``t`` (seconds) = bucket * 600 + seconds_in_bucket; its global step i
 later step, or when :meth:`OnlineState.advance` moves the feed's clock past it. The
 window of a stock is its last ``STEPS`` closed steps; at a bucket's close it equals the
 offline window of that bucket (tests/unit/test_online_parity.py).
+
+Nothing one update (or watermark) says is adopted unchecked: besides the value checks of
+online_batch.check_values, a sequence number may not jump more than ``Limits.max_sequence_gap``
+past the stock's last one, an event time not more than ``Limits.max_time_ahead_s`` past the
+stock's last one (a stock's first update: past the stream's clock, the latest accepted event
+time or watermark), and a watermark not more than ``Limits.max_watermark_ahead_s`` past the
+stream's clock. Such jumps are rejected with a reason, so one hostile message can neither
+close every window nor make a stock's later, real updates look late.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rtvol.features.online_batch import BOOK, TRADE, R, UpdateBatch, check_values
-from rtvol.features.spec import INDEX, N_FEATURES, STEP_SECONDS, STEPS
+from rtvol.features.spec import BUCKET_SECONDS, INDEX, N_FEATURES, STEP_SECONDS, STEPS
 
 # accumulator columns (sums over the open step)
 A_R1SQ, A_R2SQ, A_R1, A_BOOKS, A_VOLUME, A_NOTIONAL, A_TRADES, A_ORDERS = range(8)
@@ -40,11 +50,24 @@ def rounds(stock: np.ndarray) -> list[np.ndarray]:
     return [order[by_rank[bounds[i]:bounds[i + 1]]] for i in range(len(bounds) - 1)]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How far one update or watermark may move a clock forward; a bigger jump is rejected."""
+
+    max_sequence_gap: int = 1_000_000  # past the stock's last accepted sequence number
+    max_time_ahead_s: float = 86_400.0  # past the stock's last event time (or the stream's clock)
+    max_watermark_ahead_s: float = float(BUCKET_SECONDS)  # past the stream's clock
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class OnlineState:
     """Features of ``n_stocks`` stocks (ids 0..n_stocks-1)."""
 
-    def __init__(self, n_stocks: int) -> None:
-        self.n_stocks = n_stocks
+    def __init__(self, n_stocks: int, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.n_stocks, self.limits = n_stocks, limits
+        self.clock = -np.inf  # the stream's clock: latest accepted event time or watermark
         self.step = np.full(n_stocks, -1, np.int64)  # open global step; -1 before any update
         self.seq = np.full(n_stocks, -1, np.int64)  # last accepted sequence number
         self.time = np.full(n_stocks, np.nan)  # event time of the last accepted update
@@ -75,8 +98,16 @@ class OnlineState:
             reason[rows] = self._apply_round(batch.take(rows))
         return reason
 
-    def advance(self, time: float) -> np.ndarray:
-        """The feed is complete up to ``time``: close every earlier step; returns touched stocks."""
+    def advance(self, time: float) -> np.ndarray | None:
+        """The feed is complete up to ``time``: close every earlier step; returns touched stocks.
+
+        None: rejected, ``time`` is more than ``max_watermark_ahead_s`` past the stream's clock.
+        Before any accepted update there is no clock and nothing open: it is ignored."""
+        if self.clock == -np.inf:
+            return np.zeros(0, np.int64)
+        if not time <= self.clock + self.limits.max_watermark_ahead_s:  # NaN too
+            return None
+        self.clock = max(self.clock, time)
         g = int(np.floor(time / STEP_SECONDS))
         idx = np.flatnonzero((self.step >= 0) & (self.step < g))
         self._close_until(idx, np.full(len(idx), g, np.int64))
@@ -89,9 +120,17 @@ class OnlineState:
         reason = np.zeros(len(b), np.int8)
         reason[b.seq == self.seq[idx]] = R["duplicate_sequence"]
         reason[(reason == 0) & (b.seq < self.seq[idx])] = R["out_of_order"]
+        gap = (self.seq[idx] >= 0) & (b.seq - self.seq[idx] > self.limits.max_sequence_gap)
+        reason[(reason == 0) & gap] = R["sequence_jump"]
+        last = self.time[idx]
+        ref = np.where(np.isnan(last), self.clock, last)  # -inf: no clock yet, any time goes
+        ahead = (ref > -np.inf) & (b.time - ref > self.limits.max_time_ahead_s)
+        reason[(reason == 0) & ahead] = R["time_jump"]
         reason[(reason == 0) & (g < self.step[idx])] = R["late"]
         ok = reason == 0
         b, idx, g = b.take(ok), idx[ok], g[ok]
+        if len(b):
+            self.clock = max(self.clock, float(b.time.max()))
         fresh = self.step[idx] < 0
         self.step[idx[fresh]] = g[fresh]
         moving = g > self.step[idx]

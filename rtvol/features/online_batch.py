@@ -17,6 +17,7 @@ BOOK, TRADE = 0, 1
 REASONS: tuple[str, ...] = (
     "ok", "malformed", "unknown_stock", "non_finite", "non_positive", "crossed_book",
     "locked_book", "duplicate_sequence", "out_of_order", "late", "oversized_batch",
+    "out_of_range", "sequence_jump", "time_jump", "watermark_ahead", "not_owned",
 )
 R = {name: i for i, name in enumerate(REASONS)}
 
@@ -65,6 +66,13 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UpdateBatch))
 BOOK_PRICES = ("bid1", "ask1", "bid2", "ask2")
 BOOK_SIZES = ("bid_size1", "ask_size1", "bid_size2", "ask_size2")
 
+# Plausible values: inside these bounds every derived number (WAP, its log, spread, sums of
+# squared returns, notional) stays finite in float64 and in the float32 window.
+MIN_PRICE, MAX_PRICE = 1e-9, 1e9
+MAX_SIZE = 1e12  # also bounds order_count
+MAX_EVENT_TIME_S = 2.0**53 / 1e6  # event_time_us beyond 2**53 loses integer precision as a double
+MAX_SEQUENCE = 2**53
+
 
 def check_values(b: UpdateBatch, n_stocks: int) -> np.ndarray:
     """Per update, the first reason (index into REASONS) its own values are invalid; 0 if fine.
@@ -90,6 +98,13 @@ def check_values(b: UpdateBatch, n_stocks: int) -> np.ndarray:
         flag(np.where(book, (book_vals <= 0).any(0), (trade_vals[:2] <= 0).any(0)
                       | (trade_vals[2] < 0)), "non_positive")
         crossed = (b.bid1 > b.ask1) | (b.bid2 > b.bid1) | (b.ask2 < b.ask1)
+        def out_of_range(v: np.ndarray) -> np.ndarray:
+            return (v < MIN_PRICE) | (v > MAX_PRICE)
+
+        book_out = out_of_range(book_vals[:4]).any(0) | (book_vals[4:] > MAX_SIZE).any(0)
+        trade_out = out_of_range(trade_vals[0]) | (trade_vals[1:] > MAX_SIZE).any(0)
+        flag(np.where(book, book_out, trade_out) | (b.time > MAX_EVENT_TIME_S) | (b.seq > MAX_SEQUENCE),
+             "out_of_range")
         flag(book & crossed, "crossed_book")
         flag(book & (b.bid1 == b.ask1), "locked_book")
     return reason

@@ -22,8 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtvol.features.online import OnlineState, rounds
-from rtvol.features.online_batch import BOOK, FIELDS, TRADE, R, UpdateBatch
+from rtvol.features.online import DEFAULT_LIMITS, Limits, OnlineState, rounds
+from rtvol.features.online_batch import (
+    BOOK,
+    FIELDS,
+    MAX_EVENT_TIME_S,
+    MAX_PRICE,
+    MAX_SEQUENCE,
+    MAX_SIZE,
+    MIN_PRICE,
+    TRADE,
+    R,
+    UpdateBatch,
+)
 from rtvol.features.spec import INDEX, N_FEATURES, STEP_SECONDS, STEPS
 
 if TYPE_CHECKING:
@@ -59,12 +70,15 @@ def _col(ptr, c, n, offs, mask):
 
 @_jit
 def _round_kernel(ints, floats, n, n_stocks, step_p, seq_p, time_p, closed_p, acc_p, close_p, has_p,
-                  logwap_p, ring_p, head_p, reason_p,
+                  logwap_p, ring_p, head_p, reason_p, clock_p, max_gap, max_ahead,
                   STEPS: tl.constexpr, NF: tl.constexpr, STEP_S: tl.constexpr, BOOK_K: tl.constexpr,
                   TRADE_K: tl.constexpr, MALFORMED: tl.constexpr, UNKNOWN: tl.constexpr,
                   NON_FINITE: tl.constexpr, NON_POSITIVE: tl.constexpr, CROSSED: tl.constexpr,
                   LOCKED: tl.constexpr, DUPLICATE: tl.constexpr, OUT_OF_ORDER: tl.constexpr,
-                  LATE: tl.constexpr, I_RV1: tl.constexpr, I_RV2: tl.constexpr, I_RET: tl.constexpr,
+                  LATE: tl.constexpr, OUT_OF_RANGE: tl.constexpr, SEQ_JUMP: tl.constexpr,
+                  TIME_JUMP: tl.constexpr, MIN_P: tl.constexpr, MAX_P: tl.constexpr,
+                  MAX_SZ: tl.constexpr, MAX_T: tl.constexpr, MAX_SEQ: tl.constexpr, I_RV1: tl.constexpr,
+                  I_RV2: tl.constexpr, I_RET: tl.constexpr,
                   I_SPREAD: tl.constexpr, I_BAL: tl.constexpr, I_IMB: tl.constexpr, I_SIZE: tl.constexpr,
                   I_BOOKS: tl.constexpr, I_VOL: tl.constexpr, I_TRADES: tl.constexpr,
                   I_ORDERS: tl.constexpr, I_PREM: tl.constexpr, BLOCK: tl.constexpr):
@@ -101,6 +115,12 @@ def _round_kernel(ints, floats, n, n_stocks, step_p, seq_p, time_p, closed_p, ac
                 | (bs2 <= 0) | (as2 <= 0))
     trade_bad = (price <= 0) | (size <= 0) | (orders < 0)
     r = tl.where((r == 0) & tl.where(book, book_bad, trade_bad), NON_POSITIVE, r)
+    book_out = ((bid1 < MIN_P) | (bid1 > MAX_P) | (ask1 < MIN_P) | (ask1 > MAX_P) | (bid2 < MIN_P)
+                | (bid2 > MAX_P) | (ask2 < MIN_P) | (ask2 > MAX_P) | (bs1 > MAX_SZ) | (as1 > MAX_SZ)
+                | (bs2 > MAX_SZ) | (as2 > MAX_SZ))
+    trade_out = (price < MIN_P) | (price > MAX_P) | (size > MAX_SZ) | (orders > MAX_SZ)
+    out = tl.where(book, book_out, trade_out) | (t > MAX_T) | (seq > MAX_SEQ)
+    r = tl.where((r == 0) & out, OUT_OF_RANGE, r)
     r = tl.where((r == 0) & book & ((bid1 > ask1) | (bid2 > bid1) | (ask2 < ask1)), CROSSED, r)
     r = tl.where((r == 0) & book & (bid1 == ask1), LOCKED, r)
 
@@ -109,9 +129,14 @@ def _round_kernel(ints, floats, n, n_stocks, step_p, seq_p, time_p, closed_p, ac
     s = tl.where(valid, sid, 0)
     cur_seq = tl.load(seq_p + s, mask=valid, other=0)
     cur_step = tl.load(step_p + s, mask=valid, other=0)
+    cur_time = tl.load(time_p + s, mask=valid, other=0.0)
+    clock = tl.load(clock_p)
+    ref = tl.where(cur_time == cur_time, cur_time, clock)  # a new stock: the stream's clock
     g = libdevice.floor(t / STEP_S).to(tl.int64)
     r = tl.where(valid & (seq == cur_seq), DUPLICATE, r)
     r = tl.where(valid & (r == 0) & (seq < cur_seq), OUT_OF_ORDER, r)
+    r = tl.where(valid & (r == 0) & (cur_seq >= 0) & (seq - cur_seq > max_gap), SEQ_JUMP, r)
+    r = tl.where(valid & (r == 0) & (ref > -float("inf")) & (t - ref > max_ahead), TIME_JUMP, r)
     r = tl.where(valid & (r == 0) & (g < cur_step), LATE, r)
     tl.store(reason_p + offs, r.to(tl.int8), mask=live)
     ok = valid & (r == 0)
@@ -221,11 +246,14 @@ def _round_kernel(ints, floats, n, n_stocks, step_p, seq_p, time_p, closed_p, ac
     tl.store(acc_p + s * 8 + 7, a7, mask=ok)
 
 
-def _constants() -> dict[str, int]:
+def _constants() -> dict[str, float]:
     return dict(STEPS=STEPS, NF=N_FEATURES, STEP_S=STEP_SECONDS, BOOK_K=BOOK, TRADE_K=TRADE,
                 MALFORMED=R["malformed"], UNKNOWN=R["unknown_stock"], NON_FINITE=R["non_finite"],
                 NON_POSITIVE=R["non_positive"], CROSSED=R["crossed_book"], LOCKED=R["locked_book"],
                 DUPLICATE=R["duplicate_sequence"], OUT_OF_ORDER=R["out_of_order"], LATE=R["late"],
+                OUT_OF_RANGE=R["out_of_range"], SEQ_JUMP=R["sequence_jump"], TIME_JUMP=R["time_jump"],
+                MIN_P=MIN_PRICE, MAX_P=MAX_PRICE, MAX_SZ=MAX_SIZE, MAX_T=MAX_EVENT_TIME_S,
+                MAX_SEQ=MAX_SEQUENCE,
                 I_RV1=F["wap1_rv"], I_RV2=F["wap2_rv"], I_RET=F["wap1_return"], I_SPREAD=F["spread"],
                 I_BAL=F["wap_balance"], I_IMB=F["depth_imbalance"], I_SIZE=F["log_book_size"],
                 I_BOOKS=F["book_updates"], I_VOL=F["trade_volume"], I_TRADES=F["trade_count"],
@@ -249,9 +277,9 @@ class GpuOnlineState:
     ring: torch.Tensor
     head: torch.Tensor
 
-    def __init__(self, n_stocks: int, device: str = "cuda") -> None:
-        self.n_stocks, self.device = n_stocks, device
-        self.load(OnlineState(n_stocks))
+    def __init__(self, n_stocks: int, device: str = "cuda", limits: Limits = DEFAULT_LIMITS) -> None:
+        self.n_stocks, self.device, self.limits = n_stocks, device, limits
+        self.load(OnlineState(n_stocks, limits))
 
     def load(self, state: OnlineState) -> None:
         import torch
@@ -260,12 +288,15 @@ class GpuOnlineState:
             a = getattr(state, name)
             a = a.astype(np.int8) if a.dtype == bool else a
             setattr(self, name, torch.from_numpy(np.ascontiguousarray(a)).to(self.device))
+        # the stream's clock stays on the device: each round's accepted times move it, no sync
+        self.clock = torch.tensor([state.clock], dtype=torch.float64, device=self.device)
 
     def to_cpu(self) -> OnlineState:
-        out = OnlineState(self.n_stocks)
+        out = OnlineState(self.n_stocks, self.limits)
         for name in STATE_ARRAYS:
             a = getattr(self, name).cpu().numpy()
             setattr(out, name, a.astype(bool) if name == "has_close" else a)
+        out.clock = float(self.clock.item())
         return out
 
     def upload(self, b: UpdateBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,7 +317,10 @@ class GpuOnlineState:
         if n:
             _round_kernel[(triton.cdiv(n, BLOCK),)](
                 ints, floats, n, self.n_stocks, self.step, self.seq, self.time, self.closed, self.acc,
-                self.close, self.has_close, self.log_wap, self.ring, self.head, reason, **_constants())
+                self.close, self.has_close, self.log_wap, self.ring, self.head, reason, self.clock,
+                self.limits.max_sequence_gap, self.limits.max_time_ahead_s, **_constants())
+            accepted = torch.where(reason == 0, floats[0], -torch.inf)
+            torch.maximum(self.clock, accepted.max(), out=self.clock)
         return reason
 
     def apply_round(self, b: UpdateBatch) -> np.ndarray:

@@ -8,14 +8,17 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from rtvol import config, rpc, telemetry
-from rtvol.features.online import OnlineState
+from rtvol.features.online import Limits, OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from rtvol.services.feature.alerts import ALERT_CHANNEL, Alerts
 from rtvol.services.feature.fanout import Consumer, FanOut
 from rtvol.services.feature.publisher import Publisher
+from rtvol.services.feature.recovery import recover
 from rtvol.services.feature.servicer import SERVICE_NAME, FeaturesServicer, Ingestor
 from rtvol.services.feature.settings import FeatureSettings
 from rtvol.services.feature.ticklog import TickLog
@@ -54,11 +57,12 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when another component shares the process
     (services/embedded.py): then the store is theirs to close."""
-    state = OnlineState(s.stocks)
+    state = OnlineState(s.stocks, Limits(s.max_sequence_gap, s.max_time_ahead_s, s.max_watermark_ahead_s))
     owned = store is None
     if store is None:
         store = make_store(s)
     publisher = Publisher(state, store, s.flush_interval_s)
+    await recover(state, store, publisher, np.arange(s.stocks))  # a store it cannot read: no start
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps)

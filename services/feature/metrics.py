@@ -7,7 +7,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
 
 UPDATES = Counter("rtvol_feature_updates_total", "Market updates accepted into the online state")
-REJECTS = Counter("rtvol_feature_rejects_total", "Market updates rejected, by reason", ["reason"])
+REJECTS = Counter("rtvol_feature_rejects_total", "Market updates (and watermarks) rejected, by reason",
+                  ["reason"])
+NONFINITE_WINDOWS = Counter("rtvol_feature_nonfinite_windows_total",
+                            "Windows not written because they held a non-finite value")
+RECOVERED = Counter("rtvol_feature_recovered_stocks_total",
+                    "Stocks whose state was restored from the store at start, by source", ["source"])
 BAD_REQUESTS = Counter("rtvol_feature_bad_requests_total",
                        "Calls answered INVALID_ARGUMENT, by method and reason", ["method", "reason"])
 BATCH = Histogram("rtvol_feature_ingest_batch_size", "Updates per ingest message", buckets=BATCH_BUCKETS)

@@ -65,8 +65,13 @@ class Ingestor:
                 self.fanout.offer(batch, reason, time.monotonic())  # never blocks
                 metrics.BATCH.observe(n)
                 self.publisher.mark(np.flatnonzero(self.state.closed != before))
+                self.publisher.touch(batch.stock_id[reason == 0])
         if request.watermark_us > 0:
-            self.publisher.mark(self.state.advance(request.watermark_us / 1e6))
+            closed = self.state.advance(request.watermark_us / 1e6)
+            if closed is None:  # a jump past the stream's clock: never adopted
+                counts[R["watermark_ahead"]] += 1
+            else:
+                self.publisher.mark(closed)
         metrics.UPDATES.inc(int(counts[0]))
         for i in np.flatnonzero(counts[1:]) + 1:
             metrics.REJECTS.labels(REASONS[i]).inc(int(counts[i]))
@@ -87,8 +92,8 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
         async for request in request_iterator:
             counts += self.ingestor.apply(request)
             messages += 1
-        # read-your-writes: when the stream ends its windows are in the store
-        await self.ingestor.publisher.flush()
+        # read-your-writes: when the stream ends its windows and sequence numbers are in the store
+        await self.ingestor.publisher.flush(touched=True)
         return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
                                 rejected_by_reason={REASONS[i]: int(counts[i])
                                                     for i in np.flatnonzero(counts[1:]) + 1})

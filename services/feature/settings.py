@@ -25,6 +25,14 @@ class FeatureSettings(ServiceSettings):
     """Stock ids 0..stocks-1 are known; others are rejected."""
     max_batch: int = 65_536
     """Updates per ingest message; a larger message is rejected whole."""
+    max_sequence_gap: int = 1_000_000
+    """An update whose sequence number jumps further past its stock's last one is rejected (sequence_jump)."""
+    max_time_ahead_s: float = 86_400.0
+    """An update whose event time jumps further past its stock's last one (a stock's first update:
+    past the stream's clock) is rejected (time_jump)."""
+    max_watermark_ahead_s: float = 600.0
+    """A watermark further past the stream's clock (latest accepted event time or watermark) is
+    rejected (watermark_ahead)."""
     vol_interval_s: float = 0.15
     """Cadence of the background volatility estimate (the gateway's tier 3)."""
     vol_halflife_steps: float = 10.0

@@ -19,7 +19,7 @@ from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from rtvol.training import dataset, optiver
 
 pytestmark = pytest.mark.integration
-N_STOCKS = 8
+N_STOCKS = 12
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,9 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service(redis_server: str, metrics_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def service(redis_db: str, metrics_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # a later flag wins: the helper's --metrics-port 0 is overridden
-    proc, target = procs.feature_service(tmp_path_factory.mktemp("feature"), redis_server, N_STOCKS,
+    proc, target = procs.feature_service(tmp_path_factory.mktemp("feature"), redis_db, N_STOCKS,
                                          "--max-batch", "1000", "--metrics-port", str(metrics_port),
                                          "--alert-stale-after-s", "3600")
     try:
@@ -88,7 +88,7 @@ def _book(stock: int, seq: int, t: float, bid: float = 1.0, ask: float = 1.001, 
 
 
 def test_bad_input_is_rejected_by_reason_and_the_service_keeps_serving(stub: pb_grpc.FeaturesStub) -> None:
-    s, t0 = N_STOCKS - 1, 1_000 * BUCKET_SECONDS  # a stock and a time the replay test never used
+    s, t0 = N_STOCKS - 1, 100 * BUCKET_SECONDS  # a stock and a time the replay test never used
     good = [_book(s, 1, t0), _book(s, 2, t0 + 1)]
     bad = [_book(s, 2, t0 + 2),  # duplicate sequence
            _book(s, 1, t0 + 3),  # out of order
@@ -121,13 +121,48 @@ def test_bad_input_is_rejected_by_reason_and_the_service_keeps_serving(stub: pb_
     assert _windows(reply)[0, -2:, 7].tolist() == pytest.approx([np.log1p(2), 0.0])
 
 
-def test_volatility_estimate_is_refreshed_in_the_store(service: str, redis_server: str) -> None:
+def test_hostile_updates_and_watermarks_are_rejected_and_never_poison_a_stock(
+        stub: pb_grpc.FeaturesStub, metrics_port: int) -> None:
+    s, new, t0 = 4, 5, 140 * BUCKET_SECONDS  # stocks and a time no other test uses
+    first = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 1, t0), _book(s, 2, t0 + 13)])]), timeout=30)
+    assert first.accepted == 2
+    day = 86_400
+    t = t0 + 14
+    hostile = [_book(s, 3, t, size=1e308), _trade(s, 3, t, price=1e300, size=1.0),
+               _trade(s, 3, t, price=float("inf"), size=1.0), _trade(s, 3, t, price=1.0, size=-1.0),
+               _trade(s, 3, t, price=0.0, size=1.0), _book(s, 2**63 - 1, t0 + 15),
+               _book(s, 2**40, t0 + 15),  # a jump of 2**40 sequence numbers
+               pb.MarketUpdate(stock_id=s, sequence=4, event_time_us=10**18, book=_book(s, 4, 0).book),
+               _book(s, 5, t0 + 10 * day),  # ten days past the stock's clock
+               _book(new, 1, t0 + 10 * day)]  # a new stock's first update, ten days past the stream's
+    summary = stub.Ingest(iter([pb.IngestRequest(updates=hostile), pb.IngestRequest(watermark_us=2**62)]),
+                          timeout=30)
+    assert summary.accepted == 0
+    assert dict(summary.rejected_by_reason) == {"out_of_range": 4, "non_finite": 1, "non_positive": 2,
+                                                "sequence_jump": 1, "time_jump": 2, "watermark_ahead": 1}
+    # nothing was adopted: the next real updates of both stocks are accepted, the windows are intact
+    after = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 6, t0 + 26), _book(new, 1, t0 + 1)])]),
+                        timeout=30)
+    assert (after.accepted, after.rejected) == (2, 0)
+    reply = stub.GetFeatures(pb.GetFeaturesRequest(stock_ids=[s]), timeout=10)
+    window = _windows(reply)[0]
+    assert reply.found[0] and reply.sequence[0] == 6 and np.isfinite(window).all()
+    assert window[-2:, 7].tolist() == pytest.approx([np.log1p(1), np.log1p(1)])  # one book in each step
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for reason in ("out_of_range", "sequence_jump", "time_jump", "watermark_ahead"):
+        assert f'rtvol_feature_rejects_total{{reason="{reason}"}}' in text
+
+
+def test_volatility_estimate_is_refreshed_in_the_store(service: str, redis_db: str) -> None:
     import asyncio
 
     from rtvol.featurestore import RedisStore
 
     async def read() -> tuple[float, int]:
-        store = RedisStore.connect(redis_server, spec_hash())
+        store = RedisStore.connect(redis_db, spec_hash())
         deadline = time.monotonic() + 10
         try:
             while time.monotonic() < deadline:
@@ -155,7 +190,7 @@ def test_crossed_book_alert_is_published_on_redis(stub: pb_grpc.FeaturesStub, re
     sub.subscribe(ALERT_CHANNEL)
     try:
         assert sub.get_message(timeout=5) is None  # the subscription is live before we ingest
-        s, t0 = N_STOCKS - 2, 2_000 * BUCKET_SECONDS  # a stock and time no other test uses
+        s, t0 = N_STOCKS - 2, 110 * BUCKET_SECONDS  # a stock and time no other test uses
         summary = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 1, t0, bid=1.002)])]), timeout=30)
         assert dict(summary.rejected_by_reason) == {"crossed_book": 1}
         deadline, alerts = time.monotonic() + 10, []
@@ -173,7 +208,7 @@ def test_metrics_endpoint_shows_rates_rejects_queues_staleness_and_redis_latency
         stub: pb_grpc.FeaturesStub, metrics_port: int) -> None:
     import urllib.request
 
-    s, t0 = N_STOCKS - 3, 3_000 * BUCKET_SECONDS
+    s, t0 = N_STOCKS - 3, 120 * BUCKET_SECONDS
     stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 1, t0), _book(s, 2, t0 + 13),
                                                 _book(s, 2, t0 + 14)])]), timeout=30)
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
@@ -207,7 +242,7 @@ def _vwap_when(stub: pb_grpc.FeaturesStub, stocks: list[int], done: Callable[[pb
 
 def test_get_vwap_answers_each_stocks_bucket_vwap_over_grpc(stub: pb_grpc.FeaturesStub,
                                                            metrics_port: int) -> None:
-    s, t0 = N_STOCKS - 4, 4_000 * BUCKET_SECONDS  # a stock and a time no other test uses
+    s, t0 = N_STOCKS - 4, 130 * BUCKET_SECONDS  # a stock and a time no other test uses
     trades = [_trade(s, 1, t0 + 1, 1.0, 10), _trade(s, 2, t0 + 5, 1.01, 30),
               _trade(s, 3, t0 + 9, 0.99, 0.0)]  # a zero size is rejected: never in the VWAP
     summary = stub.Ingest(iter([pb.IngestRequest(updates=[_book(s, 0, t0), *trades])]), timeout=30)
@@ -215,20 +250,20 @@ def test_get_vwap_answers_each_stocks_bucket_vwap_over_grpc(stub: pb_grpc.Featur
     reply = _vwap_when(stub, [s, s + 1], lambda r: r.volume[0] == 40)  # s + 1: books only
     assert list(reply.stock_ids) == [s, s + 1] and list(reply.found) == [True, False]
     assert reply.vwap[0] == pytest.approx((1.0 * 10 + 1.01 * 30) / 40)
-    assert (reply.volume[0], reply.time_id[0], reply.last_trade_us[0]) == (40, 4_000, int((t0 + 5) * 1e6))
+    assert (reply.volume[0], reply.time_id[0], reply.last_trade_us[0]) == (40, 130, int((t0 + 5) * 1e6))
     assert 0 <= reply.age_ms[0] < 10_000
     assert (reply.vwap[1], reply.volume[1], reply.time_id[1]) == (0, 0, -1)  # never traded
 
     # the first trade of the next bucket starts that bucket's VWAP
     next_bucket = _trade(s, 4, t0 + BUCKET_SECONDS + 2, 1.02, 5)
     stub.Ingest(iter([pb.IngestRequest(updates=[next_bucket])]), timeout=30)
-    reply = _vwap_when(stub, [s], lambda r: r.time_id[0] == 4_001)
-    assert (reply.vwap[0], reply.volume[0], reply.time_id[0]) == (pytest.approx(1.02), 5, 4_001)
+    reply = _vwap_when(stub, [s], lambda r: r.time_id[0] == 131)
+    assert (reply.vwap[0], reply.volume[0], reply.time_id[0]) == (pytest.approx(1.02), 5, 131)
 
     with pytest.raises(grpc.RpcError) as err:
         stub.GetVwap(pb.GetVwapRequest(stock_ids=[s, N_STOCKS + 3]), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "stock_ids: unknown stock ids [11]" in (err.value.details() or "")
+    assert f"stock_ids: unknown stock ids [{N_STOCKS + 3}]" in (err.value.details() or "")
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:

@@ -47,6 +47,10 @@ def _stream(n_rounds: int, seed: int) -> list[UpdateBatch]:
         cols["bid1"] = np.where(bad, np.select([pick == 0, pick == 1], [m + 2 * half, m + half], np.nan),
                                 cols["bid1"])
         cols["size"] = np.where(rng.random(n) < 0.02, 0.0, cols["size"])
+        # implausible values and jumps past the stock's clocks: rejected the same way by both paths
+        cols["ask_size1"] = np.where(rng.random(n) < 0.01, 1e308, cols["ask_size1"])
+        cols["time"] = cols["time"] + np.where(rng.random(n) < 0.01, 1e6, 0.0)
+        cols["seq"] = cols["seq"] + np.where(rng.random(n) < 0.01, 10**7, 0)
         out.append(UpdateBatch.from_columns(cols))
     return out
 
@@ -56,6 +60,7 @@ def test_snapshot_round_kernel_matches_the_numpy_state() -> None:
     for b in _stream(300, seed=1):
         np.testing.assert_array_equal(gpu.apply(b), cpu.apply(b))
     got = gpu.to_cpu()
+    assert got.clock == cpu.clock
     for name in ("step", "seq", "closed", "head", "has_close"):
         np.testing.assert_array_equal(getattr(got, name), getattr(cpu, name), err_msg=name)
     assert cpu.closed.min() > 0 and cpu.closed.max() > 2 * 50  # steps and buckets did close
