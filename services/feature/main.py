@@ -39,8 +39,10 @@ def make_fanout(s: FeatureSettings, vwap: Vwap) -> tuple[FanOut, list[Callable[[
     """The side consumers the settings ask for, and what closes them after their threads end."""
     consumers, closers = [Consumer("vwap", vwap.handle, s.fanout_queue, "drop_oldest")], []
     if s.ticklog_dir:
-        log_ = TickLog(Path(s.ticklog_dir), s.ticklog_max_rows, s.ticklog_max_files)
-        consumers.append(Consumer("ticklog", log_.handle, s.fanout_queue, "drop_newest"))
+        log_ = TickLog(Path(s.ticklog_dir), s.ticklog_max_rows, s.ticklog_max_files, s.ticklog_max_bytes,
+                       s.ticklog_max_age_s, s.ticklog_fsync_interval_s)
+        consumers.append(Consumer("ticklog", log_.handle, s.fanout_queue, "drop_newest", log_.tick,
+                                  tick_s=min(0.5, s.ticklog_fsync_interval_s)))
         closers.append(log_.close)
     if s.alerts:
         publish: Callable[[bytes], object] = lambda message: 0  # noqa: E731 (no Redis: counted only)

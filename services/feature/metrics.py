@@ -30,3 +30,5 @@ FANOUT_DROPS = Counter("rtvol_feature_fanout_drops_total",
                        "Batches a full fan-out queue dropped (its overflow policy)", ["consumer"])
 ALERTS = Counter("rtvol_feature_alerts_total", "Risk alerts published, by kind (stocks alerted)", ["kind"])
 TICKLOG_ROWS = Counter("rtvol_feature_ticklog_rows_total", "Updates written to the on-disk tick log")
+TICKLOG_RECOVERED = Counter("rtvol_feature_ticklog_recovered_rows_total",
+                            "Rows recovered at start from tick-log files a crash left open")

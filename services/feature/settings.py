@@ -47,6 +47,12 @@ class FeatureSettings(ServiceSettings):
     """Directory of the rotating Arrow tick log (`rtvol data from-ticklog` reads it); empty: off."""
     ticklog_max_rows: int = 1_000_000
     """Rows per tick-log file before it rotates."""
+    ticklog_max_bytes: int = 256 << 20
+    """Bytes per tick-log file before it rotates."""
+    ticklog_max_age_s: float = 3600.0
+    """Seconds a tick-log file stays open before it rotates."""
+    ticklog_fsync_interval_s: float = 1.0
+    """The open tick-log file is fsynced this often (and at every rotation): a crash loses at most that."""
     ticklog_max_files: int = 100
     """Complete tick-log files kept; older ones are deleted."""
     alerts: bool = True

@@ -1,9 +1,13 @@
 """Rotating on-disk tick log (Arrow IPC streams) and its converter to Optiver's layout.
 
 The writer appends every *accepted* update (the UpdateBatch columns) to
-``ticks-<counter>.arrow.part``; at ``max_rows`` it closes the file
-and renames it to ``.arrow``, so readers only ever see complete files, and it deletes the
-oldest files beyond ``max_files``. ``to_optiver`` turns a tick log into the layout
+``ticks-<counter>.arrow.part``. It rotates at ``max_rows`` rows, ``max_bytes`` bytes or
+``max_age_s`` seconds, whichever comes first: the file is closed, fsynced and renamed to
+``.arrow`` (then the directory is fsynced), so readers only ever see complete files, and
+the oldest files beyond ``max_files`` are deleted. The open file is fsynced every
+``fsync_interval_s``: a crash loses at most that much. At start, a ``.part`` file left by
+a crash is recovered: its complete record batches (what was durably written) become a
+readable ``.arrow`` file. ``to_optiver`` turns a tick log into the layout
 ``rtvol train --data`` reads (book/trade parquet per stock, train.csv whose target is the
 next bucket's WAP1 RV): the simplest way back into training, since the training reader
 needs no new code. Run it as ``rtvol data from-ticklog --ticklog DIR --out DIR``.
@@ -12,8 +16,12 @@ needs no new code. Run it as ``rtvol data from-ticklog --ticklog DIR --out DIR``
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -28,19 +36,75 @@ from rtvol.features.spec import BUCKET_SECONDS
 from rtvol.services.feature import metrics
 from rtvol.services.feature.fanout import Ingested
 
+log = logging.getLogger(__name__)
 TICK_SCHEMA = pa.schema([(f, pa.int64() if f in ("stock_id", "seq") else pa.int8() if f == "kind"
                           else pa.float64()) for f in FIELDS])
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, batches: list[pa.RecordBatch], sch: pa.Schema) -> None:
+    """``batches`` as a complete stream at ``path``: written aside, fsynced, renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        with ipc.new_stream(f, sch) as writer:
+            for b in batches:
+                writer.write_batch(b)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.rename(path)
+    _fsync_dir(path.parent)
+
+
+def recover_part(part: Path) -> int:
+    """Turn a crashed writer's ``.part`` file into a complete ``.arrow`` file holding every
+    record batch that was fully written (a torn last batch is dropped); returns its rows.
+    A part with no complete batch is removed."""
+    batches: list[pa.RecordBatch] = []
+    sch = TICK_SCHEMA
+    try:
+        with part.open("rb") as f:
+            reader = ipc.open_stream(f)
+            sch = reader.schema
+            while True:
+                batches.append(reader.read_next_batch())
+    except StopIteration:
+        pass  # a clean end: the writer closed the stream but did not rename it
+    except (pa.ArrowInvalid, OSError):
+        pass  # torn at the crash: what came before it is kept
+    rows = sum(len(b) for b in batches)
+    if batches:
+        _write_durably(part.with_suffix(""), batches, sch)
+    part.unlink()
+    _fsync_dir(part.parent)
+    return rows
 
 
 class TickLog:
     """Fan-out consumer: runs on its worker thread, so file I/O never touches ingest."""
 
-    def __init__(self, directory: Path, max_rows: int = 1_000_000, max_files: int = 100) -> None:
+    def __init__(self, directory: Path, max_rows: int = 1_000_000, max_files: int = 100,
+                 max_bytes: int = 256 << 20, max_age_s: float = 3600.0,
+                 fsync_interval_s: float = 1.0) -> None:
         self.dir, self.max_rows, self.max_files = Path(directory), max_rows, max_files
+        self.max_bytes, self.max_age_s, self.fsync_interval_s = max_bytes, max_age_s, fsync_interval_s
         self.dir.mkdir(parents=True, exist_ok=True)
+        for part in sorted(self.dir.glob("ticks-*.arrow.part")):
+            rows = recover_part(part)
+            metrics.TICKLOG_RECOVERED.inc(rows)
+            log.warning("tick log: recovered %d rows of %s (left by a crash)", rows, part.name)
         self._writer: ipc.RecordBatchStreamWriter | None = None
+        self._file: BinaryIO | None = None
         self._path: Path | None = None
         self._rows = 0
+        self._opened = self._synced = 0.0
 
     def handle(self, item: Ingested) -> None:
         b = item.batch.take(item.reason == 0)
@@ -52,24 +116,45 @@ class TickLog:
         self._writer.write_batch(pa.record_batch([getattr(b, f) for f in FIELDS], schema=TICK_SCHEMA))
         self._rows += len(b)
         metrics.TICKLOG_ROWS.inc(len(b))
-        if self._rows >= self.max_rows:
+        self.tick()
+
+    def tick(self) -> None:
+        """Rotate the open file when it is full or old, else fsync it when that is due."""
+        if self._writer is None or self._file is None:
+            return
+        now = time.monotonic()
+        if (self._rows >= self.max_rows or self._file.tell() >= self.max_bytes
+                or now - self._opened >= self.max_age_s):
             self.rotate()
+        elif now - self._synced >= self.fsync_interval_s:
+            self._sync()
+
+    def _sync(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._synced = time.monotonic()
 
     def _open(self) -> None:
         # names sort by creation: one past the last file there (a restart appends)
         existing = sorted(self.dir.glob("ticks-*.arrow*"))
         serial = int(existing[-1].name[len("ticks-"):].split(".")[0]) + 1 if existing else 1
         self._path = self.dir / f"ticks-{serial:09d}.arrow.part"
-        self._writer = ipc.new_stream(str(self._path), TICK_SCHEMA)
+        self._file = self._path.open("wb")
+        self._writer = ipc.new_stream(self._file, TICK_SCHEMA)
         self._rows = 0
+        self._opened = self._synced = time.monotonic()
 
     def rotate(self) -> None:
-        """Close the open file (it becomes readable) and apply the retention limit."""
-        if self._writer is None or self._path is None:
+        """Close the open file (it becomes readable, durably) and apply the retention limit."""
+        if self._writer is None or self._file is None or self._path is None:
             return
         self._writer.close()
+        self._sync()
+        self._file.close()
         self._path.rename(self._path.with_suffix(""))
-        self._writer, self._path = None, None
+        _fsync_dir(self.dir)
+        self._writer, self._file, self._path = None, None, None
         for old in sorted(self.dir.glob("ticks-*.arrow"))[:-self.max_files]:
             old.unlink()
 
@@ -122,7 +207,8 @@ def _check(ticklog: Path) -> None:
     if not any(ticklog.glob("ticks-*.arrow")):
         open_files = len(list(ticklog.glob("ticks-*.arrow.part")))
         hint = (f"; {open_files} file(s) still being written (.arrow.part): stop the feature service, "
-                "or wait until it rotates the file" if open_files else "")
+                "or wait until it rotates the file (after a crash: start it again, it recovers them)"
+                if open_files else "")
         raise TickLogError(f"--ticklog {ticklog}: no complete tick-log files (ticks-*.arrow){hint}")
 
 

@@ -4,18 +4,16 @@ rejected, the windows in Redis are not rolled back, GetFeatures finds every stoc
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from helpers import procs
+from helpers import feed, procs
 
 from rtvol.features.spec import BUCKET_SECONDS, spec_hash
 from rtvol.featurestore import RedisStore, Windows
-from rtvol.loadtest import feed
+from rtvol.loadtest.feed import run
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from rtvol.training import optiver
@@ -34,24 +32,12 @@ def _stored(url: str, stocks: list[int]) -> Windows:
     return asyncio.run(read())
 
 
-def _feed_in_background(target: str, data: Path, buckets: range, rate: float) -> threading.Thread:
-    def pump() -> None:
-        with contextlib.suppress(grpc.RpcError):  # the service is killed under it
-            feed.run(target, data, buckets, rate=rate, batch=200)
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_a_killed_service_restarts_with_its_state(redis_db: str, tiny_data: Path, tmp_path: Path) -> None:
     stocks = [int(s) for s in optiver.stock_ids(tiny_data)]
-    redis = asyncio.run(_flush(redis_db))
-    assert redis == 0
+    assert asyncio.run(_flush(redis_db)) == 0
     proc, target = procs.feature_service(tmp_path, redis_db, max(stocks) + 1)
     try:
-        updates = len(feed.load(tiny_data, range(40))[1])
-        thread = _feed_in_background(target, tiny_data, range(40), rate=updates / 8)  # about 8 s
+        thread = feed.in_background(target, tiny_data, range(40), seconds=8)
         mid = 10 * BUCKET_SECONDS * 1_000_000
         assert procs.wait_until(lambda: _stored(redis_db, stocks).event_time_us.min() > mid, 30)
         proc.kill()  # SIGKILL mid-feed: no drain, no last flush
@@ -68,14 +54,14 @@ def test_a_killed_service_restarts_with_its_state(redis_db: str, tiny_data: Path
             served = np.frombuffer(reply.windows, "<f4").reshape(before.windows.shape)
             np.testing.assert_array_equal(served, before.windows)
 
-        _, replay = feed.run(target, tiny_data, range(1))  # bucket 0 again: a replay
+        _, replay = run(target, tiny_data, range(1))  # bucket 0 again: a replay
         assert replay.updates > 0 and (replay.accepted, replay.rejected) == (0, replay.updates)
         after = _stored(redis_db, stocks)
         np.testing.assert_array_equal(after.sequence, before.sequence)  # not rolled back
         np.testing.assert_array_equal(after.event_time_us, before.event_time_us)
         np.testing.assert_array_equal(after.windows, before.windows)
 
-        _, rest = feed.run(target, tiny_data, range(39, 40))  # the feed goes on where it is
+        _, rest = run(target, tiny_data, range(39, 40))  # the feed goes on where it is
         assert rest.accepted > 0
         assert (_stored(redis_db, stocks).sequence > before.sequence).all()
     finally:

@@ -10,7 +10,9 @@ import pytest
 from helpers import feed, procs
 
 from rtvol import cli
+from rtvol.loadtest.feed import load
 from rtvol.repository import versions
+from rtvol.services.feature.ticklog import read_ticklog
 from rtvol.training import dataset, optiver
 
 pytestmark = pytest.mark.integration
@@ -33,6 +35,33 @@ def test_a_logged_replay_converts_and_trains(tiny_data: Path, tmp_path: Path, ca
                                       dataset.stock_windows(tiny_data, s, np.arange(40)))
     assert cli.main(["train", "--data", str(out), "--repo", str(repo), "--epochs", "1"]) == 0
     assert versions(repo, "rtvol_cnn") == [1]
+
+
+def test_a_log_left_open_by_a_crash_is_recovered_at_restart_and_converts(tiny_data: Path, tmp_path: Path,
+                                                                          capsys) -> None:  # type: ignore[no-untyped-def]
+    ticks, out = tmp_path / "ticks", tmp_path / "live"
+    stocks = optiver.stock_ids(tiny_data)
+    proc, target = procs.feature_service(tmp_path, "", max(stocks) + 1, "--ticklog-dir", str(ticks),
+                                         "--ticklog-fsync-interval-s", "0.05")
+    try:
+        thread = feed.in_background(target, tiny_data, range(40), seconds=8)
+        assert procs.wait_until(lambda: sum(p.stat().st_size for p in ticks.glob("*.part")) > 100_000, 30)
+        proc.kill()  # SIGKILL mid-feed: the open file stays .arrow.part
+        thread.join(30)
+        assert [p.suffix for p in ticks.iterdir()] == [".part"]
+        proc.restart()
+        assert [p.suffix for p in ticks.iterdir()] == [".arrow"]  # recovered at start
+    finally:
+        assert proc.stop() == 0, proc.tail()
+
+    logged = read_ticklog(ticks)
+    assert 0 < len(logged) < len(load(tiny_data, range(40))[1])
+    for s in stocks:  # what was logged is each stock's first updates, in order, none lost in between
+        np.testing.assert_array_equal(np.sort(logged.seq[logged.stock_id == s]),
+                                      np.arange(np.count_nonzero(logged.stock_id == s)))
+    assert cli.main(["data", "from-ticklog", "--ticklog", str(ticks), "--out", str(out)]) == 0
+    assert f"{len(stocks)} stocks in Optiver's layout" in capsys.readouterr().out
+    assert optiver.stock_ids(out) == stocks
 
 
 @pytest.mark.parametrize(("setup", "message"), [

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from rtvol.features import offline
 from rtvol.features.online import OnlineState
-from rtvol.features.online_replay import merge, stock_updates
-from rtvol.services.feature.fanout import Consumer, FanOut
-from rtvol.services.feature.ticklog import TickLog, read_ticklog, to_optiver
+from rtvol.features.online_batch import UpdateBatch
+from rtvol.features.online_replay import merge, snapshot_batches, stock_updates
+from rtvol.services.feature.fanout import Consumer, FanOut, Ingested
+from rtvol.services.feature.ticklog import TickLog, read_ticklog, recover_part, to_optiver
 from rtvol.training import dataset, optiver
 
 
@@ -48,3 +50,39 @@ def test_replayed_ticks_come_back_as_the_same_training_windows(tiny_data: Path, 
     # target of bucket b is the RV of bucket b+1, which that bucket's window also gives
     np.testing.assert_allclose(data.target[first][:-1], offline.bucket_rv(data.windows[first][1:]),
                                rtol=1e-5)
+
+
+def _ingested(updates: UpdateBatch) -> Ingested:
+    return Ingested(updates, np.zeros(len(updates), np.int8), 0.0)
+
+
+def test_files_rotate_by_size_and_by_age_as_well_as_rows(tmp_path: Path) -> None:
+    b = snapshot_batches(100, 1)[0]
+    by_size = TickLog(tmp_path / "size", max_bytes=1)  # every write fills a file
+    for _ in range(3):
+        by_size.handle(_ingested(b))
+    assert len(list((tmp_path / "size").glob("ticks-*.arrow"))) == 3
+    by_age = TickLog(tmp_path / "age", max_age_s=0.05)
+    by_age.handle(_ingested(b))
+    by_age.tick()
+    assert not list((tmp_path / "age").glob("ticks-*.arrow"))  # young: still open
+    time.sleep(0.06)
+    by_age.tick()  # what the fan-out calls while idle
+    assert len(read_ticklog(tmp_path / "age")) == len(b)
+
+
+def test_a_part_file_left_by_a_crash_is_recovered_up_to_its_last_whole_batch(tmp_path: Path) -> None:
+    b = snapshot_batches(100, 1)[0]
+    log = TickLog(tmp_path, fsync_interval_s=0.0)  # fsync after every batch
+    for _ in range(3):
+        log.handle(_ingested(b))
+    part = next(tmp_path.glob("ticks-*.arrow.part"))
+    with part.open("ab") as f:  # the crash tore the next batch
+        f.write(part.read_bytes()[-500:])
+    assert TickLog(tmp_path) and not list(tmp_path.glob("*.part"))
+    got = read_ticklog(tmp_path)
+    assert len(got) == 3 * len(b)
+    np.testing.assert_array_equal(got.seq[:len(b)], b.seq)
+    empty = tmp_path / "ticks-000000009.arrow.part"
+    empty.write_bytes(b"\xff\xff")  # not even a schema: nothing to recover
+    assert recover_part(empty) == 0 and not empty.exists()
