@@ -3,17 +3,21 @@
 Updates are merged across stocks in event-time order, sent as column-batched messages on
 one client stream, paced by a token bucket. A message never spans a 10-minute bucket, and
 the last one of each bucket carries the bucket's end as watermark, so every step closes.
+Given several feature-service replicas (targets, in ordinal order), each message is split
+by rtvol.sharding: replica i gets the updates of the stocks it owns on its own stream, and
+every watermark.
 With a TickServer, each message's updates also go to WebSocket subscribers (tickserver.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from rtvol import sharding
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS
@@ -55,19 +60,30 @@ def load(data: Path, buckets: range | None = None) -> tuple[list[int], UpdateBat
     return stocks, merge([_stock(data, s, buckets) for s in stocks])
 
 
-Messages = Iterator[tuple[UpdateBatch, pb.IngestRequest]]
+Messages = Iterator[tuple[UpdateBatch, int]]
 
 
 def messages(updates: UpdateBatch, batch: int) -> Messages:
-    """(updates, their message) chunks of at most ``batch`` updates, encoded lazily."""
+    """(updates, watermark µs or 0) chunks of at most ``batch`` updates."""
     bucket = (updates.time // BUCKET_SECONDS).astype(np.int64)
     edges = np.flatnonzero(np.diff(bucket)) + 1  # where a new bucket starts
     for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(bucket)], strict=True):
         for start in range(int(lo), int(hi), batch):
             stop = min(start + batch, int(hi))
             watermark = int((bucket[lo] + 1) * BUCKET_SECONDS * 1_000_000) if stop == hi else 0
-            part = updates.take(np.arange(start, stop))
-            yield part, encode_columns(part, watermark)
+            yield updates.take(np.arange(start, stop)), watermark
+
+
+def split(part: UpdateBatch, watermark: int, replicas: int) -> list[pb.IngestRequest | None]:
+    """One message per replica (None: nothing for it): its stocks' updates, every watermark."""
+    if replicas == 1:
+        return [encode_columns(part, watermark)]
+    who = sharding.owner(part.stock_id, replicas)
+    out: list[pb.IngestRequest | None] = []
+    for i in range(replicas):
+        mine = who == i
+        out.append(encode_columns(part.take(mine), watermark) if mine.any() or watermark else None)
+    return out
 
 
 @dataclass
@@ -106,11 +122,25 @@ class Metrics:
 Progress = Callable[[FeedReport], None]
 
 
+async def _write(call: Any, msg: pb.IngestRequest) -> None:
+    try:
+        await call.write(msg)
+    except asyncio.InvalidStateError:  # the call ended under us: raise its status (grpc.RpcError)
+        await call
+        raise
+
+
+def targets_of(target: str) -> list[str]:
+    """``HOST:PORT[,HOST:PORT...]``: the feature-service replicas in ordinal order."""
+    return [t.strip() for t in target.split(",") if t.strip()]
+
+
 async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000,
                progress: Progress | None = None, metrics: Metrics | None = None,
                timeout_s: float = 600.0, progress_every_s: float = 0.5,
                ticks: TickServer | None = None) -> FeedReport:
-    """Send ``msgs`` on one Ingest stream at ``rate`` updates/s (0: unpaced); bounded by ``timeout_s``.
+    """Send ``msgs`` on one Ingest stream per target (``targets_of``) at ``rate`` updates/s
+    (0: unpaced); bounded by ``timeout_s``.
 
     ``ticks`` gets each message's updates as it is sent (a hand-over: its subscribers never
     hold the stream back)."""
@@ -120,9 +150,9 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
     started = time.perf_counter()
     shown = started
 
-    async def requests() -> AsyncIterator[pb.IngestRequest]:
+    async def send(calls: list[Any]) -> None:
         nonlocal shown
-        for part, msg in msgs:
+        for part, watermark in msgs:
             n = len(part)
             if bucket is not None:
                 await bucket.take(n)
@@ -130,7 +160,9 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
                 report.lag_s, report.max_lag_s = lag, max(report.max_lag_s, lag)
             if ticks is not None:
                 ticks.publish(part)
-            yield msg
+            for call, msg in zip(calls, split(part, watermark, len(calls)), strict=True):
+                if msg is not None:
+                    await _write(call, msg)
             report.updates += n
             report.messages += 1
             if metrics is not None:
@@ -142,12 +174,18 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
                 report.seconds = now - started
                 report.rate = report.updates / report.seconds
                 progress(report)
+        for call in calls:
+            await call.done_writing()
 
-    async with grpc.aio.insecure_channel(target) as channel:
-        summary = await pb_grpc.FeaturesStub(channel).Ingest(requests(), timeout=timeout_s)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [await stack.enter_async_context(grpc.aio.insecure_channel(t)) for t in targets_of(target)]
+        calls = [pb_grpc.FeaturesStub(ch).Ingest(timeout=timeout_s) for ch in channels]
+        await send(calls)
+        summaries = [await call for call in calls]
     report.seconds = time.perf_counter() - started
     report.rate = report.updates / report.seconds if report.seconds > 0 else 0.0
-    report.accepted, report.rejected = int(summary.accepted), int(summary.rejected)
+    report.accepted = sum(int(s.accepted) for s in summaries)
+    report.rejected = sum(int(s.rejected) for s in summaries)
     return report
 
 

@@ -492,7 +492,8 @@ def _feed_command(sub: Commands) -> None:
                         description="Optiver-layout updates merged by event time, sent on one Ingest "
                                     "stream in column batches, paced by a token bucket.")
     _optional_path(fd, "data", "Optiver-layout data directory (or --synthetic)")
-    _add(fd, "target", "feature service HOST:PORT", "127.0.0.1:50052", env="feature-url")
+    _add(fd, "target", "feature service HOST:PORT; replicas: HOST:PORT,HOST:PORT,... in ordinal order "
+         "(each gets the stocks it owns: stock id mod replicas)", "127.0.0.1:50052", env="feature-url")
     _add(fd, "rate", "updates per second (0: as fast as possible)", "0", float, env="feed-rate")
     _add(fd, "batch", "updates per message", "2000", int, env="feed-batch")
     fd.add_argument("--synthetic", type=int, default=None, metavar="STOCKS",

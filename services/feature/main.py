@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rtvol import config, rpc, telemetry
+from rtvol import config, rpc, sharding, telemetry
 from rtvol.features.online import Limits, OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
@@ -60,18 +61,22 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     """``store`` and ``shutdown`` are given when another component shares the process
     (services/embedded.py): then the store is theirs to close."""
     state = OnlineState(s.stocks, Limits(s.max_sequence_gap, s.max_time_ahead_s, s.max_watermark_ahead_s))
-    owned = store is None
+    own_store = store is None
     if store is None:
         store = make_store(s)
     publisher = Publisher(state, store, s.flush_interval_s)
-    await recover(state, store, publisher, np.arange(s.stocks))  # a store it cannot read: no start
+    ordinal = s.replica if s.replica >= 0 else sharding.ordinal_of(socket.gethostname())
+    owned = sharding.owned(s.stocks, s.replicas, ordinal)
+    await recover(state, store, publisher, np.flatnonzero(owned))  # a store it cannot read: no start
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps)
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
-        FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout),
-                         telemetry.tracer("rtvol-feature"), s.features_from != "store", vwap),
+        FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout,
+                                                None if s.replicas == 1 else owned),
+                         telemetry.tracer("rtvol-feature"),
+                         s.features_from != "store" and s.replicas == 1, vwap),  # memory holds only its own
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
     await server.start()
@@ -80,8 +85,8 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     fanout.start()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
-    log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s", s.host, port,
-             s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash())
+    log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s, replica %d of %d", s.host,
+             port, s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash(), ordinal, s.replicas)
 
     async def stop() -> None:
         await vol.stop()
@@ -89,7 +94,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
         await asyncio.to_thread(fanout.stop)
         for close in closers:
             close()
-        if owned:
+        if own_store:
             await store.close()
 
     await server.serve_forever(s.drain_seconds, stop, stop=shutdown)

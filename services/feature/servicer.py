@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from rtvol.errors import InvalidInput
 from rtvol.features.online import OnlineState
-from rtvol.features.online_batch import REASONS, R
+from rtvol.features.online_batch import REASONS, R, UpdateBatch
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import FeatureStore, now_us
 from rtvol.ingest_codec import Malformed, decode
@@ -41,9 +41,20 @@ class Ingestor:
     """Applies ingest messages to the state and counts the outcome; never raises on bad updates."""
 
     def __init__(self, state: OnlineState, publisher: Publisher, max_batch: int,
-                 fanout: FanOut | None = None) -> None:
+                 fanout: FanOut | None = None, owned: np.ndarray | None = None) -> None:
         self.state, self.publisher, self.max_batch = state, publisher, max_batch
         self.fanout = fanout or FanOut([])
+        self.owned = owned  # None: every stock is this replica's
+
+    def _apply(self, batch: UpdateBatch) -> np.ndarray:
+        """Reasons of ``batch``'s updates; another replica's stocks are not_owned."""
+        if self.owned is None:
+            return self.state.apply(batch)
+        known = (batch.stock_id >= 0) & (batch.stock_id < self.state.n_stocks)
+        mine = ~known | self.owned[np.where(known, batch.stock_id, 0)]  # unknown ids: their own reasons
+        reason = np.full(len(batch), R["not_owned"], np.int8)
+        reason[mine] = self.state.apply(batch.take(mine))
+        return reason
 
     def apply(self, request: pb.IngestRequest) -> np.ndarray:
         """Counts per reason (index into REASONS) for this message."""
@@ -59,7 +70,7 @@ class Ingestor:
             else:
                 started = time.perf_counter()
                 before = self.state.closed.copy()
-                reason = self.state.apply(batch)
+                reason = self._apply(batch)
                 counts += np.bincount(reason, minlength=len(REASONS))
                 metrics.APPLY.observe(time.perf_counter() - started)
                 self.fanout.offer(batch, reason, time.monotonic())  # never blocks

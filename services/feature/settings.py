@@ -23,6 +23,11 @@ class FeatureSettings(ServiceSettings):
     """Change-stream entries kept (approximately)."""
     stocks: int = 8192
     """Stock ids 0..stocks-1 are known; others are rejected."""
+    replicas: int = 1
+    """Feature-service replicas: each owns the stocks whose id mod replicas is its ordinal and
+    rejects the others' updates (not_owned); GetFeatures then reads the store."""
+    replica: int = -1
+    """This replica's ordinal; -1: the trailing number of the host name (a StatefulSet pod's)."""
     max_batch: int = 65_536
     """Updates per ingest message; a larger message is rejected whole."""
     max_sequence_gap: int = 1_000_000

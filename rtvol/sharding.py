@@ -1,0 +1,32 @@
+"""Stock -> feature-service replica: replica ``stock_id mod replicas`` owns a stock.
+
+Every party computes it the same way: a replica rejects updates of stocks it does not own
+(``not_owned``), a feed splits its messages by it, and readers need nothing (windows are in
+the store under the stock's own key). A replica's ordinal is the trailing number of a
+StatefulSet pod's name (``rtvol-feature-2`` -> 2). Changing ``replicas`` remaps stocks:
+each replica restores its new stocks' state from the store at start.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+
+def owner(stock_ids: np.ndarray, replicas: int) -> np.ndarray:
+    """The ordinal of the replica that owns each stock."""
+    return np.asarray(stock_ids, np.int64) % replicas
+
+
+def owned(n_stocks: int, replicas: int, ordinal: int) -> np.ndarray:
+    """Mask over stock ids 0..n_stocks-1: those replica ``ordinal`` owns."""
+    if not 0 <= ordinal < replicas:
+        raise ValueError(f"replica ordinal {ordinal} is not in 0..{replicas - 1} (replicas {replicas})")
+    return owner(np.arange(n_stocks), replicas) == ordinal
+
+
+def ordinal_of(hostname: str) -> int:
+    """A StatefulSet pod's ordinal from its name (``NAME-ORDINAL``); 0 for any other name."""
+    m = re.search(r"-(\d+)$", hostname)
+    return int(m.group(1)) if m else 0
