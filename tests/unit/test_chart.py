@@ -117,6 +117,7 @@ BAD_VALUES = {
     "bad memory quantity": {"gateway": {"resources": {"limits": {"memory": "lots"}}}},
     "PDB with both minAvailable and maxUnavailable": {"feature": {"pdb": {"minAvailable": 1}}},
     "service type unknown": {"gateway": {"service": {"type": "Ingress"}}},
+    "feature service under an HPA (replicas own stocks)": {"feature": {"autoscaling": {"enabled": True}}},
 }
 
 
@@ -165,7 +166,8 @@ def test_probes_grpc_for_grpc_services_http_for_the_gateway(docs: list[Doc]) -> 
     g = container(gateway, "gateway")
     assert g["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert g["livenessProbe"]["httpGet"]["path"] == "/livez"
-    feature = container(find(docs, "Deployment", "feature"), "feature")
+    feature = container(next(d for d in docs if d["kind"] in WORKLOADS
+                             and d["metadata"]["name"] == f"{RELEASE}-feature"), "feature")
     own = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-model"]
     model = container(own[0] if own else gateway, "model")
     for c, port in ((feature, 50052), (model, 8001)):
@@ -201,6 +203,27 @@ def test_model_deployment_mode_uses_a_headless_service() -> None:
     assert [c["name"] for c in containers(gateway, init=False)] == ["gateway"]
     assert env(container(gateway, "gateway"))["RTVOL_MODEL_URL"] == (
         f"dns:///{service['metadata']['name']}:{service['spec']['ports'][0]['port']}")
+
+
+def test_one_feature_replica_is_a_deployment_several_a_statefulset_owning_stocks() -> None:
+    single = manifests(profile_values("default"))
+    assert find(single, "Deployment", "feature")["spec"]["replicas"] == 1
+    assert [d["kind"] for d in single if d["metadata"]["name"] == f"{RELEASE}-feature-replicas"] == []
+    docs = manifests(profile_values("default", feature={"replicas": 3}))
+    assert not [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-feature"]
+    sts = find(docs, "StatefulSet", "feature")
+    assert (sts["spec"]["replicas"], sts["spec"]["podManagementPolicy"]) == (3, "Parallel")
+    # each pod finds its ordinal in its own name; every one knows how many replicas there are
+    assert env(container(sts, "feature"))["RTVOL_REPLICAS"] == "3"
+    assert "RTVOL_REPLICA" not in env(container(sts, "feature"))
+    headless = next(d for d in kinds(docs, "Service") if d["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]  # metrics: scraped once, elsewhere
+    assert headless["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert not [d for d in kinds(docs, "HorizontalPodAutoscaler")
+                if d["metadata"]["labels"]["app.kubernetes.io/component"] == "feature"]
+    cloud = manifests(profile_values("cloud"))
+    assert find(cloud, "StatefulSet", "feature")["spec"]["replicas"] == 2
 
 
 def test_gpu_values_put_the_model_on_a_gpu_node() -> None:
@@ -321,11 +344,13 @@ def test_monitoring_resources(docs: list[Doc]) -> None:
     assert monitors
     for sm in monitors:
         assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+        wanted = {e["port"] for e in sm["spec"]["endpoints"]}
+        # every selected Service with a port the monitor scrapes is scraped: exactly one may have one
         selected = [s for s in services.values()
-                    if sm["spec"]["selector"]["matchLabels"].items() <= s["spec"]["selector"].items()]
+                    if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+                    and wanted & {p["name"] for p in s["spec"]["ports"]}]
         assert len(selected) == 1, sm["metadata"]["name"]
-        port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
-        assert {e["port"] for e in sm["spec"]["endpoints"]} <= port_names
+        assert wanted <= {p["name"] for p in selected[0]["spec"]["ports"]}
 
 
 def test_notes_say_how_to_reach_the_gateway_and_grafana() -> None:
