@@ -11,8 +11,10 @@ Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if 
 * online checkpoint ``rtvol:fs:{spec_hash}:{stock_id}``: the stock's whole online state as
   rtvol.features.online_checkpoint.RECORD (the feature service's restart point), set in the
   same pipeline as, and before, the stock's window, with the same TTL;
-* volatility estimate ``rtvol:vol:{spec_hash}``: VOL_HEADER (magic ``RTVV``, version u16,
-  reserved u16, computed at µs i64, count i32) + int32 stock ids + float32 estimates.
+* volatility estimate ``rtvol:vol:{spec_hash}``: a hash, one field per feature-service
+  replica, ``ORDINAL/REPLICAS`` (``0/1`` for one), each VOL_HEADER (magic ``RTVV``, version
+  u16, reserved u16, computed at µs i64, count i32) + int32 stock ids + float32 estimates of
+  that replica's stocks; a read merges the fields of the newest sharding (``merge_vol``).
 Writes are pipelined and non-transactional (a reader may see part of a batch; every window
 is self-consistent); a read of many stocks is one MGET through rtvol.redis_mget (its reply
 decoded in place), or on a cluster one pipelined round trip per node holding an MGET per slot.
@@ -165,6 +167,19 @@ def decode_vol(value: bytes) -> VolEstimate:
     return VolEstimate(ids, np.frombuffer(value, "<f4", n, VOL_HEADER.size + 4 * n), computed)
 
 
+def merge_vol(fields: dict[bytes, bytes]) -> VolEstimate | None:
+    """One estimate from the replicas' fields: those of the sharding (REPLICAS) the newest
+    field was written under (fields of an earlier replica count are left over), as old as
+    the oldest of them."""
+    parts = [(name.split(b"/")[-1], decode_vol(value)) for name, value in fields.items()]
+    if not parts:
+        return None
+    newest = max(parts, key=lambda p: p[1].computed_us)[0]
+    current = [e for replicas, e in parts if replicas == newest]
+    return VolEstimate(np.concatenate([e.stock_ids for e in current]),
+                       np.concatenate([e.vol for e in current]), min(e.computed_us for e in current))
+
+
 def encode_ids(stock_ids: np.ndarray) -> bytes:
     return np.ascontiguousarray(stock_ids, "<i4").tobytes()
 
@@ -184,7 +199,8 @@ class FeatureStore(Protocol):
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]: ...
 
-    async def write_vol(self, estimate: VolEstimate) -> None: ...
+    async def write_vol(self, estimate: VolEstimate, shard: str = "0/1") -> None:
+        """``shard``: ``ORDINAL/REPLICAS`` of the writing feature-service replica."""
 
     async def read_vol(self) -> VolEstimate | None: ...
 
@@ -281,12 +297,14 @@ class RedisStore:
                                            else b"-", count=count)
         return [(eid, np.frombuffer(fields[b"ids"], "<i4")) for eid, fields in entries]
 
-    async def write_vol(self, estimate: VolEstimate) -> None:
-        await self.client.set(vol_key(self.spec_hash), encode_vol(estimate), ex=self.ttl_s)
+    async def write_vol(self, estimate: VolEstimate, shard: str = "0/1") -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(vol_key(self.spec_hash), shard, encode_vol(estimate))
+        pipe.expire(vol_key(self.spec_hash), self.ttl_s)
+        await pipe.execute()
 
     async def read_vol(self) -> VolEstimate | None:
-        value = await self.client.get(vol_key(self.spec_hash))
-        return None if value is None else decode_vol(value)
+        return merge_vol(await self.client.hgetall(vol_key(self.spec_hash)))
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -335,12 +353,14 @@ class InProcessStore:
         start = max(0, int(after.split(b"-")[0]) + 1 - oldest)
         return list(itertools.islice(self.stream, start, start + count))
 
-    async def write_vol(self, estimate: VolEstimate) -> None:
-        self.values[vol_key(self.spec_hash)] = (encode_vol(estimate), time.monotonic() + self.ttl_s)
+    async def write_vol(self, estimate: VolEstimate, shard: str = "0/1") -> None:
+        self.values[vol_key(self.spec_hash) + b"/" + shard.encode()] = (encode_vol(estimate),
+                                                                         time.monotonic() + self.ttl_s)
 
     async def read_vol(self) -> VolEstimate | None:
-        value = self._get(vol_key(self.spec_hash))
-        return None if value is None else decode_vol(value)
+        prefix = vol_key(self.spec_hash) + b"/"
+        fields = {k[len(prefix):]: self._get(k) for k in list(self.values) if k.startswith(prefix)}
+        return merge_vol({k: v for k, v in fields.items() if v is not None})
 
     async def close(self) -> None:
         self.values.clear()

@@ -70,7 +70,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     await recover(state, store, publisher, np.flatnonzero(owned))  # a store it cannot read: no start
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
-    vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps)
+    vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
         FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout,

@@ -1,6 +1,7 @@
 """Background volatility estimate: refreshed on a cadence off the ingest path, cached with its age.
 
-The gateway's last fallback tier reads it from the feature store (one key for all stocks).
+The gateway's last fallback tier reads it from the feature store (one key for all stocks; with
+several replicas each writes its own stocks' field there and a read merges them).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 class VolEstimator:
     def __init__(self, state: OnlineState, store: FeatureStore, interval_s: float,
-                 halflife_steps: float) -> None:
-        self.state, self.store = state, store
+                 halflife_steps: float, shard: str = "0/1") -> None:
+        self.state, self.store, self.shard = state, store, shard  # ORDINAL/REPLICAS
         self.interval_s, self.halflife_steps = interval_s, halflife_steps
         self.latest: VolEstimate | None = None
         self._task = BackgroundTask()
@@ -35,7 +36,7 @@ class VolEstimator:
     async def refresh(self) -> VolEstimate:
         est = self.compute()
         self.latest = est
-        await self.store.write_vol(est)
+        await self.store.write_vol(est, self.shard)
         return est
 
     async def _run(self) -> None:

@@ -31,6 +31,19 @@ async def _read_and_flush(url: str, stocks: list[int]) -> Windows:
         await store.close()
 
 
+def _vol_stocks(url: str) -> list[int]:
+    """The stocks the merged volatility estimate covers (every replica writes its own)."""
+    async def read() -> list[int]:
+        store = RedisStore.connect(url, spec_hash())
+        try:
+            est = await store.read_vol()
+            return [] if est is None else sorted(est.stock_ids.tolist())
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 def _feed(targets: list[str], data: Path) -> tuple[int, int]:
     _, report = run(",".join(targets), data, range(40))
     return report.accepted, report.rejected
@@ -69,6 +82,7 @@ def test_two_replicas_store_the_same_windows_as_one(redis_db: str, tiny_data: Pa
             assert dict(summary.rejected_by_reason) == {"not_owned": 1}
             reply = stub.GetFeatures(pb.GetFeaturesRequest(stock_ids=stocks), timeout=10)
             assert all(reply.found)  # from the store: the other replica's stocks too
+        assert procs.wait_until(lambda: _vol_stocks(redis_db) == stocks, 10), _vol_stocks(redis_db)
         sharded = asyncio.run(_read_and_flush(redis_db, stocks))
     finally:
         for proc in replicas:

@@ -50,3 +50,14 @@ def test_vol_encoding_is_pinned() -> None:
                      + struct.pack("<ii", 3, 5) + struct.pack("<ff", 0.5, 0.25))
     back = fs.decode_vol(value)
     assert back.stock_ids.tolist() == [3, 5] and back.vol.tolist() == [0.5, 0.25]
+
+
+def test_replicas_vol_fields_merge_and_an_earlier_sharding_is_left_out() -> None:
+    def field(ids: list[int], at: int) -> bytes:
+        return fs.encode_vol(fs.VolEstimate(np.array(ids, np.int32), np.full(len(ids), 0.1, np.float32), at))
+
+    fields = {b"0/2": field([0, 2], 100), b"1/2": field([1, 3], 90), b"0/1": field([0, 1, 2, 3], 50)}
+    merged = fs.merge_vol(fields)
+    assert merged is not None and sorted(merged.stock_ids.tolist()) == [0, 1, 2, 3]
+    assert merged.computed_us == 90  # as old as its oldest part
+    assert fs.merge_vol({}) is None
