@@ -67,10 +67,11 @@ BOOK_PRICES = ("bid1", "ask1", "bid2", "ask2")
 BOOK_SIZES = ("bid_size1", "ask_size1", "bid_size2", "ask_size2")
 
 # Plausible values: inside these bounds every derived number (WAP, its log, spread, sums of
-# squared returns, notional) stays finite in float64 and in the float32 window.
-MIN_PRICE, MAX_PRICE = 1e-9, 1e9
-MAX_SIZE = 1e12  # also bounds order_count
-MAX_EVENT_TIME_S = 2.0**53 / 1e6  # event_time_us beyond 2**53 loses integer precision as a double
+# squared returns, notional) stays finite in float64 and in the float32 window. Powers of
+# two, so the Triton kernel's float32 constants are the same numbers.
+MIN_PRICE, MAX_PRICE = 2.0**-30, 2.0**30  # about 1e-9 .. 1e9
+MAX_SIZE = 2.0**40  # about 1.1e12; also bounds order_count
+MAX_EVENT_TIME_S = 2.0**33  # about 8.6e9 s: year 2242 as Unix time, exact in event_time_us
 MAX_SEQUENCE = 2**53
 
 
