@@ -8,9 +8,11 @@ Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if 
   window as ``steps x features`` little-endian float32, oldest step first;
 * change stream ``rtvol:fw:{spec_hash}:changes``: one entry per written batch, field ``ids``
   = the stock ids as little-endian int32, trimmed to about ``stream_maxlen`` entries;
-* online checkpoint ``rtvol:fs:{spec_hash}:{stock_id}``: the stock's whole online state as
-  rtvol.features.online_checkpoint.RECORD (the feature service's restart point), set in the
-  same pipeline as, and before, the stock's window, with the same TTL;
+* online checkpoints ``rtvol:fs:{spec_hash}``: a hash, field = the stock id as decimal text,
+  value = the stock's whole online state as rtvol.features.online_checkpoint.RECORD (the
+  feature service's restart point); one HSET per write, in the same pipeline as, and before,
+  the windows (one command for any number of stocks: a SET each would halve the ingest
+  rate), its TTL refreshed with them;
 * volatility estimate ``rtvol:vol:{spec_hash}``: a hash, one field per feature-service
   replica, ``ORDINAL/REPLICAS`` (``0/1`` for one), each VOL_HEADER (magic ``RTVV``, version
   u16, reserved u16, computed at µs i64, count i32) + int32 stock ids + float32 estimates of
@@ -55,8 +57,8 @@ def window_key(spec_hash: str, stock_id: int) -> bytes:
     return f"rtvol:fw:{spec_hash}:{int(stock_id)}".encode()
 
 
-def checkpoint_key(spec_hash: str, stock_id: int) -> bytes:
-    return f"rtvol:fs:{spec_hash}:{int(stock_id)}".encode()
+def checkpoint_key(spec_hash: str) -> bytes:
+    return f"rtvol:fs:{spec_hash}".encode()
 
 
 def stream_key(spec_hash: str) -> bytes:
@@ -265,9 +267,11 @@ class RedisStore:
             return
         values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
         pipe = self.client.pipeline(transaction=False)
-        for i, (sid, value) in enumerate(zip(stock_ids.tolist(), values, strict=True)):
-            if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
-                pipe.set(checkpoint_key(self.spec_hash, sid), checkpoints[i].tobytes(), ex=self.ttl_s)
+        if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
+            pipe.hset(checkpoint_key(self.spec_hash), mapping=dict(zip(
+                stock_ids.tolist(), (c.tobytes() for c in checkpoints), strict=True)))
+            pipe.expire(checkpoint_key(self.spec_hash), self.ttl_s)
+        for sid, value in zip(stock_ids.tolist(), values, strict=True):
             pipe.set(self._key(sid), value, ex=self.ttl_s)
         pipe.xadd(stream_key(self.spec_hash), {b"ids": encode_ids(stock_ids)},
                   maxlen=self.stream_maxlen, approximate=True)
@@ -287,10 +291,8 @@ class RedisStore:
         return decode_windows(values)
 
     async def read_checkpoints(self, stock_ids: np.ndarray) -> list[bytes | None]:
-        keys = [checkpoint_key(self.spec_hash, s) for s in np.asarray(stock_ids).tolist()]
-        if not keys:
-            return []
-        return list(await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys)))
+        ids = np.asarray(stock_ids).tolist()
+        return list(await self.client.hmget(checkpoint_key(self.spec_hash), ids)) if ids else []
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]:
         entries = await self.client.xrange(stream_key(self.spec_hash), min=b"(" + after if after != b"0"
@@ -318,6 +320,7 @@ class InProcessStore:
     def __init__(self, spec_hash: str, ttl_s: int = 3600, stream_maxlen: int = 10_000) -> None:
         self.spec_hash, self.ttl_s = spec_hash, ttl_s
         self.values: dict[bytes, tuple[bytes, float]] = {}  # key -> (value, expires at)
+        self.checkpoints: dict[int, bytes] = {}  # stock id -> online checkpoint
         self.stream: deque[tuple[bytes, np.ndarray]] = deque(maxlen=stream_maxlen)
         self._next_id = 0
 
@@ -333,9 +336,9 @@ class InProcessStore:
             return
         expires = time.monotonic() + self.ttl_s
         values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
-        for i, (sid, value) in enumerate(zip(stock_ids.tolist(), values, strict=True)):
-            if checkpoints is not None:
-                self.values[checkpoint_key(self.spec_hash, sid)] = (checkpoints[i].tobytes(), expires)
+        if checkpoints is not None:
+            self.checkpoints.update(zip(stock_ids.tolist(), (c.tobytes() for c in checkpoints), strict=True))
+        for sid, value in zip(stock_ids.tolist(), values, strict=True):
             self.values[window_key(self.spec_hash, sid)] = (value, expires)
         self._next_id += 1
         self.stream.append((f"{self._next_id}-0".encode(), np.array(stock_ids, np.int32)))
@@ -344,7 +347,7 @@ class InProcessStore:
         return decode_windows([self._get(window_key(self.spec_hash, s)) for s in stock_ids])
 
     async def read_checkpoints(self, stock_ids: np.ndarray) -> list[bytes | None]:
-        return [self._get(checkpoint_key(self.spec_hash, s)) for s in stock_ids]
+        return [self.checkpoints.get(s) for s in np.asarray(stock_ids).tolist()]
 
     async def changes(self, after: bytes, count: int) -> list[tuple[bytes, np.ndarray]]:
         # ids run 1, 2, 3, ...: the first entry after ``after`` sits at a known offset. A scan
