@@ -311,9 +311,10 @@ def test_each_predict_stream_request_is_its_own_span_under_its_callers_context(s
     def spans(trace_id: int, name: str, service: str = "rtvol-gateway") -> list[Span]:
         return [s for s in stack.receiver.trace(trace_id) if (s.service, s.name) == (service, name)]
 
-    def complete() -> bool:
+    def complete() -> bool:  # each process exports on its own schedule: wait for both
         return (len(spans(opener[0], "ModelStreamInfer", "rtvol-model")) >= 2
-                and len(spans(per_message[0], "ModelStreamInfer", "rtvol-model")) >= 1)
+                and len(spans(per_message[0], "ModelStreamInfer", "rtvol-model")) >= 1
+                and len(spans(opener[0], "predict")) >= 2 and len(spans(per_message[0], "predict")) >= 1)
     assert procs.wait_until(complete, 15, 0.1), stack.receiver.trace(opener[0])
 
     for (trace_id, caller), requests_in_trace in ((opener, 2), (per_message, 1)):
