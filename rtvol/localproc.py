@@ -80,6 +80,23 @@ class Proc:
     restart = start
 
 
+def stop_all(procs: Sequence[Proc], timeout_s: float = 15.0) -> dict[str, int]:
+    """Stop ``procs`` in reverse start order and return each one's exit code by name.
+
+    Every process is stopped even when stopping another raises; the first such error is
+    raised once all have been dealt with, so a failed stop never leaves the rest running."""
+    codes: dict[str, int] = {}
+    errors: list[BaseException] = []
+    for p in reversed(procs):
+        try:
+            codes[p.name] = p.stop(timeout_s)
+        except BaseException as e:  # raised once the others are stopped too
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return codes
+
+
 # ---- processes known only by pid (started by an earlier `rtvol up`) ----------------------
 
 def alive(pid: int) -> bool:

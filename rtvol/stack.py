@@ -146,8 +146,7 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
             proc = localproc.Proc(log_name, cmd, log, lambda: all(c.check() for c in members), timeout_s,
                                   detach=True)
         except RuntimeError as e:
-            for p in reversed(procs):
-                p.stop()
+            localproc.stop_all(procs)
             raise StackError(str(e)) from e
         procs.append(proc)
         comps.extend(replace(c, pid=proc.pid) for c in members)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class BackgroundTask:
@@ -18,9 +20,17 @@ class BackgroundTask:
     def start(self, coro: Coroutine[Any, Any, None]) -> None:
         self._task = asyncio.create_task(coro)
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        """Cancel and wait at most ``timeout_s``: a task that swallows its cancellation is
+        logged, never allowed to hold its owner's shutdown. ``asyncio.wait`` (not ``await
+        task`` under a suppress) lets a cancellation of the caller itself go through."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=timeout_s)
+        if not task.done():
+            log.error("background task %s still running %.1f s after its cancellation",
+                      task.get_name(), timeout_s)
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())

@@ -31,7 +31,10 @@ class VolCache:
     async def refresh(self) -> None:
         if self.store is None:
             return
-        est = await asyncio.wait_for(self.store.read_vol(), self.timeout_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # lands as the read completes, and this loop would then outlive its stop()
+        async with asyncio.timeout(self.timeout_s):
+            est = await self.store.read_vol()
         if est is not None and (self.estimate is None or est.computed_us >= self.estimate.computed_us):
             self.estimate = est
             self._index = {int(s): i for i, s in enumerate(est.stock_ids)}

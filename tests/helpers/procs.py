@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtvol import stack
-from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, wait_until
+from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, stop_all, wait_until
 
 __all__ = [
     "Proc",
@@ -23,6 +23,7 @@ __all__ = [
     "redis",
     "redis_ready",
     "sidecar",
+    "stop_all",
     "wait_until",
 ]
 

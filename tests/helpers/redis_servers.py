@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rtvol import stack
-from rtvol.localproc import Proc, free_port, redis_ready
+from rtvol.localproc import Proc, free_port, redis_ready, stop_all
 
 T = TypeVar("T")
 
@@ -108,5 +108,4 @@ class Cluster:
                 return False
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop(timeout_s=10)
+        stop_all(self.nodes, timeout_s=10)

@@ -49,8 +49,7 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
         feed.replay(feature_url, tiny_data, range(0, 3))
         yield Stack(redis, feature, feature_url, sidecar, gw, base, logs)
     finally:
-        for p in reversed(started):
-            p.stop()
+        procs.stop_all(started)
 
 
 @dataclass

@@ -210,8 +210,7 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
         finally:
             prometheus.close()
     finally:
-        for p in reversed(started):
-            p.stop()
+        procs.stop_all(started)
         receiver.stop()
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -433,8 +432,7 @@ def test_tracing_overhead_is_at_most_10_percent_of_the_gateway_p50(
                 client.close()
         assert receiver.spans, "the traced gateway exported nothing"
     finally:
-        for p in reversed(started):
-            p.stop()
+        procs.stop_all(started)
         receiver.stop()
     on, off = _p50_us(samples["on"]), _p50_us(samples["off"])
     print(f"\ngateway REST predict p50: tracing on {on:.0f} µs, off {off:.0f} µs, "

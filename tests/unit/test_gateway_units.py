@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from rtvol.errors import InvalidInput
+from rtvol.featurestore import VolEstimate
 from rtvol.services.gateway import validation
 from rtvol.services.gateway.breaker import Breaker, State
 from rtvol.services.gateway.fanin import Coalescer
 from rtvol.services.gateway.kelly import KellyTable
+from rtvol.services.gateway.tier3 import VolCache
 
 
 class Clock:
@@ -147,3 +149,33 @@ def test_validation_names_the_field(ids: list[int], reason: str) -> None:
     with pytest.raises(InvalidInput, match="max_staleness_ms"):
         validation.check_staleness(-1)
     assert validation.check_staleness(None) == 0.0
+
+
+class _StopRightAfterRead:
+    """A feature store whose volatility read asks the cache to stop as it returns: the
+    stop lands while the read's result is on its way back (issue 16's hang)."""
+
+    def __init__(self) -> None:
+        self.vol: VolCache | None = None
+        self.stopper: asyncio.Task[None] | None = None
+
+    async def read_vol(self) -> VolEstimate:
+        assert self.vol is not None
+        if self.stopper is None:
+            self.stopper = asyncio.create_task(self.vol.stop())
+        return VolEstimate(np.arange(2, dtype=np.int32), np.full(2, 0.01, np.float32), 1)
+
+
+async def test_vol_cache_stops_when_stop_lands_right_after_a_read() -> None:
+    store = _StopRightAfterRead()
+    vol = store.vol = VolCache(store, refresh_s=0.001, timeout_s=1.0)  # type: ignore[arg-type]
+    vol.start()
+    while store.stopper is None:
+        await asyncio.sleep(0)
+    # asyncio.wait, not a timeout: cancelling the waiter would cancel the stop it waits for
+    done, _ = await asyncio.wait([store.stopper], timeout=0.5)  # BackgroundTask gives up at 1 s
+    while not store.stopper.done():  # the failure case: cancel until a cancel lands
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+        await asyncio.sleep(0.01)
+    assert done, "VolCache.stop() hung: the refresh loop swallowed its cancellation"
