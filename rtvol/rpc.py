@@ -7,9 +7,12 @@ that maps rtvol.errors to status codes, and a graceful drain on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import inspect
 import logging
+import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +34,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
            ("grpc.so_reuseport", 0)]
+# a process ends at most this long after its drain time, whatever still runs (exit code 3)
+EXIT_MARGIN_S = 0.9
+FORCED_EXIT_CODE = 3
 
 
 def status_of(error: RtvolError) -> grpc.StatusCode:
@@ -127,6 +133,7 @@ class Server:
         if stop is None:
             stop = stop_on_signals()
         await stop.wait()
+        exit_by(drain_seconds + EXIT_MARGIN_S)
         log.info("draining for up to %.1f s", drain_seconds)
         await self.set_serving(False)
         if on_drain:
@@ -134,6 +141,21 @@ class Server:
         await self.server.stop(drain_seconds)
         if on_stop:
             await on_stop()
+
+
+def exit_by(seconds: float) -> None:
+    """Arm the last resort of a shutdown: a process still running ``seconds`` from now
+    (a task that ignores cancellation, a thread that is never joined) logs every thread's
+    stack and exits with FORCED_EXIT_CODE, so SIGTERM always ends it in bounded time."""
+    def force() -> None:
+        log.error("shutdown still running %.1f s after the stop signal: exiting with code %d",
+                  seconds, FORCED_EXIT_CODE)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(FORCED_EXIT_CODE)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True  # never what keeps the process alive
+    timer.start()
 
 
 def stop_on_signals() -> asyncio.Event:

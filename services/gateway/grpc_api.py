@@ -22,6 +22,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Signals"].full_name
 class SignalsServicer(pb_grpc.SignalsServicer):
     def __init__(self, predictor: Predictor, hub: Hub, max_ids: int) -> None:
         self.predictor, self.hub, self.max_ids = predictor, hub, max_ids
+        self.draining = False  # set on SIGTERM: open PredictStreams end after their current answer
 
     async def _answer(self, request: pb.PredictRequest, route: str) -> pb.PredictResponse:
         try:
@@ -55,6 +56,8 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             finally:  # before the yield: the stream may resume in another context
                 otel_context.detach(token)
             yield answer
+            if self.draining:  # the caller reconnects to a replica that is serving
+                return
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[pb.Signal]:

@@ -71,7 +71,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     readiness = Readiness(tier1)
 
     server = rpc.Server([SERVICE_NAME])
-    pb_grpc.add_SignalsServicer_to_server(SignalsServicer(predictor, hub, s.max_ids), server.server)
+    signals = SignalsServicer(predictor, hub, s.max_ids)
+    pb_grpc.add_SignalsServicer_to_server(signals, server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = create_app(predictor, s.max_ids, readiness.state, universe.top)
     http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds))
@@ -92,8 +93,16 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
              type(store).__name__ if store else "none")
 
-    async def stop() -> None:
+    def drain() -> None:
+        """/readyz says draining; ends what never ends by itself (pushes, open PredictStreams)
+        and starts the HTTP drain beside the gRPC one: the two together fit in one drain time
+        (a readiness probe arriving after this finds the port closed: not ready either)."""
+        readiness.drain()
+        hub.close()
+        signals.draining = True
         http.should_exit = True
+
+    async def stop() -> None:
         await http_task
         if precompute:
             await precompute.stop()
@@ -107,10 +116,6 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             await store.close()  # its MGET reader's connections, then the client
         elif redis is not None:
             await redis.aclose()
-
-    def drain() -> None:
-        readiness.drain()
-        hub.close()
 
     await server.serve_forever(s.drain_seconds, stop, on_drain=drain, stop=shutdown)
 

@@ -75,7 +75,10 @@ async def serve(s: ModelSettings) -> None:
         if executor:
             executor.shutdown(wait=True)
 
-    await server.serve_forever(s.drain_seconds, on_stop=stop)
+    def drain() -> None:
+        servicer.draining = True
+
+    await server.serve_forever(s.drain_seconds, on_stop=stop, on_drain=drain)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,6 +33,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.dataplane = dataplane
         self.registry = dataplane.registry
         self.tracer = tracer if traced(tracer) else None
+        self.draining = False  # set on SIGTERM: open streams take no more requests
         try:
             self.version = importlib_metadata.version("rtvol")
         except importlib_metadata.PackageNotFoundError:
@@ -130,6 +131,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         answered(_stream_error(request, e), span)
                         continue
                     call.future.add_done_callback(functools.partial(done, call, span))
+                    if self.draining:  # the stream ends once what it holds is answered
+                        break
             finally:
                 reading = False
                 if in_flight == 0:
