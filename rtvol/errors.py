@@ -19,5 +19,9 @@ class NotFound(RtvolError):
     """An unknown model, version or stock: NOT_FOUND / HTTP 404."""
 
 
+class ResourceExhausted(RtvolError):
+    """A bounded queue or limit is full: RESOURCE_EXHAUSTED / HTTP 503. Retry later or elsewhere."""
+
+
 class Unavailable(RtvolError):
     """Not ready or shutting down: UNAVAILABLE / HTTP 503."""

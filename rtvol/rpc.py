@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rtvol.errors import InvalidInput, NotFound, RtvolError, Unavailable
+from rtvol.errors import InvalidInput, NotFound, ResourceExhausted, RtvolError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ STATUS: dict[type[RtvolError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 # large enough for a batch of 1,024 windows (1,024 x 50 x 12 x 4 bytes = 2.4 MiB) and more
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

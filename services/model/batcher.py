@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtvol.errors import Unavailable
+from rtvol.errors import ResourceExhausted, Unavailable
 from rtvol.services.model import metrics
 from rtvol.services.model.backends import Backend
 
@@ -41,7 +41,8 @@ class _Item:
 class Batcher:
     def __init__(self, model: str, backend: Backend, input_dims: tuple[int, ...], max_batch_size: int,
                  max_queue_delay_s: float, executor: Executor | None, inline_max_rows: int = 8,
-                 idle_dispatch: bool = True) -> None:
+                 idle_dispatch: bool = True, max_queue_rows: int = 16_384,
+                 max_queue_bytes: int = 64 * 1024 * 1024) -> None:
         self.model, self.backend, self.max_batch = model, backend, max_batch_size
         self.delay = max_queue_delay_s
         self.executor = executor  # None: compute inline on the event loop (CPU, tiny model)
@@ -49,9 +50,12 @@ class Batcher:
         # run on the loop; big ones (milliseconds on a CPU) must not stall other requests' I/O
         self.inline_max_rows = inline_max_rows
         self.idle_dispatch = idle_dispatch
+        # what may wait for a batch: beyond it a request is refused at once (RESOURCE_EXHAUSTED),
+        # so a client that sends faster than the model computes cannot grow memory without end
+        self.max_queue_rows, self.max_queue_bytes = max_queue_rows, max_queue_bytes
         self.buffer = np.empty((max_batch_size, *input_dims), dtype=np.float32)  # reused per batch
         self.pending: collections.deque[_Item] = collections.deque()
-        self.pending_rows = 0
+        self.pending_rows = self.pending_bytes = 0
         self.wakeup = asyncio.Event()
         self.closed = False
         self.last_done = -float("inf")  # perf_counter when the previous batch finished
@@ -64,9 +68,15 @@ class Batcher:
         """Queue ``x``; the future gets this request's outputs (owned arrays, rows in order)."""
         if self.closed:
             raise Unavailable(f"model '{self.model}' version is being unloaded; retry")
+        rows, size = x.shape[0], x.nbytes
+        if self.pending_rows + rows > self.max_queue_rows or self.pending_bytes + size > self.max_queue_bytes:
+            raise ResourceExhausted(
+                f"model '{self.model}': queue full ({self.pending_rows} rows, {self.pending_bytes} bytes "
+                f"waiting; at most {self.max_queue_rows} rows, {self.max_queue_bytes} bytes); retry later")
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self.pending.append(_Item(x, future, time.perf_counter()))
-        self.pending_rows += x.shape[0]
+        self.pending_rows += rows
+        self.pending_bytes += size
         self.wakeup.set()
         return future
 
@@ -102,12 +112,14 @@ class Batcher:
             await asyncio.sleep(left if left >= _SLEEP_RESOLUTION_S else 0)
 
     def _take(self) -> list[_Item]:
-        items, rows = [], 0
+        items, rows, size = [], 0, 0
         while self.pending and rows + self.pending[0].x.shape[0] <= self.max_batch:
             item = self.pending.popleft()
             rows += item.x.shape[0]
+            size += item.x.nbytes
             items.append(item)
         self.pending_rows -= rows
+        self.pending_bytes -= size
         return items
 
     async def _execute(self, items: list[_Item]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtvol.errors import InvalidInput, NotFound, RtvolError, Unavailable
+from rtvol.errors import InvalidInput, NotFound, ResourceExhausted, RtvolError, Unavailable
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.services.model import metrics, tensors
 from rtvol.services.model.model import LoadedModel, TensorInfo
@@ -28,6 +28,8 @@ def _reason(error: BaseException) -> str:
         return "not_found"
     if isinstance(error, Unavailable):
         return "unavailable"
+    if isinstance(error, ResourceExhausted):
+        return "queue_full"
     return "internal"
 
 

@@ -45,12 +45,12 @@ async def serve(s: ModelSettings) -> None:
     if s.debug_delay_ms > 0:
         make = _slowed(make, s.debug_delay_ms / 1000)
     registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
-                        BatchPolicy(s.inline_max_rows, s.idle_dispatch))
+                        BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes))
     dataplane = DataPlane(registry)
     server = Server([SERVICE_NAME])
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
-    servicer = InferenceServicer(dataplane, telemetry.tracer("rtvol-model"))
+    servicer = InferenceServicer(dataplane, telemetry.tracer("rtvol-model"), s.stream_max_inflight)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server.server)
     port = server.listen(f"{s.host}:{s.port}")
     if s.unix_socket:

@@ -27,6 +27,8 @@ class BatchPolicy:
 
     inline_max_rows: int = 8
     idle_dispatch: bool = True
+    max_queue_rows: int = 16_384
+    max_queue_bytes: int = 64 * 1024 * 1024
 
 
 class Registry:
@@ -68,7 +70,7 @@ class Registry:
                     else model.config.dynamic_batching.max_queue_delay_microseconds)
         batcher = Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
                           delay_us * 1e-6, self.executor, self.policy.inline_max_rows,
-                          self.policy.idle_dispatch)
+                          self.policy.idle_dispatch, self.policy.max_queue_rows, self.policy.max_queue_bytes)
         old = self.served.get(model.name)
         self.served[model.name] = (model, batcher)  # one assignment: requests see old or new
         metrics.LOADED.labels(model.name, model.backend.name).set(model.version)

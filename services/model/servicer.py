@@ -27,12 +27,13 @@ _NO_SPAN = contextlib.nullcontext()
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer) -> None:
+    def __init__(self, dataplane: DataPlane, tracer: trace.Tracer, stream_max_inflight: int = 128) -> None:
         """A no-op ``tracer`` (nothing exports spans): no spans are made and no context is
         extracted (a recording SDK span and the extraction cost tens of µs per request)."""
         self.dataplane = dataplane
         self.registry = dataplane.registry
         self.tracer = tracer if traced(tracer) else None
+        self.stream_max_inflight = stream_max_inflight
         self.draining = False  # set on SIGTERM: open streams take no more requests
         try:
             self.version = importlib_metadata.version("rtvol")
@@ -97,6 +98,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         failed request answers in-band with error_message and the stream goes on."""
         parent = None if self.tracer is None else extract_metadata(context.invocation_metadata())
         out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        # taken per request read, given back once its answer is written: a client that sends
+        # without reading is held back by flow control instead of queueing answers here
+        slots = asyncio.Semaphore(self.stream_max_inflight)
         in_flight = 0
         reading = True
 
@@ -120,6 +124,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             nonlocal in_flight, reading
             try:
                 async for request in request_iterator:
+                    await slots.acquire()
                     span = None if self.tracer is None else self.tracer.start_span(
                         "ModelStreamInfer", context=_request_context(request, parent),
                         kind=trace.SpanKind.SERVER,
@@ -142,6 +147,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (item := await out.get()) is not None:
                 yield item
+                slots.release()
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()

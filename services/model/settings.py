@@ -28,6 +28,13 @@ class ModelSettings(ServiceSettings):
     """Batches up to this many rows run on the event loop (cheaper than a thread hop)."""
     idle_dispatch: bool = True
     """An idle batcher sends at once; --no-idle-dispatch always waits the queue delay."""
+    max_queue_rows: int = 16_384
+    """Rows waiting for a batch, all streams together; more is RESOURCE_EXHAUSTED."""
+    max_queue_bytes: int = 64 * 1024 * 1024
+    """Input bytes waiting for a batch; more is RESOURCE_EXHAUSTED."""
+    stream_max_inflight: int = 128
+    """Requests one ModelStreamInfer stream has unanswered (or answered, unsent) before the
+    sidecar stops reading it (gRPC flow control then holds the client back)."""
     ort_threads: int = 1
     """ONNX Runtime intra-op threads."""
     poll_seconds: float = 2.0
