@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 from rtvol.errors import InvalidInput, NotFound, ResourceExhausted, RtvolError, Unavailable
 
@@ -35,6 +36,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
            ("grpc.so_reuseport", 0)]
+UNDECODABLE = Counter("rtvol_grpc_undecodable_total", "Requests whose message could not be decoded "
+                      "(answered INVALID_ARGUMENT)", ["method"])
 # a process ends at most this long after its drain time, whatever still runs (exit code 3)
 EXIT_MARGIN_S = 0.9
 FORCED_EXIT_CODE = 3
@@ -47,9 +50,44 @@ def status_of(error: RtvolError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+class Undecodable:
+    """What a request deserializer returns for bytes that are not the message: grpc would
+    log a traceback and answer UNKNOWN; the handler answers INVALID_ARGUMENT instead."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as e:  # DecodeError and its kin: the message, not the server, is broken
+            return Undecodable(e)
+    return decode
+
+
+def _decoded(message: Any, method: str) -> Any:
+    """The message, or InvalidInput (counted, one log line) when it was undecodable."""
+    if isinstance(message, Undecodable):
+        UNDECODABLE.labels(method).inc()
+        log.warning("undecodable request to %s: %s", method, message.error)
+        raise InvalidInput(f"request: not a valid message for {method} ({message.error})", "undecodable")
+    return message
+
+
+async def _decoded_stream(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    async for message in requests:
+        yield _decoded(message, method)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns a raised RtvolError into its status code and message; anything else becomes
-    INTERNAL with the error logged, and the server keeps serving."""
+    INTERNAL with the error logged, and the server keeps serving. An undecodable request
+    message is INVALID_ARGUMENT."""
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -60,7 +98,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             fn = getattr(handler, kind)
             if fn is not None:
-                return handler._replace(**{kind: _wrap(fn, details.method)})
+                streaming = kind.startswith("stream_")
+                return handler._replace(**{kind: _wrap(fn, details.method, streaming)},
+                                        request_deserializer=_tolerant(handler.request_deserializer))
         return handler
 
 
@@ -71,11 +111,14 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: st
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
 
 
-def _wrap(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap(fn: Callable[..., Any], method: str, streaming_requests: bool) -> Callable[..., Any]:
+    def decoded(request: Any) -> Any:
+        return _decoded_stream(request, method) if streaming_requests else _decoded(request, method)
+
     if inspect.isasyncgenfunction(fn):
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                async for item in fn(request, context):
+                async for item in fn(decoded(request), context):
                     yield item
             except (RtvolError, ValueError) as e:
                 await _abort(context, e, method)
@@ -83,7 +126,7 @@ def _wrap(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await fn(request, context)
+            return await fn(decoded(request), context)
         except (RtvolError, ValueError) as e:
             await _abort(context, e, method)
     return unary

@@ -26,6 +26,8 @@ class SignalsServicer(pb_grpc.SignalsServicer):
 
     async def _answer(self, request: pb.PredictRequest, route: str) -> pb.PredictResponse:
         try:
+            validation.check_text("request_id", request.request_id, validation.MAX_REQUEST_ID)
+            validation.check_text("traceparent", request.traceparent, validation.MAX_TRACEPARENT)
             ids = validation.check_ids(request.stock_ids, self.max_ids)
             staleness = validation.check_staleness(request.max_staleness_ms)
         except InvalidInput as e:
@@ -53,6 +55,9 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             token = otel_context.attach(extract_traceparent(request.traceparent, opener) or opener)
             try:
                 answer = await self._answer(request, "grpc_stream")
+            except InvalidInput as e:  # this request only: answered in-stream, the stream goes on
+                request_id = request.request_id[:validation.MAX_REQUEST_ID]
+                answer = pb.PredictResponse(request_id=request_id, error=str(e))
             finally:  # before the yield: the stream may resume in another context
                 otel_context.detach(token)
             yield answer
@@ -64,6 +69,10 @@ class SignalsServicer(pb_grpc.SignalsServicer):
         if not request.all and not request.stock_ids:
             metrics.REJECTS.labels("subscribe", "empty_ids").inc()
             raise InvalidInput("stock_ids: empty (set all = true for every stock)", "empty_ids")
+        if len(request.stock_ids) > self.max_ids:
+            metrics.REJECTS.labels("subscribe", "too_many_ids").inc()
+            raise InvalidInput(f"stock_ids: {len(request.stock_ids)} ids, at most {self.max_ids} "
+                               "(set all = true for every stock)", "too_many_ids")
         sub = self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
         try:
             while (sig := await sub.queue.get()) is not None:

@@ -75,7 +75,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     pb_grpc.add_SignalsServicer_to_server(signals, server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = create_app(predictor, s.max_ids, readiness.state, universe.top)
-    http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds))
+    limits = httpserver.Limits(s.http_max_connections, s.http_limit_concurrency, s.http_request_timeout_s,
+                               s.http_keep_alive_s, s.http_max_body_bytes)
+    http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds, limits))
     await server.set_serving(False)  # until start-up has finished, as /readyz
     await server.start()
     http_task = asyncio.create_task(http.serve())

@@ -9,6 +9,8 @@ from rtvol.telemetry import BATCH_BUCKETS, LATENCY_BUCKETS
 REQUEST = Histogram("rtvol_gateway_request_seconds", "Predict duration by route and the slowest tier used",
                     ["route", "tier"], buckets=LATENCY_BUCKETS)
 ANSWERS = Counter("rtvol_gateway_answers_total", "Per-stock answers by tier", ["tier"])
+NON_FINITE = Counter("rtvol_gateway_non_finite_outputs_total", "Model answers with NaN/inf, never "
+                     "served: tier 1's go to tier 2 (per batch), tier 2's to tier 3 (per stock)", ["tier"])
 ITEM_ERRORS = Counter("rtvol_gateway_item_errors_total", "Stocks that could not be answered", ["reason"])
 REJECTS = Counter("rtvol_gateway_rejects_total", "Requests refused as bad input", ["route", "reason"])
 BATCH = Histogram("rtvol_gateway_fanin_batch_size", "Windows per tier-1 batch (fan-in)",

@@ -3,6 +3,10 @@ bytes, so these models never validate or encode anything at request time."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 
@@ -58,3 +62,18 @@ class ReadyOut(BaseModel):
 
 class LiveOut(BaseModel):
     status: str
+
+
+def state_limits(app: FastAPI, max_ids: int) -> None:
+    """The document states the limits this gateway enforces: max_ids is a setting, so it is
+    written into the generated schema (stock_ids' maxItems, top_k's maximum)."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            doc["components"]["schemas"]["PredictBody"]["properties"]["stock_ids"]["maxItems"] = max_ids
+            for param in doc["paths"]["/v1/universe"]["get"]["parameters"]:
+                if param["name"] == "top_k":
+                    param["schema"]["maximum"] = max_ids
+            app.openapi_schema = doc
+        return app.openapi_schema
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -148,13 +148,26 @@ class Predictor:
                     tier, version = 1, sidecar.version or version
                 except Exception:
                     outputs = None  # tier 2 answers; the breaker has counted it
+        if outputs is not None and not finite_rows(outputs).all():  # never served: tier 2 answers
+            metrics.NON_FINITE.labels("1").inc()
+            outputs, tier, version = None, 2, local.version
         if outputs is None:
             outputs = local.infer(x)
         now = now_us()
         rv, d, m = outputs["rv"], outputs["direction"], outputs["momentum"]
+        finite = finite_rows(outputs)
         return [Signal(sid, float(rv[i, 0]), (float(d[i, 0]), float(d[i, 1]), float(d[i, 2])),
                        float(m[i, 0]), local.name, version, tier, int(windows.written_us[r]), now)
+                if finite[i] else self._not_finite(sid)
                 for i, (sid, r) in enumerate(zip(ids, rows, strict=True))]
+
+    def _not_finite(self, sid: int) -> Signal:
+        """Tier 2 answered NaN/inf for this stock: the volatility estimate answers instead."""
+        metrics.NON_FINITE.labels("2").inc()
+        if self.tiers.vol.lookup(sid) is None:
+            return _error(sid, f"stock {sid}: the model's output was not finite and there is no "
+                          "volatility estimate", "non_finite")
+        return self._tier3(sid, stale=False)
 
     def _tier3(self, sid: int, stale: bool) -> Signal:
         est = self.tiers.vol.lookup(sid)
@@ -173,6 +186,14 @@ class Predictor:
         if sig.direction is None:
             return sig
         return replace(sig, kelly_fraction=self.kelly.fraction(*sig.direction, sig.rv))
+
+
+def finite_rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row: every output value (rv, direction, momentum) is finite."""
+    rows = np.ones(len(outputs["rv"]), bool)
+    for value in outputs.values():
+        rows &= np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+    return rows
 
 
 def _error(sid: int, message: str, reason: str) -> Signal:

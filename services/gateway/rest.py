@@ -7,10 +7,10 @@ on the hot path; services/gateway/openapi.py describes them in the OpenAPI docum
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from opentelemetry import context as otel_context
@@ -20,15 +20,28 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 from rtvol.errors import InvalidInput, NotFound
 from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics, validation
-from rtvol.services.gateway.openapi import ErrorOut, LiveOut, PredictOut, ReadyOut, SignalOut, UniverseOut
+from rtvol.services.gateway.openapi import (
+    ErrorOut,
+    LiveOut,
+    PredictOut,
+    ReadyOut,
+    SignalOut,
+    UniverseOut,
+    state_limits,
+)
 from rtvol.services.gateway.predictor import Predictor
 from rtvol.telemetry import exports_traces, extract_headers
 
 UniverseFn = Callable[[int], Awaitable[dict[str, Any]]]
 
 
+# ids are int32 (as in the gRPC API); one outside the known range is an item error, not a 400
+StockId = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
+
+
 class PredictBody(BaseModel):
-    stock_ids: list[StrictInt]
+    stock_ids: list[StockId] = Field(min_length=1, description="at most the gateway's max_ids "
+                                     "(maxItems states it)")
     max_staleness_ms: float | None = Field(None, description="a pre-computed signal at most this old "
                                            "may answer; absent or 0: always infer")
     kelly: StrictBool = False
@@ -41,8 +54,14 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
-def _reject(route: str, status: int, reason: str, message: str) -> Response:
-    metrics.REJECTS.labels(route, reason).inc()
+def _route(request: Request) -> str:
+    """The matched route's template (/v1/signals/{stock_id}), never the raw path: one metric
+    series per route, whatever paths callers send."""
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+
+
+def _reject(request: Request, status: int, reason: str, message: str) -> Response:
+    metrics.REJECTS.labels(_route(request), reason).inc()
     return json_response({"error": message}, status)
 
 
@@ -61,13 +80,13 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
         loc = [str(p) for p in first.get("loc", ())]
         if first.get("type") == "json_invalid":  # loc is ("body", character position)
             message = f"body: malformed JSON at character {loc[-1]}"
-            return _reject(request.url.path, 400, "malformed_json", message)
-        field = ".".join(p for p in loc if p != "body") or "body"
-        return _reject(request.url.path, 400, "bad_field", f"{field}: {first.get('msg', 'invalid')}")
+            return _reject(request, 400, "malformed_json", message)
+        field = ".".join(p for p in loc if p not in ("body", "query", "path")) or "body"
+        return _reject(request, 400, "bad_field", f"{field}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, exc: InvalidInput) -> Response:
-        return _reject(request.url.path, 400, exc.reason, str(exc))
+        return _reject(request, 400, exc.reason, str(exc))
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
@@ -88,14 +107,15 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
 
     @app.get("/v1/signals/{stock_id}", response_model=None,
              responses={200: {"model": SignalOut}, 404: {"model": ErrorOut}, **BAD_INPUT})
-    async def cached_signal(stock_id: int) -> Response:
+    async def cached_signal(stock_id: Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]) -> Response:
         sig = await predictor.cache.get_remote(stock_id)
         if sig is None:
             raise NotFound(f"no pre-computed signal for stock {stock_id}")
         return json_response(sig.to_json(now_us()))
 
     @app.get("/v1/universe", response_model=None, responses={200: {"model": UniverseOut}, **BAD_INPUT})
-    async def get_universe(top_k: int = 20) -> Response:
+    async def get_universe(top_k: Annotated[int, Query(ge=1, description="at most max_ids")] = 20
+                           ) -> Response:
         if not 1 <= top_k <= max_ids:
             raise InvalidInput(f"top_k: {top_k} outside 1..{max_ids}", "bad_top_k")
         return json_response(await universe(top_k))
@@ -113,4 +133,5 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    state_limits(app, max_ids)
     return app

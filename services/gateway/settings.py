@@ -29,7 +29,17 @@ class GatewaySettings(ServiceSettings):
     stocks: int = 8192
     """Ids 0..stocks-1 are known (as the feature service's --stocks)."""
     max_ids: int = 1024
-    """Most stock ids in one request; more is a 4xx / INVALID_ARGUMENT."""
+    """Most stock ids in one request or Subscribe; more is a 4xx / INVALID_ARGUMENT."""
+    http_max_connections: int = 4096
+    """Open HTTP connections; more are closed as they are accepted."""
+    http_limit_concurrency: int = 1024
+    """HTTP requests in progress; more are answered 503."""
+    http_request_timeout_s: float = 5.0
+    """A request's headers and body must arrive within this, else its connection is closed."""
+    http_keep_alive_s: int = 5
+    """Idle keep-alive HTTP connections are closed after this."""
+    http_max_body_bytes: int = 1 << 20
+    """Larger request bodies are answered 413."""
     deadline_ms: float = 50.0
     """A whole predict, every tier included."""
     model_timeout_ms: float = 20.0

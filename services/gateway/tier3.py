@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from rtvol.featurestore import FeatureStore, VolEstimate
 from rtvol.services.gateway import metrics
@@ -26,7 +27,8 @@ class VolCache:
         i = self._index.get(stock_id)
         if i is None or self.estimate is None:
             return None
-        return float(self.estimate.vol[i]), self.estimate.computed_us
+        vol = float(self.estimate.vol[i])
+        return (vol, self.estimate.computed_us) if math.isfinite(vol) else None  # never served
 
     async def refresh(self) -> None:
         if self.store is None:

@@ -24,9 +24,10 @@ STOCKS = 8
 
 
 class Stack:
-    def __init__(self, base: str, grpc_target: str, feature: str, repo: Path, redis_url: str) -> None:
+    def __init__(self, base: str, grpc_target: str, feature: str, repo: Path, redis_url: str,
+                 log: Path) -> None:
         self.base, self.grpc, self.feature, self.repo = base, grpc_target, feature, repo
-        self.redis_url = redis_url
+        self.redis_url, self.log = redis_url, log  # the gateway's log
         self.http = httpx.Client(base_url=base, timeout=10)
 
 
@@ -47,7 +48,7 @@ def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
             "--store-timeout-ms", "200")  # generous: these tests check answers, not budgets
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3))
-        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db)
+        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db, gw.log)
     finally:
         codes = procs.stop_all(started)  # every one, even when one fails to stop
         assert set(codes.values()) <= {0}, codes
@@ -146,6 +147,8 @@ def _metric(stack: Stack, name: str) -> float:
     (b'{"stock_ids": [1], "max_staleness_ms": -5}', "max_staleness_ms"),
     (b'{"stock_ids": [1], "max_staleness_ms": "soon"}', "max_staleness_ms"),
     (b'[1, 2]', "body"),
+    (b'{"stock_ids": [18446744073709551616]}', "stock_ids"),  # beyond int64: was a 500
+    (b'{"stock_ids": [2147483648]}', "stock_ids"),  # beyond int32, as in the gRPC API
 ])
 def test_rest_bad_input_is_a_400_naming_the_field(stack: Stack, body: bytes, field: str) -> None:
     before = sum(float(v) for v in re.findall(r"rtvol_gateway_rejects_total\{[^}]*\} ([0-9.]+)",
@@ -162,6 +165,7 @@ def test_rest_bad_input_is_a_400_naming_the_field(stack: Stack, body: bytes, fie
     (pb.PredictRequest(), "stock_ids"),
     (pb.PredictRequest(stock_ids=list(range(17))), "stock_ids"),
     (pb.PredictRequest(stock_ids=[1], max_staleness_ms=-1), "max_staleness_ms"),
+    (pb.PredictRequest(stock_ids=[1], request_id="x" * (4 << 20)), "request_id"),  # was echoed back
 ])
 def test_grpc_bad_input_is_invalid_argument(stack: Stack, request_: pb.PredictRequest, field: str) -> None:
     with grpc.insecure_channel(stack.grpc) as ch:
@@ -172,3 +176,64 @@ def test_grpc_bad_input_is_invalid_argument(stack: Stack, request_: pb.PredictRe
         with pytest.raises(grpc.RpcError) as err:
             next(iter(pb_grpc.SignalsStub(ch).Subscribe(pb.SubscribeRequest(), timeout=10)))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_openapi_states_the_limits_the_gateway_enforces(stack: Stack) -> None:
+    doc = stack.http.get("/openapi.json").json()
+    ids = doc["components"]["schemas"]["PredictBody"]["properties"]["stock_ids"]
+    assert ids["minItems"] == 1 and ids["maxItems"] == 16  # --max-ids 16
+    assert ids["items"]["minimum"] == -(2**31) and ids["items"]["maximum"] == 2**31 - 1
+    top_k = next(p for p in doc["paths"]["/v1/universe"]["get"]["parameters"] if p["name"] == "top_k")
+    assert top_k["schema"]["minimum"] == 1 and top_k["schema"]["maximum"] == 16
+    # and what the schema calls invalid is what the gateway refuses (400 naming the field)
+    for reply, field in ((stack.http.post("/v1/predict", json={"stock_ids": []}), "stock_ids"),
+                         (stack.http.get("/v1/universe", params={"top_k": 0}), "top_k"),
+                         (stack.http.get("/v1/universe", params={"top_k": 17}), "top_k")):
+        assert reply.status_code == 400 and reply.json()["error"].startswith(field), reply.text
+
+
+def test_reject_metrics_are_labelled_by_route_template_not_raw_path(stack: Stack) -> None:
+    for i in range(30):
+        assert stack.http.get(f"/v1/signals/not-a-number-{i}").status_code == 400
+    routes = set(re.findall(r'rtvol_gateway_rejects_total\{reason="[^"]*",route="([^"]*)"\}',
+                            stack.http.get("/metrics").text))
+    assert "/v1/signals/{stock_id}" in routes
+    assert not any("not-a-number" in r for r in routes), routes
+
+
+def test_subscribe_with_too_many_ids_is_invalid_argument(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.grpc) as ch, pytest.raises(grpc.RpcError) as err:
+        request = pb.SubscribeRequest(stock_ids=range(17))
+        next(iter(pb_grpc.SignalsStub(ch).Subscribe(request, timeout=10)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("stock_ids")
+
+
+def test_a_bad_request_inside_predict_stream_is_answered_in_stream(stack: Stack) -> None:
+    requests = [pb.PredictRequest(stock_ids=[0], request_id="a"),
+                pb.PredictRequest(stock_ids=list(range(17)), request_id="b"),
+                pb.PredictRequest(stock_ids=[1], request_id="c")]
+    with grpc.insecure_channel(stack.grpc) as ch:
+        answers = list(pb_grpc.SignalsStub(ch).PredictStream(iter(requests), timeout=10))
+    assert [a.request_id for a in answers] == ["a", "b", "c"]
+    assert answers[1].error.startswith("stock_ids") and not answers[1].signals
+    assert not answers[0].error and answers[2].signals[0].stock_id == 1 and answers[2].signals[0].tier == 1
+
+
+@pytest.mark.parametrize("method", ["Predict", "PredictStream", "Subscribe"])
+def test_undecodable_grpc_message_is_invalid_argument_one_log_line_and_counted(
+        stack: Stack, method: str) -> None:
+    path = f"/rtvol.proto.v1.Signals/{method}"
+    before = _metric(stack, f'rtvol_grpc_undecodable_total{{method="{path}"}}')
+    garbage = b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"  # a field whose length overruns
+    with grpc.insecure_channel(stack.grpc) as ch, pytest.raises(grpc.RpcError) as err:
+        if method == "Predict":
+            ch.unary_unary(path)(garbage, timeout=10)
+        elif method == "PredictStream":
+            list(ch.stream_stream(path)(iter([garbage]), timeout=10))
+        else:
+            list(ch.unary_stream(path)(garbage, timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+    assert _metric(stack, f'rtvol_grpc_undecodable_total{{method="{path}"}}') == before + 1
+    log = stack.log.read_text()
+    assert log.count(f"undecodable request to {path}") == 1 and "Traceback" not in log

@@ -57,12 +57,14 @@ class PredictRequest(_message.Message):
     def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., max_staleness_ms: _Optional[int] = ..., kelly: _Optional[bool] = ..., request_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("signals", "request_id")
+    __slots__ = ("signals", "request_id", "error")
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     signals: _containers.RepeatedCompositeFieldContainer[Signal]
     request_id: str
-    def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    error: str
+    def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ..., request_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("stock_ids", "all")
