@@ -246,12 +246,24 @@ def _status(a: argparse.Namespace) -> None:
     rows = stack.status(a.run_dir)
     if not rows:
         raise CommandError(f"no stack recorded in {a.run_dir} (rtvol up)")
-    print(f"{'component':10} {'pid':>7} {'port':>6}  {'running':8} {'health':8} target")
+    print(f"{'component':10} {'pid':>7} {'port':>6}  {'running':8} {'health':8} {'restarts':>8}  target")
     for c, running, healthy in rows:
         print(f"{c.name:10} {c.pid:>7} {c.port:>6}  {'yes' if running else 'NO':8} "
-              f"{'ok' if healthy else 'DOWN':8} {c.target}")
+              f"{'ok' if healthy else 'DOWN':8} {c.restarts:>8}  {c.target}")
+    sup = stack.supervisor(a.run_dir)
+    print(f"supervisor pid {sup} (restarts a component that dies)" if sup else
+          "supervisor NOT running: a component that dies stays down")
     if not all(h for _, _, h in rows):
         raise CommandError("some components are not healthy (see their logs in the run directory)")
+
+
+def _supervise(a: argparse.Namespace) -> None:
+    import logging
+
+    from rtvol import supervisor
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor.run(a.run_dir)
 
 
 def _buckets(text: str | None) -> range | None:
@@ -485,6 +497,9 @@ def _status_command(sub: Commands) -> None:
     st = sub.add_parser("status", help="each component's pid, port and health (exit 2 when unhealthy)")
     _add(st, *RUN_DIR)
     st.set_defaults(run=_status)
+    sv = sub.add_parser("supervise", help="restart the components of a stack that die (`up` starts this)")
+    _add(sv, *run_dir)
+    sv.set_defaults(run=_supervise)
 
 
 def _feed_command(sub: Commands) -> None:

@@ -7,17 +7,20 @@ then lists both under the same pid, and `down` stops that process once.
 Services are started by command line (``python -m rtvol.cli serve ...``), never imported,
 so the shared library keeps its layering. `up` writes pids, ports and commands to
 ``<run_dir>/stack.json`` and logs beside it; `down` and `status` work from that file in
-any later process.
+any later process. Once every component is ready, `up` starts a supervisor (rtvol/supervisor.py,
+its pid in stack.json) that restarts a component that dies; `down` stops it first.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from rtvol import localproc
 
@@ -55,6 +58,7 @@ class Component:
     target: str
     cmd: list[str]
     log: str
+    restarts: int = 0  # by the supervisor
 
     def check(self) -> bool:
         probe = {"redis": lambda: localproc.redis_ready(self.port),
@@ -111,17 +115,44 @@ class StackError(Exception):
 
 
 def load(run_dir: Path) -> list[Component]:
+    return [Component(**c) for c in _document(run_dir).get("components", [])]
+
+
+def _document(run_dir: Path) -> dict[str, Any]:
     path = run_dir / STATE
-    if not path.exists():
-        return []
-    return [Component(**c) for c in json.loads(path.read_text())["components"]]
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def _write(run_dir: Path, doc: dict[str, Any]) -> None:
+    tmp = run_dir / (STATE + ".tmp")  # whole or not at all: `status` may read it meanwhile
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(run_dir / STATE)
 
 
 def _save(run_dir: Path, comps: list[Component], ports: Ports) -> None:
-    tmp = run_dir / (STATE + ".tmp")
-    tmp.write_text(json.dumps({"ports": asdict(ports), "started": time.time(),
-                               "components": [asdict(c) for c in comps]}, indent=2))
-    tmp.replace(run_dir / STATE)
+    _write(run_dir, {"ports": asdict(ports), "started": time.time(),
+                     "components": [asdict(c) for c in comps]})
+
+
+def update(run_dir: Path, comps: list[Component]) -> None:
+    """Components' new pids and restart counts (the supervisor); the rest stays."""
+    _write(run_dir, _document(run_dir) | {"components": [asdict(c) for c in comps]})
+
+
+def supervisor(run_dir: Path) -> int | None:
+    """The supervisor's pid while it runs (a reused pid running another program is not it)."""
+    sup = _document(run_dir).get("supervisor")
+    if not sup or not localproc.alive(sup["pid"]) or localproc.executable(sup["pid"]) != sup["executable"]:
+        return None
+    return int(sup["pid"])
+
+
+def _supervise(run_dir: Path) -> None:
+    with (run_dir / "supervisor.log").open("ab") as out:
+        pid = subprocess.Popen([sys.executable, "-m", "rtvol.cli", "supervise", "--run-dir", str(run_dir)],
+                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True).pid
+    _write(run_dir, _document(run_dir) | {"supervisor": {"pid": pid, "executable": sys.executable}})
 
 
 def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "auto",
@@ -171,12 +202,16 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
         start("embedded", embedded_cmd(features, gateway), feature_part, gateway_part)
     else:
         start("gateway", serve("gateway", *gateway), gateway_part)
+    _supervise(run_dir)
     return comps
 
 
 def down(run_dir: Path, timeout_s: float = 15.0) -> dict[str, str]:
     """Stop every component in reverse order; a pid now running another program is left alone."""
     result: dict[str, str] = {}
+    sup = supervisor(run_dir)
+    if sup is not None:
+        result["supervisor"] = localproc.terminate(sup, 5.0)  # first: it would restart the rest
     stopped: dict[int, str] = {}  # pid -> the component it was stopped for
     for c in reversed(load(run_dir)):
         if c.pid in stopped:  # one process serving several components (embedded)

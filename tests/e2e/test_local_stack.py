@@ -4,6 +4,8 @@ and the one-process stack (no Redis: feature service and gateway share a process
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -123,8 +125,10 @@ def test_no_redis_stack_shares_one_process_and_answers_from_tier_1(tiny_data: Pa
     try:
         assert set(comps) == {"feature", "model", "gateway"}
         assert comps["feature"]["pid"] == comps["gateway"]["pid"] != comps["model"]["pid"]
-        rows = rtvol("status", "--run-dir", str(run_dir)).splitlines()[1:]  # exit 0: every part healthy
+        status = rtvol("status", "--run-dir", str(run_dir)).splitlines()  # exit 0: every part healthy
+        rows = status[1:-1]  # between the header and the supervisor's line
         assert len(rows) == 3 and all(" ok " in row for row in rows), rows
+        assert status[-1].startswith("supervisor pid"), status
         feed_predict_and_push(tiny_data, f"127.0.0.1:{ports['feature']}",
                               f"127.0.0.1:{ports['gateway_grpc']}")
         # the gateway sees the feature service's volatility estimate too (tier 3's source)
@@ -136,3 +140,41 @@ def test_no_redis_stack_shares_one_process_and_answers_from_tier_1(tiny_data: Pa
     assert "stopped with gateway" in stopped, stopped
     assert not [c["pid"] for c in comps.values() if localproc.alive(c["pid"])]
     assert not (run_dir / "stack.json").exists()
+
+
+def test_a_killed_sidecar_is_restarted_counted_and_down_stops_everything(
+        tiny_data: Path, tiny_repo: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    state = up(run_dir, tiny_data, tiny_repo)
+    ports, supervisor = state["ports"], state["supervisor"]["pid"]
+    model = next(c for c in state["components"] if c["name"] == "model")
+    pids = [c["pid"] for c in state["components"]] + [supervisor]
+    try:
+        os.kill(model["pid"], signal.SIGKILL)
+
+        def restarted() -> dict[str, Any] | None:
+            comps = {c["name"]: c for c in json.loads((run_dir / "stack.json").read_text())["components"]}
+            return comps["model"] if comps["model"]["restarts"] == 1 else None
+
+        assert localproc.wait_until(lambda: restarted() is not None, 30, 0.2), (run_dir / "supervisor.log")
+        again = restarted()
+        assert again is not None and again["pid"] != model["pid"]
+        pids.append(again["pid"])
+        # ready again on its port; status shows the restart (exit 0: every component healthy)
+        assert localproc.wait_until(localproc.grpc_ready(f"127.0.0.1:{ports['model']}"), 60, 0.2)
+        rows = {r.split()[0]: r.split() for r in rtvol("status", "--run-dir", str(run_dir)).splitlines()[1:]}
+        assert rows["model"][1] == str(again["pid"]) and rows["model"][5] == "1", rows
+        assert rows["gateway"][5] == "0" and rows["supervisor"][2] == str(supervisor), rows
+        # the gateway finds the restarted sidecar: tier 1 answers again
+        feature = f"127.0.0.1:{ports['feature']}"
+        rtvol("feed", "--data", str(tiny_data), "--target", feature, "--buckets", "0:2")
+        with grpc.insecure_channel(f"127.0.0.1:{ports['gateway_grpc']}") as channel:
+            stub = pb_grpc.SignalsStub(channel)
+
+            def tier1() -> bool:
+                return stub.Predict(pb.PredictRequest(stock_ids=[0]), timeout=5).signals[0].tier == 1
+            assert localproc.wait_until(tier1, 20, 0.2)
+    finally:
+        stopped = rtvol("down", "--run-dir", str(run_dir))
+    assert "supervisor" in stopped, stopped
+    assert not [p for p in pids if localproc.alive(p)]
