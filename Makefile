@@ -14,7 +14,7 @@ DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer gpu-bench
+.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer gpu-bench fuzz
 
 # constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
 $(STAMP): pyproject.toml constraints.txt
@@ -89,6 +89,11 @@ $(PA_DIR)/perf_analyzer: | $(STAMP)
 podman-e2e: install
 	$(MAKE) --no-print-directory system-deps APT_PACKAGES="podman runc debootstrap"
 	$(BIN)/python -m pytest -q -s -m podman tests/e2e/test_podman.py $(PYTEST_ARGS)
+
+# A hostile client against a whole local stack (minutes, so not in `make test`; last result in
+# docs/RELIABILITY.md): schemathesis on the REST API, malformed protobuf over every gRPC method.
+fuzz: install system-deps
+	$(BIN)/python -m rtvol.loadtest.fuzz --out $(REPORTS)/fuzz.json
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
