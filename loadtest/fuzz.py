@@ -46,9 +46,13 @@ def _samples() -> dict[str, list[bytes]]:
     window = infer_pb.ModelInferRequest(model_name="rtvol_cnn",
                                         raw_input_contents=[bytes(STEPS * N_FEATURES * 4)])
     window.inputs.add(name="window", datatype="FP32", shape=[1, STEPS, N_FEATURES])
+    predict = signals_pb.PredictRequest(stock_ids=[0, 1], kelly=True, request_id="r").SerializeToString()
     return {
-        "/rtvol.proto.v1.Signals/Predict": [signals_pb.PredictRequest(stock_ids=[0, 1], kelly=True,
-                                                                      request_id="r").SerializeToString()],
+        "/rtvol.proto.v1.Signals/Predict": [predict],
+        "/rtvol.proto.v1.Signals/PredictStream": [predict],
+        "/inference.GRPCInferenceService/ModelStreamInfer": [window.SerializeToString()],
+        "/inference.GRPCInferenceService/ModelMetadata": [infer_pb.ModelMetadataRequest(name="rtvol_cnn")
+                                                          .SerializeToString()],
         "/rtvol.proto.v1.Signals/Subscribe": [signals_pb.SubscribeRequest(stock_ids=[0]).SerializeToString()],
         "/rtvol.proto.v1.Features/GetFeatures": [features_pb.GetFeaturesRequest(stock_ids=[0, 1])
                                                  .SerializeToString()],
