@@ -24,6 +24,7 @@ __all__ = [
     "redis_ready",
     "sidecar",
     "stop_all",
+    "upstreams",
     "wait_until",
 ]
 
@@ -49,6 +50,17 @@ def sidecar(log_dir: Path, repo: Path, *extra: str, port: int | None = None) -> 
     target = f"127.0.0.1:{port}"
     return Proc("model sidecar", stack.sidecar_cmd(port, 0, repo, "--poll-seconds", "0", *extra),
                 log_dir / "sidecar.log", grpc_ready(target)), target
+
+
+def upstreams(log_dir: Path, redis_url: str, repo: Path, stocks: int, started: list[Proc]
+              ) -> tuple[str, str]:
+    """A feature service and a model sidecar for a gateway, each added to ``started`` as it
+    comes up (for ``stop_all``): (feature target, model target)."""
+    feature, feature_url = feature_service(log_dir, redis_url, stocks)
+    started.append(feature)
+    model, model_url = sidecar(log_dir, repo)
+    started.append(model)
+    return feature_url, model_url
 
 
 def gateway(log_dir: Path, repo: Path, *extra: str) -> tuple[Proc, str, str]:

@@ -91,10 +91,7 @@ def test_a_model_answering_nan_is_never_served(redis_db: str, tmp_path: Path, ti
     redis_url = redis_db
     started: list[procs.Proc] = []
     try:
-        feature, feature_url = procs.feature_service(tmp_path, redis_url, STOCKS)
-        started.append(feature)
-        sidecar, model_url = procs.sidecar(tmp_path, repo)
-        started.append(sidecar)
+        feature_url, model_url = procs.upstreams(tmp_path, redis_url, repo, STOCKS, started)
         gw, base, _ = procs.gateway(tmp_path, repo, "--redis-url", redis_url, "--model-url", model_url,
                                     "--stocks", str(STOCKS), "--deadline-ms", "500",
                                     "--model-timeout-ms", "200", "--model-latency-budget-ms", "100")

@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 from helpers import feed, load, procs
 
+# tritonclient's copy of the inference protos, as tests/integration/test_sidecar_grpc.py: the
+# two copies share the proto package 'inference', and only one can come first in a process
+from tritonclient.grpc import service_pb2 as infer_pb
+from tritonclient.grpc import service_pb2_grpc as infer_grpc
+
 from rtvol.features.spec import N_FEATURES, STEPS
-from rtvol.proto.inference import grpc_service_pb2 as infer_pb
-from rtvol.proto.inference import grpc_service_pb2_grpc as infer_grpc
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.proto.v1 import signals_pb2 as pb
@@ -38,10 +41,7 @@ def upstreams(redis_db: str, tiny_repo: Path, tiny_data: Path,
     logs = tmp_path_factory.mktemp("shutdown")
     started: list[procs.Proc] = []
     try:
-        feature, feature_url = procs.feature_service(logs, redis_db, STOCKS)
-        started.append(feature)
-        sidecar, model_url = procs.sidecar(logs, tiny_repo)
-        started.append(sidecar)
+        feature_url, model_url = procs.upstreams(logs, redis_db, tiny_repo, STOCKS, started)
         feed.replay(feature_url, tiny_data, range(0, 3))
         yield feature_url, model_url
     finally:

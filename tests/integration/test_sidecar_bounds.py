@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from helpers import procs
 
+# tritonclient's copy of the inference protos, as tests/integration/test_sidecar_grpc.py: the
+# two copies share the proto package 'inference', and only one can come first in a process
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
 from rtvol.features.spec import N_FEATURES, STEPS
-from rtvol.proto.inference import grpc_service_pb2 as pb
-from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 MAX_ROWS = 1024  # the tiny model's max_batch_size
