@@ -497,8 +497,11 @@ def _status_command(sub: Commands) -> None:
     st = sub.add_parser("status", help="each component's pid, port and health (exit 2 when unhealthy)")
     _add(st, *RUN_DIR)
     st.set_defaults(run=_status)
+
+
+def _supervise_command(sub: Commands) -> None:
     sv = sub.add_parser("supervise", help="restart the components of a stack that die (`up` starts this)")
-    _add(sv, *run_dir)
+    _add(sv, *RUN_DIR)
     sv.set_defaults(run=_supervise)
 
 
@@ -573,8 +576,8 @@ def _bench_command(sub: Commands) -> None:
 
 
 COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _up_command,
-            _down_command, _status_command, _feed_command, _loadtest_command, _serve_command,
-            _bench_command)
+            _down_command, _status_command, _supervise_command, _feed_command, _loadtest_command,
+            _serve_command, _bench_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

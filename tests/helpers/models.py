@@ -29,7 +29,6 @@ def export_random(repo: Path, seed: int, name: str = MODEL) -> int:
     return write_version(repo, name, to_onnx(model), {}, SERVING)
 
 
-<<<<<<< HEAD
 @dataclass(frozen=True)
 class TinyEnsemble:
     onnx: bytes  # the served graph
@@ -55,7 +54,8 @@ def tiny_ensemble(tiny_data: Path, tiny_repo: Path) -> TinyEnsemble:
              "har": har.predict(data.windows)}
     return TinyEnsemble(ensemble.build(cnn_onnx, gbm, har, weights), data.windows,
                         ensemble.combine(weights, preds), cnn)
-=======
+
+
 def export_non_finite(repo: Path, name: str = MODEL) -> int:
     """A version whose rv head answers NaN for every window (as a broken model would)."""
     torch.manual_seed(0)
@@ -63,4 +63,3 @@ def export_non_finite(repo: Path, name: str = MODEL) -> int:
     with torch.no_grad():
         model.rv_head.bias.fill_(float("nan"))
     return write_version(repo, name, to_onnx(model), {}, SERVING)
->>>>>>> a910dfe (Gateway bounds: REST ids int32 with the OpenAPI schema stating minItems/maxItems and top_k's range (what it calls invalid is a 400 naming the field; 2**64 was a 500); reject metrics by route template; request_id/traceparent and Subscribe id limits; a bad request inside PredictStream answered in-stream (PredictResponse.error); undecodable gRPC messages INVALID_ARGUMENT with one log line and rtvol_grpc_undecodable_total; non-finite model output never served (tier 1 -> 2 -> 3, counted); HTTP connection cap, request read timeout, body limit)
