@@ -70,9 +70,10 @@ def test_one_stream_flooding_big_batches_is_refused_not_queued(tiny_repo: Path, 
             growth = max(peak) - before
             print(f"\nsidecar RSS {before:.0f} MB -> peak {max(peak):.0f} MB; "
                   f"{len(answered)} answered, {len(refused)} refused (queue full)")
-            # unbounded, the 200 x 2.4 MB requests all wait in the queue (~480 MB and more);
-            # bounded: the 64 MiB queue, the batch computing, gRPC's buffers
-            assert growth < 250, f"RSS grew {growth:.0f} MB"
+            # unbounded, the 200 x 2.4 MB requests all wait in the queue (+970 MB measured);
+            # bounded: the 64 MiB queue, the batch computing, gRPC's buffers and the allocator's
+            # arenas (+167 to +256 MB measured on the 2-core VM, depending on thread timing)
+            assert growth < 400, f"RSS grew {growth:.0f} MB"
             assert len(replies) == 200 and len(refused) + len(answered) == 200, \
                 {r.error_message for r in replies}
             assert refused and answered  # the bound was reached, and what fit was computed
