@@ -25,6 +25,7 @@ from rtvol.services.feature.settings import FeatureSettings
 from rtvol.services.feature.ticklog import TickLog
 from rtvol.services.feature.volatility import VolEstimator
 from rtvol.services.feature.vwap import Vwap
+from rtvol.services.feature.watch import WindowFeed
 
 log = logging.getLogger("rtvol.feature")
 
@@ -70,17 +71,19 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     await recover(state, store, publisher, np.flatnonzero(owned))  # a store it cannot read: no start
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
+    feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server([SERVICE_NAME])
     pb_grpc.add_FeaturesServicer_to_server(
         FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout,
-                                                None if s.replicas == 1 else owned),
+                                                None if s.replicas == 1 else owned, feed),
                          telemetry.tracer("rtvol-feature"),
                          s.features_from != "store" and s.replicas == 1, vwap),  # memory holds only its own
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
     await server.start()
     publisher.start()
+    feed.start()
     vol.start()
     fanout.start()
     await server.set_serving(True)
@@ -90,6 +93,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 
     async def stop() -> None:
         await vol.stop()
+        await feed.stop()
         await publisher.stop()
         await asyncio.to_thread(fanout.stop)
         for close in closers:

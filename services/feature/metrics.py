@@ -32,3 +32,10 @@ ALERTS = Counter("rtvol_feature_alerts_total", "Risk alerts published, by kind (
 TICKLOG_ROWS = Counter("rtvol_feature_ticklog_rows_total", "Updates written to the on-disk tick log")
 TICKLOG_RECOVERED = Counter("rtvol_feature_ticklog_recovered_rows_total",
                             "Rows recovered at start from tick-log files a crash left open")
+WATCH_BATCH = Histogram("rtvol_feature_watch_batch_size", "Windows per batch pushed to watching gateways",
+                        buckets=BATCH_BUCKETS)
+WATCH_ACK = Histogram("rtvol_feature_watch_ack_seconds",
+                      "End of an Ingest call: until every watcher acknowledged its windows",
+                      buckets=LATENCY_BUCKETS)
+WATCH_DROPPED = Counter("rtvol_feature_watch_dropped_total",
+                        "Watchers dropped (queue full or no acknowledgement in time)", ["reason"])

@@ -22,6 +22,7 @@ from rtvol.services.feature.estimates import Filters, universe
 from rtvol.services.feature.fanout import FanOut
 from rtvol.services.feature.publisher import Publisher
 from rtvol.services.feature.vwap import Vwap
+from rtvol.services.feature.watch import WindowFeed
 from rtvol.telemetry import extract_metadata
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
@@ -41,10 +42,16 @@ class Ingestor:
     """Applies ingest messages to the state and counts the outcome; never raises on bad updates."""
 
     def __init__(self, state: OnlineState, publisher: Publisher, max_batch: int,
-                 fanout: FanOut | None = None, owned: np.ndarray | None = None) -> None:
+                 fanout: FanOut | None = None, owned: np.ndarray | None = None,
+                 feed: WindowFeed | None = None) -> None:
         self.state, self.publisher, self.max_batch = state, publisher, max_batch
         self.fanout = fanout or FanOut([])
         self.owned = owned  # None: every stock is this replica's
+        self.feed = feed or WindowFeed(state, max_batch)  # without watchers: marks nothing
+
+    def _changed(self, idx: np.ndarray, received_us: int) -> None:
+        self.publisher.mark(idx)
+        self.feed.mark(idx, received_us)
 
     def _apply(self, batch: UpdateBatch) -> np.ndarray:
         """Reasons of ``batch``'s updates; another replica's stocks are not_owned."""
@@ -58,6 +65,7 @@ class Ingestor:
 
     def apply(self, request: pb.IngestRequest) -> np.ndarray:
         """Counts per reason (index into REASONS) for this message."""
+        received_us = now_us()
         counts = np.zeros(len(REASONS), np.int64)
         n = _count(request)
         if n > self.max_batch:
@@ -75,14 +83,14 @@ class Ingestor:
                 metrics.APPLY.observe(time.perf_counter() - started)
                 self.fanout.offer(batch, reason, time.monotonic())  # never blocks
                 metrics.BATCH.observe(n)
-                self.publisher.mark(np.flatnonzero(self.state.closed != before))
+                self._changed(np.flatnonzero(self.state.closed != before), received_us)
                 self.publisher.touch(batch.stock_id[reason == 0])
         if request.watermark_us > 0:
             closed = self.state.advance(request.watermark_us / 1e6)
             if closed is None:  # a jump past the stream's clock: never adopted
                 counts[R["watermark_ahead"]] += 1
             else:
-                self.publisher.mark(closed)
+                self._changed(closed, received_us)
         metrics.UPDATES.inc(int(counts[0]))
         for i in np.flatnonzero(counts[1:]) + 1:
             metrics.REJECTS.labels(REASONS[i]).inc(int(counts[i]))
@@ -105,6 +113,7 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
             messages += 1
         # read-your-writes: when the stream ends its windows and sequence numbers are in the store
         await self.ingestor.publisher.flush(touched=True)
+        await self.ingestor.feed.settled()  # and every watching gateway holds its windows
         return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
                                 rejected_by_reason={REASONS[i]: int(counts[i])
                                                     for i in np.flatnonzero(counts[1:]) + 1})
@@ -118,6 +127,11 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
             raise _bad(method, f"stock_ids: unknown stock ids {bad[:10].tolist()} "
                        f"(known: 0..{self.state.n_stocks - 1})", "unknown_stock")
         return idx
+
+    async def Watch(self, request_iterator: AsyncIterator[pb.WatchAck],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WindowBatch]:
+        async for batch in self.ingestor.feed.stream(request_iterator):
+            yield batch
 
     async def GetFeatures(self, request: pb.GetFeaturesRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetFeaturesResponse:

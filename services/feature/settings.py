@@ -42,8 +42,15 @@ class FeatureSettings(ServiceSettings):
     """Cadence of the background volatility estimate (the gateway's tier 3)."""
     vol_halflife_steps: float = 10.0
     """EWMA half-life of the volatility estimate, in feature steps."""
-    flush_interval_s: float = 0.005
-    """How long written windows may wait to be coalesced into one Redis pipeline."""
+    flush_interval_s: float = 0.0
+    """How long changed windows may wait to be coalesced into one Redis pipeline; 0: written on
+    the next loop turn (changes coalesce by themselves while a write is in flight). Signals do
+    not wait for it: gateways get changed windows pushed (Watch)."""
+    max_batch_pushed: int = 1024
+    """Most windows in one message pushed to watching gateways (the sidecar's max batch)."""
+    watch_ack_timeout_s: float = 1.0
+    """How long the end of an Ingest call waits for every watching gateway to acknowledge the
+    windows it changed; a watcher slower than this is dropped (it reconnects)."""
     features_from: Literal["memory", "store"] = "memory"
     """GetFeatures from this process's online state (it owns the stocks), or from the store."""
     fanout_queue: int = 256

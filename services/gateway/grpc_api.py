@@ -76,6 +76,9 @@ class SignalsServicer(pb_grpc.SignalsServicer):
         sub = self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
         try:
             while (sig := await sub.queue.get()) is not None:
-                yield sig.to_proto(now_us())
+                now = now_us()
+                if sig.received_us:
+                    metrics.TICK_TO_SIGNAL.observe(max(0, now - sig.received_us) / 1e6)
+                yield sig.to_proto(now)
         finally:
             self.hub.unsubscribe(sub)

@@ -19,6 +19,8 @@ from rtvol.services.gateway.fanin import Coalescer
 from rtvol.services.gateway.grpc_api import SERVICE_NAME, SignalsServicer
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.kelly import KellyTable
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.pipeline import Pipeline
 from rtvol.services.gateway.precompute import Precomputer
 from rtvol.services.gateway.predictor import FeatureSource, Predictor, Tiers
 from rtvol.services.gateway.readiness import Readiness
@@ -28,6 +30,7 @@ from rtvol.services.gateway.tier1 import SidecarClient, Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
+from rtvol.services.gateway.watch import WindowWatch
 
 log = logging.getLogger("rtvol.gateway")
 
@@ -69,6 +72,11 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                   if store is not None and s.precompute else None)
     universe = Universe(s.feature_url, vol)
     readiness = Readiness(tier1)
+    watch = pipeline = None
+    if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
+        predictor.memory = WindowMemory(s.stocks)
+        watch = WindowWatch(s.feature_url, predictor.memory)
+        pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 
     server = rpc.Server([SERVICE_NAME])
     signals = SignalsServicer(predictor, hub, s.max_ids)
@@ -87,7 +95,10 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
     await _start_up(readiness, vol, tier1, s.model_wait_s)
     if precompute:
-        precompute.start()
+        precompute.start(follow=watch is None)
+    if watch and pipeline:
+        pipeline.start()
+        watch.start()
     readiness.started()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
@@ -108,6 +119,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         await http_task
         if precompute:
             await precompute.stop()
+        if watch and pipeline:
+            await watch.stop()
+            await pipeline.stop()
         await vol.stop()
         await universe.close()
         if tier1:

@@ -25,3 +25,16 @@ FEATURE_AGE = Histogram("rtvol_gateway_feature_age_seconds", "Age of the feature
                         buckets=LATENCY_BUCKETS)
 PRECOMPUTED = Counter("rtvol_gateway_precomputed_total", "Signals pre-computed from the change stream")
 PUSH_DROPPED = Counter("rtvol_gateway_push_dropped_total", "Signals dropped for slow subscribers")
+MEMORY = Counter("rtvol_gateway_memory_answers_total",
+                 "Predict answers from held windows: current signal, waited for its batch, computed",
+                 ["result"])
+PIPELINE_SIGNALS = Counter("rtvol_gateway_pipeline_signals_total", "Signals the pipeline pushed, by tier",
+                           ["tier"])
+PIPELINE_BATCH = Histogram("rtvol_gateway_pipeline_batch_size", "Stocks inferred per pipeline wake-up",
+                           buckets=BATCH_BUCKETS)
+TICK_TO_SIGNAL = Histogram("rtvol_gateway_tick_to_signal_seconds",
+                           "Feature service's receipt of an update to its signal reaching a Subscribe client",
+                           buckets=LATENCY_BUCKETS)
+WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
+                        "Window batches received from the feature service")
+WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open")

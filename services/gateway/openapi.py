@@ -28,6 +28,10 @@ class SignalOut(BaseModel):
     tier: int | None = Field(None, description="1 sidecar, 2 ONNX Runtime in the gateway, 3 vol estimate")
     feature_age_ms: float | None = None
     stale: bool | None = Field(None, description="answered while the feature store was unreachable")
+    window_version: int | None = Field(None, description="steps closed in the window it was computed "
+                                       "from (0: not known)")
+    received_us: int | None = Field(None, description="wall clock (µs) at which the feature service "
+                                    "received the update behind it (0: not known)")
     kelly_fraction: float | None = Field(None, description="when the request asked for Kelly sizing")
     error: str | None = None
 

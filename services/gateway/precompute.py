@@ -72,9 +72,9 @@ class Precomputer:
         metrics.PRECOMPUTED.inc(len(fresh))
         return len(fresh)
 
-    async def _loop(self) -> None:
+    async def _loop(self, follow: bool) -> None:
         await self.warm()
-        while True:
+        while follow:
             try:
                 if await self.step():
                     continue  # there may be more right away
@@ -83,8 +83,9 @@ class Precomputer:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(self.poll_s)
 
-    def start(self) -> None:
-        self._task.start(self._loop())
+    def start(self, follow: bool = True) -> None:
+        """Warm, then follow the change stream unless the pipeline (Watch) replaces it."""
+        self._task.start(self._loop(follow))
 
     async def stop(self) -> None:
         await self._task.stop()

@@ -22,6 +22,7 @@ from rtvol.services.gateway.breaker import Breaker
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.fanin import Coalescer
 from rtvol.services.gateway.kelly import KellyTable
+from rtvol.services.gateway.memory import WindowMemory
 from rtvol.services.gateway.signal import Signal
 from rtvol.services.gateway.tier1 import Tier1
 from rtvol.services.gateway.tier2 import LocalModel
@@ -56,6 +57,7 @@ class Predictor:
                  stocks: int, deadline_s: float, tracer: trace.Tracer) -> None:
         self.features, self.tiers, self.cache, self.kelly = features, tiers, cache, kelly
         self.stocks, self.deadline_s, self.tracer = stocks, deadline_s, tracer
+        self.memory: WindowMemory | None = None  # windows pushed by the feature service, if watched
 
     async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
                       route: str = "rest") -> list[Signal]:
@@ -73,9 +75,12 @@ class Predictor:
         now = now_us()
         out: dict[int, Signal] = {}
         todo: list[int] = []
+        held: list[int] = []
         for sid in dict.fromkeys(stock_ids):  # a repeated id is answered once
             if not 0 <= sid < self.stocks:
                 out[sid] = _error(sid, f"unknown stock id {sid} (known: 0..{self.stocks - 1})", "unknown")
+            elif self.memory is not None and self.memory.holds(sid):
+                held.append(sid)
             elif max_staleness_ms and (hit := self.cache.fresh(sid, max_staleness_ms, now)) is not None:
                 out[sid] = hit
             else:
@@ -86,7 +91,43 @@ class Predictor:
             self.cache.put_local([s for s in fresh if not s.error and not s.stale])
             for sig in fresh:
                 out[sig.stock_id] = sig
+        if held:
+            for sig in await self._from_memory(held, deadline):
+                out[sig.stock_id] = sig
         return [out[s] for s in stock_ids]
+
+    async def _from_memory(self, ids: list[int], deadline: float) -> list[Signal]:
+        """Signals computed from the latest windows held (read-your-writes): a memory read when
+        the signal is current, else the pipeline's in-flight batch, waited for within the
+        deadline, else computed here from the held window."""
+        assert self.memory is not None
+        mem = self.memory
+        answers = {sid: sig for sid in ids if (sig := mem.current(sid)) is not None}
+        metrics.MEMORY.labels("current").inc(len(answers))
+        if len(answers) < len(ids):
+            await mem.wait_current(ids, deadline - time.perf_counter() - TIER2_RESERVE_S)
+            late = [sid for sid in ids if mem.current(sid) is None]
+            computed = {s.stock_id: s for s in await self.infer_held(np.asarray(late, np.int64), deadline)}
+            metrics.MEMORY.labels("waited").inc(len(ids) - len(answers) - len(late))
+            metrics.MEMORY.labels("computed").inc(len(late))
+            answers = {sid: mem.current(sid) or computed[sid] for sid in ids}
+        for sig in answers.values():
+            metrics.ANSWERS.labels(str(sig.tier)).inc()
+        return [answers[sid] for sid in ids]
+
+    async def infer_held(self, idx: np.ndarray, deadline: float) -> list[Signal]:
+        """Signals of the windows held for ``idx``, each stamped with its window's version and
+        receipt time and kept in memory (what the pipeline pushes)."""
+        assert self.memory is not None
+        if not len(idx):
+            return []
+        mem = self.memory
+        version, received = mem.version[idx], mem.received_us[idx]  # before the await: may move on
+        signals = await self._infer(idx.tolist(), mem.read(idx), np.arange(len(idx)), deadline)
+        for sig, v, r in zip(signals, version.tolist(), received.tolist(), strict=True):
+            sig.window_version, sig.received_us = v, r
+        mem.settle(signals)
+        return signals
 
     async def compute(self, stock_ids: list[int], deadline: float) -> list[Signal]:
         """Fresh signals for known stocks (also what pre-computation calls)."""

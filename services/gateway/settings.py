@@ -19,7 +19,8 @@ class GatewaySettings(ServiceSettings):
     model_url: str = ""
     """Sidecar: unix:/sock/model.sock, 127.0.0.1:8001 or dns:///host:8001; empty: no tier 1."""
     feature_url: str = ""
-    """Feature service gRPC, for /v1/universe."""
+    """Feature service gRPC: /v1/universe and, with precompute, the tick-to-signal pipeline
+    (changed windows pushed by its Watch stream, held in memory: Predict reads no Redis)."""
     model_repository: Path = Path("models")
     """Where tier 2 (ONNX Runtime in the gateway) loads the same model version from."""
     model_name: str = "rtvol_cnn"
@@ -71,9 +72,10 @@ class GatewaySettings(ServiceSettings):
     vol_refresh_s: float = 0.2
     """Refresh period of the tier-3 volatility estimates."""
     precompute: bool = True
-    """Consume the feature change stream, pre-compute signals, push them to Subscribe."""
+    """Pre-compute signals as windows change and push them to Subscribe: from the feature
+    service's Watch stream when feature_url is set, else by polling the store's change stream."""
     precompute_poll_s: float = 0.005
-    """Change-stream poll period."""
+    """Change-stream poll period (only without feature_url)."""
     cache_size: int = 65_536
     """In-process signal LRU entries."""
     ort_threads: int = 1

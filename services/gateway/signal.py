@@ -24,6 +24,8 @@ class Signal:
     stale: bool = False
     error: str = ""
     kelly_fraction: float | None = None
+    window_version: int = 0  # steps closed in the window it was computed from; 0: not known
+    received_us: int = 0  # the feature service's receipt of the update behind it; 0: not known
 
     def to_json(self, now_us: int) -> dict[str, Any]:
         if self.error:
@@ -33,7 +35,8 @@ class Signal:
             "stock_id": self.stock_id, "rv": self.rv,
             "direction": None if d is None else {"down": d[0], "flat": d[1], "up": d[2]},
             "momentum": self.momentum, "model": self.model, "version": self.version, "tier": self.tier,
-            "feature_age_ms": (now_us - self.feature_written_us) / 1000.0, "stale": self.stale}
+            "feature_age_ms": (now_us - self.feature_written_us) / 1000.0, "stale": self.stale,
+            "window_version": self.window_version, "received_us": self.received_us}
         if self.kelly_fraction is not None:
             out["kelly_fraction"] = self.kelly_fraction
         return out
@@ -43,7 +46,7 @@ class Signal:
             return pb.Signal(stock_id=self.stock_id, error=self.error)
         msg = pb.Signal(stock_id=self.stock_id, rv=self.rv, model=self.model, version=self.version,
                         tier=self.tier, feature_age_ms=(now_us - self.feature_written_us) / 1000.0,
-                        stale=self.stale)
+                        stale=self.stale, window_version=self.window_version, received_us=self.received_us)
         if self.direction is not None:
             msg.direction.down, msg.direction.flat, msg.direction.up = self.direction
         if self.momentum is not None:
@@ -55,9 +58,12 @@ class Signal:
     def dumps(self) -> bytes:
         """The cache encoding (Redis hash value)."""
         return orjson.dumps([self.stock_id, self.rv, self.direction, self.momentum, self.model,
-                             self.version, self.tier, self.feature_written_us, self.computed_us])
+                             self.version, self.tier, self.feature_written_us, self.computed_us,
+                             self.window_version, self.received_us])
 
     @classmethod
     def loads(cls, raw: bytes) -> Signal:
-        sid, rv, d, mom, model, version, tier, written, computed = orjson.loads(raw)
-        return cls(sid, rv, None if d is None else tuple(d), mom, model, version, tier, written, computed)
+        sid, rv, d, mom, model, version, tier, written, computed, *stamp = orjson.loads(raw)
+        window_version, received = stamp or (0, 0)  # written before the pipeline: not known
+        return cls(sid, rv, None if d is None else tuple(d), mom, model, version, tier, written, computed,
+                   window_version=window_version, received_us=received)

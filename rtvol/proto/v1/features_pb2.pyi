@@ -212,3 +212,27 @@ class GetVwapResponse(_message.Message):
     age_ms: _containers.RepeatedScalarFieldContainer[float]
     found: _containers.RepeatedScalarFieldContainer[bool]
     def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., vwap: _Optional[_Iterable[float]] = ..., volume: _Optional[_Iterable[float]] = ..., time_id: _Optional[_Iterable[int]] = ..., last_trade_us: _Optional[_Iterable[int]] = ..., age_ms: _Optional[_Iterable[float]] = ..., found: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class WindowBatch(_message.Message):
+    __slots__ = ("batch", "stock_ids", "windows", "version", "sequence", "event_time_us", "received_us")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_US_FIELD_NUMBER: _ClassVar[int]
+    batch: int
+    stock_ids: _containers.RepeatedScalarFieldContainer[int]
+    windows: bytes
+    version: _containers.RepeatedScalarFieldContainer[int]
+    sequence: _containers.RepeatedScalarFieldContainer[int]
+    event_time_us: _containers.RepeatedScalarFieldContainer[int]
+    received_us: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, batch: _Optional[int] = ..., stock_ids: _Optional[_Iterable[int]] = ..., windows: _Optional[bytes] = ..., version: _Optional[_Iterable[int]] = ..., sequence: _Optional[_Iterable[int]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class WatchAck(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: int
+    def __init__(self, batch: _Optional[int] = ...) -> None: ...

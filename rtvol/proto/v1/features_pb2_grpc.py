@@ -54,6 +54,11 @@ class FeaturesStub:
                 request_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.SerializeToString,
                 response_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.stream_stream(
+                '/rtvol.proto.v1.Features/Watch',
+                request_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.WatchAck.SerializeToString,
+                response_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.WindowBatch.FromString,
+                _registered_method=True)
 
 
 class FeaturesServicer:
@@ -83,6 +88,14 @@ class FeaturesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request_iterator, context):
+        """changed windows as they close steps (the gateway's tick-to-signal pipeline); an Ingest
+        call returns only once every watcher acknowledged the windows it changed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeaturesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +118,11 @@ def add_FeaturesServicer_to_server(servicer, server):
                     servicer.GetVwap,
                     request_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.FromString,
                     response_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.SerializeToString,
+            ),
+            'Watch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=rtvol_dot_proto_dot_v1_dot_features__pb2.WatchAck.FromString,
+                    response_serializer=rtvol_dot_proto_dot_v1_dot_features__pb2.WindowBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +233,33 @@ class Features:
             '/rtvol.proto.v1.Features/GetVwap',
             rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapRequest.SerializeToString,
             rtvol_dot_proto_dot_v1_dot_features__pb2.GetVwapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rtvol.proto.v1.Features/Watch',
+            rtvol_dot_proto_dot_v1_dot_features__pb2.WatchAck.SerializeToString,
+            rtvol_dot_proto_dot_v1_dot_features__pb2.WindowBatch.FromString,
             options,
             channel_credentials,
             insecure,

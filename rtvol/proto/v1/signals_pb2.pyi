@@ -17,7 +17,7 @@ class Direction(_message.Message):
     def __init__(self, down: _Optional[float] = ..., flat: _Optional[float] = ..., up: _Optional[float] = ...) -> None: ...
 
 class Signal(_message.Message):
-    __slots__ = ("stock_id", "rv", "direction", "momentum", "kelly_fraction", "model", "version", "tier", "feature_age_ms", "stale", "error")
+    __slots__ = ("stock_id", "rv", "direction", "momentum", "kelly_fraction", "model", "version", "tier", "feature_age_ms", "stale", "error", "window_version", "received_us")
     STOCK_ID_FIELD_NUMBER: _ClassVar[int]
     RV_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class Signal(_message.Message):
     FEATURE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_US_FIELD_NUMBER: _ClassVar[int]
     stock_id: int
     rv: float
     direction: Direction
@@ -40,7 +42,9 @@ class Signal(_message.Message):
     feature_age_ms: float
     stale: bool
     error: str
-    def __init__(self, stock_id: _Optional[int] = ..., rv: _Optional[float] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ..., momentum: _Optional[float] = ..., kelly_fraction: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[int] = ..., feature_age_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    window_version: int
+    received_us: int
+    def __init__(self, stock_id: _Optional[int] = ..., rv: _Optional[float] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ..., momentum: _Optional[float] = ..., kelly_fraction: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[int] = ..., feature_age_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., window_version: _Optional[int] = ..., received_us: _Optional[int] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("stock_ids", "max_staleness_ms", "kelly", "request_id", "traceparent")

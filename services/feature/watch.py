@@ -1,0 +1,174 @@
+"""Pushes changed windows to watching gateways (the Watch RPC): the first stage of the
+tick-to-signal pipeline.
+
+Ingest marks the stocks whose windows changed; one task sends them as ONE WindowBatch per
+wake-up, with no timer: while the loop is busy applying messages, marks accumulate and leave
+together on its next turn, so batches grow with load by themselves. Each watcher acknowledges
+the batches it holds; an Ingest call ends only once every watcher acknowledged the windows it
+changed (read-your-writes at step granularity: a Predict sent after the acknowledgement finds
+the gateway knowing the new window). A watcher that does not acknowledge within
+``ack_timeout_s`` is dropped (it reconnects and gets a snapshot), never holding Ingest back
+for longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from rtvol.features.online import OnlineState
+from rtvol.proto.v1 import features_pb2 as pb
+from rtvol.services.feature import metrics
+from rtvol.tasks import BackgroundTask
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    """One Watch stream: the batches queued for it and the last one it acknowledged."""
+
+    def __init__(self, depth: int) -> None:
+        self.queue: asyncio.Queue[pb.WindowBatch | None] = asyncio.Queue(depth)  # None: end
+        self.sent = 0  # the last batch number queued
+        self.acked = 0
+        self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
+
+    def push(self, message: pb.WindowBatch) -> bool:
+        """Queue ``message``; False when the watcher is too far behind."""
+        if self.queue.full():
+            return False
+        self.sent = message.batch
+        self.queue.put_nowait(message)
+        return True
+
+    def end(self) -> None:
+        """No more batches: the stream ends and nobody waits for its acknowledgements."""
+        self.ack(self.sent)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    def ack(self, batch: int) -> None:
+        self.acked = max(self.acked, batch)
+        event, self.acked_event = self.acked_event, asyncio.Event()
+        event.set()
+
+    async def caught_up(self, batch: int) -> None:
+        while self.acked < batch:
+            await self.acked_event.wait()
+
+
+class WindowFeed:
+    def __init__(self, state: OnlineState, max_batch: int, depth: int = 1024,
+                 ack_timeout_s: float = 1.0) -> None:
+        self.state, self.max_batch, self.depth, self.ack_timeout_s = state, max_batch, depth, ack_timeout_s
+        self.pending = np.zeros(state.n_stocks, bool)
+        self.received_us = np.zeros(state.n_stocks, np.int64)  # earliest unsent receipt per stock
+        self.watchers: set[Watcher] = set()
+        self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
+        self._wake = asyncio.Event()
+        self._task = BackgroundTask()
+
+    def mark(self, idx: np.ndarray, received_us: int) -> None:
+        """The windows of ``idx`` changed with updates received at ``received_us``."""
+        if not len(idx) or not self.watchers:
+            return
+        fresh = idx[~self.pending[idx]]
+        self.received_us[fresh] = received_us
+        self.pending[idx] = True
+        self._wake.set()
+
+    def send(self) -> None:
+        """Every pending window to every watcher, now (also what Ingest calls before it ends)."""
+        idx = np.flatnonzero(self.pending)
+        if not len(idx):
+            return
+        self.pending[idx] = False
+        for message in self._messages(idx, self.received_us[idx]):
+            self._push(message)
+            metrics.WATCH_BATCH.observe(len(message.stock_ids))
+
+    def _messages(self, idx: np.ndarray, received_us: np.ndarray) -> list[pb.WindowBatch]:
+        s = self.state
+        out = []
+        for lo in range(0, len(idx), self.max_batch):
+            part = idx[lo:lo + self.max_batch]
+            out.append(pb.WindowBatch(
+                batch=next(self._batches), stock_ids=part.tolist(),
+                windows=s.windows(part).astype("<f4").tobytes(),
+                version=s.closed[part].tolist(), sequence=s.seq[part].tolist(),
+                event_time_us=np.nan_to_num(np.round(s.time[part] * 1e6)).astype(np.int64).tolist(),
+                received_us=received_us[lo:lo + self.max_batch].tolist()))
+        return out
+
+    def _push(self, message: pb.WindowBatch) -> None:
+        for w in list(self.watchers):
+            if not w.push(message):
+                self._drop(w, "queue full")
+
+    def _drop(self, w: Watcher, why: str) -> None:
+        log.warning("dropping a window watcher (%s); it gets a snapshot when it reconnects", why)
+        metrics.WATCH_DROPPED.labels(why).inc()
+        self.watchers.discard(w)
+        w.end()
+
+    async def settled(self) -> None:
+        """Send what is pending and wait until every watcher acknowledged it (bounded)."""
+        self.send()
+        targets = [(w, w.sent) for w in self.watchers]
+        if not targets:
+            return
+        started = time.perf_counter()
+        waits = [asyncio.ensure_future(w.caught_up(batch)) for w, batch in targets]
+        _, late = await asyncio.wait(waits, timeout=self.ack_timeout_s)
+        for (w, _), fut in zip(targets, waits, strict=True):
+            if fut in late:
+                fut.cancel()
+                self._drop(w, "ack timeout")
+        metrics.WATCH_ACK.observe(time.perf_counter() - started)
+
+    def watch(self) -> Watcher:
+        """A new watcher, its queue starting with a snapshot of every stock that has a window."""
+        w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1)
+        idx = np.flatnonzero(self.state.closed > 0)
+        for message in self._messages(idx, np.zeros(len(idx), np.int64)):
+            w.push(message)
+        self.watchers.add(w)
+        return w
+
+    async def stream(self, acks: AsyncIterator[pb.WatchAck]) -> AsyncIterator[pb.WindowBatch]:
+        """The Watch RPC: batches out, acknowledgements in."""
+        w = self.watch()
+
+        async def read_acks() -> None:
+            async for a in acks:
+                w.ack(a.batch)
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            while (message := await w.queue.get()) is not None:
+                yield message
+        finally:
+            reader.cancel()
+            self.watchers.discard(w)
+            w.ack(w.sent)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self.send()
+
+    def start(self) -> None:
+        self._task.start(self._run())
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        for w in list(self.watchers):
+            self.watchers.discard(w)
+            w.end()

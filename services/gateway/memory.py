@@ -1,0 +1,93 @@
+"""The gateway's memory of the latest window of each stock (pushed by the feature service's
+Watch) and of the signal computed from it.
+
+A stock's signal is *current* when it was computed from the latest window held: a Predict for
+it is then a memory read. A window newer than its signal is *dirty* until the pipeline takes
+it into a batch; a Predict for it waits for that batch (services/gateway/predictor.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.featurestore import Windows, now_us
+from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.gateway.signal import Signal
+
+
+class WindowMemory:
+    def __init__(self, stocks: int) -> None:
+        self.stocks = stocks
+        self.windows = np.zeros((stocks, STEPS, N_FEATURES), np.float32)
+        self.version = np.zeros(stocks, np.int64)  # of the held window; 0: none held
+        self.sequence = np.zeros(stocks, np.int64)
+        self.event_time_us = np.zeros(stocks, np.int64)
+        self.received_us = np.zeros(stocks, np.int64)  # the feature service's receipt (0: unknown)
+        self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
+        self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
+        self.signals: list[Signal | None] = [None] * stocks
+        self.wake = asyncio.Event()  # set when a window became dirty
+        self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
+
+    def hold(self, batch: fpb.WindowBatch) -> int:
+        """Keep the windows of ``batch`` that are newer than those held; returns how many."""
+        ids = np.asarray(batch.stock_ids, np.int64)
+        version = np.asarray(batch.version, np.int64)
+        known = (ids >= 0) & (ids < self.stocks)
+        newer = np.flatnonzero(known)
+        newer = newer[version[newer] > self.version[ids[newer]]]
+        if not len(newer):
+            return 0
+        idx = ids[newer]
+        self.windows[idx] = np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)[newer]
+        self.version[idx] = version[newer]
+        self.sequence[idx] = np.asarray(batch.sequence, np.int64)[newer]
+        self.event_time_us[idx] = np.asarray(batch.event_time_us, np.int64)[newer]
+        self.received_us[idx] = np.asarray(batch.received_us, np.int64)[newer]
+        self.held_us[idx] = now_us()
+        self.dirty[idx] = True
+        self.wake.set()
+        return len(idx)
+
+    def take(self, limit: int) -> np.ndarray:
+        """Up to ``limit`` dirty stocks, now part of a batch."""
+        idx = np.flatnonzero(self.dirty)[:limit]
+        self.dirty[idx] = False
+        return idx
+
+    def read(self, idx: np.ndarray) -> Windows:
+        """The held windows of ``idx`` (a copy), written at the feature service's receipt."""
+        written = np.where(self.received_us[idx] > 0, self.received_us[idx], self.held_us[idx])
+        return Windows(self.windows[idx], np.ones(len(idx), bool), self.sequence[idx],
+                       self.event_time_us[idx], written)
+
+    def holds(self, sid: int) -> bool:
+        return bool(self.version[sid])
+
+    def current(self, sid: int) -> Signal | None:
+        """The signal of ``sid`` if it was computed from the latest window held."""
+        sig = self.signals[sid]
+        return sig if sig is not None and sig.window_version >= self.version[sid] else None
+
+    def settle(self, signals: list[Signal]) -> None:
+        """Keep signals computed from held windows (an older one never replaces a newer)."""
+        for sig in signals:
+            held = self.signals[sig.stock_id]
+            if held is None or sig.window_version >= held.window_version:
+                self.signals[sig.stock_id] = sig
+        event, self._settled = self._settled, asyncio.Event()
+        event.set()
+
+    async def wait_current(self, ids: list[int], timeout_s: float) -> None:
+        """Until every one of ``ids`` has a current signal, or ``timeout_s`` passed."""
+        if timeout_s <= 0:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                while any(self.current(sid) is None for sid in ids):
+                    await self._settled.wait()
+        except TimeoutError:
+            pass

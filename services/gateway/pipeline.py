@@ -1,0 +1,56 @@
+"""The gateway's half of the tick-to-signal pipeline: infer the stocks whose windows changed,
+ONE batch per wake-up through the breaker and tiers (tier 1 sidecar, tier 2 ONNX Runtime
+when it is down or slow), keep each signal in memory and push it to Subscribe clients.
+
+No timer: the loop wakes when the Watch stream holds a newer window; windows that arrive
+while a batch is being inferred leave together in the next one, so batches grow with load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.cache import SignalCache
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.predictor import Predictor
+from rtvol.tasks import BackgroundTask
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, memory: WindowMemory, predictor: Predictor, cache: SignalCache, hub: Hub,
+                 max_batch: int, deadline_s: float) -> None:
+        self.memory, self.predictor, self.cache, self.hub = memory, predictor, cache, hub
+        self.max_batch, self.deadline_s = max_batch, deadline_s
+        self._task = BackgroundTask()
+
+    async def step(self, idx: np.ndarray) -> None:
+        signals = await self.predictor.infer_held(idx, time.perf_counter() + self.deadline_s)
+        self.hub.publish(signals)
+        metrics.PIPELINE_BATCH.observe(len(idx))
+        for tier in (1, 2):
+            if n := sum(s.tier == tier for s in signals):
+                metrics.PIPELINE_SIGNALS.labels(str(tier)).inc(n)
+        await self.cache.put(signals)  # the shared hash: what another replica can read
+
+    async def _run(self) -> None:
+        while True:
+            await self.memory.wake.wait()
+            self.memory.wake.clear()
+            while len(idx := self.memory.take(self.max_batch)):
+                try:
+                    await self.step(idx)
+                except Exception:  # keep pushing; a Predict for these stocks computes them itself
+                    log.exception("pipeline batch of %d stocks failed", len(idx))
+
+    def start(self) -> None:
+        self._task.start(self._run())
+
+    async def stop(self) -> None:
+        await self._task.stop()

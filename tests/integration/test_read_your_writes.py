@@ -1,0 +1,172 @@
+"""Read-your-writes at step granularity, against real processes (redis-server, feature
+service, model sidecar, gateway) under load: once an Ingest call that closes a 12-s step has
+returned, a Predict for that stock answers with a signal computed from a window that includes
+the step, and the gateway reads no window from Redis to answer it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import redis
+from helpers import procs
+from helpers.store import stored_windows
+
+from rtvol.loadtest.ticks import StepTicks
+from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
+from rtvol.proto.v1 import signals_pb2 as pb
+from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+from rtvol.repository import version_dir
+
+pytestmark = pytest.mark.integration
+STOCKS = 40
+CHECKED = list(range(8))  # the stocks whose writes are read back
+LOADED = list(range(8, STOCKS))  # the others get a steady feed and Predicts meanwhile
+
+
+class Stack:
+    def __init__(self, feature: str, grpc_target: str, base: str, redis_url: str, repo: Path) -> None:
+        self.feature, self.grpc, self.base = feature, grpc_target, base
+        self.redis_url, self.repo = redis_url, repo
+
+
+@pytest.fixture(scope="module")
+def stack(redis_db: str, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("read_your_writes")
+    started: list[procs.Proc] = []
+    try:
+        feature, feature_url = procs.feature_service(logs, redis_db, STOCKS)
+        started.append(feature)
+        sidecar, model_url = procs.sidecar(logs, tiny_repo)
+        started.append(sidecar)
+        gw, base, grpc_target = procs.gateway(
+            logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url", feature_url,
+            "--stocks", str(STOCKS), "--deadline-ms", "500", "--model-timeout-ms", "200",
+            "--model-latency-budget-ms", "100")  # a busy shared machine: answers are checked, not budgets
+        started.append(gw)
+        yield Stack(feature_url, grpc_target, base, redis_db, tiny_repo)
+    finally:
+        errors = []
+        for p in reversed(started):  # every process is stopped, whichever fails to stop
+            try:
+                code = p.stop()
+            except Exception as e:
+                errors.append(f"{p}: {e}")
+            else:
+                if code != 0:
+                    errors.append(p.tail())
+        assert not errors, errors
+
+
+def _load(stack: Stack, started: threading.Event, stop: threading.Event,
+          failures: list[BaseException]) -> None:
+    """Batched Ingest messages for LOADED on one long stream, and Predicts for them meanwhile."""
+    ticks = StepTicks(STOCKS, seed=1)
+
+    def messages() -> Iterator:  # type: ignore[type-arg]
+        while not stop.is_set():
+            yield ticks.message(LOADED)
+            time.sleep(0.002)
+
+    def predicts() -> None:
+        with grpc.insecure_channel(stack.grpc) as ch:
+            stub = pb_grpc.SignalsStub(ch)
+            while not stop.is_set():
+                stub.Predict(pb.PredictRequest(stock_ids=LOADED[:4]), timeout=10)
+
+    try:
+        with grpc.insecure_channel(stack.feature) as ch:
+            ingest = fpb_grpc.FeaturesStub(ch).Ingest
+            ingest(iter([ticks.message(LOADED), ticks.message(LOADED)]), timeout=10)  # a step closed
+            started.set()
+            reader = threading.Thread(target=predicts, daemon=True)
+            reader.start()
+            ingest(messages(), timeout=60)
+        reader.join(10)
+    except BaseException as e:  # reported by the test
+        failures.append(e)
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(base + "/metrics", timeout=5).text
+    return sum(float(v) for v in re.findall(re.escape(name) + r"(?:\{[^}]*\})? ([0-9.e+]+)", text))
+
+
+def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
+    r = redis.Redis.from_url(stack.redis_url)
+    started, stop, failures = threading.Event(), threading.Event(), []
+    load = threading.Thread(target=_load, args=(stack, started, stop, failures), daemon=True)
+    load.start()
+    assert started.wait(10)
+    ticks = StepTicks(STOCKS)
+    answers: list[tuple[int, pb.Signal]] = []
+    try:
+        with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
+            ingest, predict = fpb_grpc.FeaturesStub(fch).Ingest, pb_grpc.SignalsStub(gch).Predict
+            ingest(iter([ticks.message(CHECKED)]), timeout=10)  # each stock's first step opens
+            mget_before = r.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+            for step in range(1, 16):
+                for sid in CHECKED:
+                    summary = ingest(iter([ticks.message([sid])]), timeout=10)
+                    assert summary.accepted == 1, summary
+                    sig = predict(pb.PredictRequest(stock_ids=[sid]), timeout=10).signals[0]
+                    assert not sig.error, sig.error
+                    assert sig.window_version >= ticks.closed(sid) == step, (sid, step, sig)
+                    answers.append((sid, sig))
+            mget_after = r.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
+    finally:
+        stop.set()
+        load.join(30)
+    assert not failures, failures
+    assert mget_after == mget_before  # no window was read from Redis to answer
+    # the answers are the model's outputs for the windows stored now (the last step of each)
+    last = {sid: sig for sid, sig in answers}
+    session = ort.InferenceSession(str(version_dir(stack.repo, "rtvol_cnn") / "model.onnx"))
+    (rv,) = session.run(["rv"], {"window": stored_windows(stack.redis_url, CHECKED)})
+    assert [last[s].rv for s in CHECKED] == pytest.approx(rv[:, 0].tolist(), rel=1e-4)
+    assert {s.tier for _, s in answers} <= {1, 2}
+    assert all(s.received_us > 0 for _, s in answers)
+    assert _metric(stack.base, "rtvol_gateway_memory_answers_total") >= len(answers)
+
+
+def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram(stack: Stack) -> None:
+    ticks = StepTicks(STOCKS, seed=2)
+    ticks.step[:] = 100  # later than the other test's steps
+    pushed: list[pb.Signal] = []
+    with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
+        ingest = fpb_grpc.FeaturesStub(fch).Ingest
+        ingest(iter([ticks.message(CHECKED)]), timeout=10)  # opens (or closes) a step: not timed
+        subscription = pb_grpc.SignalsStub(gch).Subscribe(pb.SubscribeRequest(stock_ids=CHECKED), timeout=30)
+
+        def collect() -> None:
+            with contextlib.suppress(grpc.RpcError):  # cancelled below
+                pushed.extend(subscription)
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        time.sleep(0.2)  # the subscription is registered before the changes it should see
+        before = _metric(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
+        for _ in range(3):
+            sent_us = time.time_ns() // 1000
+            ingest(iter([ticks.message(CHECKED)]), timeout=10)
+
+            def arrived(sent_us: int = sent_us) -> bool:
+                return {s.stock_id for s in list(pushed) if s.received_us >= sent_us} == set(CHECKED)
+            assert procs.wait_until(arrived, 10, 0.01)
+        subscription.cancel()
+        reader.join(10)
+    for sid in CHECKED:
+        mine = [s for s in pushed if s.stock_id == sid]
+        assert len(mine) == 3 and all(s.tier in (1, 2) and s.received_us > 0 for s in mine)
+        assert np.all(np.diff([s.window_version for s in mine]) == 1)  # one signal per closed step
+        assert np.all(np.diff([s.received_us for s in mine]) > 0)
+    assert _metric(stack.base, "rtvol_gateway_tick_to_signal_seconds_count") >= before + 3 * len(CHECKED)
