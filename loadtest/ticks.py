@@ -15,13 +15,15 @@ STEP_US = STEP_SECONDS * 1_000_000
 class StepTicks:
     """Per stock, the next update: one step later than the last, sequence one higher."""
 
-    def __init__(self, stocks: int, seed: int = 0) -> None:
-        self.step = np.zeros(stocks, np.int64)  # the step each stock's next update lands in
+    def __init__(self, stocks: int, seed: int = 0, start: int = 0) -> None:
+        """``start``: the first step (and sequence number), later than any a stock has seen."""
+        self.step = np.full(stocks, start, np.int64)  # the step each stock's next update lands in
+        self.start = start
         self.rng = np.random.default_rng(seed)
 
     def closed(self, sid: int) -> int:
         """Steps closed once every update made so far is applied (the window's version)."""
-        return max(0, int(self.step[sid]) - 1)
+        return max(0, int(self.step[sid]) - self.start - 1)
 
     def message(self, stock_ids: np.ndarray | list[int]) -> pb.IngestRequest:
         """One update per stock (each stock at most once), in one columnar message."""

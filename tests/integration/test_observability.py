@@ -32,8 +32,11 @@ from helpers import feed, procs
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
+from rtvol.loadtest.ticks import StepTicks
 from rtvol.proto.v1 import features_pb2 as feature_pb
 from rtvol.proto.v1 import features_pb2_grpc as feature_grpc
+from rtvol.proto.v1 import signals_pb2 as signals_pb
+from rtvol.proto.v1 import signals_pb2_grpc as signals_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "charts/rtvol/dashboards").glob("*.json"))
@@ -149,13 +152,47 @@ class Prometheus:
 
 @dataclass
 class Traffic:
-    """REST predicts from a thread until stopped: half may be answered from the signal cache."""
+    """REST predicts from a thread until stopped: half may be answered from the signal cache.
+    With ``pipeline``: meanwhile a step-closing update every 50 ms and a Subscribe client on
+    the pipeline gateway, so the tick-to-signal panels have data."""
 
     base: str
+    pipeline: tuple[str, str] | None = None  # (feature service, pipeline gateway's gRPC)
     sent: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        threads = [threading.Thread(target=self._predicts, daemon=True)]
+        if self.pipeline:
+            threads += [threading.Thread(target=self._ticks, daemon=True),
+                        threading.Thread(target=self._subscribe, daemon=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _ticks(self) -> None:
+        assert self.pipeline
+        ticks = StepTicks(STOCKS, start=10**7)  # later than the replayed buckets' steps and sequences
+
+        def messages() -> Iterator[feature_pb.IngestRequest]:
+            while not self.stop.wait(0.05):
+                yield ticks.message(list(range(STOCKS)))
+
+        with grpc.insecure_channel(self.pipeline[0]) as ch:
+            feature_grpc.FeaturesStub(ch).Ingest(messages(), timeout=120)
+
+    def _subscribe(self) -> None:
+        assert self.pipeline
+        with grpc.insecure_channel(self.pipeline[1]) as ch:
+            stub = signals_grpc.SignalsStub(ch)
+            stream = stub.Subscribe(signals_pb.SubscribeRequest(all=True), timeout=120)
+            for _ in stream:
+                if self.stop.is_set():
+                    stream.cancel()
+                    return
+
+    def _predicts(self) -> None:
         with httpx.Client(base_url=self.base, timeout=5) as client:
             while not self.stop.is_set():
                 body: dict[str, Any] = {"stock_ids": list(range(STOCKS))}
@@ -176,6 +213,7 @@ class Stack:
     receiver: TraceReceiver
     logs: Path
     grpc: str = ""  # the gateway's gRPC target
+    pipeline_grpc: str = ""  # a second gateway's, following the feature service's Watch stream
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +239,21 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
                                     "--model-url", model_url, "--stocks", str(STOCKS),
                                     "--breaker-open-s", "0.5", "--model-timeout-ms", "200")
         started.append(gw)
+        # the tick-to-signal pipeline (in `rtvol up`'s gateway too); this one's Predicts are memory
+        # reads, without the feature_read and sidecar spans the trace tests follow
+        piped, piped_base, piped_grpc = procs.gateway(
+            tmp_path_factory.mktemp("observability-pipeline"), tiny_repo, "--redis-url", redis.url,
+            "--model-url", model_url, "--feature-url", feature_url, "--stocks", str(STOCKS),
+            "--model-timeout-ms", "200")
+        started.append(piped)
         feed.replay(feature_url, tiny_data, range(0, 3))
         prometheus = Prometheus(logs, {"gateway": base.removeprefix("http://"),
+                                       "gateway-pipeline": piped_base.removeprefix("http://"),
                                        "feature": f"127.0.0.1:{feature_metrics}",
                                        "model": f"127.0.0.1:{model_metrics}"}, RULE_FILES)
         try:
-            yield Stack(sidecar, model_url, feature_url, base, prometheus, receiver, logs, grpc_target)
+            yield Stack(sidecar, model_url, feature_url, base, prometheus, receiver, logs, grpc_target,
+                        piped_grpc)
         finally:
             prometheus.close()
     finally:
@@ -234,7 +281,8 @@ def _induce_errors(s: Stack) -> None:
 
 
 def _alert_pending(p: Prometheus, name: str) -> bool:
-    return bool(p.query(f'ALERTS{{alertname="{name}", alertstate="pending"}}'))
+    """Of the gateway the traffic goes to (the pipeline gateway's breaker is not followed)."""
+    return bool(p.query(f'ALERTS{{alertname="{name}", alertstate="pending", job!="gateway-pipeline"}}'))
 
 
 def _panel_queries() -> list[tuple[str, str]]:
@@ -330,7 +378,7 @@ def test_each_predict_stream_request_is_its_own_span_under_its_callers_context(s
 def test_prometheus_sees_every_panel_rule_and_alert(stack: Stack) -> None:
     p = stack.prometheus
     assert procs.wait_until(p.targets_up, 15, 0.2), p.query("up")
-    traffic = Traffic(stack.base)
+    traffic = Traffic(stack.base, (stack.feature_url, stack.pipeline_grpc))
     thread = threading.Thread(target=traffic.run, daemon=True)
     thread.start()
     try:
@@ -341,7 +389,7 @@ def test_prometheus_sees_every_panel_rule_and_alert(stack: Stack) -> None:
         stack.sidecar.kill()  # SIGKILL while traffic continues
         assert procs.wait_until(lambda: _alert_pending(p, "RtvolBreakerOpen"), 20, 0.5), \
             p.query("rtvol_gateway_breaker_state")
-        (alert,) = p.query('ALERTS{alertname="RtvolBreakerOpen"}')
+        (alert,) = p.query('ALERTS{alertname="RtvolBreakerOpen", job="gateway"}')
         assert alert["metric"]["upstream"] == "sidecar"
 
         stack.sidecar.restart()  # same port: the gateway reconnects and its breaker closes

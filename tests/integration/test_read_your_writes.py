@@ -139,8 +139,7 @@ def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
 
 
 def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram(stack: Stack) -> None:
-    ticks = StepTicks(STOCKS, seed=2)
-    ticks.step[:] = 100  # later than the other test's steps
+    ticks = StepTicks(STOCKS, seed=2, start=100)  # later than the other test's steps
     pushed: list[pb.Signal] = []
     with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
         ingest = fpb_grpc.FeaturesStub(fch).Ingest
