@@ -179,7 +179,8 @@ SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.fea
             "gateway": "rtvol.services.gateway.main",
             "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
-           "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu"}
+           "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu",
+           "pipeline": "rtvol.loadtest.bench.pipeline"}
 # what the service images leave out (.dockerignore): a command that needs it says so in one line
 NOT_IN_IMAGES = ("rtvol.loadtest",)
 

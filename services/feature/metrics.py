@@ -16,6 +16,8 @@ RECOVERED = Counter("rtvol_feature_recovered_stocks_total",
 BAD_REQUESTS = Counter("rtvol_feature_bad_requests_total",
                        "Calls answered INVALID_ARGUMENT, by method and reason", ["method", "reason"])
 BATCH = Histogram("rtvol_feature_ingest_batch_size", "Updates per ingest message", buckets=BATCH_BUCKETS)
+MESSAGES_PER_APPLY = Histogram("rtvol_feature_ingest_messages_per_apply",
+                               "Ingest messages of one stream applied together", buckets=BATCH_BUCKETS)
 APPLY = Histogram("rtvol_feature_apply_seconds", "Online state work per ingest message",
                   buckets=LATENCY_BUCKETS)
 STORE = Histogram("rtvol_feature_store_seconds", "Feature store round trips", ["op"],

@@ -14,10 +14,11 @@ from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import REASONS, R, UpdateBatch
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import FeatureStore, now_us
-from rtvol.ingest_codec import Malformed, decode
+from rtvol.ingest_codec import decode_many
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
 from rtvol.services.feature import metrics
+from rtvol.services.feature.batching import StreamBatcher
 from rtvol.services.feature.estimates import Filters, universe
 from rtvol.services.feature.fanout import FanOut
 from rtvol.services.feature.publisher import Publisher
@@ -65,28 +66,36 @@ class Ingestor:
 
     def apply(self, request: pb.IngestRequest) -> np.ndarray:
         """Counts per reason (index into REASONS) for this message."""
-        received_us = now_us()
+        return self.apply_many([request], now_us())
+
+    def apply_many(self, requests: list[pb.IngestRequest], received_us: int) -> np.ndarray:
+        """Counts per reason for these messages, applied as one batch (received at
+        ``received_us``); only the last may carry a watermark (services/feature/batching.py)."""
         counts = np.zeros(len(REASONS), np.int64)
-        n = _count(request)
-        if n > self.max_batch:
-            counts[R["oversized_batch"]] = n
-        elif n:
-            try:
-                batch = decode(request)
-            except Malformed:
-                counts[R["malformed"]] = n
-            else:
+        sized = []
+        for request in requests:
+            n = _count(request)
+            if n > self.max_batch:
+                counts[R["oversized_batch"]] += n
+            elif n:
+                sized.append(request)
+                metrics.BATCH.observe(n)
+        if sized:
+            batch, malformed = decode_many(sized)
+            counts[R["malformed"]] += sum(_count(sized[i]) for i in malformed)
+            if len(batch):
                 started = time.perf_counter()
                 before = self.state.closed.copy()
                 reason = self._apply(batch)
                 counts += np.bincount(reason, minlength=len(REASONS))
                 metrics.APPLY.observe(time.perf_counter() - started)
+                metrics.MESSAGES_PER_APPLY.observe(len(sized))
                 self.fanout.offer(batch, reason, time.monotonic())  # never blocks
-                metrics.BATCH.observe(n)
                 self._changed(np.flatnonzero(self.state.closed != before), received_us)
                 self.publisher.touch(batch.stock_id[reason == 0])
-        if request.watermark_us > 0:
-            closed = self.state.advance(request.watermark_us / 1e6)
+        watermark = requests[-1].watermark_us if requests else 0
+        if watermark > 0:
+            closed = self.state.advance(watermark / 1e6)
             if closed is None:  # a jump past the stream's clock: never adopted
                 counts[R["watermark_ahead"]] += 1
             else:
@@ -103,17 +112,15 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
         self.state, self.store, self.ingestor, self.tracer = state, store, ingestor, tracer
         self.from_memory = from_memory  # False: read the store like any other reader would
         self.vwap = vwap or Vwap(state.n_stocks)  # without the fan-out consumer: never a trade
+        self.batcher = StreamBatcher(ingestor.apply_many)
 
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> pb.IngestSummary:
-        counts = np.zeros(len(REASONS), np.int64)
-        messages = 0
-        async for request in request_iterator:
-            counts += self.ingestor.apply(request)
-            messages += 1
-        # read-your-writes: when the stream ends its windows and sequence numbers are in the store
+        counts, messages = await self.batcher.consume(request_iterator)
+        # read-your-writes: when the stream ends its windows and sequence numbers are in the
+        # store, and every watching gateway holds its windows
         await self.ingestor.publisher.flush(touched=True)
-        await self.ingestor.feed.settled()  # and every watching gateway holds its windows
+        await self.ingestor.feed.settled()
         return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
                                 rejected_by_reason={REASONS[i]: int(counts[i])
                                                     for i in np.flatnonzero(counts[1:]) + 1})

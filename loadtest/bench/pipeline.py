@@ -1,0 +1,372 @@
+"""`rtvol bench pipeline`: tick-to-signal latency of the whole pipeline, real processes.
+
+Starts redis-server, the feature service, the model sidecar and a gateway following the feature
+service's Watch stream, on free loopback ports. A feeder process sends an open-loop feed on ONE
+Ingest stream: ``--rate`` updates/s over ``--stocks`` stocks, round robin, as single-update
+messages and as ``--batch``-update messages (``--modes``). Event time runs ``--speedup`` times
+faster than the wall clock, so each stock closes a 12-s step every 12 / speedup s and most
+updates close none, as in a replayed market. A Subscribe client (this process) takes every
+pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
+
+  tick-to-signal: the feature service's receipt of the update that closed a step (the signal's
+    received_us) -> the signal at the Subscribe client (the issue's definition);
+  send-to-signal: the feeder's send of that update -> the signal (adds the client's gRPC hop);
+  pushed signals from tier 1, steps closed that got a signal of their own, every stock's last
+  signal computed from its last window, and the Ingest messages/s the stream carried.
+
+Targets (issue 12): tick-to-signal p99 <= 5 ms on the 2-core machine and <= 2 ms on a GPU host
+at 50,000 updates/s over 500 stocks; >= 99 % of pushed signals from tier 1; every signal
+current; >= 20,000 single-update Ingest messages/s on one stream. Each is printed with its
+verdict (and whether the run's rate and universe reach the target's conditions). Writes JSON
+(--out) and a plot of the latency distributions (--plot). One benchmark at a time:
+
+    flock /tmp/rtvol-bench.lock rtvol bench pipeline --repo MODELS [--rate 50000] [--stocks 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtvol import histograms, repository, stack
+from rtvol.features.spec import STEP_SECONDS
+from rtvol.loadtest.bench.gateway import Processes, cpu_seconds
+from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
+
+INGEST = "/rtvol.proto.v1.Features/Ingest"
+P99_LIMIT_MS = {"cpu": 5.0, "gpu": 2.0}
+TARGET_RATE, TARGET_STOCKS = 50_000, 500
+TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
+
+
+@dataclass(frozen=True)
+class FeedPlan:
+    target: str
+    rate: float  # updates/s
+    batch: int  # updates per message
+    stocks: int
+    first_stock: int  # stocks first_stock .. first_stock + stocks - 1: fresh ones for each mode
+    duration_s: float
+    speedup: float
+
+
+def build(plan: FeedPlan) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+    """The feed's messages (serialised), and for each update that closes a step: the message
+    it is in, its stock and the window version it makes (steps closed: the plan's stocks are
+    fresh, their first update opens a step)."""
+    from rtvol.loadtest.ticks import STEP_US
+    from rtvol.proto.v1 import features_pb2 as pb
+
+    n_updates = int(plan.rate * plan.duration_s) // plan.batch * plan.batch
+    k = np.arange(n_updates)
+    stock = plan.first_stock + k % plan.stocks
+    event_us = (STEP_US + k / plan.rate * plan.speedup * 1e6).astype(np.int64)
+    step = event_us // STEP_US
+    seq = k // plan.stocks
+    closes = np.zeros(n_updates, bool)
+    version = np.zeros(n_updates, np.int64)
+    # a stock's update closes (step - its previous step) steps; its version counts them all
+    for s in range(plan.stocks):
+        rows = np.arange(s, n_updates, plan.stocks)
+        st = step[rows]
+        closes[rows] = np.diff(st, prepend=st[:1]) > 0
+        version[rows] = st - st[:1]
+    mid = 100.0 + (k % 97) * 1e-3
+    messages = []
+    for lo in range(0, n_updates, plan.batch):
+        sl = slice(lo, lo + plan.batch)
+        m, n = mid[sl], plan.batch
+        messages.append(pb.IngestRequest(columns=pb.UpdateColumns(
+            stock_id=stock[sl].tolist(), event_time_us=event_us[sl].tolist(), sequence=seq[sl].tolist(),
+            kind=[0] * n, bid_price1=(m - 0.01).tolist(), ask_price1=(m + 0.01).tolist(),
+            bid_price2=(m - 0.02).tolist(), ask_price2=(m + 0.02).tolist(), bid_size1=[10.0] * n,
+            ask_size1=[12.0] * n, bid_size2=[20.0] * n, ask_size2=[22.0] * n)).SerializeToString())
+    at = np.flatnonzero(closes)
+    return messages, at // plan.batch, stock[at], version[at]
+
+
+def feed(plan: FeedPlan, out: str) -> None:
+    """The feeder process: paced sends on one Ingest stream; writes each message's send time."""
+    import grpc
+
+    from rtvol.proto.v1 import features_pb2 as pb
+
+    messages, *_ = build(plan)
+    interval = plan.batch / plan.rate
+    sent_us = np.zeros(len(messages), np.int64)
+
+    def paced() -> Iterator[bytes]:
+        start = time.perf_counter() + 0.05
+        for i, m in enumerate(messages):
+            ahead = start + i * interval - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            sent_us[i] = time.time_ns() // 1000
+            yield m
+
+    with grpc.insecure_channel(plan.target) as ch:
+        ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
+                                 response_deserializer=pb.IngestSummary.FromString)
+        began = time.perf_counter()
+        summary = ingest(paced(), timeout=plan.duration_s * 10 + 60)
+        took = time.perf_counter() - began
+    np.savez(out, sent_us=sent_us, accepted=summary.accepted, rejected=summary.rejected, seconds=took)
+
+
+class Subscriber:
+    """Every pushed signal, timed on arrival (a thread of this process)."""
+
+    def __init__(self, target: str) -> None:
+        import grpc
+
+        from rtvol.proto.v1 import signals_pb2 as pb
+        from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+
+        self.channel = grpc.insecure_channel(target)
+        self.stream = pb_grpc.SignalsStub(self.channel).Subscribe(pb.SubscribeRequest(all=True))
+        self.rows: list[tuple[int, int, int, int, int]] = []  # arrived, stock, version, received, tier
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import grpc
+
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for sig in self.stream:
+                self.rows.append((time.time_ns() // 1000, sig.stock_id, sig.window_version, sig.received_us,
+                                  sig.tier))
+
+    def take(self) -> np.ndarray:
+        rows, self.rows = self.rows, []
+        return np.array(rows, np.int64).reshape(-1, 5)
+
+    def close(self) -> None:
+        self.stream.cancel()
+        self.thread.join(10)
+        self.channel.close()
+
+
+def _ms(h: Any) -> dict[str, float]:
+    s = histograms.summary(h)
+    return {"p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "p99_9_ms": s["p99_9_us"] / 1000,
+            "n": s["n"]}
+
+
+def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int]
+             ) -> tuple[dict[str, Any], np.ndarray]:
+    """One feed; returns its report and its tick-to-signal samples (ms)."""
+    _, close_msg, close_stock, close_version = build(plan)
+    out = workdir / f"feed-{name}.npz"
+    sub.take()  # what earlier modes left
+    cpu_before = cpu_seconds(pids)
+    feeder = mp.get_context("spawn").Process(target=feed, args=(plan, str(out)))
+    feeder.start()
+    feeder.join(plan.duration_s * 10 + 120)
+    if feeder.exitcode != 0:
+        raise RuntimeError(f"feeder ({name}) exited with {feeder.exitcode}")
+    fed = np.load(out)
+    final: dict[int, int] = {}  # per stock, the version of its last window
+    for s, v in zip(close_stock.tolist(), close_version.tolist(), strict=True):
+        final[s] = max(final.get(s, 0), v)
+    seen: dict[int, int] = {}
+    got: list[np.ndarray] = []
+
+    def current() -> bool:
+        rows = sub.take()
+        got.append(rows)
+        for _, s, v, _, _ in rows.tolist():
+            seen[s] = max(seen.get(s, 0), v)
+        return all(seen.get(s, -1) >= v for s, v in final.items())
+
+    settled = wait_until(current, 5, 0.05)
+    cpu = {k: round(v - cpu_before.get(k, v), 2) for k, v in cpu_seconds(pids).items()}
+    rows = np.concatenate(got)
+    rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
+                & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
+    arrived, stock, version, received, tier = rows.T
+    sent = {(s, v): int(fed["sent_us"][m])  # send time of the update that closed each version
+            for m, s, v in zip(close_msg.tolist(), close_stock.tolist(), close_version.tolist(), strict=True)}
+    t2s, s2s = histograms.latency_us(), histograms.latency_us()
+    own = 0
+    for a, s, v, r in zip(arrived.tolist(), stock.tolist(), version.tolist(), received.tolist(), strict=True):
+        histograms.record_s(t2s, (a - r) / 1e6)
+        if (t := sent.get((s, v))) is not None:
+            histograms.record_s(s2s, (a - t) / 1e6)
+            own += 1
+    messages = len(fed["sent_us"])
+    report = {
+        "mode": name, "plan": {k: v for k, v in asdict(plan).items() if k != "target"},
+        "tick_to_signal": _ms(t2s), "send_to_signal": _ms(s2s), "signals": len(rows),
+        "tier1_share": round(float((tier == 1).mean()), 4) if len(rows) else None,
+        "steps_closed": len(sent), "steps_with_own_signal": own, "every_stock_current": bool(settled),
+        "ingest": {"messages": messages, "updates": int(fed["accepted"]), "rejected": int(fed["rejected"]),
+                   "seconds": round(float(fed["seconds"]), 2),
+                   "messages_per_s": round(messages / float(fed["seconds"])),
+                   "offered_messages_per_s": round(plan.rate / plan.batch)},
+        "cpu_s": cpu}
+    return report, (arrived - received) / 1000
+
+
+def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
+    """Each target per mode: value, limit, met, and whether the run reached the target's load."""
+    limit = P99_LIMIT_MS["gpu" if gpu else "cpu"]
+    rows = []
+
+    def row(target: str, value: Any, limit: Any, met: bool, loaded: bool) -> None:
+        rows.append({"target": target, "value": value, "limit": limit, "met": met, "at_target_load": loaded})
+
+    for r in reports:
+        p = r["plan"]
+        at = f"{p['rate']:,.0f} upd/s, {p['stocks']} stocks, {r['mode']}"
+        loaded = p["rate"] >= TARGET_RATE and p["stocks"] >= TARGET_STOCKS
+        p99 = r["tick_to_signal"]["p99_ms"]
+        row(f"tick-to-signal p99 <= {limit} ms ({at})", p99, limit, p99 <= limit, loaded)
+        share = r["tier1_share"] or 0.0
+        row(f">= 99 % pushed signals from tier 1 ({at})", share, TIER1_SHARE, share >= TIER1_SHARE, loaded)
+        row(f"every stock's last signal current ({at})", r["every_stock_current"], True,
+            r["every_stock_current"], loaded)
+        if p["batch"] == 1:
+            i = r["ingest"]
+            row("single-update Ingest messages/s on one stream", i["messages_per_s"], INGEST_MESSAGES,
+                i["messages_per_s"] >= INGEST_MESSAGES, i["offered_messages_per_s"] >= INGEST_MESSAGES)
+    return rows
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"{'mode':<9}{'':<16}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'n':>9}"]
+    for r in report["modes"]:
+        for what in ("tick_to_signal", "send_to_signal"):
+            s = r[what]
+            lines.append(f"{r['mode']:<9}{what:<16}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
+                         f"{s['n']:>9}")
+        i = r["ingest"]
+        lines.append(f"{'':<9}tier 1 {r['tier1_share']}, steps closed {r['steps_closed']}, with their "
+                     f"own signal {r['steps_with_own_signal']}; Ingest {i['messages_per_s']:,} msg/s "
+                     f"(offered {i['offered_messages_per_s']:,}), {i['updates']:,} accepted, "
+                     f"{i['rejected']} rejected; CPU s {r['cpu_s']}")
+    lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
+    for v in report["targets"]:
+        result = "met" if v["met"] else "NOT MET"
+        if not v["at_target_load"]:
+            result += " (below the target's load)"
+        lines.append(f"{v['target']:<74}{v['value']!s:>10}{v['limit']!s:>9}  {result}")
+    return "\n".join(lines)
+
+
+def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for mode, ms in samples.items():
+        if len(ms):
+            x = np.sort(ms)
+            ax.plot(x, 1 - np.arange(len(x)) / len(x), label=f"{mode} (n={len(x):,})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tick-to-signal (ms): feature service receipt -> Subscribe client")
+    ax.set_ylabel("fraction of signals slower")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str]
+          ) -> tuple[str, str]:
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
+    rport, fport, mport, hport, gport = (free_port() for _ in range(5))
+    ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
+    redis_url = f"redis://127.0.0.1:{rport}/0"
+    feature, model = f"127.0.0.1:{fport}", f"127.0.0.1:{mport}"
+    ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks), grpc_ready(feature))
+    ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
+    ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
+                                          "--feature-url", feature, "--stocks", str(stocks), *gateway_args),
+             http_ready(f"http://127.0.0.1:{hport}/readyz"))
+    return feature, f"127.0.0.1:{gport}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="rtvol bench pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", type=Path, default=Path(os.environ.get("RTVOL_MODEL_REPOSITORY", "models")),
+                   help="model repository [env RTVOL_MODEL_REPOSITORY; default models]")
+    p.add_argument("--rate", type=float, default=20_000, help="updates/s offered")
+    p.add_argument("--stocks", type=int, default=500, help="universe size (round robin)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per mode")
+    p.add_argument("--batch", type=int, default=100, help="updates per message in the batched mode")
+    p.add_argument("--modes", default="single,batched", help="single and/or batched, comma-separated")
+    p.add_argument("--speedup", type=float, default=100.0,
+                   help=f"event time / wall time: each stock closes a {STEP_SECONDS}-s step every "
+                        f"{STEP_SECONDS}/speedup s")
+    p.add_argument("--backend", default="auto", help="model sidecar backend")
+    p.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
+    p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    p.add_argument("--out", type=Path, default=Path("bench-pipeline.json"))
+    p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
+    a = p.parse_args(argv)
+    if not repository.versions(a.repo, repository.DEFAULT_MODEL):
+        raise SystemExit(f"no model in {a.repo}: run `rtvol train` first")
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"single", "batched"}:
+        raise SystemExit("--modes: single and/or batched")
+    workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-pipeline-"))
+    ps = Processes(workdir)
+    reports: list[dict[str, Any]] = []
+    samples: dict[str, np.ndarray] = {}
+    try:
+        feature, gateway = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg)
+        sub = Subscriber(gateway)
+        try:
+            time.sleep(0.3)  # the subscription is registered before the first signal
+            for i, mode in enumerate(modes):
+                plan = FeedPlan(feature, a.rate, 1 if mode == "single" else a.batch, a.stocks,
+                                i * a.stocks, a.duration, a.speedup)
+                report, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids)
+                reports.append(report)
+        finally:
+            sub.close()
+    finally:
+        ps.stop()
+        if not a.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    gpu = shutil.which("nvidia-smi") is not None
+    report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
+                         + (", GPU" if gpu else ", no GPU"),
+              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "command": "rtvol bench pipeline " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "modes": reports}
+    report["targets"] = verdicts(reports, gpu)
+    print(table(report))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    plot_path = a.plot or a.out.with_suffix(".png")
+    plot(samples, plot_path, f"{report['machine']}, {a.rate:,.0f} updates/s over {a.stocks} stocks")
+    print(f"saved {a.out} and {plot_path}")
+
+
+if __name__ == "__main__":
+    main()
