@@ -219,7 +219,9 @@ def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args
     ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
     common = ["--redis-url", redis_url, "--stocks", str(stocks), *gateway_args]
     gateways = {}
-    for name, extra in (("gateway", ["--model-url", model]), ("gateway-tier2", [])):
+    # the gateway follows the feature service's Watch stream (the pipeline: a fresh Predict is a
+    # memory read of the signal of the latest window); the tier-2 one reads the store per request
+    for name, extra in (("gateway", ["--model-url", model, "--feature-url", feature]), ("gateway-tier2", [])):
         hport, gport = free_port(), free_port()
         ps.start(name, stack.gateway_cmd(hport, gport, repo, *common, *extra),
                  http_ready(f"http://127.0.0.1:{hport}/readyz"))

@@ -5,8 +5,8 @@ service's Watch stream, on free loopback ports. A feeder process sends an open-l
 Ingest stream: ``--rate`` updates/s over ``--stocks`` stocks, round robin, as single-update
 messages and as ``--batch``-update messages (``--modes``). Event time runs ``--speedup`` times
 faster than the wall clock, so each stock closes a 12-s step every 12 / speedup s and most
-updates close none, as in a replayed market. A Subscribe client (this process) takes every
-pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
+updates close none, as in a replayed market. A SubscribeBatches client (this process) takes
+every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
 
   tick-to-signal: the feature service's receipt of the update that closed a step (the signal's
     received_us) -> the signal at the Subscribe client (the issue's definition);
@@ -139,8 +139,9 @@ class Subscriber:
         from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 
         self.channel = grpc.insecure_channel(target)
-        self.stream = pb_grpc.SignalsStub(self.channel).Subscribe(pb.SubscribeRequest(all=True))
-        self.rows: list[tuple[int, int, int, int, int]] = []  # arrived, stock, version, received, tier
+        self.stream = pb_grpc.SignalsStub(self.channel).SubscribeBatches(pb.SubscribeRequest(all=True))
+        # arrived, stock, version, received, tier, µs from receipt to the gateway's write
+        self.rows: list[tuple[int, int, int, int, int, int]] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -148,13 +149,14 @@ class Subscriber:
         import grpc
 
         with contextlib.suppress(grpc.RpcError):  # cancelled at the end
-            for sig in self.stream:
-                self.rows.append((time.time_ns() // 1000, sig.stock_id, sig.window_version, sig.received_us,
-                                  sig.tier))
+            for batch in self.stream:
+                now = time.time_ns() // 1000
+                self.rows.extend((now, sig.stock_id, sig.window_version, sig.received_us, sig.tier,
+                                  int(sig.feature_age_ms * 1000)) for sig in batch.signals)
 
     def take(self) -> np.ndarray:
         rows, self.rows = self.rows, []
-        return np.array(rows, np.int64).reshape(-1, 5)
+        return np.array(rows, np.int64).reshape(-1, 6)
 
     def close(self) -> None:
         self.stream.cancel()
@@ -190,7 +192,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
     def current() -> bool:
         rows = sub.take()
         got.append(rows)
-        for _, s, v, _, _ in rows.tolist():
+        for _, s, v, *_ in rows.tolist():
             seen[s] = max(seen.get(s, 0), v)
         return all(seen.get(s, -1) >= v for s, v in final.items())
 
@@ -199,10 +201,12 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
     rows = np.concatenate(got)
     rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
                 & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
-    arrived, stock, version, received, tier = rows.T
+    arrived, stock, version, received, tier, at_gateway = rows.T
     sent = {(s, v): int(fed["sent_us"][m])  # send time of the update that closed each version
             for m, s, v in zip(close_msg.tolist(), close_stock.tolist(), close_version.tolist(), strict=True)}
-    t2s, s2s = histograms.latency_us(), histograms.latency_us()
+    t2s, s2s, t2g = histograms.latency_us(), histograms.latency_us(), histograms.latency_us()
+    for us in at_gateway.tolist():
+        histograms.record_s(t2g, us / 1e6)
     own = 0
     for a, s, v, r in zip(arrived.tolist(), stock.tolist(), version.tolist(), received.tolist(), strict=True):
         histograms.record_s(t2s, (a - r) / 1e6)
@@ -212,7 +216,8 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
     messages = len(fed["sent_us"])
     report = {
         "mode": name, "plan": {k: v for k, v in asdict(plan).items() if k != "target"},
-        "tick_to_signal": _ms(t2s), "send_to_signal": _ms(s2s), "signals": len(rows),
+        "tick_to_signal": _ms(t2s), "send_to_signal": _ms(s2s), "tick_to_gateway_write": _ms(t2g),
+        "signals": len(rows),
         "tier1_share": round(float((tier == 1).mean()), 4) if len(rows) else None,
         "steps_closed": len(sent), "steps_with_own_signal": own, "every_stock_current": bool(settled),
         "ingest": {"messages": messages, "updates": int(fed["accepted"]), "rejected": int(fed["rejected"]),
@@ -249,11 +254,11 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"{'mode':<9}{'':<16}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'n':>9}"]
+    lines = [f"{'mode':<9}{'':<22}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'n':>9}"]
     for r in report["modes"]:
-        for what in ("tick_to_signal", "send_to_signal"):
+        for what in ("tick_to_signal", "send_to_signal", "tick_to_gateway_write"):
             s = r[what]
-            lines.append(f"{r['mode']:<9}{what:<16}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
+            lines.append(f"{r['mode']:<9}{what:<22}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
                          f"{s['n']:>9}")
         i = r["ingest"]
         lines.append(f"{'':<9}tier 1 {r['tier1_share']}, steps closed {r['steps_closed']}, with their "

@@ -25,7 +25,7 @@ ApplyFn = Callable[[list[pb.IngestRequest], int], np.ndarray]  # (messages, rece
 
 
 class StreamBatcher:
-    def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 50e-6) -> None:
+    def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 200e-6) -> None:
         self.apply, self.max_messages, self.quiet_s = apply, max_messages, quiet_s
 
     async def consume(self, requests: AsyncIterator[pb.IngestRequest]) -> tuple[np.ndarray, int]:

@@ -12,8 +12,9 @@ from rtvol.featurestore import now_us
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 from rtvol.services.gateway import metrics, validation
-from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.hub import Hub, Subscription
 from rtvol.services.gateway.predictor import Predictor
+from rtvol.services.gateway.signal import Signal
 from rtvol.telemetry import extract_metadata, extract_traceparent
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Signals"].full_name
@@ -64,8 +65,7 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             if self.draining:  # the caller reconnects to a replica that is serving
                 return
 
-    async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
-                        ) -> AsyncIterator[pb.Signal]:
+    def _subscribe(self, request: pb.SubscribeRequest) -> Subscription:
         if not request.all and not request.stock_ids:
             metrics.REJECTS.labels("subscribe", "empty_ids").inc()
             raise InvalidInput("stock_ids: empty (set all = true for every stock)", "empty_ids")
@@ -73,12 +73,30 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             metrics.REJECTS.labels("subscribe", "too_many_ids").inc()
             raise InvalidInput(f"stock_ids: {len(request.stock_ids)} ids, at most {self.max_ids} "
                                "(set all = true for every stock)", "too_many_ids")
-        sub = self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
+        return self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[pb.Signal]:
+        sub = self._subscribe(request)
         try:
             while (sig := await sub.queue.get()) is not None:
-                now = now_us()
-                if sig.received_us:
-                    metrics.TICK_TO_SIGNAL.observe(max(0, now - sig.received_us) / 1e6)
-                yield sig.to_proto(now)
+                yield _pushed(sig, now_us())
         finally:
             self.hub.unsubscribe(sub)
+
+    async def SubscribeBatches(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[pb.SignalBatch]:
+        sub = self._subscribe(request)
+        try:
+            while (waiting := await sub.take()) is not None:
+                now = now_us()
+                yield pb.SignalBatch(signals=[_pushed(sig, now) for sig in waiting])
+        finally:
+            self.hub.unsubscribe(sub)
+
+
+def _pushed(sig: Signal, now: int) -> pb.Signal:
+    """The message of a pushed signal, its tick-to-signal observed as it leaves."""
+    if sig.received_us:
+        metrics.TICK_TO_SIGNAL.observe(max(0, now - sig.received_us) / 1e6)
+    return sig.to_proto(now)

@@ -22,6 +22,20 @@ class Subscription:
             metrics.PUSH_DROPPED.inc()
         self.queue.put_nowait(sig)
 
+    async def take(self) -> list[Signal] | None:
+        """Every signal waiting (at least one, waited for); None: the stream ends."""
+        first = await self.queue.get()
+        if first is None:
+            return None
+        out = [first]
+        while not self.queue.empty():
+            sig = self.queue.get_nowait()
+            if sig is None:
+                self.queue.put_nowait(None)  # ends the stream after these
+                break
+            out.append(sig)
+        return out
+
 
 class Hub:
     def __init__(self, depth: int = 4096) -> None:

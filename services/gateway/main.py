@@ -59,7 +59,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     if s.model_url:
         client = SidecarClient(s.model_url, s.model_name, s.model_streams)
         budget_s = s.model_latency_budget_ms / 1000
-        tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s)
+        tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
+                      s.model_latency_budget_per_window_us / 1e6)
         fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
     vol = VolCache(store, s.vol_refresh_s, timeout_s)
     cache = SignalCache(s.cache_size, redis, spec_hash())

@@ -35,6 +35,9 @@ PIPELINE_BATCH = Histogram("rtvol_gateway_pipeline_batch_size", "Stocks inferred
 TICK_TO_SIGNAL = Histogram("rtvol_gateway_tick_to_signal_seconds",
                            "Feature service's receipt of an update to its signal reaching a Subscribe client",
                            buckets=LATENCY_BUCKETS)
+PIPELINE_STAGE = Histogram("rtvol_gateway_pipeline_stage_seconds",
+                           "Tick-to-signal by stage: feature (update received -> window held here), "
+                           "gateway (window held -> signal pushed)", ["stage"], buckets=LATENCY_BUCKETS)
 WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
                         "Window batches received from the feature service")
 WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open")

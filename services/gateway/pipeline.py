@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.hub import Hub
@@ -21,6 +22,7 @@ from rtvol.services.gateway.predictor import Predictor
 from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
+FEATURE_STAGE, GATEWAY_STAGE = (metrics.PIPELINE_STAGE.labels(s) for s in ("feature", "gateway"))
 
 
 class Pipeline:
@@ -31,8 +33,14 @@ class Pipeline:
         self._task = BackgroundTask()
 
     async def step(self, idx: np.ndarray) -> None:
+        held_us, received_us = self.memory.held_us[idx], self.memory.received_us[idx]
         signals = await self.predictor.infer_held(idx, time.perf_counter() + self.deadline_s)
         self.hub.publish(signals)
+        pushed = now_us()
+        for held, received in zip(held_us.tolist(), received_us.tolist(), strict=True):
+            GATEWAY_STAGE.observe((pushed - held) / 1e6)
+            if received:
+                FEATURE_STAGE.observe(max(0, held - received) / 1e6)
         metrics.PIPELINE_BATCH.observe(len(idx))
         for tier in (1, 2):
             if n := sum(s.tier == tier for s in signals):

@@ -145,16 +145,19 @@ class SidecarClient:
 
 class Tier1:
     """The sidecar behind its breaker and a timeout; a batch slower than the latency budget
-    counts as a failure, so a slow sidecar opens the breaker as a dead one does.
+    counts as a failure, so a slow sidecar opens the breaker as a dead one does. The budget
+    grows by ``per_window_s`` for each window after the first: a large pipeline batch takes
+    longer without the sidecar being slow.
 
     A background probe asks the sidecar's ModelReady every ``probe_s``; while the answer is
     not "ready" (unreachable, or its model not loaded) it keeps the breaker open, so tier 2
     answers without trying tier 1 even when no request has failed yet, and /readyz says why
     and since when. Once the probe passes, the breaker's own half-open calls close it."""
 
-    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0
-                 ) -> None:
+    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0,
+                 per_window_s: float = 0.0) -> None:
         self.client, self.breaker, self.timeout_s, self.probe_s = client, breaker, timeout_s, probe_s
+        self.per_window_s = per_window_s
         self.version = ""
         self.down, self.down_since = "sidecar not probed yet", time.time()  # down == "": probe passed
         self._watch = BackgroundTask()
@@ -210,5 +213,5 @@ class Tier1:
             metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
             self.breaker.record(False)
             raise
-        self.breaker.record(True, time.perf_counter() - start)
+        self.breaker.record(True, time.perf_counter() - start - self.per_window_s * (len(windows) - 1))
         return out

@@ -70,6 +70,12 @@ class PredictResponse(_message.Message):
     error: str
     def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ..., request_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
+class SignalBatch(_message.Message):
+    __slots__ = ("signals",)
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    signals: _containers.RepeatedCompositeFieldContainer[Signal]
+    def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
+
 class SubscribeRequest(_message.Message):
     __slots__ = ("stock_ids", "all")
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]

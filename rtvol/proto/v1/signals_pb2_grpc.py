@@ -49,6 +49,11 @@ class SignalsStub:
                 request_serializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.Signal.FromString,
                 _registered_method=True)
+        self.SubscribeBatches = channel.unary_stream(
+                '/rtvol.proto.v1.Signals/SubscribeBatches',
+                request_serializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SignalBatch.FromString,
+                _registered_method=True)
 
 
 class SignalsServicer:
@@ -74,6 +79,14 @@ class SignalsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeBatches(self, request, context):
+        """the same signals, every one that is waiting in one message: at thousands of signals a
+        second one message per signal costs the stream more than the signals do
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignalsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +104,11 @@ def add_SignalsServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.FromString,
                     response_serializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.Signal.SerializeToString,
+            ),
+            'SubscribeBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeBatches,
+                    request_deserializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.FromString,
+                    response_serializer=rtvol_dot_proto_dot_v1_dot_signals__pb2.SignalBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +192,33 @@ class Signals:
             '/rtvol.proto.v1.Signals/Subscribe',
             rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.SerializeToString,
             rtvol_dot_proto_dot_v1_dot_signals__pb2.Signal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rtvol.proto.v1.Signals/SubscribeBatches',
+            rtvol_dot_proto_dot_v1_dot_signals__pb2.SubscribeRequest.SerializeToString,
+            rtvol_dot_proto_dot_v1_dot_signals__pb2.SignalBatch.FromString,
             options,
             channel_credentials,
             insecure,
