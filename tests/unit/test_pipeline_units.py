@@ -1,0 +1,99 @@
+"""The two halves of the tick-to-signal pipeline without processes: the feature service's
+WindowFeed (one batch per wake-up, snapshot for a new watcher, Ingest held until every watcher
+acknowledged, a silent watcher dropped) and the gateway's WindowMemory (newer windows only,
+current signals, waiting for a batch)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from rtvol.features.online import OnlineState
+from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.loadtest.ticks import StepTicks
+from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.feature.watch import WindowFeed
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.signal import Signal
+
+
+def _state(stocks: int, steps: int) -> OnlineState:
+    """Every stock has closed ``steps`` steps."""
+    from rtvol.ingest_codec import decode
+
+    state, ticks = OnlineState(stocks), StepTicks(stocks)
+    for _ in range(steps + 1):
+        state.apply(decode(ticks.message(list(range(stocks)))))
+    return state
+
+
+def test_a_new_watcher_gets_a_snapshot_then_one_batch_per_wake_up() -> None:
+    async def run() -> None:
+        state = _state(5, 2)
+        feed = WindowFeed(state, max_batch=3)
+        w = feed.watch()
+        snapshot = [w.queue.get_nowait() for _ in range(2)]  # 5 windows, at most 3 a message
+        assert [list(m.stock_ids) for m in snapshot] == [[0, 1, 2], [3, 4]]
+        assert all(list(m.version) == [2] * len(m.stock_ids) and not any(m.received_us) for m in snapshot)
+        feed.mark(np.array([4, 1]), received_us=111)
+        feed.mark(np.array([1]), received_us=222)  # still pending: the earlier receipt stays
+        feed.send()
+        (batch,) = [w.queue.get_nowait()]
+        assert list(batch.stock_ids) == [1, 4] and list(batch.received_us) == [111, 111]
+        assert batch.batch == snapshot[-1].batch + 1
+        window = np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)
+        np.testing.assert_array_equal(window, state.windows(np.array([1, 4])))
+        assert w.queue.empty()
+
+    asyncio.run(run())
+
+
+def test_ingest_waits_for_every_acknowledgement_and_a_silent_watcher_is_dropped() -> None:
+    async def run() -> None:
+        feed = WindowFeed(_state(3, 1), max_batch=10, ack_timeout_s=0.2)
+        prompt, silent = feed.watch(), feed.watch()
+        for w in (prompt, silent):
+            w.queue.get_nowait()  # the snapshot
+            w.ack(w.sent)
+        feed.mark(np.array([0]), received_us=1)
+        settled = asyncio.ensure_future(feed.settled())
+        await asyncio.sleep(0.05)
+        assert not settled.done()  # neither acknowledged the new batch yet
+        prompt.ack(prompt.sent)
+        await asyncio.wait_for(settled, 1.0)  # the silent one is dropped after 0.2 s
+        assert feed.watchers == {prompt}
+        assert silent.queue.get_nowait() is None  # its stream ends; it reconnects for a snapshot
+
+    asyncio.run(run())
+
+
+def _batch(ids: list[int], version: list[int], received: int = 5) -> fpb.WindowBatch:
+    windows = np.stack([np.full((STEPS, N_FEATURES), v, np.float32) for v in version])
+    return fpb.WindowBatch(batch=1, stock_ids=ids, windows=windows.tobytes(), version=version,
+                           sequence=version, event_time_us=[0] * len(ids), received_us=[received] * len(ids))
+
+
+def test_memory_keeps_newer_windows_and_knows_which_signals_are_current() -> None:
+    async def run() -> None:
+        mem = WindowMemory(4)
+        assert mem.hold(_batch([0, 1, 9], [3, 3, 3])) == 2  # 9 is not a known stock
+        assert mem.hold(_batch([0], [2])) == 0  # older than the one held
+        assert mem.take(10).tolist() == [0, 1] and mem.take(10).tolist() == []
+        assert mem.read(np.array([1])).windows[0, 0, 0] == 3.0
+        assert mem.holds(0) and not mem.holds(2) and mem.current(0) is None
+        mem.settle([Signal(0, rv=1.0, window_version=3)])
+        assert mem.current(0) is not None
+        mem.hold(_batch([0], [4]))  # a newer window: the signal is no longer current
+        assert mem.current(0) is None and mem.dirty[0]
+        waiter = asyncio.ensure_future(mem.wait_current([0], 1.0))
+        await asyncio.sleep(0)
+        mem.settle([Signal(0, rv=2.0, window_version=3)])  # an older computation: still waiting
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        mem.settle([Signal(0, rv=3.0, window_version=4)])
+        await asyncio.wait_for(waiter, 1.0)
+        assert mem.current(0).rv == 3.0  # type: ignore[union-attr]
+        await mem.wait_current([1], 0.01)  # bounded: returns without a signal
+
+    asyncio.run(run())
