@@ -113,10 +113,11 @@ def test_grpc_predict_stream_subscribe_and_cached_signals(stack: Stack, tiny_dat
     assert {s.stock_id for s in pushed} >= {0, 1, 2, 3} and all(s.tier == 1 for s in pushed)
     cached = stack.http.get("/v1/signals/0").json()
     assert cached["tier"] == 1 and cached["stock_id"] == 0
-    before = _metric(stack, 'rtvol_gateway_cache_total{result="hit"}')
+    # this gateway follows the Watch stream: a Predict is a read of the signal held in memory
+    before = _metric(stack, 'rtvol_gateway_memory_answers_total{result="current"}')
     hit = stack.http.post("/v1/predict", json={"stock_ids": [0], "max_staleness_ms": 3_600_000}).json()
     assert hit["signals"][0]["rv"] == cached["rv"]
-    assert _metric(stack, 'rtvol_gateway_cache_total{result="hit"}') == before + 1
+    assert _metric(stack, 'rtvol_gateway_memory_answers_total{result="current"}') == before + 1
     assert stack.http.get("/v1/signals/7").status_code == 404  # a known stock never fed
 
 
