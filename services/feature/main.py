@@ -101,7 +101,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
         if own_store:
             await store.close()
 
-    await server.serve_forever(s.drain_seconds, stop, stop=shutdown)
+    await server.serve_forever(s.drain_seconds, stop, on_drain=feed.end_streams, stop=shutdown)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -167,8 +167,13 @@ class WindowFeed:
     def start(self) -> None:
         self._task.start(self._run())
 
-    async def stop(self) -> None:
-        await self._task.stop()
+    def end_streams(self) -> None:
+        """End every Watch stream (on drain: they never end by themselves; gateways reconnect
+        to a replica that is serving, or warm from the store)."""
         for w in list(self.watchers):
             self.watchers.discard(w)
             w.end()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        self.end_streams()
