@@ -43,7 +43,8 @@ class PredictBody(BaseModel):
     stock_ids: list[StockId] = Field(min_length=1, description="at most the gateway's max_ids "
                                      "(maxItems states it)")
     max_staleness_ms: float | None = Field(None, description="a pre-computed signal at most this old "
-                                           "may answer; absent or 0: always infer")
+                                           "may answer; absent or 0: always infer (a gateway following "
+                                           "the Watch stream answers from the latest window it holds)")
     kelly: StrictBool = False
 
 
