@@ -48,8 +48,9 @@ class GatewaySettings(ServiceSettings):
     model_latency_budget_ms: float = 5.0
     """Tier-1 batches slower than this count against the breaker."""
     model_latency_budget_per_window_us: float = 25.0
-    """Added to that budget per window after the first (ONNX Runtime on one CPU core: ~25 µs a
-    window; a GPU sidecar: ~1): a pipeline batch of hundreds of windows is not a slow sidecar."""
+    """Added to that budget and to model_timeout_ms per window after the first (ONNX Runtime
+    on one CPU core: ~25 µs a window; a GPU sidecar: ~1): a pipeline batch of hundreds of
+    windows is not a slow sidecar."""
     model_wait_s: float = 5.0
     """At start: how long to wait for the sidecar to be ready before serving from tier 2."""
     model_probe_s: float = 1.0

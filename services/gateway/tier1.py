@@ -146,8 +146,8 @@ class SidecarClient:
 class Tier1:
     """The sidecar behind its breaker and a timeout; a batch slower than the latency budget
     counts as a failure, so a slow sidecar opens the breaker as a dead one does. The budget
-    grows by ``per_window_s`` for each window after the first: a large pipeline batch takes
-    longer without the sidecar being slow.
+    and the timeout grow by ``per_window_s`` for each window after the first: a large
+    pipeline batch takes longer without the sidecar being slow.
 
     A background probe asks the sidecar's ModelReady every ``probe_s``; while the answer is
     not "ready" (unreachable, or its model not loaded) it keeps the breaker open, so tier 2
@@ -206,12 +206,13 @@ class Tier1:
 
     async def batch(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
+        allowance = self.per_window_s * (len(windows) - 1)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s + allowance):
                 out, self.version = await self.client.infer(windows)
         except Exception as e:
             metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
             self.breaker.record(False)
             raise
-        self.breaker.record(True, time.perf_counter() - start - self.per_window_s * (len(windows) - 1))
+        self.breaker.record(True, time.perf_counter() - start - allowance)
         return out
