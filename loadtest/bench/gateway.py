@@ -171,6 +171,18 @@ def _answers_right(p: Timed) -> bool:
     return bool(p.check(p.call(0)))
 
 
+def has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+def run_info(bench: str, argv: Sequence[str] | None) -> dict[str, str]:
+    """Machine, date and command of a benchmark run (every report starts with them)."""
+    return {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
+                       + (", GPU" if has_gpu() else ", no GPU"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": f"rtvol bench {bench} " + " ".join(argv if argv is not None else sys.argv[1:])}
+
+
 # ---- the processes --------------------------------------------------------------------------
 
 class Processes:
@@ -434,12 +446,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ps.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    gpu = shutil.which("nvidia-smi") is not None
-    report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
-                         + (", GPU" if gpu else ", no GPU"),
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "rtvol bench gateway " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "http_parser": PARSER, "sidecar_backend": a.backend,
+    gpu = has_gpu()
+    report = {**run_info("gateway", argv), "http_parser": PARSER, "sidecar_backend": a.backend,
               "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
               "paths": paths, "targets": verdicts(paths, gpu), "open_loop": loops, **hits}
     print(table(report))

@@ -30,15 +30,12 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,7 @@ import numpy as np
 
 from rtvol import histograms, repository, stack
 from rtvol.features.spec import STEP_SECONDS
-from rtvol.loadtest.bench.gateway import Processes, cpu_seconds
+from rtvol.loadtest.bench.gateway import Processes, cpu_seconds, has_gpu, run_info
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 INGEST = "/rtvol.proto.v1.Features/Ingest"
@@ -350,21 +347,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             for i, mode in enumerate(modes):
                 plan = FeedPlan(feature, a.rate, 1 if mode == "single" else a.batch, a.stocks,
                                 i * a.stocks, a.duration, a.speedup)
-                report, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids)
-                reports.append(report)
+                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids)
+                reports.append(result)
         finally:
             sub.close()
     finally:
         ps.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    gpu = shutil.which("nvidia-smi") is not None
-    report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
-                         + (", GPU" if gpu else ", no GPU"),
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "rtvol bench pipeline " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "modes": reports}
-    report["targets"] = verdicts(reports, gpu)
+    report: dict[str, Any] = {**run_info("pipeline", argv), "modes": reports}
+    report["targets"] = verdicts(reports, has_gpu())
     print(table(report))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -8,6 +8,8 @@ with its log tail. A process keeps its port across ``kill``/``restart``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from rtvol import stack
@@ -20,6 +22,7 @@ __all__ = [
     "gateway",
     "grpc_ready",
     "http_ready",
+    "pipeline_stack",
     "redis",
     "redis_ready",
     "sidecar",
@@ -69,3 +72,24 @@ def gateway(log_dir: Path, repo: Path, *extra: str) -> tuple[Proc, str, str]:
     base = f"http://127.0.0.1:{http}"
     return Proc("gateway", stack.gateway_cmd(http, grpc_port, repo, *extra),
                 log_dir / "gateway.log", http_ready(base + "/readyz")), base, f"127.0.0.1:{grpc_port}"
+
+
+@contextlib.contextmanager
+def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str
+                   ) -> Iterator[tuple[str, str, str, Path]]:
+    """Feature service, sidecar and a gateway following the feature service's Watch stream,
+    with budgets generous for a busy machine (the tests check answers, not budgets). Yields
+    (feature service target, gateway base URL, gateway gRPC target, gateway log); every process
+    is stopped at the end, even when another fails to stop, and a non-zero exit fails the test."""
+    started: list[Proc] = []
+    try:
+        feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started)
+        gw, base, grpc_target = gateway(
+            log_dir, repo, "--redis-url", redis_url, "--model-url", model_url, "--feature-url", feature_url,
+            "--stocks", str(stocks), "--deadline-ms", "500", "--model-timeout-ms", "200",
+            "--model-latency-budget-ms", "100", *gateway_extra)
+        started.append(gw)
+        yield feature_url, base, grpc_target, gw.log
+    finally:
+        codes = stop_all(started)  # every one, even when one fails to stop
+        assert set(codes.values()) <= {0}, codes

@@ -35,20 +35,10 @@ class Stack:
 def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("gateway_api")
-    started: list[procs.Proc] = []
-    try:
-        feature_url, model_url = procs.upstreams(logs, redis_db, tiny_repo, STOCKS, started)
-        gw, base, grpc_target = procs.gateway(
-            logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url",
-            feature_url, "--stocks", str(STOCKS), "--max-ids", "16", "--deadline-ms", "500",
-            "--model-timeout-ms", "200", "--model-latency-budget-ms", "100",
-            "--store-timeout-ms", "200")  # generous: these tests check answers, not budgets
-        started.append(gw)
+    with procs.pipeline_stack(logs, redis_db, tiny_repo, STOCKS, "--max-ids", "16",
+                              "--store-timeout-ms", "200") as (feature_url, base, grpc_target, log):
         feed.replay(feature_url, tiny_data, range(0, 3))
-        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db, gw.log)
-    finally:
-        codes = procs.stop_all(started)  # every one, even when one fails to stop
-        assert set(codes.values()) <= {0}, codes
+        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db, log)
 
 
 def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data: Path) -> None:

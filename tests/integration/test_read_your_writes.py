@@ -41,30 +41,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(redis_db: str, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("read_your_writes")
-    started: list[procs.Proc] = []
-    try:
-        feature, feature_url = procs.feature_service(logs, redis_db, STOCKS)
-        started.append(feature)
-        sidecar, model_url = procs.sidecar(logs, tiny_repo)
-        started.append(sidecar)
-        gw, base, grpc_target = procs.gateway(
-            logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url", feature_url,
-            "--stocks", str(STOCKS), "--deadline-ms", "500", "--model-timeout-ms", "200",
-            "--model-latency-budget-ms", "100")  # a busy shared machine: answers are checked, not budgets
-        started.append(gw)
+    with procs.pipeline_stack(tmp_path_factory.mktemp("read_your_writes"), redis_db, tiny_repo,
+                              STOCKS) as (feature_url, base, grpc_target, _log):
         yield Stack(feature_url, grpc_target, base, redis_db, tiny_repo)
-    finally:
-        errors = []
-        for p in reversed(started):  # every process is stopped, whichever fails to stop
-            try:
-                code = p.stop()
-            except Exception as e:
-                errors.append(f"{p}: {e}")
-            else:
-                if code != 0:
-                    errors.append(p.tail())
-        assert not errors, errors
 
 
 def _load(stack: Stack, started: threading.Event, stop: threading.Event,
