@@ -58,6 +58,15 @@ class WindowMemory:
         self.dirty[idx] = False
         return idx
 
+    def redo(self, limit: int) -> int:
+        """Up to ``limit`` stocks whose current signal came from a fallback tier become dirty
+        again (to be inferred anew once tier 1 is back); returns how many."""
+        idx = [sid for sid, sig in enumerate(self.signals)
+               if sig is not None and sig.tier > 1 and not self.dirty[sid]
+               and sig.window_version >= self.version[sid]][:limit]
+        self.dirty[idx] = True
+        return len(idx)
+
     def read(self, idx: np.ndarray) -> Windows:
         """The held windows of ``idx`` (a copy), written at the feature service's receipt."""
         written = np.where(self.received_us[idx] > 0, self.received_us[idx], self.held_us[idx])

@@ -2,12 +2,16 @@
 ONE batch per wake-up through the breaker and tiers (tier 1 sidecar, tier 2 ONNX Runtime
 when it is down or slow), keep each signal in memory and push it to Subscribe clients.
 
-No timer: the loop wakes when the Watch stream holds a newer window; windows that arrive
-while a batch is being inferred leave together in the next one, so batches grow with load.
+No timer on the signal path: the loop wakes when the Watch stream holds a newer window;
+windows that arrive while a batch is being inferred leave together in the next one, so batches
+grow with load. Only when nothing arrives for ``redo_s`` does it look back: signals a fallback
+tier computed (the sidecar was down) are inferred anew once the sidecar's breaker lets a call
+through again, so tier 1 resumes without waiting for each stock's next window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -27,9 +31,9 @@ FEATURE_STAGE, GATEWAY_STAGE = (metrics.PIPELINE_STAGE.labels(s) for s in ("feat
 
 class Pipeline:
     def __init__(self, memory: WindowMemory, predictor: Predictor, cache: SignalCache, hub: Hub,
-                 max_batch: int, deadline_s: float) -> None:
+                 max_batch: int, deadline_s: float, redo_s: float = 1.0) -> None:
         self.memory, self.predictor, self.cache, self.hub = memory, predictor, cache, hub
-        self.max_batch, self.deadline_s = max_batch, deadline_s
+        self.max_batch, self.deadline_s, self.redo_s = max_batch, deadline_s, redo_s
         self._task = BackgroundTask()
 
     async def step(self, idx: np.ndarray) -> None:
@@ -47,9 +51,20 @@ class Pipeline:
                 metrics.PIPELINE_SIGNALS.labels(str(tier)).inc(n)
         await self.cache.put(signals)  # the shared hash: what another replica can read
 
+    def _redo_fallbacks(self) -> None:
+        """Fallback-tier signals become dirty again when the sidecar may be called (closed, or
+        its open interval over: the batch is then the breaker's half-open probe)."""
+        sidecar = self.predictor.tiers.sidecar
+        if sidecar is not None and not sidecar.breaker.refusing():
+            self.memory.redo(self.max_batch)
+
     async def _run(self) -> None:
         while True:
-            await self.memory.wake.wait()
+            try:
+                async with asyncio.timeout(self.redo_s):  # not wait_for: it can swallow a stop
+                    await self.memory.wake.wait()
+            except TimeoutError:
+                self._redo_fallbacks()
             self.memory.wake.clear()
             while len(idx := self.memory.take(self.max_batch)):
                 try:

@@ -97,3 +97,15 @@ def test_memory_keeps_newer_windows_and_knows_which_signals_are_current() -> Non
         await mem.wait_current([1], 0.01)  # bounded: returns without a signal
 
     asyncio.run(run())
+
+
+def test_fallback_signals_are_taken_again_so_tier_1_resumes_without_new_windows() -> None:
+    mem = WindowMemory(4)
+    mem.hold(_batch([0, 1, 2], [3, 3, 3]))
+    mem.take(10)
+    mem.settle([Signal(0, rv=1.0, tier=1, window_version=3), Signal(1, rv=1.0, tier=2, window_version=3),
+                Signal(2, rv=1.0, tier=2, window_version=3)])
+    assert mem.redo(1) == 1 and mem.take(10).tolist() == [1]  # bounded by the limit
+    assert mem.redo(10) == 2 and mem.take(10).tolist() == [1, 2]  # tier 1's stays as it is
+    mem.settle([Signal(1, rv=1.0, tier=1, window_version=3), Signal(2, rv=1.0, tier=1, window_version=3)])
+    assert mem.redo(10) == 0
