@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from rtvol import auth, tls
 from rtvol.loadtest.openloop import Send
 
 
@@ -21,32 +22,34 @@ class HttpStatus(Exception):
 
 
 @asynccontextmanager
-async def connect(target: str, max_inflight: int) -> AsyncIterator[Send]:
-    """``grpc://HOST:PORT`` or ``http://HOST:PORT``: a sender on one long-lived connection pool."""
+async def connect(target: str, max_inflight: int, client_tls: tls.ClientTLS | None = None,
+                  api_key: str = "") -> AsyncIterator[Send]:
+    """``grpc://HOST:PORT`` or ``http(s)://HOST:PORT``: a sender on one long-lived connection pool;
+    ``client_tls`` verifies a TLS gateway (gRPC; https:// for REST), ``api_key`` is presented."""
     scheme, _, hostport = target.partition("://")
+    metadata = auth.metadata(api_key)
     if scheme == "grpc":
-        import grpc
-
         from rtvol.proto.v1 import signals_pb2 as pb
         from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 
-        async with grpc.aio.insecure_channel(hostport) as channel:
+        async with tls.channel(hostport, client_tls) as channel:
             stub = pb_grpc.SignalsStub(channel)
 
             async def send_grpc(ids: list[int]) -> None:
-                reply = await stub.Predict(pb.PredictRequest(stock_ids=ids))
+                reply = await stub.Predict(pb.PredictRequest(stock_ids=ids), metadata=metadata)
                 if any(s.error for s in reply.signals):
                     raise ItemError
             yield send_grpc
-    elif scheme == "http":
+    elif scheme in ("http", "https"):
         # aiohttp (C parser): httpx spent >1 ms of client CPU a request and, open loop on
         # 2 cores, the generator itself saturated below 600/s (docs/BENCHMARKS.md, Gateway)
         import json
 
         import aiohttp
 
-        connector = aiohttp.TCPConnector(limit=max_inflight)
-        headers = {"content-type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=max_inflight,
+                                         ssl=client_tls.ssl_context() if client_tls else True)
+        headers = {"content-type": "application/json", **dict(metadata)}
         async with aiohttp.ClientSession(target, connector=connector) as client:
             async def send_http(ids: list[int]) -> None:
                 body = json.dumps({"stock_ids": ids}).encode()
@@ -58,5 +61,5 @@ async def connect(target: str, max_inflight: int) -> AsyncIterator[Send]:
                     raise ItemError
             yield send_http
     else:
-        raise ValueError(f"target {target!r}: expected grpc://HOST:PORT or http://HOST:PORT")
+        raise ValueError(f"target {target!r}: expected grpc://, http:// or https://HOST:PORT")
 

@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
-from rtvol import sharding
+from rtvol import auth, sharding, tls
 from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS
@@ -138,12 +137,14 @@ def targets_of(target: str) -> list[str]:
 async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000,
                progress: Progress | None = None, metrics: Metrics | None = None,
                timeout_s: float = 600.0, progress_every_s: float = 0.5,
-               ticks: TickServer | None = None) -> FeedReport:
+               ticks: TickServer | None = None, client_tls: tls.ClientTLS | None = None,
+               api_key: str = "") -> FeedReport:
     """Send ``msgs`` on one Ingest stream per target (``targets_of``) at ``rate`` updates/s
-    (0: unpaced); bounded by ``timeout_s``.
+    (0: unpaced); bounded by ``timeout_s``. ``client_tls`` and ``api_key``: how to reach a
+    secured feature service.
 
     ``ticks`` gets each message's updates as it is sent (a hand-over: its subscribers never
-    hold the stream back)."""
+    hold the stream back). ``client_tls`` and ``api_key``: how to reach a secured feature service."""
     report = FeedReport(target_rate=rate, ticks=ticks.stats if ticks is not None else None)
     # room for two messages: a wait that overshoots by less than one message loses no time
     bucket = TokenBucket(rate, burst=max(rate * 0.02, 2.0 * batch)) if rate > 0 else None
@@ -178,8 +179,9 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
             await call.done_writing()
 
     async with contextlib.AsyncExitStack() as stack:
-        channels = [await stack.enter_async_context(grpc.aio.insecure_channel(t)) for t in targets_of(target)]
-        calls = [pb_grpc.FeaturesStub(ch).Ingest(timeout=timeout_s) for ch in channels]
+        channels = [await stack.enter_async_context(tls.channel(t, client_tls)) for t in targets_of(target)]
+        calls = [pb_grpc.FeaturesStub(ch).Ingest(timeout=timeout_s, metadata=auth.metadata(api_key))
+                 for ch in channels]
         await send(calls)
         summaries = [await call for call in calls]
     report.seconds = time.perf_counter() - started
@@ -210,7 +212,8 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
         freeze_gc: bool = False, metrics_port: int | None = None,
         progress: Progress | None = None, ticks: TickServer | None = None,
         wait_subscribers: int = 0, wait_s: float = 30.0,
-        drain_s: float = 5.0) -> tuple[list[int], FeedReport]:
+        drain_s: float = 5.0, client_tls: tls.ClientTLS | None = None,
+        api_key: str = "") -> tuple[list[int], FeedReport]:
     """Load, then pump, serving ``ticks`` (started) meanwhile and stopping it after; returns
     (stock ids, report)."""
     try:
@@ -222,7 +225,7 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
         if ticks is not None:
             serve_ticks(ticks, metrics, wait_subscribers, wait_s)
         report = asyncio.run(pump(target, messages(updates, batch), rate, batch, progress, metrics,
-                                  ticks=ticks))
+                                  ticks=ticks, client_tls=client_tls, api_key=api_key))
     finally:
         if ticks is not None:
             ticks.stop(drain_s)
@@ -231,9 +234,10 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
     return stocks, report
 
 
-def replay(target: str, data: Path, buckets: range) -> list[int]:
+def replay(target: str, data: Path, buckets: range, client_tls: tls.ClientTLS | None = None,
+           api_key: str = "") -> list[int]:
     """Ingest the given buckets of every stock, unpaced (tests); returns the stocks."""
-    return run(target, data, buckets)[0]
+    return run(target, data, buckets, client_tls=client_tls, api_key=api_key)[0]
 
 
 def report_dict(r: FeedReport) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rtvol.loadtest import clients, openloop, report
+from rtvol.tls import ClientTLS
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,12 @@ class Plan:
     ids_per_request: int = 1
     max_inflight: int = 256
     timeout_s: float = 2.0
+    client_tls: ClientTLS | None = None  # https:// and grpc over TLS
+    api_key: str = ""
 
 
 async def measure(plan: Plan, rate: float) -> openloop.Result:
-    async with clients.connect(plan.target, plan.max_inflight) as send:
+    async with clients.connect(plan.target, plan.max_inflight, plan.client_tls, plan.api_key) as send:
         return await openloop.run(send, rate, plan.duration_s, plan.stocks, plan.ids_per_request,
                                   plan.max_inflight, plan.timeout_s)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rtvol.stack import Ports
+    from rtvol.tls import ClientTLS
     from rtvol.training.dataset import Dataset
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -167,12 +168,34 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
         raise CommandError(f"--precision {','.join(unknown)}: choose from {','.join(PRECISIONS)}")
     if not torch.cuda.is_available():
         raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
-    vdir = repository.version_dir(repo, model, repository.resolve(repo, model, version))
+    v = repository.resolve(repo, model, version)
+    vdir = repository.version_dir(repo, model, v)
     for precision in precisions:
         start = time.perf_counter()
         folder = artifact.compile_version(vdir, precision, max_batch_size(repo, model), torch.device("cuda"))
         print(f"{precision} kernels for {torch.cuda.get_device_name()} compiled in "
               f"{time.perf_counter() - start:.0f} s: {folder}")
+    repository.seal(repo, model, v)  # the sidecar serves the kernels only once their digests are recorded
+
+
+def _new_key(a: argparse.Namespace) -> None:
+    from rtvol import auth
+
+    if a.role not in auth.ROLES or not a.name.isprintable() or " " in a.name or not a.name:
+        raise CommandError(f"NAME must be one word and ROLE one of {sorted(auth.ROLES)}")
+    key = auth.new_key()
+    line = f"{a.name} {a.role} {auth.hash_key(key)}\n"
+    if a.key_out:
+        fd = os.open(a.key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    else:
+        print(key)
+    if a.keys_file:
+        with open(a.keys_file, "a") as f:
+            f.write(line)
+    else:
+        print(line, end="")
 
 
 SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.feature.main",
@@ -180,7 +203,7 @@ SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.fea
             "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
            "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu",
-           "pipeline": "rtvol.loadtest.bench.pipeline"}
+           "pipeline": "rtvol.loadtest.bench.pipeline", "auth": "rtvol.loadtest.bench.auth"}
 # what the service images leave out (.dockerignore): a command that needs it says so in one line
 NOT_IN_IMAGES = ("rtvol.loadtest",)
 
@@ -219,7 +242,7 @@ def _up(a: argparse.Namespace) -> None:
                 raise CommandError(str(e)) from e
     ports = _ports(a)
     try:
-        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout, a.no_redis)
+        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout, a.no_redis, a.tls)
     except (stack.StackError, FileNotFoundError) as e:
         raise CommandError(str(e)) from e
     for c in comps:
@@ -227,8 +250,13 @@ def _up(a: argparse.Namespace) -> None:
     if not any(c.name == "redis" for c in comps):
         print(f"{'--no-redis' if a.no_redis else 'no redis-server binary'}: feature service and gateway "
               "in one process, sharing its in-process feature store")
-    print(f"gateway: http://127.0.0.1:{ports.gateway} grpc://127.0.0.1:{ports.gateway_grpc}; "
+    scheme = "https" if a.tls else "http"
+    print(f"gateway: {scheme}://127.0.0.1:{ports.gateway} grpc://127.0.0.1:{ports.gateway_grpc}; "
           f"feature service 127.0.0.1:{ports.feature}; logs and pids in {a.run_dir}")
+    if a.tls:
+        pki = a.run_dir / "pki"
+        print(f"TLS everywhere, CA {pki}/ca.pem; clients: --tls-ca {pki}/ca.pem --tls-cert {pki}/client.pem "
+              f"--tls-key {pki}/client.key (mTLS to the feature service and sidecar)")
 
 
 def _down(a: argparse.Namespace) -> None:
@@ -296,7 +324,7 @@ def _feed(a: argparse.Namespace) -> None:
         try:
             _, report = feed.run(a.target, data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
                                  a.metrics_port, feed.print_progress, ticks, a.ws_wait,
-                                 a.ws_wait_timeout, a.ws_drain)
+                                 a.ws_wait_timeout, a.ws_drain, *_caller(a))
         except optiver.DataError as e:
             raise CommandError(str(e)) from e
         except grpc.RpcError as e:  # unreachable or refusing: one line, not a traceback
@@ -307,6 +335,25 @@ def _feed(a: argparse.Namespace) -> None:
 
         a.report.parent.mkdir(parents=True, exist_ok=True)
         a.report.write_text(json.dumps(feed.report_dict(report), indent=2))
+
+
+def _caller(a: argparse.Namespace) -> tuple[ClientTLS | None, str]:
+    """How a client command reaches a secured service: (TLS settings, API key)."""
+    from rtvol import auth
+    from rtvol.tls import ClientTLS
+
+    try:
+        key = auth.read_key(a.api_key_file)
+    except OSError as e:
+        raise CommandError(f"--api-key-file: {e}") from e
+    return (ClientTLS(a.tls_ca, a.tls_cert, a.tls_key) if a.tls_ca else None), key
+
+
+def _add_caller(p: argparse.ArgumentParser, role: str) -> None:
+    _add(p, "api-key-file", f"file holding the {role} API key (when the service checks keys)", "")
+    _add(p, "tls-ca", "CA bundle that signed the service's certificate: call it over TLS", "")
+    _add(p, "tls-cert", "client certificate (mTLS)", "")
+    _add(p, "tls-key", "key of --tls-cert", "")
 
 
 def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
@@ -328,10 +375,10 @@ def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
 def _loadtest(a: argparse.Namespace) -> None:
     from rtvol.loadtest import report, run
 
-    if not a.target.startswith(("grpc://", "http://")):
-        raise CommandError("--target must be grpc://HOST:PORT or http://HOST:PORT")
+    if not a.target.startswith(("grpc://", "http://", "https://")):
+        raise CommandError("--target must be grpc://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
     stocks = [int(s) for s in a.stocks.split(",")] if a.stocks else list(range(8))
-    plan = run.Plan(a.target, a.duration, stocks, a.ids_per_request, a.max_inflight, a.timeout)
+    plan = run.Plan(a.target, a.duration, stocks, a.ids_per_request, a.max_inflight, a.timeout, *_caller(a))
     if a.sweep:
         if a.p99_target_ms is None:
             raise CommandError("--sweep needs --p99-target-ms")
@@ -443,7 +490,10 @@ def _export_command(sub: Commands) -> None:
                                     "--tensorrt: also build model.plan beside the ONNX (fp16, or "
                                     "INT8 calibrated on 512 training windows with --int8). With "
                                     "--compile: also build the sidecar's CUDA-graph kernels for "
-                                    "this GPU, so it loads them at start instead of compiling.")
+                                    "this GPU, so it loads them at start instead of compiling. Then "
+                                    "record the sha256 of each file of the version in its metadata.json "
+                                    "(the sidecar serves only versions whose files match); a version "
+                                    "whose files no longer match what was recorded is refused.")
     _add(ex, "repo", "model repository", type=Path, env="model-repository")
     _add(ex, "model", "model name in the repository", "rtvol_cnn")
     ex.add_argument("--version", type=int, default=None, help="model version (default: latest)")
@@ -458,6 +508,23 @@ def _export_command(sub: Commands) -> None:
                     help="--compile: the sidecar's --precision values to build, comma-separated "
                          "(fp16, bf16, fp32; default fp16)")
     ex.set_defaults(run=_export)
+
+
+def _keys_command(sub: Commands) -> None:
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True,
+                                                                  metavar="TOOL")
+    nk = keys.add_parser("new", help="make an API key and its keys-file line",
+                         description="A random 256-bit key for NAME with ROLE (engine: read signals, "
+                                     "feeder: Ingest, operator: admin and metrics, service: one rtvol "
+                                     "service calling another). Prints the key, or writes it to a new "
+                                     "file (mode 600), and prints the 'NAME ROLE sha256:HEX' line for the "
+                                     "services' --api-keys-file, or appends it there. Only the hash is "
+                                     "kept at rest; a lost key is replaced, not recovered.")
+    nk.add_argument("name", help="who holds the key (one word)")
+    nk.add_argument("role", help="engine | feeder | operator | service")
+    nk.add_argument("--key-out", type=Path, default=None, help="write the key to this new file")
+    nk.add_argument("--keys-file", type=Path, default=None, help="append the hashed line to this file")
+    nk.set_defaults(run=_new_key)
 
 
 RUN_DIR = ("run-dir", "run directory: logs, pids, stack.json", "runs/local", Path)
@@ -482,6 +549,10 @@ def _up_command(sub: Commands) -> None:
                      default=(_env("no-redis") or "").lower() in ("1", "true", "yes"),
                      help="no redis-server even when installed: feature service and gateway in one process "
                           "with the in-process store (the default without the binary) [env RTVOL_NO_REDIS]")
+    upp.add_argument("--tls", action="store_true",
+                     default=(_env("up-tls") or "").lower() in ("1", "true", "yes"),
+                     help="a fresh local CA and certificates in RUN_DIR/pki; every listener TLS-only, mTLS "
+                          "between gateway, feature service and sidecar [env RTVOL_UP_TLS]")
     _add(upp, "backend", "model sidecar backend", "auto", env="model-backend")
     _add(upp, "timeout", "readiness deadline per component, seconds", "90", float, env="up-timeout")
     upp.set_defaults(run=_up)
@@ -537,6 +608,7 @@ def _feed_command(sub: Commands) -> None:
     _add(fd, "ws-wait", "wait for this many WebSocket subscribers before feeding", "0", int)
     _add(fd, "ws-wait-timeout", "at most this long, seconds (then feed anyway)", "30", float)
     _add(fd, "ws-drain", "when the feed ends, seconds subscribers get to take what is queued", "5", float)
+    _add_caller(fd, "feeder's")
     fd.set_defaults(run=_feed)
 
 
@@ -544,7 +616,7 @@ def _loadtest_command(sub: Commands) -> None:
     lt = sub.add_parser("loadtest", help="open-loop load on the gateway with latency reports",
                         description="Requests start on a fixed schedule; latency counts from the "
                                     "intended start. Writes report.json and PNG plots to --out.")
-    _add(lt, "target", "grpc://HOST:PORT or http://HOST:PORT", env="loadtest-target")
+    _add(lt, "target", "grpc://HOST:PORT, http://HOST:PORT or https://HOST:PORT", env="loadtest-target")
     _add(lt, "rate", "requests per second (the first step with --sweep)", "200", float,
          env="loadtest-rate")
     _add(lt, "duration", "seconds per run", "10", float, env="loadtest-duration")
@@ -556,6 +628,7 @@ def _loadtest_command(sub: Commands) -> None:
     lt.add_argument("--sweep", action="store_true", help="raise the rate until p99 exceeds the target")
     lt.add_argument("--p99-target-ms", type=float, default=None, help="p99 target for --sweep")
     lt.add_argument("--sweep-steps", type=int, default=6, help="at most this many rates")
+    _add_caller(lt, "engine's")
     lt.set_defaults(run=_loadtest)
 
 
@@ -576,7 +649,7 @@ def _bench_command(sub: Commands) -> None:
     _components_command(sub, "bench", BENCHES, "run a benchmark")
 
 
-COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _up_command,
+COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _keys_command, _up_command,
             _down_command, _status_command, _supervise_command, _feed_command, _loadtest_command,
             _serve_command, _bench_command)
 

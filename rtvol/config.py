@@ -13,11 +13,33 @@ from typing import TypeVar
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
-class ServiceSettings(BaseSettings):
+class SecuritySettings(BaseSettings):
+    """Credentials and TLS (rtvol/auth.py, rtvol/tls.py); all empty: open plaintext, the local default."""
+
     # use_attribute_docstrings: the docstring under each field is its `--help` text
     model_config = SettingsConfigDict(env_prefix="RTVOL_", cli_kebab_case=True,
                                       cli_implicit_flags=True, extra="ignore",
                                       use_attribute_docstrings=True)
+
+    api_keys_file: str = ""
+    """Keys callers must present ('NAME ROLE sha256:HEX' lines, re-read on change); empty: no auth."""
+    api_key_file: str = ""
+    """File holding the API key this service presents to the services it calls."""
+    tls_cert: str = ""
+    """PEM certificate (chain) every listener serves, also the mTLS client certificate; empty: plaintext."""
+    tls_key: str = ""
+    """PEM private key of --tls-cert."""
+    tls_client_ca: str = ""
+    """PEM CA bundle: gRPC callers must present a certificate it signed (mTLS); empty: none asked."""
+    tls_ca: str = ""
+    """PEM CA bundle trusted for the services this one calls (gRPC, rediss://); set: those calls use TLS."""
+    redis_password_file: str = ""
+    """File holding the Redis password of the --redis-url user (a mounted Secret), not in the URL."""
+    grpc_reflection: bool = True
+    """Serve gRPC reflection (operators only when auth is on)."""
+
+
+class ServiceSettings(SecuritySettings):
 
     host: str = "127.0.0.1"
     """Address the servers bind (0.0.0.0 in a container)."""

@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rtvol import tls
+from rtvol.tls import ClientTLS
+
 Check = Callable[[], bool]
 
 
@@ -145,12 +148,12 @@ def terminate(pid: int, timeout_s: float = 15.0) -> str:
 
 # ---- readiness checks ---------------------------------------------------------------------
 
-def grpc_ready(target: str) -> Check:
+def grpc_ready(target: str, client_tls: ClientTLS | None = None) -> Check:
     def check() -> bool:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        with grpc.insecure_channel(target) as ch:
+        with tls.sync_channel(target, client_tls) as ch:
             try:
                 reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
             except grpc.RpcError:
@@ -159,12 +162,13 @@ def grpc_ready(target: str) -> Check:
     return check
 
 
-def http_ready(url: str) -> Check:
+def http_ready(url: str, client_tls: ClientTLS | None = None) -> Check:
     def check() -> bool:
         import httpx
 
         try:
-            return httpx.get(url, timeout=0.5).status_code == 200
+            return httpx.get(url, timeout=0.5, verify=client_tls.ssl_context() if client_tls else True
+                             ).status_code == 200
         except httpx.HTTPError:
             return False
     return check

@@ -6,11 +6,14 @@
     <repo>/<model>/<version>/<extra files>    e.g. baselines/, model.plan (TensorRT)
 
 A version directory appears atomically (written under a temporary name, then renamed), so
-a server watching the repository never sees a half-written model.
+a server watching the repository never sees a half-written model. metadata.json records
+the sha256 of every other file of its version ("files"); the sidecar serves a version only
+when the folder holds exactly those files with those digests (`verify`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,10 +26,19 @@ DEFAULT_MODEL = "rtvol_cnn"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 CONFIG_FILE = "config.pbtxt"
+DIGESTS = "files"  # metadata.json key: relative path -> sha256 of each other file of the version
 
 
 class RepositoryError(LookupError):
     """A model or version that is not in the repository, or a malformed entry."""
+
+
+class IntegrityError(RepositoryError):
+    """A version's files differ from the digests its metadata records; ``reason`` is a metric label."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -122,8 +134,8 @@ def write_version(repo: Path, name: str, onnx_model: bytes, metadata: dict[str, 
             dest = staging / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
-        meta = {**metadata, "model": name, "version": version}
-        (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        meta = {**metadata, "model": name, "version": version, DIGESTS: file_digests(staging)}
+        (staging / METADATA_FILE).write_text(_dump(meta))
         _write_atomic(model_dir / CONFIG_FILE, render_config(name, serving))
         # mkdtemp makes it 0700: servers reading the repository under another uid (a
         # container's, a mounted volume without fsGroup) need to list and read it
@@ -135,7 +147,50 @@ def write_version(repo: Path, name: str, onnx_model: bytes, metadata: dict[str, 
     return version
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under a version folder but its metadata.json, by relative path."""
+    return {p.relative_to(folder).as_posix(): _sha256(p)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != METADATA_FILE}
+
+
+def seal(repo: Path, name: str, version: int) -> dict[str, str]:
+    """Record the current files of a version in its metadata (after `rtvol export` adds one)."""
+    folder = version_dir(repo, name, version)
+    meta = read_metadata(repo, name, version)
+    meta[DIGESTS] = file_digests(folder)
+    # the temporary file goes beside the version, not in it: a concurrent verify sees no extra file
+    _write_atomic(folder / METADATA_FILE, _dump(meta), folder.parent / f".{version}-{METADATA_FILE}.tmp")
+    return dict(meta[DIGESTS])
+
+
+def verify(repo: Path, name: str, version: int) -> None:
+    """IntegrityError unless the version folder holds exactly the files its metadata records,
+    each with its recorded sha256 (a swapped, added or removed file is refused)."""
+    folder = version_dir(repo, name, version)
+    recorded = read_metadata(repo, name, version).get(DIGESTS)
+    if not isinstance(recorded, dict) or not recorded:
+        raise IntegrityError(f"{folder}: no file digests in {METADATA_FILE} (rtvol export seals it)",
+                             "no_digest")
+    found = file_digests(folder)
+    if missing := sorted(set(recorded) - set(found)):
+        raise IntegrityError(f"{folder}: recorded files missing: {missing}", "missing_file")
+    if extra := sorted(set(found) - set(recorded)):
+        raise IntegrityError(f"{folder}: files not in the recorded digests: {extra}", "unexpected_file")
+    if changed := sorted(f for f, digest in found.items() if recorded[f] != digest):
+        raise IntegrityError(f"{folder}: sha256 differs from the recorded digest: {changed}",
+                             "digest_mismatch")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _dump(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=2, sort_keys=True) + "\n"
+
+
+def _write_atomic(path: Path, text: str, tmp: Path | None = None) -> None:
+    tmp = tmp or path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

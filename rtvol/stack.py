@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rtvol import localproc
+from rtvol.tls import ClientTLS
 
 STATE = "stack.json"
 
@@ -59,11 +60,13 @@ class Component:
     cmd: list[str]
     log: str
     restarts: int = 0  # by the supervisor
+    tls: dict[str, str] | None = None  # ClientTLS fields: how a probe reaches a TLS listener
 
     def check(self) -> bool:
+        client = ClientTLS(**self.tls) if self.tls else None
         probe = {"redis": lambda: localproc.redis_ready(self.port),
-                 "grpc": lambda: localproc.grpc_ready(self.target),
-                 "http": lambda: localproc.http_ready(self.target + "/readyz")}[self.health]()
+                 "grpc": lambda: localproc.grpc_ready(self.target, client),
+                 "http": lambda: localproc.http_ready(self.target + "/readyz", client)}[self.health]()
         return probe()
 
 
@@ -155,23 +158,46 @@ def _supervise(run_dir: Path) -> None:
     _write(run_dir, _document(run_dir) | {"supervisor": {"pid": pid, "executable": sys.executable}})
 
 
+def tls_flags(pki: Path) -> tuple[dict[str, list[str]], ClientTLS]:
+    """Per component, the flags of a local stack on TLS (rtvol/certs.py makes the files): the
+    sidecar and feature service demand client certificates of the local CA (mTLS: the gateway,
+    and `rtvol feed --tls-cert`), the gateway serves engines TLS and calls both with its own.
+    Also returns what a client (probes, `rtvol feed`, tests) presents."""
+    from rtvol import certs
+
+    ca, pairs = certs.local_pki(pki)
+
+    def own(name: str) -> list[str]:
+        return ["--tls-cert", pairs[name].cert, "--tls-key", pairs[name].key]
+    mtls = ["--tls-client-ca", ca]
+    flags = {"feature": [*own("feature"), *mtls], "model": [*own("model"), *mtls],
+             "gateway": [*own("gateway"), "--tls-ca", ca]}
+    return flags, ClientTLS(ca, pairs["client"].cert, pairs["client"].key)
+
+
 def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "auto",
-       timeout_s: float = 90.0, no_redis: bool = False) -> list[Component]:
+       timeout_s: float = 90.0, no_redis: bool = False, tls: bool = False) -> list[Component]:
     """Start every component in dependency order, each ready before the next starts.
 
     Without a redis-server binary (or with ``no_redis``) the feature service and gateway
     share one process and its in-process store (started last: the gateway needs the sidecar).
+    ``tls``: a fresh local CA and certificates under ``run_dir/pki``, every listener TLS-only,
+    mTLS between the gateway, the feature service and the sidecar (`tls_flags`).
     """
     if any(localproc.alive(c.pid) for c in load(run_dir)):
         raise StackError(f"a stack is already running from {run_dir} (rtvol down first)")
     run_dir.mkdir(parents=True, exist_ok=True)
     comps: list[Component] = []
     procs: list[localproc.Proc] = []
+    flags, client = tls_flags(run_dir / "pki") if tls else ({}, None)
+    probe_tls = asdict(client) if client else None
+    scheme = "https" if tls else "http"
 
     def start(log_name: str, cmd: list[str], *parts: tuple[str, int, str, str]) -> None:
         """One process serving ``parts`` (name, port, health, target); ready when all answer."""
         log = run_dir / f"{log_name}.log"
-        members = [Component(name, 0, port, health, target, cmd, str(log))
+        members = [Component(name, 0, port, health, target, cmd, str(log),
+                             None if health == "redis" else probe_tls)
                    for name, port, health, target in parts]
         try:
             proc = localproc.Proc(log_name, cmd, log, lambda: all(c.check() for c in members), timeout_s,
@@ -190,13 +216,16 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
         start("redis", redis_cmd(ports.redis, run_dir), ("redis", ports.redis, "redis", redis_url))
     feature, model = f"127.0.0.1:{ports.feature}", f"127.0.0.1:{ports.model}"
     feature_part = ("feature", ports.feature, "grpc", feature)
-    gateway_part = ("gateway", ports.gateway, "http", f"http://127.0.0.1:{ports.gateway}")
-    features = feature_args(ports.feature, ports.feature_metrics, redis_url, stocks)
+    gateway_part = ("gateway", ports.gateway, "http", f"{scheme}://127.0.0.1:{ports.gateway}")
+    features = feature_args(ports.feature, ports.feature_metrics, redis_url, stocks,
+                            *flags.get("feature", []))
     gateway = gateway_args(ports.gateway, ports.gateway_grpc, repo, "--redis-url", redis_url,
-                           "--model-url", model, "--feature-url", feature, "--stocks", str(stocks))
+                           "--model-url", model, "--feature-url", feature, "--stocks", str(stocks),
+                           *flags.get("gateway", []))
     if not embedded:
         start("feature", serve("feature", *features), feature_part)
-    start("model", sidecar_cmd(ports.model, ports.model_metrics, repo, "--backend", backend),
+    start("model", sidecar_cmd(ports.model, ports.model_metrics, repo, "--backend", backend,
+                               *flags.get("model", [])),
           ("model", ports.model, "grpc", model))
     if embedded:
         start("embedded", embedded_cmd(features, gateway), feature_part, gateway_part)

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
 
 from opentelemetry import context, propagate, trace
 from prometheus_client import Gauge, Histogram
@@ -81,28 +82,31 @@ def after_warmup(freeze: bool) -> int:
     return frozen
 
 
-def start_metrics(port: int, host: str = "127.0.0.1") -> int:
+def start_metrics(port: int, host: str = "127.0.0.1", tls: Mapping[str, Any] | None = None) -> int:
     """Install the runtime metrics and serve /metrics on ``port`` (0: the service exposes the
-    default registry itself, e.g. on its HTTP port); returns the port."""
+    default registry itself, e.g. on its HTTP port); returns the port. ``tls``: certfile and
+    keyfile for prometheus_client (rtvol.tls.ServerTLS.prometheus), HTTPS only."""
     install_runtime_metrics()
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr=host)
+        start_http_server(port, addr=host, **(tls or {}))
     return port
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def bootstrap(service_name: str, log_level: str, metrics: Iterable[tuple[str, int]] = ()) -> None:
+def bootstrap(service_name: str, log_level: str, metrics: Iterable[tuple[str, int]] = (),
+              tls: Mapping[str, Any] | None = None) -> None:
     """Once per process, before serving: log lines in LOG_FORMAT at ``log_level``, /metrics on
-    each (host, port) of ``metrics`` whose port is not 0 (the runtime metrics in any case), and
-    the tracer provider when traces are exported (``service_name`` unless OTEL_SERVICE_NAME)."""
+    each (host, port) of ``metrics`` whose port is not 0 (the runtime metrics in any case; HTTPS
+    with ``tls``, see start_metrics), and the tracer provider when traces are exported
+    (``service_name`` unless OTEL_SERVICE_NAME)."""
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     install_runtime_metrics()
     for host, port in metrics:
-        start_metrics(port, host)
+        start_metrics(port, host, tls)
     if exports_traces():
         _install_provider(service_name)
 

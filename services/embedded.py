@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from rtvol import config, rpc, telemetry
+from rtvol import config, rpc, telemetry, tls
 from rtvol.services.feature import main as feature
 from rtvol.services.feature.settings import FeatureSettings
 from rtvol.services.gateway import main as gateway
@@ -58,5 +58,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     fs = config.load(FeatureSettings, feature_args, "rtvol serve embedded [FEATURE FLAGS]")
     gs = config.load(GatewaySettings, gateway_args, f"rtvol serve embedded ... {SEPARATOR} [GATEWAY FLAGS]")
     telemetry.bootstrap("rtvol-embedded", fs.log_level,
-                        [(fs.host, fs.metrics_port), (gs.host, gs.metrics_port)])
+                        [(fs.host, fs.metrics_port), (gs.host, gs.metrics_port)], tls.metrics(gs))
     asyncio.run(serve(fs, gs))

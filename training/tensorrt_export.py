@@ -137,10 +137,14 @@ def run(repo: Path, name: str, version: int | None, tensorrt: bool, int8: bool,
     except repository.RepositoryError as e:
         raise ExportError(str(e)) from e
     vdir = repository.version_dir(repo, name, v)
+    sealed = _check_sealed(repo, name, v)
     info = validate_onnx(vdir / repository.MODEL_FILE, max_batch_size(repo, name))
     summary = f"{name} version {v}: ONNX valid (batch 1..{info['max_batch_size']}, finite outputs)"
     if not tensorrt:
-        return summary
+        if sealed:
+            return f"{summary}; files match their digests"
+        digests = repository.seal(repo, name, v)
+        return f"{summary}; digests of {len(digests)} files recorded in {repository.METADATA_FILE}"
     calibration = None
     if int8:
         if calibration_data is None:
@@ -148,4 +152,18 @@ def run(repo: Path, name: str, version: int | None, tensorrt: bool, int8: bool,
         calibration = calibration_windows(calibration_data)
     built = build_engine(vdir / repository.MODEL_FILE, info, int8, calibration)
     (vdir / PLAN_INFO_FILE).write_text(json.dumps(built, indent=2) + "\n")
+    repository.seal(repo, name, v)  # the engine is served only once its digest is recorded
     return f"{summary}; {built['precision']} TensorRT engine written to {vdir / PLAN_FILE}"
+
+
+def _check_sealed(repo: Path, name: str, version: int) -> bool:
+    """True when the version records digests and its files match them; a version written
+    before digests existed is False (export seals it); a tampered one is an ExportError
+    (sealing it would bless the tampering)."""
+    try:
+        repository.verify(repo, name, version)
+    except repository.IntegrityError as e:
+        if e.reason == "no_digest":
+            return False
+        raise ExportError(f"{e} - refusing to export a version that changed since it was written") from e
+    return True

@@ -60,9 +60,10 @@ TIER2_BUDGET_US = 60.0
 class Http:
     """Keep-alive HTTP/1.1 on one connection (http.client: no client library in the way)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, headers: dict[str, str] | None = None) -> None:
         host, port = base.removeprefix("http://").rsplit(":", 1)
         self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        self.headers = headers or {}  # e.g. an API key (loadtest/bench/auth.py)
 
     def reconnect(self) -> None:
         """A new connection (untimed): the server ends keep-alive connections idle for 5 s,
@@ -71,7 +72,8 @@ class Http:
         self.conn.connect()
 
     def call(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        self.conn.request(method, path, body, {"content-type": "application/json"} if body else {})
+        self.conn.request(method, path, body, {**self.headers, **({"content-type": "application/json"}
+                                                                  if body else {})})
         reply = self.conn.getresponse()
         data = reply.read()
         if reply.status != 200:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtvol import config, rpc, sharding, telemetry
+from rtvol import auth, config, rpc, sharding, telemetry, tls
 from rtvol.features.online import Limits, OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
@@ -28,12 +28,15 @@ from rtvol.services.feature.vwap import Vwap
 from rtvol.services.feature.watch import WindowFeed
 
 log = logging.getLogger("rtvol.feature")
+# Ingest only from feeders; reads (the gateway's /v1/universe) from services and operators
+ACCESS = auth.grpc_rules(frozenset({auth.SERVICE, auth.OPERATOR}),
+                         {f"/{SERVICE_NAME}/Ingest": frozenset({auth.FEEDER})})
 
 
 def make_store(s: FeatureSettings) -> FeatureStore:
     if s.redis_url:
-        return RedisStore.connect(s.redis_url, spec_hash(), cluster=s.redis_cluster, ttl_s=s.redis_ttl_s,
-                                  stream_maxlen=s.stream_maxlen)
+        client = redis_client(s.redis_url, s.redis_cluster, **tls.redis(s.redis_url, s))
+        return RedisStore(client, spec_hash(), ttl_s=s.redis_ttl_s, stream_maxlen=s.stream_maxlen)
     return InProcessStore(spec_hash(), ttl_s=s.redis_ttl_s, stream_maxlen=s.stream_maxlen)
 
 
@@ -49,7 +52,8 @@ def make_fanout(s: FeatureSettings, vwap: Vwap) -> tuple[FanOut, list[Callable[[
     if s.alerts:
         publish: Callable[[bytes], object] = lambda message: 0  # noqa: E731 (no Redis: counted only)
         if s.redis_url:
-            client = redis_client(s.redis_url, s.redis_cluster, sync=True)  # used on the consumer's thread
+            # used on the consumer's thread
+            client = redis_client(s.redis_url, s.redis_cluster, sync=True, **tls.redis(s.redis_url, s))
             publish = functools.partial(client.publish, ALERT_CHANNEL)
             closers.append(client.close)
         alerts = Alerts(s.stocks, publish, s.alert_spike_sigmas, stale_after_s=s.alert_stale_after_s)
@@ -73,7 +77,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     fanout, closers = make_fanout(s, vwap)
     feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
-    server = rpc.Server([SERVICE_NAME])
+    server = rpc.Server.secured([SERVICE_NAME], s, "feature", ACCESS)
     pb_grpc.add_FeaturesServicer_to_server(
         FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout,
                                                 None if s.replicas == 1 else owned, feed),

@@ -49,14 +49,15 @@ class Server(uvicorn.Server):
         pass
 
 
-def config(app: ASGIApp, host: str, port: int, drain_seconds: float, limits: Limits = Limits()
-           ) -> uvicorn.Config:
+def config(app: ASGIApp, host: str, port: int, drain_seconds: float, limits: Limits = Limits(),
+           tls: dict[str, Any] | None = None) -> uvicorn.Config:
+    """``tls``: uvicorn's ssl_* arguments (rtvol.tls.ServerTLS.uvicorn), HTTPS only."""
     return uvicorn.Config(BodyLimit(app, limits.max_body_bytes), host=host, port=port,
                           http=_protocol(limits), log_level="warning", access_log=False,
                           limit_concurrency=limits.limit_concurrency, timeout_keep_alive=limits.keep_alive_s,
                           h11_max_incomplete_event_size=limits.max_header_bytes,
                           # keep-alive connections must end within the drain too
-                          timeout_graceful_shutdown=math.ceil(drain_seconds), lifespan="off")
+                          timeout_graceful_shutdown=math.ceil(drain_seconds), lifespan="off", **(tls or {}))
 
 
 def _protocol(limits: Limits) -> Any:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from rtvol import config, rpc, telemetry
+from rtvol import auth, config, rpc, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
@@ -33,6 +33,11 @@ from rtvol.services.gateway.universe import Universe
 from rtvol.services.gateway.watch import WindowWatch
 
 log = logging.getLogger("rtvol.gateway")
+READERS = frozenset({auth.ENGINE, auth.OPERATOR})
+GRPC_ACCESS = auth.grpc_rules(READERS)
+OPERATORS = frozenset({auth.OPERATOR})
+HTTP_ACCESS = auth.Rules(READERS, {"/livez": auth.OPEN, "/readyz": auth.OPEN, "/metrics": OPERATORS},
+                         (("/docs", OPERATORS), ("/redoc", OPERATORS), ("/openapi.json", OPERATORS)))
 
 
 def _breaker(name: str, s: GatewaySettings, latency_budget_s: float = float("inf")) -> Breaker:
@@ -40,9 +45,9 @@ def _breaker(name: str, s: GatewaySettings, latency_budget_s: float = float("inf
                    s.breaker_probes, latency_budget_s)
 
 
-def _redis(url: str, timeout_s: float) -> Any:
+def _redis(url: str, timeout_s: float, s: GatewaySettings) -> Any:
     # short socket timeouts: a stopped Redis must cost a request milliseconds, not seconds
-    return redis_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return redis_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **tls.redis(url, s))
 
 
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
@@ -50,14 +55,15 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     """``store`` and ``shutdown`` are given when the feature service shares the process
     (services/embedded.py): its in-process store, and one drain signal for both."""
     timeout_s = s.store_timeout_ms / 1000
-    redis = _redis(s.redis_url, timeout_s) if s.redis_url else None
+    redis = _redis(s.redis_url, timeout_s, s) if s.redis_url else None
     own_store = store is None and redis is not None
     if own_store:
         store = RedisStore(redis, spec_hash())
     local = LocalModel(s.model_repository, s.model_name, s.model_version, s.ort_threads)
     tier1 = fanin = client = None
+    client_tls, api_key = tls.client(s), auth.read_key(s.api_key_file)  # to the sidecar and feature service
     if s.model_url:
-        client = SidecarClient(s.model_url, s.model_name, s.model_streams)
+        client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key)
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
                       s.model_latency_budget_per_window_us / 1e6)
@@ -71,7 +77,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     hub = Hub()
     precompute = (Precomputer(store, predictor, cache, hub, s.precompute_poll_s, s.deadline_ms / 1000)
                   if store is not None and s.precompute else None)
-    universe = Universe(s.feature_url, vol)
+    universe = Universe(s.feature_url, vol, client_tls, api_key)
     readiness = Readiness(tier1)
     watch = pipeline = None
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
@@ -79,14 +85,17 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         watch = WindowWatch(s.feature_url, predictor.memory)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 
-    server = rpc.Server([SERVICE_NAME])
+    server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS)
     signals = SignalsServicer(predictor, hub, s.max_ids)
     pb_grpc.add_SignalsServicer_to_server(signals, server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
-    app = create_app(predictor, s.max_ids, readiness.state, universe.top)
+    app = auth.wrap_http(create_app(predictor, s.max_ids, readiness.state, universe.top, s.api_docs),
+                         auth.guard("gateway", s.api_keys_file, HTTP_ACCESS))
     limits = httpserver.Limits(s.http_max_connections, s.http_limit_concurrency, s.http_request_timeout_s,
                                s.http_keep_alive_s, s.http_max_body_bytes)
-    http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds, limits))
+    server_tls = tls.server(s)
+    http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds, limits,
+                                               server_tls.uvicorn() if server_tls else {}))
     await server.set_serving(False)  # until start-up has finished, as /readyz
     await server.start()
     http_task = asyncio.create_task(http.serve())
@@ -154,7 +163,7 @@ async def _start_up(readiness: Readiness, vol: VolCache, tier1: Tier1 | None, si
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(GatewaySettings, argv, "rtvol serve gateway")
-    telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, s.metrics_port)])
+    telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
     asyncio.run(serve(s))
 
 

@@ -67,12 +67,14 @@ def _reject(request: Request, status: int, reason: str, message: str) -> Respons
 
 
 def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str, Any]],
-               universe: UniverseFn) -> FastAPI:
+               universe: UniverseFn, docs: bool = True) -> FastAPI:
     # No FastAPI native telemetry: its server and per-operation spans repeat what `predict`
     # shows (and cost ~150 µs a request here, against a 10 % budget of the p50); the handler
     # continues the caller's W3C context itself. Metrics and logs: Prometheus and logging.
     app = FastAPI(title="rtvol gateway", version="1",
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     traced = exports_traces()
 
     @app.exception_handler(RequestValidationError)

@@ -10,6 +10,8 @@ from rtvol.config import ServiceSettings
 class GatewaySettings(ServiceSettings):
     port: int = 8080
     """HTTP port: REST, /metrics, /livez, /readyz, /docs."""
+    api_docs: bool = True
+    """Serve /docs, /redoc and /openapi.json (operators only when auth is on)."""
     grpc_port: int = 50051
     """gRPC port of rtvol.v1.Signals (Predict, PredictStream, Subscribe)."""
     metrics_port: int = 0

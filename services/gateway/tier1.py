@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
+from rtvol import auth, tls
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
@@ -50,11 +51,11 @@ def _decode(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 
 class _Stream:
-    def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub, credential: list[tuple[str, str]]) -> None:
         self._out: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
         self.pending: dict[str, asyncio.Future[pb.ModelInferResponse]] = {}
         self.alive = True
-        self._call = stub.ModelStreamInfer(self._requests(), metadata=inject_metadata())
+        self._call = stub.ModelStreamInfer(self._requests(), metadata=[*inject_metadata(), *credential])
         self._reader = asyncio.create_task(self._read())
 
     async def _requests(self) -> AsyncIterator[pb.ModelInferRequest]:
@@ -96,8 +97,10 @@ class _Stream:
 
 
 class SidecarClient:
-    def __init__(self, url: str, model: str, streams: int = 2) -> None:
-        self.channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
+    def __init__(self, url: str, model: str, streams: int = 2, client_tls: tls.ClientTLS | None = None,
+                 api_key: str = "") -> None:
+        self.channel = tls.channel(url, client_tls, CHANNEL_OPTIONS)
+        self.credential = auth.metadata(api_key)  # once per stream, not per request
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.model = model
         self._streams: list[_Stream | None] = [None] * max(1, streams)
@@ -108,7 +111,7 @@ class SidecarClient:
         i = next(self._next)
         s = self._streams[i]
         if s is None or not s.alive:
-            s = self._streams[i] = _Stream(self.stub)
+            s = self._streams[i] = _Stream(self.stub, self.credential)
         return s
 
     async def infer(self, windows: np.ndarray) -> tuple[dict[str, np.ndarray], str]:

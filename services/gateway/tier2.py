@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from rtvol.repository import MODEL_FILE, version_dir
+from rtvol.repository import MODEL_FILE, verify, version_dir
 
 OUTPUTS = ("rv", "direction", "momentum")
 
@@ -16,6 +16,7 @@ class LocalModel:
     def __init__(self, repo: Path, name: str, version: int | None, threads: int = 1) -> None:
         folder = version_dir(repo, name, version)
         self.name, self.version = name, folder.name  # the sidecar answers with the same label
+        verify(repo, name, int(folder.name))  # the sidecar's rule: only files matching their digests
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from rtvol import telemetry
+from rtvol import auth, telemetry, tls
 from rtvol.config import load
 from rtvol.rpc import Server
 from rtvol.services.model import backends
@@ -20,6 +20,7 @@ from rtvol.services.model.servicer import SERVICE_NAME, InferenceServicer
 from rtvol.services.model.settings import ModelSettings
 
 log = logging.getLogger("rtvol.model")
+ACCESS = auth.grpc_rules(frozenset({auth.SERVICE, auth.OPERATOR}))  # the gateway, operators
 
 
 def _slowed(make: Callable[..., Any], delay_s: float) -> Callable[..., Any]:
@@ -47,7 +48,7 @@ async def serve(s: ModelSettings) -> None:
     registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
                         BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes))
     dataplane = DataPlane(registry)
-    server = Server([SERVICE_NAME])
+    server = Server.secured([SERVICE_NAME], s, "model", ACCESS)
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
     servicer = InferenceServicer(dataplane, telemetry.tracer("rtvol-model"), s.stream_max_inflight)
@@ -83,7 +84,7 @@ async def serve(s: ModelSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = load(ModelSettings, argv, "rtvol serve model")
-    telemetry.bootstrap("rtvol-model", s.log_level, [(s.host, s.metrics_port)])
+    telemetry.bootstrap("rtvol-model", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
     asyncio.run(serve(s))
 
 

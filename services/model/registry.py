@@ -1,6 +1,8 @@
 """The models being served: the latest version of every model in the repository, swapped
 for a newer one when it appears. A swap never drops in-flight requests: the old batcher
-stops taking new ones and finishes what it has queued."""
+stops taking new ones and finishes what it has queued. A version whose files differ from
+the digests its metadata records is refused (logged once, counted) and the version being
+served stays (rtvol/repository.py: verify)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Registry:
         self.executor = executor
         self.policy = policy
         self.served: dict[str, tuple[LoadedModel, Batcher]] = {}
+        self.refused: dict[tuple[str, int], str] = {}  # (model, version) -> reason, logged once
         self._retiring: set[asyncio.Task[None]] = set()
 
     def get(self, name: str, version: str = "") -> tuple[LoadedModel, Batcher]:
@@ -56,14 +59,36 @@ class Registry:
         """Load what is new in the repository; returns 'model:version' for each load."""
         loaded = []
         for name in repository.models(self.repo):
-            latest = repository.versions(self.repo, name)[-1]
             current = self.served.get(name)
-            if current and current[0].version == latest:
+            version = await asyncio.to_thread(self._pick, name, current[0].version if current else None)
+            if version is None:
                 continue
-            model = await asyncio.to_thread(load, self.repo, name, latest, self.make_backend)
+            model = await asyncio.to_thread(load, self.repo, name, version, self.make_backend)
             self._swap(model)
-            loaded.append(f"{name}:{latest}")
+            loaded.append(f"{name}:{version}")
         return loaded
+
+    def _pick(self, name: str, served: int | None) -> int | None:
+        """The newest version that verifies, looking no further back than the one served
+        (None: keep it); a version deleted from the repository still rolls back to an older one."""
+        for version in reversed(repository.versions(self.repo, name)):
+            if version == served:
+                return None
+            try:
+                repository.verify(self.repo, name, version)
+            except repository.IntegrityError as e:
+                self._refuse(name, version, e)
+                continue
+            self.refused.pop((name, version), None)
+            return version
+        return None
+
+    def _refuse(self, name: str, version: int, error: repository.IntegrityError) -> None:
+        if self.refused.get((name, version)) == error.reason:
+            return  # polled again: already logged and counted
+        self.refused[(name, version)] = error.reason
+        metrics.REFUSED.labels(name, error.reason).inc()
+        log.error("refusing %s version %d (%s): %s", name, version, error.reason, error)
 
     def _swap(self, model: LoadedModel) -> None:
         delay_us = (self.delay_override if self.delay_override is not None

@@ -267,3 +267,42 @@ def test_new_version_is_served_without_dropping_requests(tmp_path: Path) -> None
         np.testing.assert_allclose(got, reference(tmp_path, x)["rv"], atol=1e-6, rtol=0)
     finally:
         assert proc.stop() == 0
+
+
+def test_a_tampered_version_is_refused_and_the_served_one_stays(tmp_path: Path) -> None:
+    repo, staging = tmp_path / "repo", tmp_path / "staging"
+    export_random(repo, seed=1)
+    export_random(staging, seed=1)
+    export_random(staging, seed=2)  # version 2, tampered before it appears in the served repository
+    with (version_dir(staging, MODEL, 2) / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    metrics_port = free_port()
+    proc = Sidecar(repo, ["--poll-seconds", "0.1"], metrics_port=metrics_port)
+    try:
+        wait_ready(proc.url)
+        client = tc.InferenceServerClient(proc.url)
+        version_dir(staging, MODEL, 2).rename(repo / MODEL / "2")
+        deadline = time.monotonic() + 20
+        while not metric(scrape(metrics_port), "rtvol_model_refused_total", reason="digest_mismatch"):
+            assert time.monotonic() < deadline, "the tampered version was not refused"
+            time.sleep(0.1)
+        time.sleep(0.5)  # five more polls: refused once, logged once
+        assert metric(scrape(metrics_port), "rtvol_model_refused_total", model=MODEL,
+                      reason="digest_mismatch") == 1
+        assert client.get_model_metadata(MODEL, as_json=True)["versions"] == ["1"]
+        x = windows(2)
+        np.testing.assert_allclose(client.infer(MODEL, [make_input(x)]).as_numpy("rv"),
+                                   _onnx(repo, 1, x), atol=1e-6)
+        assert sum("refusing rtvol_cnn version 2" in line for line in proc.output) == 1
+        assert export_random(repo, seed=3) == 3  # a sound newer version is still taken
+        while client.get_model_metadata(MODEL, as_json=True)["versions"] != ["3"]:
+            assert time.monotonic() < deadline + 20, "version 3 was not picked up"
+            time.sleep(0.1)
+    finally:
+        assert proc.stop() == 0
+
+
+def _onnx(repo: Path, version: int, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(version_dir(repo, MODEL, version) / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["rv"], {"window": x})[0])

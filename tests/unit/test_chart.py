@@ -76,7 +76,7 @@ def container(doc: Doc, name: str) -> Doc:
 
 
 def env(c: Doc) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c.get("env", [])}
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
 
 
 def gpu_limit(c: Doc) -> int:
@@ -297,6 +297,94 @@ def test_network_policies_fence_the_model_and_redis() -> None:
     docs = manifests(profile_values("default", model={"mode": "deployment"}))
     model_grpc = [peers for port, peers in _ingress(docs, "model") if port == 8001]
     assert model_grpc == [[_component_peer("gateway")]]
+
+
+def _egress(docs: list[Doc], component: str) -> list[tuple[int, str, list[Doc]]]:
+    """(port, protocol, peers) for every destination a component's NetworkPolicy lets it reach."""
+    policy = find(docs, "NetworkPolicy", component)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    rules = policy["spec"]["egress"]
+    return [(p["port"], p["protocol"], rule["to"]) for rule in rules for p in rule["ports"]]
+
+
+DNS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+
+
+def test_egress_reaches_only_what_each_component_calls(docs: list[Doc], profile: str) -> None:
+    sidecar = any(c["name"] == "model" for c in containers(find(docs, "Deployment", "gateway"), init=False))
+    dns = [(53, "UDP", DNS), (53, "TCP", DNS)]
+    more = profile_values(profile).get("networkPolicy", {}).get("extraEgress", [])  # e.g. the OTLP collector
+    extra = [(p["port"], p["protocol"], rule["to"]) for rule in more for p in rule["ports"]]
+    redis = [(6379, "TCP", [_component_peer("redis")])]
+    model = [] if sidecar else [(8001, "TCP", [_component_peer("model")])]
+    assert _egress(docs, "gateway") == [*dns, (50052, "TCP", [_component_peer("feature")]), *model, *redis,
+                                        *extra]
+    assert _egress(docs, "feature") == [*dns, *redis, *extra]
+    assert _egress(docs, "redis") == dns  # Redis calls no one
+    if not sidecar:
+        assert _egress(docs, "model") == [*dns, *extra]
+    # metrics only from Prometheus in the monitoring namespace; the feature service from feeders
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert (9103, monitoring) in _ingress(docs, "gateway") and (9102, monitoring) in _ingress(docs, "feature")
+    feeders = [{"podSelector": {"matchLabels": {"rtvol.io/role": "feeder"}}}]
+    assert (50052, feeders) in _ingress(docs, "feature")
+
+
+def test_credentials_come_from_secrets_as_files(docs: list[Doc]) -> None:
+    """API keys and Redis passwords: Secret volumes (never env values); reflection and docs off."""
+    from rtvol import redis_acl
+
+    secrets = {}
+    for doc in (d for d in docs if d["kind"] in WORKLOADS):
+        for v in pod_spec(doc)["volumes"]:
+            if "secret" in v:
+                secrets[(doc["metadata"]["labels"]["app.kubernetes.io/component"], v["name"])] = v["secret"]
+        for c in containers(doc):
+            assert all("valueFrom" not in e for e in c.get("env", [])), c["name"]
+            e = env(c)
+            if c["name"] in ("gateway", "feature", "model"):
+                assert e["RTVOL_API_KEYS_FILE"] == "/etc/rtvol/auth/api-keys"
+                assert e["RTVOL_GRPC_REFLECTION"] == "false"
+    assert secrets[("feature", "auth")]["secretName"] == f"{RELEASE}-auth"
+    assert [i["key"] for i in secrets[("feature", "auth")]["items"]] == ["api-keys"]  # not the gateway's key
+    assert [i["key"] for i in secrets[("gateway", "auth")]["items"]] == ["api-keys", "gateway-key"]
+    for user in ("gateway", "feature"):
+        assert secrets[(user, "redis-password")]["items"] == [{"key": f"{user}-password", "path": "password"}]
+    gateway = env(container(find(docs, "Deployment", "gateway"), "gateway"))
+    assert gateway["RTVOL_API_DOCS"] == "false"
+    assert gateway["RTVOL_API_KEY_FILE"] == "/etc/rtvol/auth/gateway-key"
+    assert gateway["RTVOL_REDIS_URL"] == f"redis://rtvol-gateway@{RELEASE}-redis:6379/0"
+    assert gateway["RTVOL_REDIS_PASSWORD_FILE"] == "/etc/rtvol/redis/password"
+    redis = find(docs, "StatefulSet", "redis")
+    args = container(redis, "redis")["args"]
+    assert args[args.index("--protected-mode") + 1] == "yes" and "--aclfile" in args
+    script = pod_spec(redis)["initContainers"][0]["command"][2]
+    assert 'echo "user default off"' in script
+    for name, rules in redis_acl.USERS.items():  # the chart's rules are the tested ones
+        password = f"$(cat /etc/redis-users/{name.removeprefix('rtvol-')}-password)"
+        assert f'user {name} reset on >{password} {rules}"' in script
+
+
+def test_existing_secrets_and_opt_ins() -> None:
+    docs = manifests(profile_values("default", auth={"existingSecret": "keys"}, grpcReflection=True,
+                                    redis={"auth": {"existingSecret": "redis-users"}},
+                                    gateway={"apiDocs": True}))
+    gateway = find(docs, "Deployment", "gateway")
+    names = {v["name"]: v["secret"]["secretName"] for v in pod_spec(gateway)["volumes"] if "secret" in v}
+    assert names == {"auth": "keys", "redis-password": "redis-users"}
+    e = env(container(gateway, "gateway"))
+    assert e["RTVOL_API_DOCS"] == "true" and e["RTVOL_GRPC_REFLECTION"] == "true"
+    no_auth = manifests(profile_values("default", auth={"enabled": False}))
+    off = env(container(find(no_auth, "Deployment", "gateway"), "gateway"))
+    assert "RTVOL_API_KEYS_FILE" not in off and "RTVOL_API_KEY_FILE" not in off
+
+
+def test_a_load_balancer_needs_auth() -> None:
+    with pytest.raises(Exception, match="LoadBalancer exposes the API beyond the cluster: it needs auth"):
+        render(profile_values("cloud", auth={"enabled": False}))
+    assert find(manifests(profile_values("cloud")), "Service", "gateway")["spec"]["type"] == "LoadBalancer"
 
 
 def test_toggles_remove_monitoring_and_policies() -> None:

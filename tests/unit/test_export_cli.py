@@ -84,3 +84,20 @@ def test_compile_without_a_gpu_is_a_clear_error(repo: Path, capsys: pytest.Captu
     assert cli.main(["export", "--repo", str(repo), "--compile"]) == 2
     assert "torch sees no CUDA device" in capsys.readouterr().err
     assert not (version_dir(repo, MODEL) / "compiled").exists()
+
+
+def test_export_seals_an_unsealed_version_and_refuses_a_tampered_one(
+        repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_version(tmp_path, MODEL, (version_dir(repo, MODEL) / "model.onnx").read_bytes(), {}, SERVING)
+    meta_path = version_dir(tmp_path, MODEL) / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["files"]  # a version written before digests existed
+    meta_path.write_text(json.dumps(meta))
+    assert cli.main(["export", "--repo", str(tmp_path)]) == 0
+    assert "digests of 1 files recorded" in capsys.readouterr().out
+    assert cli.main(["export", "--repo", str(tmp_path)]) == 0
+    assert "files match their digests" in capsys.readouterr().out
+    with (version_dir(tmp_path, MODEL) / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    assert cli.main(["export", "--repo", str(tmp_path)]) == 2
+    assert "digest_mismatch" not in (err := capsys.readouterr().err) and "sha256 differs" in err

@@ -57,4 +57,4 @@ def test_refuses_what_podman_cannot_name_or_store(overrides: dict[str, Any], rea
 
 def test_refuses_to_publish_a_port_that_does_not_exist() -> None:
     with pytest.raises(ValueError, match="no such"):
-        kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), {("rtvol-gateway", "metrics"): 1})
+        kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), {("rtvol-gateway", "no-such-port"): 1})

@@ -1,7 +1,9 @@
 """Model repository: Triton layout, versions, atomic writes, metadata round trip."""
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,10 @@ def test_round_trip(tmp_path: Path) -> None:
     assert (v1, v2) == (1, 2)
     assert repo_mod.versions(tmp_path, "m") == [1, 2] and repo_mod.models(tmp_path) == ["m"]
     assert repo_mod.resolve(tmp_path, "m") == 2
-    assert repo_mod.read_metadata(tmp_path, "m", 1) == {"params": 7, "model": "m", "version": 1}
+    digest_1 = hashlib.sha256(b"onnx-1").hexdigest()
+    assert repo_mod.read_metadata(tmp_path, "m", 1) == {"params": 7, "model": "m", "version": 1,
+                                                         "files": {"model.onnx": digest_1}}
+    assert repo_mod.read_metadata(tmp_path, "m", 2)["files"].keys() == {"model.onnx", "baselines/x.txt"}
     assert (tmp_path / "m" / "2" / "model.onnx").read_bytes() == b"onnx-2"
     assert (tmp_path / "m" / "2" / "baselines" / "x.txt").read_text() == "hello"
     config = (tmp_path / "m" / "config.pbtxt").read_text()
@@ -60,3 +65,34 @@ def test_trained_version_metadata(tiny_repo: Path) -> None:
     assert len(meta["normalisation"]["mean"]) == 12
     assert meta["onnx_parity_max_abs_diff"] <= 1e-4
     json.dumps(meta)  # plain JSON all the way down
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Path:
+    extra = tmp_path / "x.txt"
+    extra.write_text("hello")
+    repo_mod.write_version(tmp_path / "r", "m", b"onnx", {}, SERVING, {"baselines/x.txt": extra})
+    repo_mod.verify(tmp_path / "r", "m", 1)  # as written: it verifies
+    return tmp_path / "r" / "m" / "1"
+
+
+@pytest.mark.parametrize(("tamper", "reason"), [
+    (lambda v: (v / "model.onnx").write_bytes(b"onnx-swapped"), "digest_mismatch"),
+    (lambda v: (v / "baselines" / "x.txt").write_text("hellO"), "digest_mismatch"),
+    (lambda v: (v / "baselines" / "x.txt").unlink(), "missing_file"),
+    (lambda v: (v / "model.plan").write_bytes(b"engine"), "unexpected_file"),
+    (lambda v: (v / "metadata.json").write_text(json.dumps({"model": "m"})), "no_digest"),
+])
+def test_a_tampered_version_does_not_verify(sealed: Path, tamper: Any, reason: str) -> None:
+    tamper(sealed)
+    with pytest.raises(repo_mod.IntegrityError) as e:
+        repo_mod.verify(sealed.parent.parent, "m", 1)
+    assert e.value.reason == reason
+
+
+def test_seal_records_a_new_file(sealed: Path) -> None:
+    (sealed / "model.plan").write_bytes(b"engine")
+    digests = repo_mod.seal(sealed.parent.parent, "m", 1)
+    assert digests["model.plan"] == hashlib.sha256(b"engine").hexdigest()
+    repo_mod.verify(sealed.parent.parent, "m", 1)
+    assert sorted(p.name for p in sealed.parent.iterdir()) == ["1", "config.pbtxt"]  # no temporary left

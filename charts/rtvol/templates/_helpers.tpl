@@ -138,15 +138,63 @@ readinessProbe:
 
 {{/* Environment ----------------------------------------------------------------- */}}
 
+{{/* The chart's Redis as a service's ACL user (its password: rtvol.redisPasswordVolume):
+     (dict "root" $ "user" "rtvol-feature") */}}
 {{- define "rtvol.redisUrl" -}}
-{{- if .Values.redis.enabled -}}
-{{- printf "redis://%s:%d/0" (include "rtvol.componentName" (dict "root" . "component" "redis")) (int .Values.redis.port) -}}
+{{- $root := .root -}}
+{{- if $root.Values.redis.enabled -}}
+{{- printf "redis://%s@%s:%d/0" .user (include "rtvol.componentName" (dict "root" $root "component" "redis")) (int $root.Values.redis.port) -}}
 {{- else -}}
-{{- required "redis.externalUrl is required when redis.enabled is false" .Values.redis.externalUrl -}}
+{{- required "redis.externalUrl is required when redis.enabled is false" $root.Values.redis.externalUrl -}}
 {{- end -}}
 {{- end -}}
 
-{{/* env for an rtvol container: (dict "root" $ "component" "feature" "env" (dict ...) "extra" .Values.feature.extraEnv) */}}
+{{/* A service's Redis password as the file /etc/rtvol/redis/password: (dict "root" $ "user" "rtvol-feature") */}}
+{{- define "rtvol.redisPasswordVolume" -}}
+{{- if .root.Values.redis.enabled }}
+- name: redis-password
+  secret:
+    secretName: {{ include "rtvol.secretName" (dict "root" .root "name" .root.Values.redis.auth.existingSecret "suffix" "redis") }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .user | trimPrefix "rtvol-" }}-password, path: password}
+{{- end }}
+{{- end -}}
+
+{{- define "rtvol.redisPasswordMount" -}}
+{{- if .Values.redis.enabled }}
+- {name: redis-password, mountPath: /etc/rtvol/redis, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* A Secret's name: the value given, else <fullname>-<suffix>: (dict "root" $ "name" "" "suffix" "auth") */}}
+{{- define "rtvol.secretName" -}}
+{{- .name | default (printf "%s-%s" (include "rtvol.fullname" .root) .suffix) -}}
+{{- end -}}
+
+{{/* The auth Secret as files under /etc/rtvol/auth: api-keys always, gateway-key only for the gateway. */}}
+{{- define "rtvol.authVolume" -}}
+{{- if .root.Values.auth.enabled }}
+- name: auth
+  secret:
+    secretName: {{ include "rtvol.secretName" (dict "root" .root "name" .root.Values.auth.existingSecret "suffix" "auth") }}
+    defaultMode: 0440
+    items:
+      - {key: api-keys, path: api-keys}
+      {{- if .gatewayKey }}
+      - {key: gateway-key, path: gateway-key}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "rtvol.authMount" -}}
+{{- if .Values.auth.enabled }}
+- {name: auth, mountPath: /etc/rtvol/auth, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* env for an rtvol container: (dict "root" $ "component" "feature" "env" (dict ...) "extra" .Values.feature.extraEnv
+     "redisUser" "rtvol-feature"); redisUser: the container reads Redis as that ACL user */}}
 {{- define "rtvol.env" -}}
 {{- $root := .root -}}
 {{- $env := dict "RTVOL_HOST" "0.0.0.0" "RTVOL_LOG_LEVEL" $root.Values.logLevel "OTEL_SERVICE_NAME" (printf "rtvol-%s" .component) "OTEL_RESOURCE_ATTRIBUTES" (printf "k8s.namespace.name=%s,service.namespace=rtvol" $root.Release.Namespace) -}}
@@ -156,6 +204,13 @@ readinessProbe:
 {{- $_ := set $env "OTEL_TRACES_SAMPLER_ARG" $root.Values.otel.samplerArg -}}
 {{- else -}}
 {{- $_ := set $env "OTEL_TRACES_EXPORTER" "none" -}}
+{{- end -}}
+{{- $_ := set $env "RTVOL_GRPC_REFLECTION" ($root.Values.grpcReflection | toString) -}}
+{{- if $root.Values.auth.enabled -}}
+{{- $_ := set $env "RTVOL_API_KEYS_FILE" "/etc/rtvol/auth/api-keys" -}}
+{{- end -}}
+{{- if and .redisUser $root.Values.redis.enabled -}}
+{{- $_ := set $env "RTVOL_REDIS_PASSWORD_FILE" "/etc/rtvol/redis/password" -}}
 {{- end -}}
 {{- $env = merge (dict) .extra $root.Values.extraEnv .env $env -}}
 env:
@@ -235,6 +290,7 @@ initContainers:
     {{- toYaml $res | nindent 4 }}
   volumeMounts:
     {{- include "rtvol.tmpMount" . | nindent 4 }}
+    {{- include "rtvol.authMount" . | nindent 4 }}
     - name: model-repository
       mountPath: {{ $m.repository.mountPath }}
       readOnly: true
