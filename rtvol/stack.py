@@ -197,7 +197,7 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
         """One process serving ``parts`` (name, port, health, target); ready when all answer."""
         log = run_dir / f"{log_name}.log"
         members = [Component(name, 0, port, health, target, cmd, str(log),
-                             None if health == "redis" else probe_tls)
+                             tls=None if health == "redis" else probe_tls)
                    for name, port, health, target in parts]
         try:
             proc = localproc.Proc(log_name, cmd, log, lambda: all(c.check() for c in members), timeout_s,

@@ -132,7 +132,8 @@ class SidecarClient:
     async def ready(self, timeout_s: float) -> str:
         """'' when the sidecar says the model is ready (ModelReady), else why not."""
         try:
-            reply = await self.stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout_s)
+            reply = await self.stub.ModelReady(pb.ModelReadyRequest(name=self.model), timeout=timeout_s,
+                                               metadata=self.credential)
         except grpc.aio.AioRpcError as e:
             return f"sidecar unreachable ({e.code().name})"
         except Exception as e:  # whatever it is, the probe goes on; the breaker stays open

@@ -61,7 +61,7 @@ def test_services_work_with_their_users_and_the_gateway_cannot_write(
 
     gw = redis.Redis.from_url(gateway_url)
     spec = spec_hash()
-    assert gw.get(window_key(spec, 0)) is not None and gw.get(vol_key(spec)) is not None  # it reads
+    assert gw.get(window_key(spec, 0)) is not None and gw.hgetall(vol_key(spec))  # it reads
     for command in (("SET", window_key(spec, 0), b"forged"), ("DEL", window_key(spec, 0)),
                     ("XADD", stream_key(spec), "*", "ids", b"\0\0\0\0"), ("SET", vol_key(spec), b"x"),
                     ("FLUSHDB",), ("CONFIG", "SET", "protected-mode", "no"), ("KEYS", "*"),
