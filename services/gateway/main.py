@@ -82,7 +82,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     watch = pipeline = None
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
         predictor.memory = WindowMemory(s.stocks)
-        watch = WindowWatch(s.feature_url, predictor.memory)
+        watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 
     server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS)

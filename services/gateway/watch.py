@@ -10,6 +10,7 @@ import logging
 
 import grpc
 
+from rtvol import auth, tls
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
@@ -23,14 +24,16 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 
 class WindowWatch:
-    def __init__(self, feature_url: str, memory: WindowMemory, retry_s: float = 0.2) -> None:
+    def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
+                 api_key: str = "", retry_s: float = 0.2) -> None:
         self.url, self.memory, self.retry_s = feature_url, memory, retry_s
+        self.client_tls, self.credential = client_tls, auth.metadata(api_key)
         self._task = BackgroundTask()
 
     async def follow(self) -> None:
         """One Watch stream until it ends."""
-        async with grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS) as channel:
-            call = fpb_grpc.FeaturesStub(channel).Watch()
+        async with tls.channel(self.url, self.client_tls, CHANNEL_OPTIONS) as channel:
+            call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.credential)
             try:
                 while (batch := await call.read()) is not grpc.aio.EOF:
                     metrics.WATCH_CONNECTED.set(1)
