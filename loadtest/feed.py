@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from rtvol import auth, sharding, tls
@@ -124,7 +125,9 @@ Progress = Callable[[FeedReport], None]
 async def _write(call: Any, msg: pb.IngestRequest) -> None:
     try:
         await call.write(msg)
-    except asyncio.InvalidStateError:  # the call ended under us: raise its status (grpc.RpcError)
+    except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        # the call ended under us (a refusal can race a write, which then fails as INTERNAL):
+        # raise the call's own status (grpc.RpcError)
         await call
         raise
 
