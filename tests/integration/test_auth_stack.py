@@ -16,9 +16,12 @@ import httpx
 import pytest
 from helpers import feed, procs
 
+# tritonclient's copy of the inference protos, as the other sidecar tests: the two copies share
+# the proto package 'inference', and only one can be loaded in a pytest process
+from tritonclient.grpc import service_pb2 as ipb
+from tritonclient.grpc import service_pb2_grpc as ipb_grpc
+
 from rtvol import auth
-from rtvol.proto.inference import grpc_service_pb2 as ipb
-from rtvol.proto.inference import grpc_service_pb2_grpc as ipb_grpc
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.proto.v1 import signals_pb2 as pb
