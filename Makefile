@@ -14,7 +14,7 @@ DEMO_RUN  ?= runs/demo
 PYTEST_ARGS ?=
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer gpu-bench fuzz
+.PHONY: install system-deps demo test lint typecheck layers protos clean podman-e2e perf-analyzer tritonserver gpu-bench fuzz
 
 # constraints.txt is the lock; torch==2.13.0 resolves to the CPU wheel on this machine.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # Debian packages the integration tests run for real; installed only when missing.
-APT_PACKAGES := redis-server prometheus libb64-0d
+APT_PACKAGES := redis-server prometheus libb64-0d libpython3.11
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -63,7 +63,7 @@ layers: install
 typecheck: install
 	$(BIN)/mypy rtvol  # services/, training/, loadtest/ through their rtvol/ links
 
-test: install system-deps perf-analyzer lint typecheck layers
+test: install system-deps perf-analyzer tritonserver lint typecheck layers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # On a GPU host: parity, time to ready, model batch 1 / 1024 and perf_analyzer against their
@@ -83,6 +83,18 @@ $(PA_DIR)/perf_analyzer: | $(STAMP)
 	   for w in pathlib.Path(out, "wheels").glob("*.whl") for m in zipfile.ZipFile(w).namelist() \
 	   if m.endswith(("/bin/perf_analyzer", "/libcudart.so.12"))]' $(PA_DIR)
 	chmod +x $@
+
+# NVIDIA's tritonserver for tests/integration/test_triton_sidecar.py: the binary, the Python
+# backend (with the stub for this venv's Python, which links Debian's libpython3.11) and the
+# shared libraries of PyPI's nvidia-pytriton wheel, unpacked without installing the package
+# (it pins numpy<2 and tritonclient~=2.50); its version is in constraints.txt. A 55 MB
+# download, 106 MB unpacked; no GPU needed (the model runs on ONNX Runtime's CPU provider).
+TS_DIR := build/tritonserver
+tritonserver: $(TS_DIR)/bin/tritonserver
+$(TS_DIR)/bin/tritonserver: | $(STAMP)
+	$(BIN)/pip download -q --no-deps -c constraints.txt -d $(TS_DIR)/wheels nvidia-pytriton
+	$(BIN)/python scripts/unpack_tritonserver.py $(TS_DIR)/wheels/*.whl $(TS_DIR)
+	rm -rf $(TS_DIR)/wheels
 
 # The container end-to-end test (root; minutes, so not in `make test`; last result in docs/DEPLOY.md):
 # images built offline by tests/e2e/podman/build.sh, the CPU chart played by podman, Predict.

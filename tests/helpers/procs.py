@@ -75,15 +75,20 @@ def gateway(log_dir: Path, repo: Path, *extra: str) -> tuple[Proc, str, str]:
 
 
 @contextlib.contextmanager
-def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str
-                   ) -> Iterator[tuple[str, str, str, Path]]:
+def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str,
+                   model_url: str = "") -> Iterator[tuple[str, str, str, Path]]:
     """Feature service, sidecar and a gateway following the feature service's Watch stream,
     with budgets generous for a busy machine (the tests check answers, not budgets). Yields
     (feature service target, gateway base URL, gateway gRPC target, gateway log); every process
-    is stopped at the end, even when another fails to stop, and a non-zero exit fails the test."""
+    is stopped at the end, even when another fails to stop, and a non-zero exit fails the test.
+    ``model_url``: a model server the caller runs (e.g. tritonserver) instead of our sidecar."""
     started: list[Proc] = []
     try:
-        feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started)
+        if model_url:
+            feature, feature_url = feature_service(log_dir, redis_url, stocks)
+            started.append(feature)
+        else:
+            feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started)
         gw, base, grpc_target = gateway(
             log_dir, repo, "--redis-url", redis_url, "--model-url", model_url, "--feature-url", feature_url,
             "--stocks", str(stocks), "--deadline-ms", "500", "--model-timeout-ms", "200",
