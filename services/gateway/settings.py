@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
+
+from pydantic import model_validator
 
 from rtvol.config import ServiceSettings
 
@@ -46,9 +49,11 @@ class GatewaySettings(ServiceSettings):
     deadline_ms: float = 50.0
     """A whole predict, every tier included."""
     model_timeout_ms: float = 20.0
-    """One tier-1 batch; slower is a failure for the breaker."""
+    """One tier-1 batch; slower is a failure for the breaker (a predict's tier 1 also ends 2 ms
+    before --deadline-ms, so that tier 2 can still answer)."""
     model_latency_budget_ms: float = 5.0
-    """Tier-1 batches slower than this count against the breaker."""
+    """Tier-1 batches slower than this count against the breaker: THE knob for a slower model
+    server (a Triton on a CPU answers in 5-10 ms; docs/DEPLOY.md); at most --model-timeout-ms."""
     model_latency_budget_per_window_us: float = 25.0
     """Added to that budget and to model_timeout_ms per window after the first (ONNX Runtime
     on one CPU core: ~25 µs a window; a GPU sidecar: ~1): a pipeline batch of hundreds of
@@ -90,3 +95,14 @@ class GatewaySettings(ServiceSettings):
     """Largest |Kelly fraction| returned."""
     kelly_target_vol: float = 0.003
     """Sizes are scaled down when the predicted RV is above this."""
+
+    @model_validator(mode="after")
+    def _tier1_budget_nests(self) -> Self:
+        """budget <= timeout, budget < deadline: a budget above either never trips the breaker
+        (the call has failed or been cut at the deadline first)."""
+        if not 0 < self.model_latency_budget_ms <= self.model_timeout_ms or (
+                self.model_latency_budget_ms >= self.deadline_ms):
+            raise ValueError(
+                f"model_latency_budget_ms ({self.model_latency_budget_ms:g}) must be above 0, at most "
+                f"model_timeout_ms ({self.model_timeout_ms:g}) and below deadline_ms ({self.deadline_ms:g})")
+        return self
