@@ -28,9 +28,12 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def profile_values(profile: str, **overrides: Any) -> dict[str, Any]:
+    """The values of ``values-<profile>.yaml``; "gpu+triton" layers values-triton.yaml over
+    values-gpu.yaml as `helm -f values-gpu.yaml -f values-triton.yaml` does."""
     values: dict[str, Any] = {}
-    if profile != "default":
-        values = yaml.safe_load((CHART / f"values-{profile}.yaml").read_text()) or {}
+    for layer in profile.split("+"):
+        if layer != "default":
+            values = deep_merge(values, yaml.safe_load((CHART / f"values-{layer}.yaml").read_text()) or {})
     return deep_merge(values, overrides)
 
 

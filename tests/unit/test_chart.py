@@ -25,7 +25,7 @@ from helpers.chart import CHART, NAMESPACE, RELEASE, Doc, manifests, profile_val
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = Path(os.environ.get("RTVOL_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
-PROFILES = ("default", "cpu", "gpu", "cloud")
+PROFILES = ("default", "cpu", "gpu", "cloud", "gpu+triton")  # values-<a>.yaml, then values-<b>.yaml
 # Custom resources of the Prometheus operator: kubernetes-validate ships only the core API
 # schemas, and the operator's CRD schemas are not vendored here, so these kinds are skipped
 # in the strict schema check; test_monitoring_resources checks their structure instead.
@@ -118,6 +118,9 @@ BAD_VALUES = {
     "PDB with both minAvailable and maxUnavailable": {"feature": {"pdb": {"minAvailable": 1}}},
     "service type unknown": {"gateway": {"service": {"type": "Ingress"}}},
     "feature service under an HPA (replicas own stocks)": {"feature": {"autoscaling": {"enabled": True}}},
+    "model server unknown": {"model": {"server": "torchserve"}},
+    "tier-1 latency budget of zero": {"gateway": {"modelLatencyBudgetMs": 0}},
+    "Triton image tag latest": {"model": {"tritonserver": {"image": {"tag": "latest"}}}},
 }
 
 
@@ -170,7 +173,13 @@ def test_probes_grpc_for_grpc_services_http_for_the_gateway(docs: list[Doc]) -> 
                              and d["metadata"]["name"] == f"{RELEASE}-feature"), "feature")
     own = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-model"]
     model = container(own[0] if own else gateway, "model")
-    for c, port in ((feature, 50052), (model, 8001)):
+    grpc_probed = [(feature, 50052)]
+    if model["image"].startswith("nvcr.io/nvidia/tritonserver:"):  # Triton's HTTP health API
+        assert [model[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")] == [
+            "/v2/health/ready", "/v2/health/live", "/v2/health/ready"]
+    else:
+        grpc_probed.append((model, 8001))
+    for c, port in grpc_probed:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert c[probe]["grpc"]["port"] == port, (c["name"], probe)
 
@@ -235,6 +244,49 @@ def test_gpu_values_put_the_model_on_a_gpu_node() -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert "runtimeClassName" not in pod  # optional: empty in values-gpu.yaml
+
+
+def test_tritonserver_replaces_the_sidecar() -> None:
+    """model.server=tritonserver: NVIDIA's image on the same repository, reached over loopback
+    as a sidecar (no Unix socket) or through the headless Service as a Deployment; the
+    gateway's tier-1 budget comes from the values (values-triton.yaml's for Triton)."""
+    docs = manifests(profile_values("gpu+triton"))
+    gateway = find(docs, "Deployment", "gateway")
+    assert [c["name"] for c in containers(gateway, init=False)] == ["gateway", "model"]
+    triton = container(gateway, "model")
+    assert triton["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3" and triton["command"] == ["tritonserver"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in triton["args"] if "=" in a)
+    assert args["model-repository"] == "/models" and args["model-control-mode"] == "poll"
+    assert (args["grpc-address"], args["grpc-port"], args["metrics-port"]) == ("127.0.0.1", "8001", "8002")
+    assert "--disable-auto-complete-config" in triton["args"]  # config.pbtxt as exported, or no load
+    assert {m["name"]: m.get("readOnly", False) for m in triton["volumeMounts"]} == {
+        "tmp": False, "model-repository": True}
+    assert gpu_limit(triton) == 1 and gpu_limit(container(gateway, "gateway")) == 0
+    assert "model-socket" not in {v["name"] for v in pod_spec(gateway)["volumes"]}
+    e = env(container(gateway, "gateway"))
+    assert e["RTVOL_MODEL_URL"] == "127.0.0.1:8001"
+    assert (e["RTVOL_MODEL_LATENCY_BUDGET_MS"], e["RTVOL_MODEL_TIMEOUT_MS"], e["RTVOL_DEADLINE_MS"]) == (
+        "15", "30", "50")
+    # the budget reaches a real GatewaySettings through the same variables, and holds there
+    from rtvol.services.gateway.settings import GatewaySettings
+    settings = GatewaySettings(**{k.removeprefix("RTVOL_").lower(): v for k, v in e.items()
+                                  if k.startswith(("RTVOL_MODEL_TIMEOUT", "RTVOL_MODEL_LATENCY", "RTVOL_DEADLINE"))})
+    assert (settings.model_latency_budget_ms, settings.model_timeout_ms) == (15, 30)
+
+    own = manifests(profile_values("gpu+triton", model={"mode": "deployment"}))
+    model = container(find(own, "Deployment", "model"), "model")
+    assert "--grpc-address=0.0.0.0" in model["args"] and gpu_limit(model) == 1
+    service = find(own, "Service", "model")
+    assert env(container(find(own, "Deployment", "gateway"), "gateway"))["RTVOL_MODEL_URL"] == (
+        f"dns:///{service['metadata']['name']}:8001")
+    # Triton's HTTP port (inference too, without keys) is open to no pod: only grpc and metrics
+    assert {p for p, _ in _ingress(own, "model")} == {8001, 8002}
+
+
+def test_default_values_keep_rtvols_sidecar_and_budget() -> None:
+    e = env(container(find(manifests(profile_values("default")), "Deployment", "gateway"), "gateway"))
+    assert (e["RTVOL_MODEL_LATENCY_BUDGET_MS"], e["RTVOL_MODEL_TIMEOUT_MS"], e["RTVOL_DEADLINE_MS"]) == (
+        "5", "20", "50")
 
 
 def test_cpu_values_ask_for_no_gpu() -> None:
@@ -344,7 +396,7 @@ def test_credentials_come_from_secrets_as_files(docs: list[Doc]) -> None:
         for c in containers(doc):
             assert all("valueFrom" not in e for e in c.get("env", [])), c["name"]
             e = env(c)
-            if c["name"] in ("gateway", "feature", "model"):
+            if c["name"] in ("gateway", "feature", "model") and "args" in c and "serve" in c["args"]:
                 assert e["RTVOL_API_KEYS_FILE"] == "/etc/rtvol/auth/api-keys"
                 assert e["RTVOL_GRPC_REFLECTION"] == "false"
     assert secrets[("feature", "auth")]["secretName"] == f"{RELEASE}-auth"

@@ -266,8 +266,76 @@ initContainers:
 {{- end }}
 {{- end -}}
 
-{{/* The model sidecar container, in the gateway pod or its own Deployment. */}}
+{{/* The model server's resources: the values' plus the GPUs when enabled. */}}
+{{- define "rtvol.modelResources" -}}
+{{- $m := .Values.model -}}
+{{- $res := deepCopy $m.resources }}
+{{- if $m.gpu.enabled }}
+{{- $_ := set $res "limits" (merge (dict $m.gpu.resourceName $m.gpu.count) ($res.limits | default dict)) }}
+{{- end }}
+resources:
+  {{- toYaml $res | nindent 2 }}
+{{- end -}}
+
+{{/* The model server container, in the gateway pod or its own Deployment: rtvol's sidecar
+     or NVIDIA's tritonserver (model.server). */}}
 {{- define "rtvol.modelContainer" -}}
+{{- if eq .Values.model.server "tritonserver" }}
+{{- include "rtvol.tritonContainer" . }}
+{{- else }}
+{{- include "rtvol.sidecarContainer" . }}
+{{- end }}
+{{- end -}}
+
+{{/* NVIDIA's Triton Inference Server on the model repository: its ONNX Runtime backend
+     serves config.pbtxt as `rtvol export` wrote it; new versions are picked up by polling. */}}
+{{- define "rtvol.tritonContainer" -}}
+{{- $m := .Values.model -}}
+{{- $t := $m.tritonserver -}}
+- name: model
+  image: {{ printf "%s:%s" $t.image.repository $t.image.tag | quote }}
+  imagePullPolicy: {{ $t.image.pullPolicy | default "IfNotPresent" }}
+  command: [tritonserver]
+  args:
+    - --model-repository={{ $m.repository.mountPath }}
+    - --model-control-mode=poll
+    - --repository-poll-secs={{ $t.pollSeconds }}
+    - --disable-auto-complete-config
+    {{- /* as a sidecar only the gateway container (same pod) may call it */}}
+    - --grpc-address={{ ternary "127.0.0.1" "0.0.0.0" (eq $m.mode "sidecar") }}
+    - --grpc-port={{ $m.ports.grpc }}
+    - --http-port={{ $t.httpPort }}
+    - --metrics-port={{ $m.ports.metrics }}
+    - --exit-timeout-secs=20
+  ports:
+    - {name: grpc-model, containerPort: {{ $m.ports.grpc }}, protocol: TCP}
+    - {name: http-model, containerPort: {{ $t.httpPort }}, protocol: TCP}
+    - {name: metrics-model, containerPort: {{ $m.ports.metrics }}, protocol: TCP}
+  startupProbe:
+    httpGet: {path: /v2/health/ready, port: http-model}
+    periodSeconds: 2
+    failureThreshold: 150
+  livenessProbe:
+    httpGet: {path: /v2/health/live, port: http-model}
+    periodSeconds: 10
+    timeoutSeconds: 2
+    failureThreshold: 3
+  readinessProbe:
+    httpGet: {path: /v2/health/ready, port: http-model}
+    periodSeconds: 5
+    timeoutSeconds: 2
+    failureThreshold: 2
+  {{- include "rtvol.containerSecurityContext" . | nindent 2 }}
+  {{- include "rtvol.modelResources" . | nindent 2 }}
+  volumeMounts:
+    {{- include "rtvol.tmpMount" . | nindent 4 }}
+    - name: model-repository
+      mountPath: {{ $m.repository.mountPath }}
+      readOnly: true
+{{- end -}}
+
+{{/* rtvol's model sidecar (`rtvol serve model`). */}}
+{{- define "rtvol.sidecarContainer" -}}
 {{- $m := .Values.model -}}
 - name: model
   {{- include "rtvol.image" (dict "root" . "image" $m.image) | nindent 2 }}
@@ -282,12 +350,7 @@ initContainers:
     - {name: metrics-model, containerPort: {{ $m.ports.metrics }}, protocol: TCP}
   {{- include "rtvol.grpcProbes" (dict "port" $m.ports.grpc "startupFailures" 150) | nindent 2 }}
   {{- include "rtvol.containerSecurityContext" . | nindent 2 }}
-  resources:
-    {{- $res := deepCopy $m.resources }}
-    {{- if $m.gpu.enabled }}
-    {{- $_ := set $res "limits" (merge (dict $m.gpu.resourceName $m.gpu.count) ($res.limits | default dict)) }}
-    {{- end }}
-    {{- toYaml $res | nindent 4 }}
+  {{- include "rtvol.modelResources" . | nindent 2 }}
   volumeMounts:
     {{- include "rtvol.tmpMount" . | nindent 4 }}
     {{- include "rtvol.authMount" . | nindent 4 }}
