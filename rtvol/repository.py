@@ -55,8 +55,7 @@ class ServingConfig:
     max_batch_size: int = 1024
     preferred_batch_sizes: tuple[int, ...] = (64, 256, 1024)
     max_queue_delay_microseconds: int = 100
-    platform: str = "onnxruntime_onnx"  # Triton's ONNX Runtime backend
-    backend: str = ""  # instead of a platform, e.g. "python" (tests/helpers/triton.py)
+    platform: str = "onnxruntime_onnx"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,9 +68,7 @@ def render_config(name: str, cfg: ServingConfig) -> str:
         return f"{kind} [\n{body}\n]\n"
 
     preferred = ", ".join(str(b) for b in cfg.preferred_batch_sizes)
-    runs_on = (f'platform: "{cfg.platform}"\n' if cfg.platform else "") + (
-        f'backend: "{cfg.backend}"\n' if cfg.backend else "")
-    return (f'name: "{name}"\n{runs_on}max_batch_size: {cfg.max_batch_size}\n'
+    return (f'name: "{name}"\nplatform: "{cfg.platform}"\nmax_batch_size: {cfg.max_batch_size}\n'
             + tensors("input", cfg.inputs) + tensors("output", cfg.outputs)
             + "dynamic_batching {\n"
             f"  preferred_batch_size: [ {preferred} ]\n"

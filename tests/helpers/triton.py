@@ -5,7 +5,7 @@ from PyPI's nvidia-pytriton wheel, unpacked by `make tritonserver` under build/t
 PyPI's build has no onnxruntime backend, so the model runs in the Python backend
 (triton_onnx_model.py as the version's model.py, running that version's model.onnx);
 everything else is our exported repository as it is: the version folder with its extra
-files, and config.pbtxt as render_config writes it but for the backend line.
+files, and config.pbtxt as exported but for its platform line (backend: "python" instead).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from rtvol.localproc import Proc, free_port, http_ready
-from rtvol.repository import CONFIG_FILE, render_config, resolve
+from rtvol.repository import CONFIG_FILE, models, resolve
 from rtvol.training.export import SERVING
 
 HOME = Path(os.environ.get("RTVOL_TRITONSERVER_DIR", "build/tritonserver")).resolve()
 BINARY = HOME / "bin" / "tritonserver"
 STUB = HOME / "backends" / "python" / "triton_python_backend_stub"
 PYTHON_MODEL = Path(__file__).with_name("triton_onnx_model.py")
+ONNX_PLATFORM = SERVING.platform  # what `rtvol export` writes: Triton's ONNX Runtime backend
 
 
 def unusable() -> str:
@@ -39,16 +39,21 @@ def unusable() -> str:
     return ""
 
 
-def python_backend_repo(src: Path, dest: Path, model: str) -> int:
-    """Copy ``model``'s latest version from ``src`` into ``dest`` for the Python backend;
-    returns the version number."""
-    version = resolve(src, model)
-    folder = dest / model / str(version)
-    shutil.copytree(src / model / str(version), folder)
-    shutil.copyfile(PYTHON_MODEL, folder / "model.py")
-    (dest / model / CONFIG_FILE).write_text(
-        render_config(model, replace(SERVING, platform="", backend="python")))
-    return version
+def python_backend_repo(src: Path, dest: Path) -> list[str]:
+    """Copy the latest version of every model of ``src`` into ``dest`` for the Python backend,
+    with a half-written version beside it as `write_version` leaves one while it works (a
+    dot-named folder, which Triton must ignore); returns the models' names."""
+    names = models(src)
+    for name in names:
+        version = resolve(src, name)
+        shutil.copytree(src / name / str(version), dest / name / str(version))
+        shutil.copyfile(PYTHON_MODEL, dest / name / str(version) / "model.py")
+        (dest / name / f".{version + 1}-staging").mkdir()
+        exported = (src / name / CONFIG_FILE).read_text()
+        platform = f'platform: "{ONNX_PLATFORM}"\n'
+        assert exported.count(platform) == 1, exported
+        (dest / name / CONFIG_FILE).write_text(exported.replace(platform, 'backend: "python"\n'))
+    return names
 
 
 def tritonserver(log_dir: Path, repo: Path) -> tuple[Proc, str]:

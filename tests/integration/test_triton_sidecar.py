@@ -25,11 +25,12 @@ STOCKS = 8
 
 @pytest.fixture(scope="module")
 def tritonserver(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """tritonserver on our repository (its latest version with every extra file); its gRPC target."""
+    """tritonserver on our repository (every model's latest version with all its extra files);
+    its gRPC target once every model is ready."""
     if why := triton.unusable():
         pytest.skip(why)
     work = tmp_path_factory.mktemp("triton")
-    triton.python_backend_repo(tiny_repo, work / "models", MODEL)
+    assert MODEL in triton.python_backend_repo(tiny_repo, work / "models")
     proc, target = triton.tritonserver(work, work / "models")
     try:
         yield target
@@ -55,7 +56,8 @@ def test_gateway_answers_tier_1_from_tritonserver(tritonserver: str, redis_db: s
             assert sig["stock_id"] == ids[i] and sig["tier"] == 1, (sig, log.read_text()[-2000:])
             assert sig["model"] == MODEL and sig["version"] == "1"
             assert sig["rv"] == pytest.approx(float(want_rv[i, 0]), rel=1e-5)
-            assert [sig["direction"][k] for k in ("down", "flat", "up")] == pytest.approx(want_dir[i], abs=1e-5)
+            direction = [sig["direction"][k] for k in ("down", "flat", "up")]
+            assert direction == pytest.approx(want_dir[i], abs=1e-5)
             assert sig["momentum"] == pytest.approx(float(want_mom[i, 0]), abs=1e-5)
         # Triton's ModelReady is the gateway's readiness probe, and its breaker stayed closed
         assert http.get("/readyz").json() == {"ready": True, "tier": 1, "reason": "sidecar ready"}

@@ -254,7 +254,8 @@ def test_tritonserver_replaces_the_sidecar() -> None:
     gateway = find(docs, "Deployment", "gateway")
     assert [c["name"] for c in containers(gateway, init=False)] == ["gateway", "model"]
     triton = container(gateway, "model")
-    assert triton["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3" and triton["command"] == ["tritonserver"]
+    assert triton["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert triton["command"] == ["tritonserver"]
     args = dict(a.removeprefix("--").split("=", 1) for a in triton["args"] if "=" in a)
     assert args["model-repository"] == "/models" and args["model-control-mode"] == "poll"
     assert (args["grpc-address"], args["grpc-port"], args["metrics-port"]) == ("127.0.0.1", "8001", "8002")
@@ -269,8 +270,8 @@ def test_tritonserver_replaces_the_sidecar() -> None:
         "15", "30", "50")
     # the budget reaches a real GatewaySettings through the same variables, and holds there
     from rtvol.services.gateway.settings import GatewaySettings
-    settings = GatewaySettings(**{k.removeprefix("RTVOL_").lower(): v for k, v in e.items()
-                                  if k.startswith(("RTVOL_MODEL_TIMEOUT", "RTVOL_MODEL_LATENCY", "RTVOL_DEADLINE"))})
+    budget = ("deadline_ms", "model_timeout_ms", "model_latency_budget_ms")
+    settings = GatewaySettings(**{k: e[f"RTVOL_{k.upper()}"] for k in budget})
     assert (settings.model_latency_budget_ms, settings.model_timeout_ms) == (15, 30)
 
     own = manifests(profile_values("gpu+triton", model={"mode": "deployment"}))
