@@ -53,7 +53,7 @@ class GatewaySettings(ServiceSettings):
     before --deadline-ms, so that tier 2 can still answer)."""
     model_latency_budget_ms: float = 5.0
     """Tier-1 batches slower than this count against the breaker: THE knob for a slower model
-    server (a Triton on a CPU answers in 5-10 ms; docs/DEPLOY.md); at most --model-timeout-ms."""
+    server (a Triton on a busy CPU took 5-10 ms; docs/DEPLOY.md); at most --model-timeout-ms."""
     model_latency_budget_per_window_us: float = 25.0
     """Added to that budget and to model_timeout_ms per window after the first (ONNX Runtime
     on one CPU core: ~25 µs a window; a GPU sidecar: ~1): a pipeline batch of hundreds of
