@@ -288,6 +288,7 @@ def test_default_values_keep_rtvols_sidecar_and_budget() -> None:
     e = env(container(find(manifests(profile_values("default")), "Deployment", "gateway"), "gateway"))
     assert (e["RTVOL_MODEL_LATENCY_BUDGET_MS"], e["RTVOL_MODEL_TIMEOUT_MS"], e["RTVOL_DEADLINE_MS"]) == (
         "5", "20", "50")
+    assert e["RTVOL_MODEL_LATENCY_BUDGET_PER_WINDOW_US"] == "25"
 
 
 def test_cpu_values_ask_for_no_gpu() -> None:
