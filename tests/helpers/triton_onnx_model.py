@@ -26,7 +26,9 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        # what the dynamic batcher gathered: one ONNX Runtime run, split back per request
+        # what the dynamic batcher gathered: one ONNX Runtime run, split back per request.
+        # Tensors cross through DLPack: this stub's as_numpy()/Tensor(name, array) predate
+        # numpy 2's ABI, and with our numpy 2.x they returned outputs of 0 bytes.
         inputs = [np.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input)) for r in requests]
         results = self.session.run(self.outputs, {self.input: np.concatenate(inputs)})
         ends = np.cumsum([len(x) for x in inputs])
