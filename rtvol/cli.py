@@ -160,19 +160,19 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
     import torch
 
     from rtvol import repository
-    from rtvol.services.model.backends import artifact
+    from rtvol.services.model.backends.cuda_graph import export_compiled
     from rtvol.services.model.backends.packed import PRECISIONS
-    from rtvol.training.tensorrt_export import max_batch_size
+    from rtvol.services.model.model import model_files
 
     if unknown := [p for p in precisions if p not in PRECISIONS]:
         raise CommandError(f"--precision {','.join(unknown)}: choose from {','.join(PRECISIONS)}")
     if not torch.cuda.is_available():
         raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
     v = repository.resolve(repo, model, version)
-    vdir = repository.version_dir(repo, model, v)
+    _, files = model_files(repo, model, v)
     for precision in precisions:
         start = time.perf_counter()
-        folder = artifact.compile_version(vdir, precision, max_batch_size(repo, model), torch.device("cuda"))
+        folder = export_compiled(files, precision)
         print(f"{precision} kernels for {torch.cuda.get_device_name()} compiled in "
               f"{time.perf_counter() - start:.0f} s: {folder}")
     repository.seal(repo, model, v)  # the sidecar serves the kernels only once their digests are recorded
@@ -501,9 +501,10 @@ def _export_command(sub: Commands) -> None:
     ex.add_argument("--int8", action="store_true", help="INT8 engine with entropy calibration")
     _optional_path(ex, "calibration-data", "Optiver-layout data for INT8 calibration windows", env="data")
     ex.add_argument("--compile", action="store_true",
-                    help="also compile the CUDA-graph backend's kernels for this GPU (AOTInductor "
-                         "packages in <version>/compiled/): the sidecar then starts in seconds "
-                         "instead of compiling at every start (needs the GPU it will serve on)")
+                    help="also compile the CUDA-graph backend's kernels for this GPU and store "
+                         "TorchInductor's cache of them in <version>/compiled/: the sidecar then "
+                         "starts in seconds instead of compiling at every start (needs the kind "
+                         "of GPU it will serve on)")
     ex.add_argument("--precision", default="fp16",
                     help="--compile: the sidecar's --precision values to build, comma-separated "
                          "(fp16, bf16, fp32; default fp16)")

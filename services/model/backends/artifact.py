@@ -1,19 +1,24 @@
-"""Compile once at `rtvol export --compile`; at start, load instead of compiling.
+"""Compile once at `rtvol export --compile`; at start, reuse those kernels instead of compiling.
 
 TorchInductor compiling the CUDA-graph backend's model at every sidecar start took 26-28 s
-on an H200. Instead `rtvol export --compile` builds AOTInductor packages (the Triton
-kernels as cubins, the wrapper as a shared library) and stores them beside model.onnx:
+on an H200. `rtvol export --compile` runs that same compile once (every batch bucket, in the
+order the sidecar warms them up) and stores TorchInductor's portable cache of it (the
+"mega-cache": torch.compiler.save_cache_artifacts, holding the Dynamo, AOTAutograd and
+Inductor entries with their Triton kernels as cubins) beside model.onnx:
 
-    <version>/compiled/<key digest>/key.json    what they were built for (machine_key)
-    <version>/compiled/<key digest>/batch1.pt2  batch 1, specialised
-    <version>/compiled/<key digest>/batchN.pt2  batch 2..max_batch_size, one dynamic axis
+    <version>/compiled/<key digest>/key.json       what it was built for (machine_key)
+    <version>/compiled/<key digest>/inductor.bin   the cache artifacts
 
 The key names the GPU (name, compute capability), the torch, Triton and CUDA versions, the
-precision and the ONNX file's digest: code compiled for another machine or model is never
-run. A matching package is first loaded by a throwaway child process (probe), so a native
-crash in the loader cannot take the sidecar down. Where no package matches or the probe
-fails, the backend compiles at start as before; that fallback is logged and counted
-(rtvol_model_compile_fallbacks_total{model, reason}).
+precision and the ONNX file's digest: a cache built for another machine or model is never
+loaded. At start the sidecar loads a matching cache into TorchInductor's local cache, then
+torch.compile traces the model and finds each kernel there instead of compiling it; where
+none matches or it cannot be loaded, it compiles as before, logged and counted
+(rtvol_model_compile_fallbacks_total{model, reason}). A cache entry that misses (say, the
+graph code changed without a new key) compiles that graph only: slower, never wrong.
+
+AOTInductor packages were tried first (2026-12-01): on the H200 image (torch 2.11) a CUDA
+package segfaulted when loaded, even a two-layer toy, so they are not used.
 """
 
 from __future__ import annotations
@@ -24,29 +29,24 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from rtvol.repository import MODEL_FILE
 from rtvol.services.model import metrics
-from rtvol.services.model.backends.packed import packed_model
 
 log = logging.getLogger(__name__)
 
-FORMAT = "1"
+FORMAT = "2"  # 1: AOTInductor packages
 DIR = "compiled"
 KEY_FILE = "key.json"
-ONE, MANY = "batch1.pt2", "batchN.pt2"
-Forward = Callable[[torch.Tensor], torch.Tensor]
+CACHE_FILE = "inductor.bin"
+STORED, COMPILED = "stored compile cache", "compiled at start"
 
 
 class ArtifactUnusable(RuntimeError):
-    """No compiled package fits this machine and model; ``reason`` is a metric label."""
+    """No stored cache fits this machine and model; ``reason`` is a metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -61,7 +61,7 @@ def _version(package: str) -> str:
 
 
 def machine_key(device: torch.device, precision: str, onnx_path: Path) -> dict[str, str]:
-    """Everything a compiled package depends on, as strings."""
+    """Everything the compiled kernels depend on, as strings."""
     key = {"format": FORMAT, "precision": precision, "device": device.type,
            "onnx_sha256": hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest(),
            "torch": torch.__version__}
@@ -78,123 +78,76 @@ def digest(key: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build(version_dir: Path, module: torch.nn.Module, input_dims: tuple[int, ...], max_batch: int,
-          key: dict[str, str]) -> Path:
-    """Export ``module`` (on the device the key names) and compile both packages; the
-    folder appears complete or not at all. TorchInductor's defaults: packages built with
-    max_autotune crashed the process that loaded them (torch 2.11, H200)."""
-    from torch._inductor import aoti_compile_and_package
+def _differences(want: dict[str, str], have: dict[str, str]) -> str:
+    return ", ".join(f"{k}={have.get(k)!r} (this machine {want[k]!r})"
+                     for k in sorted(want) if have.get(k) != want[k]) or "none"
 
+
+def forget(version_dir: Path, key: dict[str, str]) -> None:
+    """Drop the stored cache for ``key`` (export rebuilds it from a clean compile)."""
+    shutil.rmtree(Path(version_dir) / DIR / digest(key), ignore_errors=True)
+
+
+def save(version_dir: Path, key: dict[str, str]) -> Path:
+    """Store what this process compiled; the folder appears complete or not at all."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        raise RuntimeError("TorchInductor recorded nothing to store: was the model compiled in this process?")
     folder = Path(version_dir) / DIR
     folder.mkdir(exist_ok=True)
     final = folder / digest(key)
-    device = torch.device(key["device"])
-    example = torch.rand((4, *input_dims), device=device) * 1e-3
-    batch = torch.export.Dim("batch", min=2, max=max_batch)
     work = Path(tempfile.mkdtemp(dir=folder, prefix=".building-"))
     try:
-        with torch.no_grad():
-            one = torch.export.export(module, (example[:1],))
-            many = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-            aoti_compile_and_package(one, package_path=str(work / ONE))
-            aoti_compile_and_package(many, package_path=str(work / MANY))
+        (work / CACHE_FILE).write_bytes(artifacts[0])
         (work / KEY_FILE).write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
+        shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
 
 
-class AotiForward:
-    """The two packages as one callable: batch 1 on its specialised kernels."""
-
-    def __init__(self, one: Forward, many: Forward) -> None:
-        self.one, self.many = one, many
-
-    def __call__(self, window: torch.Tensor) -> torch.Tensor:
-        run = self.one if window.shape[0] == 1 else self.many
-        return run(window)
-
-
-def _differences(want: dict[str, str], have: dict[str, str]) -> str:
-    return ", ".join(f"{k}={have.get(k)!r} (this machine {want[k]!r})"
-                     for k in sorted(want) if have.get(k) != want[k]) or "none"
-
-
-# Load both packages and run them once, in a child process: its exit code is the verdict.
-_PROBE = """
-import sys, torch
-from torch._inductor import aoti_load_package
-x = torch.rand((2, *map(int, sys.argv[4:])), device=sys.argv[1])
-for path, rows in ((sys.argv[2], 1), (sys.argv[3], 2)):
-    assert torch.isfinite(aoti_load_package(path)(x[:rows])).all()
-"""
-
-
-def probe(found: Path, device: str, input_dims: tuple[int, ...], timeout_s: float = 120) -> None:
-    """ArtifactUnusable unless a fresh process loads and runs the packages. On the H200
-    (torch 2.11) a package loaded in the process that built it, but a fresh process's load
-    raised or died with SIGSEGV: this costs a second or two of start and keeps such a
-    crash out of the sidecar."""
-    cmd = [sys.executable, "-c", _PROBE, device, str(found / ONE), str(found / MANY), *map(str, input_dims)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as e:
-        raise ArtifactUnusable("load_failed", f"{found}: loading took over {timeout_s:.0f} s") from e
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise ArtifactUnusable("load_failed",
-                               f"{found}: a test load exited with {done.returncode}: {tail[0]}")
-
-
-def load(version_dir: Path, key: dict[str, str], input_dims: tuple[int, ...]) -> AotiForward:
-    """The packages built for ``key``, or ArtifactUnusable saying why not."""
+def load(version_dir: Path, key: dict[str, str]) -> Path:
+    """Load the cache stored for ``key`` into TorchInductor's local cache; its folder, or
+    ArtifactUnusable saying why not."""
     folder = Path(version_dir) / DIR
     found = folder / digest(key)
     if not (found / KEY_FILE).is_file():
         others = sorted(folder.glob(f"*/{KEY_FILE}")) if folder.is_dir() else []
         if not others:
-            raise ArtifactUnusable("missing", f"no compiled packages in {folder} "
-                                              "(`rtvol export --compile` on this kind of GPU builds them)")
+            raise ArtifactUnusable("missing", f"no stored compile cache in {folder} "
+                                              "(`rtvol export --compile` on this kind of GPU builds it)")
         stored = [json.loads(p.read_text()) for p in others]
-        raise ArtifactUnusable("mismatch", f"{len(others)} compiled package(s) in {folder}, none for "
+        raise ArtifactUnusable("mismatch", f"{len(others)} stored compile cache(s) in {folder}, none for "
                                            f"this machine; nearest differs in {_differences(key, stored[0])}")
     stored_key = json.loads((found / KEY_FILE).read_text())
     if stored_key != key:
         raise ArtifactUnusable("mismatch", f"{found}: differs in {_differences(key, stored_key)}")
-    probe(found, key["device"], input_dims)
     try:
-        from torch._inductor import aoti_load_package
-
-        # single-threaded: no event query between runs, which CUDA graph capture forbids
-        return AotiForward(aoti_load_package(str(found / ONE), run_single_threaded=True),
-                           aoti_load_package(str(found / MANY), run_single_threaded=True))
-    except Exception as e:  # a damaged or incompatible package: compiling still serves
+        loaded = torch.compiler.load_cache_artifacts((found / CACHE_FILE).read_bytes())
+    except Exception as e:  # a damaged or incompatible cache: compiling still serves
         raise ArtifactUnusable("load_failed", f"{found}: {type(e).__name__}: {e}") from e
+    if loaded is None:
+        raise ArtifactUnusable("load_failed", f"{found}: TorchInductor found no artifacts in {CACHE_FILE}")
+    return found
 
 
-def load_or_compile(version_dir: Path, key: dict[str, str], input_dims: tuple[int, ...],
-                    compile_now: Callable[[], Forward]) -> tuple[Forward, str]:
-    """(forward, 'artifact') from the matching package, else (compile_now(), 'compiled at
-    start') with the reason logged and counted."""
+def use_stored(version_dir: Path, key: dict[str, str]) -> str:
+    """Before torch.compile: STORED when the matching cache is loaded, else COMPILED with
+    the reason logged and counted."""
     try:
-        forward = load(version_dir, key, input_dims)
+        found = load(version_dir, key)
     except ArtifactUnusable as e:
         model = Path(version_dir).parent.name
         metrics.COMPILE_FALLBACKS.labels(model, e.reason).inc()
         log.warning("%s: %s; compiling at start instead (tens of seconds)", model, e)
-        return compile_now(), "compiled at start"
-    log.info("%s: compiled packages loaded from %s", Path(version_dir).parent.name,
-             Path(version_dir) / DIR / digest(key))
-    return forward, "artifact"
+        return COMPILED
+    log.info("%s: compile cache loaded from %s", Path(version_dir).parent.name, found)
+    return STORED
 
 
-def compile_version(version_dir: Path, precision: str, max_batch: int, device: torch.device) -> Path:
-    """`rtvol export --compile`: the packages the CUDA-graph backend would load for
-    ``precision`` on this machine, built from the version's ONNX."""
-    onnx_path = Path(version_dir) / MODEL_FILE
-    module = packed_model(onnx_path, device, precision)
-    key = machine_key(device, precision, onnx_path)
-    return build(version_dir, module, module.input_dims, max_batch, key)
+def cache_misses() -> int:
+    """Graphs TorchInductor compiled in this process (FX graph cache misses)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["fxgraph_cache_miss"])

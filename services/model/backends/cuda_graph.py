@@ -8,26 +8,30 @@ in fp32 (see TorchGraph); sibling dense heads run as one GEMM.
 
 With ``compile`` (default where Triton imports) the model runs TorchInductor's fused
 kernels: inside a CUDA graph each kernel still costs ~2 µs on an H100/H200, so the kernel
-count is the latency. They come from the AOTInductor packages `rtvol export --compile`
-stored for this machine (artifact.py), else from compiling at start (tens of seconds).
+count is the latency. torch.compile finds them in the compile cache `rtvol export --compile`
+stored for this machine (artifact.py), else compiles them at start (tens of seconds).
 """
 
 from __future__ import annotations
 
 import bisect
 import importlib.util
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rtvol.services.model.backends import artifact
-from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles
+from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles, batch_buckets
 from rtvol.services.model.backends.packed import PRECISIONS, packed_model
 
 # from this many rows (600 KB) copy into the pinned input with torch's intra-op threads, not
 # numpy's one: expected ~4x faster at 1024 rows (2.4 MB), not yet measured (BENCHMARKS.md)
 THREADED_COPY_ROWS = 256
+
+log = logging.getLogger(__name__)
 
 
 def can_compile() -> bool:
@@ -36,7 +40,7 @@ def can_compile() -> bool:
 
 class CudaGraphBackend:
     def __init__(self, files: ModelFiles, precision: str = "fp16",
-                 compile: bool | None = None, conv_matmul: bool = True) -> None:
+                 compile: bool | None = None, conv_matmul: bool = True, use_stored: bool = True) -> None:
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device")
         if precision not in PRECISIONS:
@@ -48,12 +52,12 @@ class CudaGraphBackend:
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         self.source = "eager"
         if self.compiled:
-            key = artifact.machine_key(self.device, precision, files.onnx)
+            self.key = artifact.machine_key(self.device, precision, files.onnx)
+            self.source = (artifact.use_stored(files.version_dir, self.key) if use_stored
+                           else artifact.COMPILED)
             # dynamic=None: the first two batch sizes compile static (batch 1 stays specialised),
             # the third compiles once with a symbolic batch for every other bucket
-            self.forward, self.source = artifact.load_or_compile(
-                files.version_dir, key, self.model.input_dims,
-                lambda: torch.compile(self.model, fullgraph=True))
+            self.forward = torch.compile(self.model, fullgraph=True)
         self.max_batch = files.max_batch_size
         in_dims = self.model.input_dims
         self.static_in = torch.zeros((self.max_batch, *in_dims), device=self.device)
@@ -82,6 +86,9 @@ class CudaGraphBackend:
                     self._request(b)
                 self.graphs[b] = graph
         self.infer(np.zeros(self.host_in_np[:1].shape, np.float32))
+        if self.source == artifact.STORED and (misses := artifact.cache_misses()):
+            self.source = f"{artifact.STORED}, {misses} graph(s) compiled"  # said by the bench
+        log.info("%s kernels: %s", self.name, self.source)
 
     def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
         n = window.shape[0]
@@ -94,3 +101,12 @@ class CudaGraphBackend:
             self.graphs[b].replay()
         self.stream.synchronize()
         return {name: arr[:n] for name, arr in self.outputs.items()}
+
+
+def export_compiled(files: ModelFiles, precision: str) -> Path:
+    """`rtvol export --compile`: compile as the sidecar does (each bucket, in its warm-up
+    order, so the same graphs come out) and store TorchInductor's cache of it."""
+    backend = CudaGraphBackend(files, precision, compile=True, use_stored=False)
+    artifact.forget(files.version_dir, backend.key)
+    backend.warmup(batch_buckets(files.max_batch_size))
+    return artifact.save(files.version_dir, backend.key)
