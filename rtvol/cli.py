@@ -203,7 +203,8 @@ SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.fea
             "embedded": "rtvol.services.embedded"}  # feature service + gateway in one process
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
            "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu",
-           "pipeline": "rtvol.loadtest.bench.pipeline", "auth": "rtvol.loadtest.bench.auth"}
+           "pipeline": "rtvol.loadtest.bench.pipeline", "auth": "rtvol.loadtest.bench.auth",
+           "ingest-devices": "rtvol.loadtest.bench.ingest_devices"}
 # what the service images leave out (.dockerignore): a command that needs it says so in one line
 NOT_IN_IMAGES = ("rtvol.loadtest",)
 

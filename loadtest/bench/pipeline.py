@@ -295,15 +295,15 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str]
-          ) -> tuple[str, str]:
+def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
+          feature_args: Sequence[str] = ()) -> tuple[str, str]:
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
     rport, fport, mport, hport, gport = (free_port() for _ in range(5))
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
     feature, model = f"127.0.0.1:{fport}", f"127.0.0.1:{mport}"
-    ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks), grpc_ready(feature))
+    ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks, *feature_args), grpc_ready(feature))
     ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
                                           "--feature-url", feature, "--stocks", str(stocks), *gateway_args),
@@ -326,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"{STEP_SECONDS}/speedup s")
     p.add_argument("--backend", default="auto", help="model sidecar backend")
     p.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
+    p.add_argument("--feature-arg", action="append", default=[],
+                   help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     p.add_argument("--out", type=Path, default=Path("bench-pipeline.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
@@ -340,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     reports: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     try:
-        feature, gateway = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg)
+        feature, gateway = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg,
+                                  a.feature_arg)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal

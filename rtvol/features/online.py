@@ -89,6 +89,10 @@ class OnlineState:
         return np.take(flat, rows.ravel(), axis=0).reshape(len(idx), STEPS, N_FEATURES)
 
     # ---- writing ---------------------------------------------------------------------------
+    def host_written(self, idx: np.ndarray) -> None:
+        """The arrays' rows of ``idx`` (or the clock) were written directly (a checkpoint
+        restored): nothing to do here; a copy of the state on a GPU (online_cuda) takes them."""
+
     def apply(self, batch: UpdateBatch) -> np.ndarray:
         """Apply the valid updates of ``batch``; returns each update's reason (0 = accepted)."""
         reason = check_values(batch, self.n_stocks)

@@ -41,6 +41,7 @@ def restore(state: OnlineState, idx: np.ndarray, records: np.ndarray) -> None:
     state.head[idx] = 0
     if len(records):
         state.clock = max(state.clock, float(np.nanmax(np.r_[records["time"], -np.inf])))
+    state.host_written(idx)
 
 
 def decode(values: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +65,4 @@ def adopt_windows(state: OnlineState, idx: np.ndarray, windows: np.ndarray, seq:
     state.acc[idx], state.close[idx], state.log_wap[idx], state.has_close[idx] = 0.0, 0.0, 0.0, False
     if len(idx):
         state.clock = max(state.clock, float(time_s.max()))
+    state.host_written(idx)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from rtvol import auth, config, rpc, sharding, telemetry, tls
-from rtvol.features.online import Limits, OnlineState
+from rtvol.features.online import Limits
+from rtvol.features.online_cuda import online_state
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore, redis_client
 from rtvol.proto.v1 import features_pb2_grpc as pb_grpc
@@ -65,7 +66,8 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when another component shares the process
     (services/embedded.py): then the store is theirs to close."""
-    state = OnlineState(s.stocks, Limits(s.max_sequence_gap, s.max_time_ahead_s, s.max_watermark_ahead_s))
+    limits = Limits(s.max_sequence_gap, s.max_time_ahead_s, s.max_watermark_ahead_s)
+    state = online_state(s.stocks, limits, s.device)
     own_store = store is None
     if store is None:
         store = make_store(s)
@@ -92,8 +94,10 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     fanout.start()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
-    log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s, replica %d of %d", s.host,
-             port, s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash(), ordinal, s.replicas)
+    log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s, replica %d of %d, "
+             "state on %s",
+             s.host, port, s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash(), ordinal,
+             s.replicas, s.device)
 
     async def stop() -> None:
         await vol.stop()

@@ -51,6 +51,9 @@ class FeatureSettings(ServiceSettings):
     watch_ack_timeout_s: float = 1.0
     """How long the end of an Ingest call waits for every watching gateway to acknowledge the
     windows it changed; a watcher slower than this is dropped (it reconnects)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where the online state lives: cpu (numpy) or cuda (every stock's state on the GPU, each
+    Ingest batch applied by Triton kernels; needs torch with CUDA and triton)."""
     features_from: Literal["memory", "store"] = "memory"
     """GetFeatures from this process's online state (it owns the stocks), or from the store."""
     fanout_queue: int = 256

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers.devices import device_param
 
 from rtvol.features import online_checkpoint
 from rtvol.features.online import Limits, OnlineState
 from rtvol.features.online_batch import REASONS, UpdateBatch
+from rtvol.features.online_cuda import online_state
 from rtvol.features.online_replay import snapshot_batches
 from rtvol.features.spec import BUCKET_SECONDS
 
@@ -22,8 +24,9 @@ def _reason(state: OnlineState, b: UpdateBatch) -> str:
     return REASONS[int(state.apply(b)[0])]
 
 
-def test_implausible_values_are_rejected_before_they_reach_the_state() -> None:
-    state = OnlineState(2)
+@device_param
+def test_implausible_values_are_rejected_before_they_reach_the_state(device: str) -> None:
+    state = online_state(2, device=device)
     assert _reason(state, _one(0, 1, 10.0)) == "ok"
     for values in ({"bid_size1": 1e308}, {"ask1": 2e9}, {"bid2": 1e-12}):
         assert _reason(state, _one(0, 2, 11.0, **values)) == "out_of_range", values
@@ -33,8 +36,10 @@ def test_implausible_values_are_rejected_before_they_reach_the_state() -> None:
     assert np.isfinite(state.acc).all() and state.seq[0] == 1
 
 
-def test_clock_jumps_are_rejected_and_never_adopted() -> None:
-    state = OnlineState(3, Limits(max_sequence_gap=100, max_time_ahead_s=3_600, max_watermark_ahead_s=600))
+@device_param
+def test_clock_jumps_are_rejected_and_never_adopted(device: str) -> None:
+    limits = Limits(max_sequence_gap=100, max_time_ahead_s=3_600, max_watermark_ahead_s=600)
+    state = online_state(3, limits, device=device)
     assert state.advance(2.0**62 / 1e6) is not None and state.clock == -np.inf  # no clock yet: ignored
     assert _reason(state, _one(0, 1, 100.0)) == "ok"
     assert _reason(state, _one(0, 500, 101.0)) == "sequence_jump"
@@ -49,14 +54,15 @@ def test_clock_jumps_are_rejected_and_never_adopted() -> None:
     assert state.clock == BUCKET_SECONDS
 
 
-def test_a_restored_checkpoint_rejects_replays_and_goes_on_like_the_original() -> None:
+@device_param
+def test_a_restored_checkpoint_rejects_replays_and_goes_on_like_the_original(device: str) -> None:
     batches = snapshot_batches(5, 40, seed=3)
-    original = OnlineState(5)
+    original = online_state(5, device=device)
     for b in batches[:25]:
         original.apply(b)
     idx = np.arange(5)
     found, records = online_checkpoint.decode([r.tobytes() for r in online_checkpoint.export(original, idx)])
-    restored = OnlineState(5)
+    restored = online_state(5, device=device)
     online_checkpoint.restore(restored, idx[found], records)
     assert found.all() and restored.clock == original.clock
     assert (restored.apply(batches[0]) != 0).all()  # a replay: rejected after the restart as before it
@@ -66,8 +72,9 @@ def test_a_restored_checkpoint_rejects_replays_and_goes_on_like_the_original() -
     np.testing.assert_array_equal(restored.acc, original.acc)
 
 
-def test_a_window_without_checkpoint_keeps_its_high_water_marks() -> None:
-    state = OnlineState(2)
+@device_param
+def test_a_window_without_checkpoint_keeps_its_high_water_marks(device: str) -> None:
+    state = online_state(2, device=device)
     window = np.ones((1, 50, 12), np.float32)
     online_checkpoint.adopt_windows(state, np.array([1]), window, np.array([41]), np.array([1234.5]))
     assert _reason(state, _one(1, 41, 1235.0)) == "duplicate_sequence"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.devices import device_param
 
-from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import UpdateBatch
+from rtvol.features.online_cuda import online_state
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS, STEPS
 from rtvol.training import dataset, optiver
@@ -37,9 +38,10 @@ def _bucket_slices(batch: UpdateBatch) -> list[tuple[int, np.ndarray]]:
     return [(int(b), np.flatnonzero(bucket == b)) for b in np.unique(bucket)]
 
 
-def test_windows_at_every_bucket_close_match_offline_update_by_update(replay) -> None:  # type: ignore[no-untyped-def]
+@device_param
+def test_windows_at_every_bucket_close_match_offline_update_by_update(replay, device: str) -> None:  # type: ignore[no-untyped-def]
     batch, offline, stocks = replay
-    state = OnlineState(int(stocks.max()) + 1)
+    state = online_state(int(stocks.max()) + 1, device=device)
     checked = 0
     # single updates cost ~100 µs of numpy overhead each: replay the first buckets this way
     # (the batched test below covers all 40)
@@ -55,9 +57,10 @@ def test_windows_at_every_bucket_close_match_offline_update_by_update(replay) ->
     assert checked == len(stocks) * UPDATE_BY_UPDATE_BUCKETS
 
 
-def test_batched_windows_at_every_close_and_mid_bucket_span_two_buckets(replay) -> None:  # type: ignore[no-untyped-def]
+@device_param
+def test_batched_windows_at_every_close_and_mid_bucket_span_two_buckets(replay, device: str) -> None:  # type: ignore[no-untyped-def]
     batch, offline, stocks = replay
-    state = OnlineState(int(stocks.max()) + 1)
+    state = online_state(int(stocks.max()) + 1, device=device)
     half = STEPS // 2
     for bucket, rows in _bucket_slices(batch):
         # whole-bucket batches: many rounds of one update per stock
@@ -74,10 +77,11 @@ def test_batched_windows_at_every_close_and_mid_bucket_span_two_buckets(replay) 
                                    np.stack([offline[int(s)][bucket] for s in stocks]), **TOL)
 
 
-def test_own_update_in_next_bucket_closes_the_bucket_without_a_clock(replay) -> None:  # type: ignore[no-untyped-def]
+@device_param
+def test_own_update_in_next_bucket_closes_the_bucket_without_a_clock(replay, device: str) -> None:  # type: ignore[no-untyped-def]
     batch, offline, stocks = replay
     one = batch.take(np.flatnonzero(batch.stock_id == stocks[0]))
-    state = OnlineState(int(stocks.max()) + 1)
+    state = online_state(int(stocks.max()) + 1, device=device)
     b0 = one.time < BUCKET_SECONDS
     state.apply(one.take(b0))
     # a first update of bucket 1 exactly at its start closes bucket 0's last step
