@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `make gpu-bench`: on a GPU host, every figure of the sidecar's GPU path against its target
+# `make gpu-bench`: on a GPU host, every figure of the GPU path against its target
 # (rtvol bench gpu: parity, compile at export, time to ready, model batch 1 / 1024,
-# perf_analyzer unary and streaming). Run where python3 has torch with CUDA and Triton.
+# perf_analyzer unary and streaming, feature ingest on both devices, issue 12's pipeline and
+# gateway benches with the sidecar on the GPU). Run where python3 has torch with CUDA and Triton.
 #   WHEELS=DIR          first install these wheels (the project's other dependencies, py-spy)
 #                       into a private folder: for a host without a package index
+#   REDIS_DIR=DIR       a folder holding redis-server (and any shared libraries it needs that
+#                       the host lacks), for a host without it on PATH
 #   MODELS=DIR          model repository with rtvol_cnn (default: models/ from `make demo`,
 #                       else a random-weight rtvol_cnn in a temporary folder)
 #   PERF_ANALYZER=PATH  default build/perf_analyzer/perf_analyzer (`make perf-analyzer`)
@@ -15,6 +18,10 @@ if [ -n "${WHEELS:-}" ]; then
   site=$(mktemp -d)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl
   export PYTHONPATH="$site:${PYTHONPATH:-}" PATH="$site/bin:$PATH"
+fi
+if [ -n "${REDIS_DIR:-}" ]; then
+  REDIS_DIR=$(cd "$REDIS_DIR" && pwd)
+  export PATH="$REDIS_DIR:$PATH" LD_LIBRARY_PATH="$REDIS_DIR:${LD_LIBRARY_PATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 models=${MODELS:-models}

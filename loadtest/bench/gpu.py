@@ -1,15 +1,22 @@
-"""`rtvol bench gpu`: on a GPU host, one run that prints every figure of the sidecar's GPU
-path against its target: backend parity, compile-at-export time, sidecar time-to-ready,
-model-only batch 1 and batch 1024, perf_analyzer unary and streaming (with a py-spy
-profile of the sidecar during each). Run it from the repository root (it runs the GPU
-parity tests under tests/); `make gpu-bench` (scripts/gpu-bench.sh) sets up the host.
+"""`rtvol bench gpu`: on a GPU host, one run that prints every figure of the GPU path against
+its target: parity (model backends, the stored compile cache, the Triton feature kernels and
+the online state on both devices), compile-at-export time, sidecar time-to-ready (with the
+stored compile cache and without), model-only batch 1 and batch 1024, perf_analyzer unary
+and streaming (with a py-spy profile of the sidecar during each), the feature service's
+ingest on both devices and their crossover (`rtvol bench ingest-devices`), and issue 12's
+figures with the sidecar on the GPU: `rtvol bench pipeline` (50,000 updates/s over 500
+stocks, 200,000 over 8,000; single and batched) and `rtvol bench gateway` (open loop).
+Run it from the repository root (it runs the GPU tests under tests/; the pipeline and
+gateway steps need redis-server on PATH); `make gpu-bench` (scripts/gpu-bench.sh) sets up
+the host. ``--steps`` runs a subset.
 
-    rtvol bench gpu --repo MODELS --perf-analyzer PATH [--py-spy PATH] [--out DIR]
+    rtvol bench gpu --repo MODELS --perf-analyzer PATH [--py-spy PATH] [--out DIR] [--steps a,b]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -28,7 +35,11 @@ from rtvol.loadtest.bench.launch import Sidecar
 from rtvol.localproc import grpc_ready, wait_until
 
 SIDECAR = ["--backend", "cudagraph", "--precision", "fp16"]
-PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_artifact.py"]
+PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_artifact.py",
+                "tests/unit/test_triton_kernels.py", "tests/unit/test_online_limits.py",
+                "tests/unit/test_online_parity.py"]
+# issue 12's pipeline figures on the GPU host: (step, updates/s, stocks)
+PIPELINES = (("pipeline_50k", 50_000, 500), ("pipeline_200k", 200_000, 8_000))
 # (figure, target, True when higher is better)
 TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per_s": (7e6, True),
            "unary_p50_us": (250, False), "unary_p99_us": (500, False),
@@ -44,11 +55,40 @@ def run(cmd: Sequence[str], out: Path, timeout_s: float) -> tuple[int, str, floa
     return done.returncode, text, time.perf_counter() - start
 
 
-def parity(out: Path) -> dict[str, Any]:
-    code, text, _ = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PARITY_TESTS],
-                        out / "parity.log", 900)
+def parity_start(out: Path) -> subprocess.Popen[str]:
+    """The GPU tests, in the background: they compile, like the export they run beside."""
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PARITY_TESTS],
+                            stdout=(out / "parity.log").open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def parity_finish(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:
+    code = proc.wait(timeout=900)
+    text = (out / "parity.log").read_text()
     summary = text.strip().splitlines()[-1] if text.strip() else "(no output)"
     return {"passed": code == 0, "summary": summary}  # the summary: "N passed, M skipped"
+
+
+def bench_with_targets(name: str, args: Sequence[str], out: Path) -> dict[str, Any]:
+    """Another `rtvol bench` (it prints its own table and verdicts); its targets met."""
+    report = out / f"{name}.json"
+    code, text, seconds = run([sys.executable, "-m", "rtvol.cli", "bench", *args, "--out", str(report)],
+                              out / f"{name}.log", 600)
+    print(text[-4000:], flush=True)
+    if code != 0 or not report.exists():
+        return {"error": f"exit {code}: {text[-800:]}"}
+    targets = json.loads(report.read_text()).get("targets", [])
+    met = [t for t in targets if t.get("met")]
+    return {"targets_met": f"{len(met)} of {len(targets)}", "seconds": round(seconds, 1),
+            "missed": [t["target"] for t in targets if t.get("met") is False]}
+
+
+def ingest_devices(out: Path) -> dict[str, Any]:
+    code, text, _ = run([sys.executable, "-m", "rtvol.cli", "bench", "ingest-devices",
+                         "--out", str(out / "ingest-devices.json")], out / "ingest-devices.log", 600)
+    print(text, flush=True)
+    if code != 0:
+        return {"error": f"exit {code}: {text[-800:]}"}
+    return {"crossover": json.loads((out / "ingest-devices.json").read_text())["crossover"]}
 
 
 def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
@@ -63,9 +103,9 @@ def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
     finally:
         proc.stop()
         (out / f"sidecar-{label}.log").write_text("".join(proc.output))
-    log = "".join(proc.output)
+    kernels = re.search(r"kernels: (.*)", "".join(proc.output))
     return {"ready": ready, "seconds": round(seconds, 2) if ready else None,
-            "kernels": "artifact" if "compiled packages loaded" in log else "compiled at start"}
+            "kernels": kernels.group(1).strip() if kernels else "not logged"}
 
 
 def replay_profile(vdir: Path, out: Path) -> dict[str, Any]:
@@ -79,7 +119,7 @@ def replay_profile(vdir: Path, out: Path) -> dict[str, Any]:
 
     backend = CudaGraphBackend(ModelFiles(vdir, "window", ("rv", "direction", "momentum"), 1024), "fp16")
     backend.warmup(batch_buckets(1024))
-    result: dict[str, Any] = {"kernels": backend.source}
+    result: dict[str, Any] = {"kernels": backend.source}  # in this process: after the export
     for b in (1, 1024):
         graph, stream = backend.graphs[b], backend.stream
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -152,7 +192,11 @@ def table(report: dict[str, Any]) -> str:
              f"parity: {report['parity']}",
              f"compile at export (fp16): {report['compile']}",
              f"replay alone (CUDA events): {report['replay']}",
-             f"time to ready without a package (compiling at start): {report['ready_no_artifact']}",
+             f"time to ready with the stored compile cache: {report['ready_artifact']}",
+             f"time to ready without it (compiling at start): {report['ready_no_artifact']}",
+             f"feature service ingest, CPU vs GPU (bench ingest-devices): {report['ingest']}",
+             *(f"issue 12, {name} (sidecar on the GPU): {report[name]}"
+               for name in (*(n for n, _, _ in PIPELINES), "gateway")),
              f"{'figure':<20}{'measured':>14}{'target':>16}  verdict"]
     for name, value in report["figures"].items():
         target, higher = TARGETS[name]
@@ -212,9 +256,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--repo", type=Path, required=True, help="model repository (rtvol_cnn in it)")
     p.add_argument("--perf-analyzer", type=Path, required=True, help="perf_analyzer binary")
     p.add_argument("--py-spy", type=Path, default=None, help="py-spy binary: profile the sidecar")
-    p.add_argument("--requests", type=int, default=5000, help="timed calls per model-only figure")
+    p.add_argument("--requests", type=int, default=3000, help="timed calls per model-only figure")
+    p.add_argument("--pipeline-seconds", type=float, default=6.0, help="bench pipeline --duration per mode")
+    p.add_argument("--feature-device", default="cuda", choices=("cpu", "cuda"),
+                   help="the feature service's --device in the pipeline step")
+    p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
     p.add_argument("--out", type=Path, default=Path("bench-gpu"))
-    p.add_argument("--skip-parity", action="store_true")
+    p.add_argument("--steps", default="", help="only these steps, comma-separated (default: all)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("rtvol bench gpu needs a CUDA device")
@@ -223,15 +271,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "command": "rtvol bench gpu " + " ".join(argv or [])}
+    sidecar_on_gpu = ["--repo", str(a.repo), "--backend", "cudagraph"]
+    pipelines = [(name, functools.partial(bench_with_targets, name, [
+        "pipeline", *sidecar_on_gpu, "--rate", str(rate), "--stocks", str(stocks),
+        "--duration", str(a.pipeline_seconds), f"--feature-arg=--device={a.feature_device}"], a.out))
+        for name, rate, stocks in PIPELINES]
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("parity", lambda: {"summary": "skipped"} if a.skip_parity else parity(a.out)),
-        ("compile", lambda: export(a.repo, a.out)),
+        ("compile", lambda: export(a.repo, a.out)),  # beside the parity tests (both compile)
+        ("parity", lambda: parity_finish(tests, a.out) if tests else {}),
         ("ready_artifact", lambda: time_to_ready(a.repo, a.out, "artifact")),
         ("model", lambda: model_bench(a.repo, a.out, a.requests)),
         ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy)),
+        ("ingest", lambda: ingest_devices(a.out)),
+        *pipelines,
+        ("gateway", lambda: bench_with_targets("gateway", [
+            "gateway", *sidecar_on_gpu, "--rate", str(a.gateway_rate), "--requests", "1000"], a.out)),
         ("ready_no_artifact", lambda: without_package(a.repo, vdir, a.out)),
         ("replay", lambda: replay_profile(vdir, a.out))]  # last: in this process
+    chosen = set(a.steps.split(",")) if a.steps else {name for name, _ in steps}
+    if unknown := chosen - {name for name, _ in steps}:
+        raise SystemExit(f"--steps: unknown {sorted(unknown)}; steps: {[name for name, _ in steps]}")
+    tests = parity_start(a.out) if "parity" in chosen else None
     for name, step in steps:
+        if name not in chosen:
+            report[name] = {"skipped": True}
+            continue
         try:
             report[name] = step()
         except Exception as e:  # one broken step must not hide the other figures
