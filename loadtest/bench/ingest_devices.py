@@ -40,12 +40,13 @@ WARMUP = 20  # messages: the first launch compiles the Triton kernel
 def messages(n_stocks: int, k: int, count: int) -> list[pb.IngestRequest]:
     """``count`` messages of ``k`` stocks each, cycling through snapshot rounds of ``n_stocks``."""
     per_round = -(-n_stocks // k)
-    rounds = snapshot_batches(n_stocks, -(-count // per_round) + 1)
     out = []
-    for b in rounds:
+    for b in snapshot_batches(n_stocks, -(-count // per_round)):
         for start in range(0, n_stocks, k):
+            if len(out) == count:
+                return out
             out.append(encode_columns(b.take(np.arange(start, min(start + k, n_stocks)))))
-    return out[:count]
+    return out
 
 
 def cell(n_stocks: int, k: int, device: str) -> dict[str, Any]:
