@@ -20,8 +20,10 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -92,9 +94,13 @@ def ingest_devices(out: Path) -> dict[str, Any]:
 
 
 def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
-    """Seconds from starting the sidecar process to its health check answering SERVING."""
+    """Seconds from starting the sidecar process to its health check answering SERVING, as a
+    new pod: with empty local compile caches (this host's hold what the export compiled)."""
+    caches = Path(tempfile.mkdtemp(prefix=f"rtvol-ready-{label}-"))
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+           "TRITON_CACHE_DIR": str(caches / "triton")}
     start = time.perf_counter()
-    proc = Sidecar(repo, SIDECAR, timeout_s=300)
+    proc = Sidecar(repo, SIDECAR, timeout_s=300, env=env)
     serving = grpc_ready(proc.url)
     try:
         wait_until(lambda: proc.proc.poll() is not None or serving(), 300, interval_s=0.02)
@@ -102,6 +108,7 @@ def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
         ready = proc.proc.poll() is None and serving()
     finally:
         proc.stop()
+        shutil.rmtree(caches, ignore_errors=True)
         (out / f"sidecar-{label}.log").write_text("".join(proc.output))
     kernels = re.search(r"kernels: (.*)", "".join(proc.output))
     return {"ready": ready, "seconds": round(seconds, 2) if ready else None,

@@ -40,7 +40,7 @@ WARMUP = 20  # messages: the first launch compiles the Triton kernel
 def messages(n_stocks: int, k: int, count: int) -> list[pb.IngestRequest]:
     """``count`` messages of ``k`` stocks each, cycling through snapshot rounds of ``n_stocks``."""
     per_round = -(-n_stocks // k)
-    out = []
+    out: list[pb.IngestRequest] = []
     for b in snapshot_batches(n_stocks, -(-count // per_round)):
         for start in range(0, n_stocks, k):
             if len(out) == count:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -105,8 +107,21 @@ class CudaGraphBackend:
 
 def export_compiled(files: ModelFiles, precision: str) -> Path:
     """`rtvol export --compile`: compile as the sidecar does (each bucket, in its warm-up
-    order, so the same graphs come out) and store TorchInductor's cache of it."""
-    backend = CudaGraphBackend(files, precision, compile=True, use_stored=False)
-    artifact.forget(files.version_dir, backend.key)
-    backend.warmup(batch_buckets(files.max_batch_size))
-    return artifact.save(files.version_dir, backend.key)
+    order, so the same graphs come out) and store TorchInductor's cache of it. The compile
+    runs against empty private caches, so the store holds every kernel, none borrowed from
+    this host's cache."""
+    names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    before = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix="rtvol-export-") as private:
+        os.environ.update({name: str(Path(private) / name.lower()) for name in names})
+        try:
+            backend = CudaGraphBackend(files, precision, compile=True, use_stored=False)
+            artifact.forget(files.version_dir, backend.key)
+            backend.warmup(batch_buckets(files.max_batch_size))
+            return artifact.save(files.version_dir, backend.key)
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
