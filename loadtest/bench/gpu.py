@@ -110,9 +110,12 @@ def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
         proc.stop()
         shutil.rmtree(caches, ignore_errors=True)
         (out / f"sidecar-{label}.log").write_text("".join(proc.output))
-    kernels = re.search(r"kernels: (.*)", "".join(proc.output))
+    output = "".join(proc.output)
+    kernels = re.search(r"kernels: (.*)", output)
+    cache = re.search(r"compile cache loaded .* in ([\d.]+ s)", output)
     return {"ready": ready, "seconds": round(seconds, 2) if ready else None,
-            "kernels": kernels.group(1).strip() if kernels else "not logged"}
+            "kernels": kernels.group(1).strip() if kernels else "not logged",
+            "cache_load": cache.group(1) if cache else "not loaded"}
 
 
 def replay_profile(vdir: Path, out: Path) -> dict[str, Any]:
@@ -265,8 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--py-spy", type=Path, default=None, help="py-spy binary: profile the sidecar")
     p.add_argument("--requests", type=int, default=3000, help="timed calls per model-only figure")
     p.add_argument("--pipeline-seconds", type=float, default=6.0, help="bench pipeline --duration per mode")
-    p.add_argument("--feature-device", default="cuda", choices=("cpu", "cuda"),
-                   help="the feature service's --device in the pipeline step")
+    p.add_argument("--feature-device", default="cpu", choices=("cpu", "cuda"),
+                   help="the feature service's --device in the pipeline step (default cpu: faster "
+                        "than cuda at every size bench ingest-devices measured, docs/BENCHMARKS.md)")
     p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
     p.add_argument("--out", type=Path, default=Path("bench-gpu"))
     p.add_argument("--steps", default="", help="only these steps, comma-separated (default: all)")

@@ -5,7 +5,8 @@ a batch's valid updates are split into rounds (at most one update per stock) exa
 OnlineState does, one kernel launch per round: a batch that holds each stock at most once,
 the usual Ingest message, is one launch. The host arrays stay a mirror that the service's
 readers use (publisher, Watch, estimates, checkpoints): after each batch the rows of the
-stocks it accepted come back in ONE device-to-host copy. Watermarks (``advance``) close
+stocks it accepted come back, one device-to-host copy for their small arrays and one for
+the ring rows of the stocks whose window moved. Watermarks (``advance``) close
 steps on the host and push the rows they touched, like every other writer of the host
 arrays (checkpoint recovery) through :meth:`OnlineState.host_written`. Same numbers as
 numpy (tests/unit/test_online_limits.py and test_online_parity.py run on both devices on a
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("cpu", "cuda")
+SMALL = tuple(name for name in STATE_ARRAYS if name != "ring")  # ~160 bytes a stock
 
 
 class CudaOnlineState(OnlineState):
@@ -51,24 +53,36 @@ class CudaOnlineState(OnlineState):
         return closed
 
     def pull(self, idx: np.ndarray) -> None:
-        """Copy the rows of stocks ``idx`` (and the clock) from the device into the host arrays:
-        every array's rows gathered as bytes side by side, one copy for all."""
+        """Copy the state of stocks ``idx`` (and the clock) from the device into the host
+        arrays: their small arrays first, then the ring rows (2.4 KB a stock, most of the
+        bytes) of only those whose window moved."""
+        if not len(idx):
+            return
+        before = self.closed[idx]
+        self._copy_rows(idx, SMALL)
+        moved = idx[self.closed[idx] != before]
+        if len(moved):
+            self._copy_rows(moved, ("ring",))
+
+    def _copy_rows(self, idx: np.ndarray, names: tuple[str, ...]) -> None:
+        """Rows ``idx`` of arrays ``names`` and the clock, gathered on the device as bytes side
+        by side: one device-to-host copy for all of them."""
         import torch
 
         rows = torch.from_numpy(idx.astype(np.int64)).to(self.gpu.device, non_blocking=True)
         parts = [self._device(name).index_select(0, rows).reshape(len(idx), -1).view(torch.uint8)
-                 for name in STATE_ARRAYS]
+                 for name in names]
         parts.append(self.gpu.clock.view(torch.uint8).reshape(1, -1).expand(len(idx), -1))
         packed = torch.cat(parts, dim=1).cpu().numpy()
         start = 0
-        for name in STATE_ARRAYS:
+        for name in names:
             host = getattr(self, name)
             width = host[:1].size * host.itemsize
             block = np.ascontiguousarray(packed[:, start:start + width])
-            host[idx] = block.view(np.int8 if host.dtype == bool else host.dtype).reshape(host[idx].shape)
+            dtype = np.int8 if host.dtype == bool else host.dtype
+            host[idx] = block.view(dtype).reshape(len(idx), *host.shape[1:])
             start += width
-        if len(idx):
-            self.clock = float(packed[0, start:].view(np.float64)[0])
+        self.clock = float(packed[0, start:].view(np.float64)[0])
 
     def host_written(self, idx: np.ndarray) -> None:
         """Copy the host rows of stocks ``idx`` (and the clock) to the device."""

@@ -30,6 +30,7 @@ import logging
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -135,6 +136,7 @@ def load(version_dir: Path, key: dict[str, str]) -> Path:
 def use_stored(version_dir: Path, key: dict[str, str]) -> str:
     """Before torch.compile: STORED when the matching cache is loaded, else COMPILED with
     the reason logged and counted."""
+    started = time.perf_counter()
     try:
         found = load(version_dir, key)
     except ArtifactUnusable as e:
@@ -142,7 +144,8 @@ def use_stored(version_dir: Path, key: dict[str, str]) -> str:
         metrics.COMPILE_FALLBACKS.labels(model, e.reason).inc()
         log.warning("%s: %s; compiling at start instead (tens of seconds)", model, e)
         return COMPILED
-    log.info("%s: compile cache loaded from %s", Path(version_dir).parent.name, found)
+    log.info("%s: compile cache loaded from %s in %.1f s", Path(version_dir).parent.name, found,
+             time.perf_counter() - started)
     return STORED
 
 

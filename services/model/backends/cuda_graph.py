@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class CudaGraphBackend:
         self.host_out[:b].copy_(self.forward(self.static_in[:b]), non_blocking=True)
 
     def warmup(self, buckets: Sequence[int]) -> None:
+        started = time.perf_counter()
         self.buckets = sorted(buckets)
         with torch.no_grad(), torch.cuda.stream(self.stream):
             for b in self.buckets:
@@ -90,7 +92,8 @@ class CudaGraphBackend:
         self.infer(np.zeros(self.host_in_np[:1].shape, np.float32))
         if self.source == artifact.STORED and (misses := artifact.cache_misses()):
             self.source = f"{artifact.STORED}, {misses} graph(s) compiled"  # said by the bench
-        log.info("%s kernels: %s", self.name, self.source)
+        log.info("%s kernels: %s (compile and %d graph captures: %.1f s)", self.name, self.source,
+                 len(self.graphs), time.perf_counter() - started)
 
     def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
         n = window.shape[0]
