@@ -5,11 +5,13 @@
 # gateway benches with the sidecar on the GPU). Run where python3 has torch with CUDA and Triton.
 #   WHEELS=DIR          first install these wheels (the project's other dependencies, py-spy)
 #                       into a private folder: for a host without a package index
-#   REDIS_DIR=DIR       a folder holding redis-server (and any shared libraries it needs that
-#                       the host lacks), for a host without it on PATH
+#   HOST_BIN=DIR        programs and shared libraries the host lacks (redis-server and its
+#                       liblzf/libjemalloc; libb64 and libcudart.so.12 for perf_analyzer):
+#                       put first on PATH and LD_LIBRARY_PATH
 #   MODELS=DIR          model repository with rtvol_cnn (default: models/ from `make demo`,
 #                       else a random-weight rtvol_cnn in a temporary folder)
-#   PERF_ANALYZER=PATH  default build/perf_analyzer/perf_analyzer (`make perf-analyzer`)
+#   PERF_ANALYZER=PATH  default build/perf_analyzer/perf_analyzer (`make perf-analyzer`), else
+#                       the one on PATH (tritonclient's wheel installs one)
 #   OUT=DIR             logs, py-spy profiles and bench-gpu.json (default bench-gpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +21,9 @@ if [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$WHEELS"/*.whl
   export PYTHONPATH="$site:${PYTHONPATH:-}" PATH="$site/bin:$PATH"
 fi
-if [ -n "${REDIS_DIR:-}" ]; then
-  REDIS_DIR=$(cd "$REDIS_DIR" && pwd)
-  export PATH="$REDIS_DIR:$PATH" LD_LIBRARY_PATH="$REDIS_DIR:${LD_LIBRARY_PATH:-}"
+if [ -n "${HOST_BIN:-}" ]; then
+  HOST_BIN=$(cd "$HOST_BIN" && pwd)
+  export PATH="$HOST_BIN:$PATH" LD_LIBRARY_PATH="$HOST_BIN:${LD_LIBRARY_PATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 models=${MODELS:-models}
@@ -32,6 +34,8 @@ m.export_random(pathlib.Path(sys.argv[1]), seed=0)' "$models"
   echo "no MODELS: benchmarking a random-weight rtvol_cnn in $models"
 fi
 spy=$(command -v py-spy || true)
+pa=${PERF_ANALYZER:-build/perf_analyzer/perf_analyzer}
+[ -x "$pa" ] || pa=$(command -v perf_analyzer || echo "$pa")
 exec "$PY" -m rtvol.cli bench gpu --repo "$models" \
-  --perf-analyzer "${PERF_ANALYZER:-build/perf_analyzer/perf_analyzer}" ${spy:+--py-spy "$spy"} \
+  --perf-analyzer "$pa" ${spy:+--py-spy "$spy"} \
   --out "${OUT:-bench-gpu}" "$@"
