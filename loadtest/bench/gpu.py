@@ -96,14 +96,27 @@ def ingest_devices(out: Path) -> dict[str, Any]:
     return {"crossover": json.loads((out / "ingest-devices.json").read_text())["crossover"]}
 
 
-def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
+def spy_on(py_spy: Path | None, pid: int, seconds: float, rate: int, path: Path
+           ) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``pid`` without pausing it (raw folded stacks in ``path``)."""
+    if py_spy is None:
+        return None
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", str(rate), "--format", "raw", "--nonblocking", "--output", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def time_to_ready(repo: Path, out: Path, label: str, py_spy: Path | None = None) -> dict[str, Any]:
     """Seconds from starting the sidecar process to its health check answering SERVING, as a
-    new pod: with empty local compile caches (this host's hold what the export compiled)."""
+    new pod: with empty local compile caches (this host's hold what the export compiled).
+    With ``py_spy``, the start is sampled (100 Hz, not paused): where its seconds go."""
     caches = Path(tempfile.mkdtemp(prefix=f"rtvol-ready-{label}-"))
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
            "TRITON_CACHE_DIR": str(caches / "triton")}
     start = time.perf_counter()
     proc = Sidecar(repo, SIDECAR, timeout_s=300, env=env)
+    listening = time.perf_counter() - start  # imports and the gRPC server, before the model
+    profiler = spy_on(py_spy, proc.proc.pid, 120, 100, out / f"py-spy-start-{label}.txt")
     serving = grpc_ready(proc.url)
     try:
         wait_until(lambda: proc.proc.poll() is not None or serving(), 300, interval_s=0.02)
@@ -111,12 +124,15 @@ def time_to_ready(repo: Path, out: Path, label: str) -> dict[str, Any]:
         ready = proc.proc.poll() is None and serving()
     finally:
         proc.stop()
+        if profiler is not None:
+            profiler.wait(timeout=60)  # it writes its profile once the sidecar is gone
         shutil.rmtree(caches, ignore_errors=True)
         (out / f"sidecar-{label}.log").write_text("".join(proc.output))
     output = "".join(proc.output)
     kernels = re.search(r"kernels: (.*)", output)
     cache = re.search(r"compile cache loaded .* in ([\d.]+ s)", output)
     return {"ready": ready, "seconds": round(seconds, 2) if ready else None,
+            "listening_s": round(listening, 2),
             "kernels": kernels.group(1).strip() if kernels else "not logged",
             "cache_load": cache.group(1) if cache else "not loaded"}
 
@@ -159,12 +175,7 @@ def perf_analyzer(binary: Path, url: str, inputs: Path, streaming: bool, out: Pa
            *(["--streaming"] if streaming else []), "--input-data", str(inputs), "--shape", "window:50,12",
            "-b", "1", "--measurement-mode", "count_windows", "--measurement-request-count", "3000",
            "--max-trials", "3", "--stability-percentage", "100"]
-    profiler = None
-    if py_spy is not None:
-        profiler = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", "6",
-                                     "--rate", "500", "--format", "raw", "--nonblocking",
-                                     "--output", str(out / f"py-spy-{mode}.txt")],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    profiler = spy_on(py_spy, pid, 6, 500, out / f"py-spy-{mode}.txt")
     env = {**os.environ, "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -293,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("compile", lambda: export(a.repo, a.out)),  # beside the parity tests (both compile)
         ("parity", lambda: parity_finish(tests, a.out) if tests else {}),
-        ("ready_artifact", lambda: time_to_ready(a.repo, a.out, "artifact")),
+        ("ready_artifact", lambda: time_to_ready(a.repo, a.out, "artifact", a.py_spy)),
         ("model", lambda: model_bench(a.repo, a.out, a.requests)),
         ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy)),
         ("ingest", lambda: ingest_devices(a.out)),
