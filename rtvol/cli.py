@@ -75,11 +75,11 @@ def _from_ticklog(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}: {stocks} stocks in Optiver's layout (rtvol train --data {a.out})")
 
 
-def _load(data: Path) -> Dataset:
+def _load(data: Path, device: str = "cpu") -> Dataset:
     from rtvol.training import dataset, optiver
 
     try:
-        return dataset.load(data)
+        return dataset.load(data, device=device)
     except optiver.DataError as e:
         raise CommandError(str(e)) from e
 
@@ -92,7 +92,7 @@ def _train(a: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise CommandError("--device cuda: no CUDA device visible to torch")
-    data = _load(a.data)
+    data = _load(a.data, a.device)
     cfg = train.TrainConfig(epochs=a.epochs, seed=a.seed, device=a.device)
     version = train.run(data, a.repo, cfg, name=a.model)
     print(f"exported {a.model} version {version} to {a.repo}")
@@ -442,7 +442,8 @@ def _train_command(sub: Commands) -> None:
     _add(train, "data", "Optiver-layout data directory", type=Path)
     _add(train, "repo", "model repository", type=Path, env="model-repository")
     _add(train, "epochs", "maximum CNN epochs (early stopping on validation)", "60", int)
-    _add(train, "device", "cpu or cuda", "cpu")
+    _add(train, "device", "cpu or cuda: where the CNN trains and the windows are built (cuda: the "
+                          "feature service's Triton kernels)", "cpu")
     _add(train, "seed", "random seed", "0", int)
     _add(train, "model", "model name in the repository", "rtvol_cnn")
     train.add_argument("--report", type=Path, default=None,

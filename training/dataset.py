@@ -53,8 +53,9 @@ def _group_index(time_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, 
 
 
 def stock_windows(data_dir: Path, stock_id: int, time_ids: np.ndarray,
-                  split: str = "train") -> np.ndarray:
-    """Windows of one stock for the given sorted time_ids (a bucket with no rows is zeros)."""
+                  split: str = "train", device: str = "cpu") -> np.ndarray:
+    """Windows of one stock for the given sorted time_ids (a bucket with no rows is zeros);
+    ``device`` cuda: built by the Triton kernels (same numbers to float32 rounding)."""
     book = optiver.read_book(data_dir, stock_id, split)
     trade = optiver.read_trade(data_dir, stock_id, split)
 
@@ -65,10 +66,14 @@ def stock_windows(data_dir: Path, stock_id: int, time_ids: np.ndarray,
 
     b, bg = columns(book)
     t, tg = columns(trade)
+    if device == "cuda":
+        from rtvol.features.triton_kernels import compute_windows_gpu
+
+        return compute_windows_gpu(len(time_ids), b, bg, t, tg)
     return offline.compute_windows(len(time_ids), b, bg, t, tg)
 
 
-def load(data_dir: Path, split: str = "train", progress: bool = True) -> Dataset:
+def load(data_dir: Path, split: str = "train", progress: bool = True, device: str = "cpu") -> Dataset:
     data_dir = Path(data_dir)
     labels = optiver.read_targets(data_dir, split)
     stocks = optiver.stock_ids(data_dir, split)
@@ -79,7 +84,7 @@ def load(data_dir: Path, split: str = "train", progress: bool = True) -> Dataset
             continue
         order = np.argsort(rows.column("time_id").to_numpy())
         time_ids = rows.column("time_id").to_numpy()[order].astype(np.int64)
-        parts.append(stock_windows(data_dir, stock, time_ids, split))
+        parts.append(stock_windows(data_dir, stock, time_ids, split, device))
         ids.append(np.full(len(time_ids), stock, np.int64))
         tids.append(time_ids)
         ys.append(rows.column("target").to_numpy()[order])
