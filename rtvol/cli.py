@@ -162,17 +162,17 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
     from rtvol import repository
     from rtvol.services.model.backends.cuda_graph import export_compiled
     from rtvol.services.model.backends.packed import PRECISIONS
-    from rtvol.services.model.model import model_files
+    from rtvol.training.tensorrt_export import max_batch_size
 
     if unknown := [p for p in precisions if p not in PRECISIONS]:
         raise CommandError(f"--precision {','.join(unknown)}: choose from {','.join(PRECISIONS)}")
     if not torch.cuda.is_available():
         raise CommandError("--compile builds kernels for this machine's GPU: torch sees no CUDA device")
     v = repository.resolve(repo, model, version)
-    _, files = model_files(repo, model, v)
+    vdir = repository.version_dir(repo, model, v)
     for precision in precisions:
         start = time.perf_counter()
-        folder = export_compiled(files, precision)
+        folder = export_compiled(vdir, precision, max_batch_size(repo, model))
         print(f"{precision} kernels for {torch.cuda.get_device_name()} compiled in "
               f"{time.perf_counter() - start:.0f} s: {folder}")
     repository.seal(repo, model, v)  # the sidecar serves the kernels only once their digests are recorded

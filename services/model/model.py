@@ -63,23 +63,17 @@ def read_config(repo: Path, name: str) -> mc.ModelConfig:
         raise repository.RepositoryError(f"{path}: {e}") from e
 
 
-def model_files(repo: Path, name: str, version: int) -> tuple[mc.ModelConfig, ModelFiles]:
-    """The version's config and the files a backend is built from."""
-    config = read_config(repo, name)
-    if len(config.input) != 1 or config.max_batch_size < 1:
-        raise repository.RepositoryError(f"{name}: the sidecar serves batched single-input models")
-    files = ModelFiles(repository.version_dir(repo, name, version), config.input[0].name,
-                       tuple(o.name for o in config.output), int(config.max_batch_size))
-    return config, files
-
-
 def load(repo: Path, name: str, version: int,
          make_backend: Callable[[ModelFiles], Backend]) -> LoadedModel:
     """Read the config, build the backend and warm it over every batch bucket (slow; call it
     off the event loop)."""
-    config, files = model_files(repo, name, version)
+    config = read_config(repo, name)
+    if len(config.input) != 1 or config.max_batch_size < 1:
+        raise repository.RepositoryError(f"{name}: the sidecar serves batched single-input models")
     inp = _info(config.input[0].name, config.input[0].data_type, list(config.input[0].dims))
     outs = tuple(_info(o.name, o.data_type, list(o.dims)) for o in config.output)
+    files = ModelFiles(repository.version_dir(repo, name, version), inp.name,
+                       tuple(o.name for o in outs), int(config.max_batch_size))
     backend = make_backend(files)
     backend.warmup(batch_buckets(files.max_batch_size))
     return LoadedModel(name, version, config, inp, outs, backend)

@@ -26,8 +26,8 @@ from rtvol.repository import version_dir
 from rtvol.services.model.backends import ModelFiles, artifact
 from rtvol.services.model.backends.packed import packed_model
 from rtvol.services.model.backends.torch_onnx import TorchGraph
-from rtvol.services.model.model import model_files
 from rtvol.training.cnn import OUTPUTS
+from rtvol.training.tensorrt_export import max_batch_size
 
 MAX_BATCH = 16
 CPU = torch.device("cpu")
@@ -193,8 +193,8 @@ def test_cuda_graph_backend_serves_the_exported_cache(tmp_path: Path, precision:
     done = subprocess.run([sys.executable, "-m", "rtvol.cli", *export], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    _, files = model_files(repo, "m", 1)
-    max_batch = files.max_batch_size
+    max_batch = max_batch_size(repo, "m")
+    files = ModelFiles(version_dir(repo, "m"), "window", OUTPUTS, max_batch)
     x = windows(MAX_BATCH, seed=7)
     np.save(tmp_path / "x.npy", x)
     script = f"""

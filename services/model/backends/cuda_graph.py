@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
+from rtvol.repository import MODEL_FILE
 from rtvol.services.model.backends import artifact
 from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles, batch_buckets
 from rtvol.services.model.backends.packed import PRECISIONS, packed_model
@@ -108,11 +110,13 @@ class CudaGraphBackend:
         return {name: arr[:n] for name, arr in self.outputs.items()}
 
 
-def export_compiled(files: ModelFiles, precision: str) -> Path:
+def export_compiled(version_dir: Path, precision: str, max_batch: int) -> Path:
     """`rtvol export --compile`: compile as the sidecar does (each bucket, in its warm-up
     order, so the same graphs come out) and store TorchInductor's cache of it. The compile
     runs against empty private caches, so the store holds every kernel, none borrowed from
     this host's cache."""
+    graph = onnx.load(str(Path(version_dir) / MODEL_FILE)).graph
+    files = ModelFiles(Path(version_dir), graph.input[0].name, tuple(o.name for o in graph.output), max_batch)
     names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
     before = {name: os.environ.get(name) for name in names}
     with tempfile.TemporaryDirectory(prefix="rtvol-export-") as private:
@@ -120,7 +124,7 @@ def export_compiled(files: ModelFiles, precision: str) -> Path:
         try:
             backend = CudaGraphBackend(files, precision, compile=True, use_stored=False)
             artifact.forget(files.version_dir, backend.key)
-            backend.warmup(batch_buckets(files.max_batch_size))
+            backend.warmup(batch_buckets(max_batch))
             return artifact.save(files.version_dir, backend.key)
         finally:
             for name, value in before.items():
