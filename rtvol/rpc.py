@@ -158,7 +158,7 @@ class Server:
                  guard: auth.Guard | None = None, reflect: bool = True,
                  server_tls: tls.ServerTLS | None = None) -> None:
         self.server = grpc.aio.server(interceptors=[ErrorInterceptor(guard)],
-                                      options=[*OPTIONS, *options])
+                                      options=list(dict([*OPTIONS, *options]).items()))  # later ones win
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)

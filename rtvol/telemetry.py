@@ -39,7 +39,8 @@ BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
 # GC pauses run from ~10 µs (generation 0) to tens of ms (a full collection of a big heap)
 GC_PAUSE = Histogram("rtvol_gc_pause_seconds", "Stop-the-world time of one garbage collection",
                      ["generation"], buckets=LATENCY_BUCKETS)
-GC_FROZEN = Gauge("rtvol_gc_frozen_objects", "Objects moved to the permanent generation by gc.freeze()")
+GC_FROZEN = Gauge("rtvol_gc_frozen_objects", "Objects moved to the permanent generation by gc.freeze()",
+                  multiprocess_mode="livesum")  # the workers of one gateway together
 
 
 class GcPauseTimer:

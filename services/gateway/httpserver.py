@@ -19,6 +19,7 @@ import asyncio
 import functools
 import importlib.util
 import math
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,16 @@ class Limits:
 class Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # rpc.Server owns SIGTERM and drains both
         pass
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` with SO_REUSEPORT: the gateway's worker processes
+    each bind one and the kernel spreads new connections over them (uvicorn cannot set it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def config(app: ASGIApp, host: str, port: int, drain_seconds: float, limits: Limits = Limits(),

@@ -12,7 +12,7 @@ from rtvol import auth, config, rpc, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-from rtvol.services.gateway import httpserver
+from rtvol.services.gateway import httpserver, workers
 from rtvol.services.gateway.breaker import Breaker
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.fanin import Coalescer
@@ -85,7 +85,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 
-    server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS)
+    # a worker shares both ports with the others (services/gateway/workers.py)
+    server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS,
+                                [("grpc.so_reuseport", 1)] if s.worker else [])
     signals = SignalsServicer(predictor, hub, s.max_ids)
     pb_grpc.add_SignalsServicer_to_server(signals, server.server)
     grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
@@ -98,7 +100,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                                                server_tls.uvicorn() if server_tls else {}))
     await server.set_serving(False)  # until start-up has finished, as /readyz
     await server.start()
-    http_task = asyncio.create_task(http.serve())
+    sockets = [httpserver.shared_socket(s.host, s.port)] if s.worker else None
+    http_task = asyncio.create_task(http.serve(sockets))
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
     if http_task.done():
@@ -163,7 +166,13 @@ async def _start_up(readiness: Readiness, vol: VolCache, tier1: Tier1 | None, si
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(GatewaySettings, argv, "rtvol serve gateway")
-    telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
+    n = workers.count(s)
+    if n > 1 and not s.worker:  # the supervisor of n workers, each this function with --worker I
+        logging.basicConfig(level=s.log_level, format=telemetry.LOG_FORMAT)
+        raise SystemExit(workers.supervise(s, list(argv or []), n))
+    # a worker's --metrics-port is served by its supervisor, for all workers together
+    telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, 0 if s.worker else s.metrics_port)],
+                        tls.metrics(s))
     asyncio.run(serve(s))
 
 

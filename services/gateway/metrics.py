@@ -15,7 +15,10 @@ ITEM_ERRORS = Counter("rtvol_gateway_item_errors_total", "Stocks that could not 
 REJECTS = Counter("rtvol_gateway_rejects_total", "Requests refused as bad input", ["route", "reason"])
 BATCH = Histogram("rtvol_gateway_fanin_batch_size", "Windows per tier-1 batch (fan-in)",
                   buckets=BATCH_BUCKETS)
-BREAKER_STATE = Gauge("rtvol_gateway_breaker_state", "0 closed, 1 half-open, 2 open", ["upstream"])
+# gauges across worker processes (services/gateway/multiproc.py): the worst breaker, and
+# connected only while every worker's Watch stream is
+BREAKER_STATE = Gauge("rtvol_gateway_breaker_state", "0 closed, 1 half-open, 2 open", ["upstream"],
+                      multiprocess_mode="livemax")
 BREAKER_TRANSITIONS = Counter("rtvol_gateway_breaker_transitions_total", "Breaker state changes",
                               ["upstream", "to"])
 UPSTREAM_ERRORS = Counter("rtvol_gateway_upstream_errors_total", "Failed upstream calls",
@@ -40,4 +43,5 @@ PIPELINE_STAGE = Histogram("rtvol_gateway_pipeline_stage_seconds",
                            "gateway (window held -> signal pushed)", ["stage"], buckets=LATENCY_BUCKETS)
 WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
                         "Window batches received from the feature service")
-WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open")
+WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open",
+                        multiprocess_mode="livemin")

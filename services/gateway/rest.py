@@ -14,12 +14,12 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from opentelemetry import context as otel_context
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from rtvol.errors import InvalidInput, NotFound
 from rtvol.featurestore import now_us
-from rtvol.services.gateway import metrics, validation
+from rtvol.services.gateway import metrics, multiproc, validation
 from rtvol.services.gateway.openapi import (
     ErrorOut,
     LiveOut,
@@ -134,7 +134,7 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(multiproc.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     state_limits(app, max_ids)
     return app

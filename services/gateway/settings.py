@@ -19,6 +19,12 @@ class GatewaySettings(ServiceSettings):
     """gRPC port of rtvol.v1.Signals (Predict, PredictStream, Subscribe)."""
     metrics_port: int = 0
     """/metrics is on the HTTP port; a separate port only when set."""
+    workers: int = 0
+    """Worker processes sharing the HTTP and gRPC ports (SO_REUSEPORT), each holding every
+    signal; 0: one per core this process may use (CPU affinity, cgroup CPU limit); 1: one
+    process, no supervisor."""
+    worker: int = 0
+    """Set by the supervisor for the process it starts as worker 1..workers; 0: not a worker."""
     redis_url: str = ""
     """Feature store and signal cache, redis://HOST:PORT/DB; empty: tier 3 and item errors only."""
     model_url: str = ""

@@ -1,0 +1,165 @@
+"""Gateway worker processes (``--workers N``, N > 1): a small parent that runs N gateways.
+
+Each worker is the whole gateway (`main.serve`) in its own process, binding the same HTTP
+and gRPC ports with SO_REUSEPORT, so the kernel spreads new connections over them; each
+follows the feature service's Watch stream and holds every signal itself
+(docs/ARCHITECTURE.md, "The tick-to-signal pipeline"). The parent serves no request:
+- starts the workers with the parent's own flags plus ``--workers 1 --worker I``;
+- restarts a worker that dies, backing off as `rtvol up`'s supervisor does;
+- on SIGTERM/SIGINT forwards SIGTERM to every worker and waits for them to drain (each ends
+  itself within its drain time + rpc.EXIT_MARGIN_S), then SIGKILLs any left;
+- its workers get SIGTERM from the kernel if the parent dies (PR_SET_PDEATHSIG), so killing
+  the parent with SIGKILL leaves no orphan serving the ports;
+- metrics: workers write prometheus-client's multiprocess files into one directory (cleaned
+  at start); /metrics of any worker, and the parent's --metrics-port, sum them
+  (services/gateway/multiproc.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from rtvol import cpus, rpc, tls
+from rtvol.services.gateway import multiproc
+from rtvol.services.gateway.settings import GatewaySettings
+from rtvol.supervisor import FIRST_BACKOFF_S, MAX_BACKOFF_S, STABLE_S
+
+log = logging.getLogger("rtvol.gateway.workers")
+PR_SET_PDEATHSIG = 1
+POLL_S = 0.1
+
+
+def count(s: GatewaySettings) -> int:
+    """The worker processes to run: the setting, or one per core this process may use."""
+    return s.workers if s.workers > 0 else cpus.available()
+
+
+@dataclass
+class Worker:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    backoff_s: float = FIRST_BACKOFF_S
+    next_start: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(self, argv: Sequence[str], workers: int, drain_seconds: float, metrics_dir: Path) -> None:
+        self.argv, self.drain_seconds, self.metrics_dir = list(argv), drain_seconds, metrics_dir
+        self.workers = [Worker(i) for i in range(1, workers + 1)]
+        self.stop = threading.Event()
+
+    def command(self, w: Worker) -> list[str]:
+        # flags given later win, so these override --workers in argv
+        return [sys.executable, "-m", "rtvol.services.gateway.main", *self.argv,
+                "--workers", "1", "--worker", str(w.index)]
+
+    def start(self, w: Worker) -> None:
+        env = {**os.environ, multiproc.ENV: str(self.metrics_dir)}
+        w.proc = subprocess.Popen(self.command(w), env=env, stdin=subprocess.DEVNULL,
+                                  preexec_fn=_dies_with(os.getpid()))
+        w.started = time.monotonic()
+        log.info("worker %d started (pid %d)", w.index, w.proc.pid)
+
+    def run(self) -> int:
+        """Until SIGTERM/SIGINT; returns the exit code (0: every worker drained cleanly)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        for w in self.workers:
+            self.start(w)
+        while not self.stop.wait(POLL_S):
+            for w in self.workers:
+                self.tend(w)
+        return self.shut_down()
+
+    def tend(self, w: Worker) -> None:
+        """Restart ``w`` if it has died and its backoff has passed."""
+        now = time.monotonic()
+        assert w.proc is not None
+        if w.proc.poll() is None:
+            if now - w.started > STABLE_S:
+                w.backoff_s = FIRST_BACKOFF_S
+            return
+        if not w.next_start:  # just found dead
+            multiproc.mark_dead(self.metrics_dir, w.proc.pid)
+            w.next_start = now + w.backoff_s
+            log.warning("worker %d (pid %d) exited with %s; restarting in %.1f s", w.index, w.proc.pid,
+                        w.proc.returncode, w.backoff_s)
+            return
+        if now >= w.next_start:
+            w.backoff_s, w.next_start, w.restarts = min(w.backoff_s * 2, MAX_BACKOFF_S), 0.0, w.restarts + 1
+            self.start(w)
+
+    def shut_down(self) -> int:
+        """SIGTERM to every worker, wait for their drains (bounded), SIGKILL what is left."""
+        live = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.drain_seconds + rpc.EXIT_MARGIN_S + 1.0
+        codes = []
+        for p in live:
+            try:
+                codes.append(p.wait(max(0.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                log.error("worker pid %d did not stop in time: killed", p.pid)
+                p.kill()
+                codes.append(p.wait())
+        return next((c for c in codes if c != 0), 0)
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """In the child before exec: SIGTERM when the parent dies (and exit now if it already has)."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+    return arm
+
+
+def _check_ports(s: GatewaySettings) -> None:
+    """Fixed ports, and free: a bind without SO_REUSEPORT fails where a running gateway (whose
+    workers set it) holds the port, so a second gateway cannot join its group by mistake."""
+    if not s.port or not s.grpc_port:
+        raise SystemExit("--workers above 1 needs fixed --port and --grpc-port (0 would give each worker "
+                         "its own port)")
+    for port in (s.port, s.grpc_port):
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((s.host, port))
+            except OSError as e:
+                raise SystemExit(f"cannot bind {s.host}:{port}: {e}") from e
+
+
+def supervise(s: GatewaySettings, argv: Sequence[str], workers: int) -> int:
+    _check_ports(s)
+    given = os.environ.get(multiproc.ENV)
+    metrics_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="rtvol-gateway-metrics-"))
+    multiproc.clean(metrics_dir)
+    try:
+        if s.metrics_port:
+            start_http_server(s.metrics_port, s.host, multiproc.registry(metrics_dir),
+                              **(tls.metrics(s) or {}))
+        log.info("%d gateway workers on http %s:%d grpc %s:%d", workers, s.host, s.port, s.host, s.grpc_port)
+        return Supervisor(argv, workers, s.drain_seconds, metrics_dir).run()
+    finally:
+        if not given:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
