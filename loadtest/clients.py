@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from rtvol import auth, tls
 from rtvol.loadtest.openloop import Send
@@ -23,20 +24,26 @@ class HttpStatus(Exception):
 
 @asynccontextmanager
 async def connect(target: str, max_inflight: int, client_tls: tls.ClientTLS | None = None,
-                  api_key: str = "") -> AsyncIterator[Send]:
+                  api_key: str = "", grpc_connections: int = 1) -> AsyncIterator[Send]:
     """``grpc://HOST:PORT`` or ``http(s)://HOST:PORT``: a sender on one long-lived connection pool;
-    ``client_tls`` verifies a TLS gateway (gRPC; https:// for REST), ``api_key`` is presented."""
+    ``client_tls`` verifies a TLS gateway (gRPC; https:// for REST), ``api_key`` is presented.
+    gRPC calls take turns over ``grpc_connections`` connections (one channel each): a gateway's
+    worker processes share its port by connection, so one connection reaches one worker;
+    REST opens up to ``max_inflight`` connections anyway."""
     scheme, _, hostport = target.partition("://")
     metadata = auth.metadata(api_key)
     if scheme == "grpc":
         from rtvol.proto.v1 import signals_pb2 as pb
         from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 
-        async with tls.channel(hostport, client_tls) as channel:
-            stub = pb_grpc.SignalsStub(channel)
+        async with AsyncExitStack() as channels:
+            # a local subchannel pool: channels to one target would share one connection otherwise
+            stubs = itertools.cycle([pb_grpc.SignalsStub(await channels.enter_async_context(
+                tls.channel(hostport, client_tls, [("grpc.use_local_subchannel_pool", 1)])))
+                for _ in range(grpc_connections)])
 
             async def send_grpc(ids: list[int]) -> None:
-                reply = await stub.Predict(pb.PredictRequest(stock_ids=ids), metadata=metadata)
+                reply = await next(stubs).Predict(pb.PredictRequest(stock_ids=ids), metadata=metadata)
                 if any(s.error for s in reply.signals):
                     raise ItemError
             yield send_grpc

@@ -23,10 +23,12 @@ class Plan:
     timeout_s: float = 2.0
     client_tls: ClientTLS | None = None  # https:// and grpc over TLS
     api_key: str = ""
+    grpc_connections: int = 1
 
 
 async def measure(plan: Plan, rate: float) -> openloop.Result:
-    async with clients.connect(plan.target, plan.max_inflight, plan.client_tls, plan.api_key) as send:
+    async with clients.connect(plan.target, plan.max_inflight, plan.client_tls, plan.api_key,
+                               plan.grpc_connections) as send:
         return await openloop.run(send, rate, plan.duration_s, plan.stocks, plan.ids_per_request,
                                   plan.max_inflight, plan.timeout_s)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from helpers import procs, redis_servers
 
 from rtvol.training import synth
+
+# gateways the tests start are one process unless a test asks for workers (--workers wins over
+# the environment): the default, one worker per core, would double every gateway on 2 cores
+os.environ.setdefault("RTVOL_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def start(ps: Processes, repo: Path, stocks: int) -> tuple[str, dict[str, tuple[
     for name, extra in (("open", []), ("auth", ["--api-keys-file", str(keys)])):
         hport, gport = free_port(), free_port()
         ps.start(f"gateway-{name}", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url,
-                                                      "--stocks", str(stocks), *extra),
+                                                      "--stocks", str(stocks), "--workers", "1", *extra),
                  http_ready(f"http://127.0.0.1:{hport}/readyz"))
         gateways[name] = (f"http://127.0.0.1:{hport}", f"127.0.0.1:{gport}")
     return feature, gateways

@@ -126,15 +126,32 @@ class Timed:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU of each process so far (/proc; 10 ms ticks: fine over a round)."""
+    """User + system CPU of each process and its live descendants so far (a gateway's worker
+    processes; /proc; 10 ms ticks: fine over a round)."""
     out = {}
     for name, pid in pids.items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        spent = [_cpu_s(p) for p in _tree(pid)]
+        if spent and spent[0] is not None:
+            out[name] = sum(s for s in spent if s is not None)
     return out
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` first, then its descendants."""
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except OSError:
+        children = []
+    return [pid, *(p for c in children for p in _tree(c))]
 
 
 def measure(paths: list[Timed], requests: int, rounds: int, pids: dict[str, int], warmup: int = 100
@@ -217,8 +234,8 @@ class Targets:
     echo_grpc: str
 
 
-def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str]
-              ) -> Targets:
+def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
+              workers: int = 1) -> Targets:
     from rtvol.loadtest.bench.launch import Echo  # the sidecar benchmark's grpcio echo floors
 
     if shutil.which("redis-server") is None:
@@ -235,7 +252,9 @@ def start_all(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args
     gateways = {}
     # the gateway follows the feature service's Watch stream (the pipeline: a fresh Predict is a
     # memory read of the signal of the latest window); the tier-2 one reads the store per request
-    for name, extra in (("gateway", ["--model-url", model, "--feature-url", feature]), ("gateway-tier2", [])):
+    # --workers: the gateway's worker processes (the tier-2 one stays one process)
+    piped = ["--model-url", model, "--feature-url", feature, "--workers", str(workers)]
+    for name, extra in (("gateway", piped), ("gateway-tier2", ["--workers", "1"])):
         hport, gport = free_port(), free_port()
         ps.start(name, stack.gateway_cmd(hport, gport, repo, *common, *extra),
                  http_ready(f"http://127.0.0.1:{hport}/readyz"))
@@ -340,12 +359,13 @@ def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: 
 
 # ---- open loop ------------------------------------------------------------------------------
 
-def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float) -> dict[str, Any]:
+def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float, grpc_connections: int
+              ) -> dict[str, Any]:
     from rtvol.loadtest import report, run
 
     out = {}
     for name, target in (("grpc", f"grpc://{t.gateway_grpc}"), ("http", t.gateway_http)):
-        plan = run.Plan(target, duration_s, stocks, max_inflight=512)
+        plan = run.Plan(target, duration_s, stocks, max_inflight=512, grpc_connections=grpc_connections)
         res = asyncio.run(run.measure(plan, rate))
         s = report.summary(res, target)
         lat = s["latency_ms"]
@@ -404,7 +424,8 @@ def table(report: dict[str, Any]) -> str:
                      f"{lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms (p99/p50 {s['p99_over_p50']}, limit 3), "
                      f"errors {errors}: {'met' if s['met'] else 'NOT MET'}")
     lines.append(f"cache hits counted by the gateway: {report['cache_hits']} (cached gRPC calls made: "
-                 f"{report['cached_grpc_calls']}); load average (1 min) {report['load_average_1m']}")
+                 f"{report['cached_grpc_calls']}); load average (1 min) {report['load_average_1m']}; "
+                 f"gateway workers {report['gateway_workers']}")
     return "\n".join(lines)
 
 
@@ -421,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=2000, help="open-loop requests/s (0: skip the open loop)")
     p.add_argument("--duration", type=float, default=5.0, help="open-loop seconds per API")
     p.add_argument("--backend", default="auto", help="model sidecar backend")
+    p.add_argument("--workers", type=int, default=1, help="the gateway's worker processes (its --workers)")
+    p.add_argument("--grpc-connections", type=int, default=4,
+                   help="open loop: gRPC connections the calls take turns on (REST opens what it needs)")
     p.add_argument("--gateway-arg", action="append", default=[],
                    help="extra flag for both gateways, e.g. --gateway-arg=--fanin-max-inflight=2")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
@@ -436,20 +460,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_before = os.getloadavg()
     try:
         data, stocks = dataset(a.data, workdir)
-        t = start_all(ps, a.repo, max(stocks) + 1, a.backend, a.gateway_arg)
+        t = start_all(ps, a.repo, max(stocks) + 1, a.backend, a.gateway_arg, a.workers)
         replay(t.feature, data, range(0, 3))  # three buckets: every stock has a window
         # the pre-computed signals the cached paths read
         cache = Http(t.gateway_http)
         if not wait_until(lambda: all(_probe(cache, f"/v1/signals/{s}") for s in stocks), 30, 0.2):
             raise SystemExit("the gateway pre-computed no signals within 30 s")
         paths, hits = sequential(t, stocks, a.requests, a.rounds, ps.pids)
-        loops = open_loop(t, stocks, a.rate, a.duration) if a.rate > 0 else {}
+        loops = open_loop(t, stocks, a.rate, a.duration, a.grpc_connections) if a.rate > 0 else {}
     finally:
         ps.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     gpu = has_gpu()
     report = {**run_info("gateway", argv), "http_parser": PARSER, "sidecar_backend": a.backend,
+              "gateway_workers": a.workers, "grpc_connections": a.grpc_connections,
               "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
               "paths": paths, "targets": verdicts(paths, gpu), "open_loop": loops, **hits}
     print(table(report))

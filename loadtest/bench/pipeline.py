@@ -306,7 +306,8 @@ def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Se
     ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks, *feature_args), grpc_ready(feature))
     ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
-                                          "--feature-url", feature, "--stocks", str(stocks), *gateway_args),
+                                          "--feature-url", feature, "--stocks", str(stocks), "--workers", "1",
+                                          *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
     return feature, f"127.0.0.1:{gport}"
 

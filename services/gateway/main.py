@@ -98,20 +98,27 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     server_tls = tls.server(s)
     http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds, limits,
                                                server_tls.uvicorn() if server_tls else {}))
+    async def open_ports() -> asyncio.Task[None]:
+        await server.start()
+        sockets = [httpserver.shared_socket(s.host, s.port)] if s.worker else None
+        task = asyncio.create_task(http.serve(sockets))
+        while not http.started and not task.done():
+            await asyncio.sleep(0.01)
+        if task.done():
+            raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
+        return task
+
     await server.set_serving(False)  # until start-up has finished, as /readyz
-    await server.start()
-    sockets = [httpserver.shared_socket(s.host, s.port)] if s.worker else None
-    http_task = asyncio.create_task(http.serve(sockets))
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.01)
-    if http_task.done():
-        raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
+    if not s.worker:  # probes reach a starting process: /readyz says what it waits for
+        http_task = await open_ports()
     await _start_up(readiness, vol, tier1, s.model_wait_s)
     if precompute:
         precompute.start(follow=watch is None)
     if watch and pipeline:
         pipeline.start()
         watch.start()
+    if s.worker:  # a (re)started worker takes connections once warm; the others answer meanwhile
+        http_task = await open_ports()
     readiness.started()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)

@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+
 from rtvol import stack
 from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, stop_all, wait_until
 
@@ -20,6 +22,7 @@ __all__ = [
     "feature_service",
     "free_port",
     "gateway",
+    "grpc_channels",
     "grpc_ready",
     "http_ready",
     "pipeline_stack",
@@ -75,11 +78,20 @@ def gateway(log_dir: Path, repo: Path, *extra: str) -> tuple[Proc, str, str]:
 
 
 @contextlib.contextmanager
+def grpc_channels(target: str, n: int) -> Iterator[list[grpc.Channel]]:
+    """``n`` channels to ``target``, each on a connection of its own (grpc shares one connection
+    between channels with the same arguments): a gateway's workers share its port by connection."""
+    with contextlib.ExitStack() as channels:
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        yield [channels.enter_context(grpc.insecure_channel(target, options=own)) for _ in range(n)]
+
+
+@contextlib.contextmanager
 def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str,
-                   model_url: str = "") -> Iterator[tuple[str, str, str, Path]]:
+                   model_url: str = "") -> Iterator[tuple[str, str, str, Proc]]:
     """Feature service, sidecar and a gateway following the feature service's Watch stream,
     with budgets generous for a busy machine (the tests check answers, not budgets). Yields
-    (feature service target, gateway base URL, gateway gRPC target, gateway log); every process
+    (feature service target, gateway base URL, gateway gRPC target, gateway process); every process
     is stopped at the end, even when another fails to stop, and a non-zero exit fails the test.
     ``model_url``: a model server the caller runs (e.g. tritonserver) instead of our sidecar."""
     started: list[Proc] = []
@@ -94,7 +106,7 @@ def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gate
             "--stocks", str(stocks), "--deadline-ms", "500", "--model-timeout-ms", "200",
             "--model-latency-budget-ms", "100", *gateway_extra)
         started.append(gw)
-        yield feature_url, base, grpc_target, gw.log
+        yield feature_url, base, grpc_target, gw
     finally:
         codes = stop_all(started)  # every one, even when one fails to stop
         assert set(codes.values()) <= {0}, codes

@@ -36,9 +36,9 @@ def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("gateway_api")
     with procs.pipeline_stack(logs, redis_db, tiny_repo, STOCKS, "--max-ids", "16",
-                              "--store-timeout-ms", "200") as (feature_url, base, grpc_target, log):
+                              "--store-timeout-ms", "200") as (feature_url, base, grpc_target, gw):
         feed.replay(feature_url, tiny_data, range(0, 3))
-        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db, log)
+        yield Stack(base, grpc_target, feature_url, tiny_repo, redis_db, gw.log)
 
 
 def test_rest_predict_answers_from_the_sidecar_per_stock(stack: Stack, tiny_data: Path) -> None:

@@ -1,24 +1,25 @@
 """Read-your-writes at step granularity, against real processes (redis-server, feature
 service, model sidecar, gateway) under load: once an Ingest call that closes a 12-s step has
 returned, a Predict for that stock answers with a signal computed from a window that includes
-the step, and the gateway reads no window from Redis to answer it."""
+the step, and the gateway reads no window from Redis to answer it. The same with a gateway of
+two worker processes: each follows the Watch stream, and Ingest returns only after both
+acknowledged the window."""
 
 from __future__ import annotations
 
 import contextlib
-import re
+import itertools
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 import redis
-from helpers import procs
+from helpers import metrics, procs
 from helpers.store import stored_windows
 
 from rtvol.loadtest.ticks import StepTicks
@@ -39,10 +40,12 @@ class Stack:
         self.redis_url, self.repo = redis_url, repo
 
 
-@pytest.fixture(scope="module")
-def stack(redis_db: str, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with procs.pipeline_stack(tmp_path_factory.mktemp("read_your_writes"), redis_db, tiny_repo,
-                              STOCKS) as (feature_url, base, grpc_target, _log):
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def stack(request: pytest.FixtureRequest, redis_db: str, tiny_repo: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_db).flushdb()  # the other parameter's windows and checkpoints
+    with procs.pipeline_stack(tmp_path_factory.mktemp("read_your_writes"), redis_db, tiny_repo, STOCKS,
+                              "--workers", str(request.param)) as (feature_url, base, grpc_target, _gw):
         yield Stack(feature_url, grpc_target, base, redis_db, tiny_repo)
 
 
@@ -75,11 +78,6 @@ def _load(stack: Stack, started: threading.Event, stop: threading.Event,
         failures.append(e)
 
 
-def _metric(base: str, name: str) -> float:
-    text = httpx.get(base + "/metrics", timeout=5).text
-    return sum(float(v) for v in re.findall(re.escape(name) + r"(?:\{[^}]*\})? ([0-9.e+]+)", text))
-
-
 def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.redis_url)
     started, stop, failures = threading.Event(), threading.Event(), []
@@ -89,15 +87,17 @@ def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
     ticks = StepTicks(STOCKS)
     answers: list[tuple[int, pb.Signal]] = []
     try:
-        with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
-            ingest, predict = fpb_grpc.FeaturesStub(fch).Ingest, pb_grpc.SignalsStub(gch).Predict
+        # Predicts take turns over 4 connections: with workers, they reach several of them
+        with grpc.insecure_channel(stack.feature) as fch, procs.grpc_channels(stack.grpc, 4) as gchs:
+            ingest = fpb_grpc.FeaturesStub(fch).Ingest
+            predicts = itertools.cycle([pb_grpc.SignalsStub(ch).Predict for ch in gchs])
             ingest(iter([ticks.message(CHECKED)]), timeout=10)  # each stock's first step opens
             mget_before = r.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
             for step in range(1, 16):
                 for sid in CHECKED:
                     summary = ingest(iter([ticks.message([sid])]), timeout=10)
                     assert summary.accepted == 1, summary
-                    sig = predict(pb.PredictRequest(stock_ids=[sid]), timeout=10).signals[0]
+                    sig = next(predicts)(pb.PredictRequest(stock_ids=[sid]), timeout=10).signals[0]
                     assert not sig.error, sig.error
                     assert sig.window_version >= ticks.closed(sid) == step, (sid, step, sig)
                     answers.append((sid, sig))
@@ -114,7 +114,7 @@ def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
     assert [last[s].rv for s in CHECKED] == pytest.approx(rv[:, 0].tolist(), rel=1e-4)
     assert {s.tier for _, s in answers} <= {1, 2}
     assert all(s.received_us > 0 for _, s in answers)
-    assert _metric(stack.base, "rtvol_gateway_memory_answers_total") >= len(answers)
+    assert metrics.total(stack.base, "rtvol_gateway_memory_answers_total") >= len(answers)
 
 
 def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram(stack: Stack) -> None:
@@ -132,7 +132,7 @@ def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram
         reader = threading.Thread(target=collect, daemon=True)
         reader.start()
         time.sleep(0.2)  # the subscription is registered before the changes it should see
-        before = _metric(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
+        before = metrics.total(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
         began_us = time.time_ns() // 1000
         for _ in range(3):
             sent_us = time.time_ns() // 1000
@@ -148,4 +148,5 @@ def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram
         assert len(mine) == 3 and all(s.tier in (1, 2) and s.received_us > 0 for s in mine)
         assert np.all(np.diff([s.window_version for s in mine]) == 1)  # one signal per closed step
         assert np.all(np.diff([s.received_us for s in mine]) > 0)
-    assert _metric(stack.base, "rtvol_gateway_tick_to_signal_seconds_count") >= before + 3 * len(CHECKED)
+    after = metrics.total(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
+    assert after >= before + 3 * len(CHECKED)

@@ -42,7 +42,7 @@ def test_gateway_answers_tier_1_from_tritonserver(tritonserver: str, redis_db: s
                                                   tiny_data: Path, tmp_path: Path) -> None:
     # the per-deployment tier-1 budget: generous, as for a Triton on a CPU (docs/DEPLOY.md)
     with procs.pipeline_stack(tmp_path, redis_db, tiny_repo, STOCKS, model_url=tritonserver) as (
-            feature_url, base, _grpc, log):
+            feature_url, base, _grpc, gw):
         feed.replay(feature_url, tiny_data, range(0, 3))
         http = httpx.Client(base_url=base, timeout=10)
         ids = list(range(TINY.stocks))  # every stock of the tiny data has a window
@@ -53,7 +53,7 @@ def test_gateway_answers_tier_1_from_tritonserver(tritonserver: str, redis_db: s
         want_rv, want_dir, want_mom = session.run(["rv", "direction", "momentum"],
                                                   {"window": stored_windows(redis_db, ids)})
         for i, sig in enumerate(signals):
-            assert sig["stock_id"] == ids[i] and sig["tier"] == 1, (sig, log.read_text()[-2000:])
+            assert sig["stock_id"] == ids[i] and sig["tier"] == 1, (sig, gw.tail(2000))
             assert sig["model"] == MODEL and sig["version"] == "1"
             assert sig["rv"] == pytest.approx(float(want_rv[i, 0]), rel=1e-5)
             direction = [sig["direction"][k] for k in ("down", "flat", "up")]

@@ -1,0 +1,134 @@
+"""A gateway of two worker processes (services/gateway/workers.py) against real processes
+(redis-server, feature service, sidecar): connections land on both workers, /metrics and the
+supervisor's metrics port sum both, a killed worker is replaced while requests keep being
+answered, and SIGTERM to the parent stops every worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from helpers import metrics, procs
+
+from rtvol.loadtest.feed import replay
+from rtvol.proto.v1 import signals_pb2 as pb
+from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+STOCKS = 8
+CONNECTIONS = 16  # all on one of 2 workers: 2 in 2^16
+REQUESTS = "rtvol_gateway_request_seconds_count"
+
+
+class Stack:
+    def __init__(self, gateway: procs.Proc, base: str, grpc_target: str, metrics_base: str) -> None:
+        self.gateway, self.base, self.grpc, self.metrics_base = gateway, base, grpc_target, metrics_base
+
+    def workers(self) -> list[int]:
+        return children(self.gateway.pid)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    metrics_port = procs.free_port()
+    with procs.pipeline_stack(tmp_path_factory.mktemp("gateway_workers"), redis_db, tiny_repo, STOCKS,
+                              "--workers", "2", "--metrics-port", str(metrics_port),
+                              "--drain-seconds", "2") as (feature_url, base, grpc_target, gw):
+        replay(feature_url, tiny_data, range(0, 3))
+        s = Stack(gw, base, grpc_target, f"http://127.0.0.1:{metrics_port}")
+        assert procs.wait_until(lambda: len(s.workers()) == 2, 10), s.workers()
+        yield s
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def accepted_connections(pid: int, port: int) -> int:
+    """Established TCP connections of process ``pid`` whose local port is ``port`` (/proc)."""
+    inodes = set()
+    for state_file in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(state_file).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(fields[9])
+    fds = Path(f"/proc/{pid}/fd")
+    links = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
+    return sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+
+
+def _port(target: str) -> int:
+    return int(target.rsplit(":", 1)[1])
+
+
+def test_connections_land_on_both_workers_and_metrics_sum_them(stack: Stack) -> None:
+    before = {b: metrics.total(b, REQUESTS) for b in (stack.base, stack.metrics_base)}
+    clients = [httpx.Client(base_url=stack.base, timeout=10) for _ in range(CONNECTIONS)]
+    try:
+        with procs.grpc_channels(stack.grpc, CONNECTIONS) as channels:
+            for client, channel in zip(clients, channels, strict=True):  # each on its own connection
+                reply = client.post("/v1/predict", json={"stock_ids": [1]})
+                assert reply.status_code == 200 and "error" not in reply.json()["signals"][0], reply.text
+                sig = pb_grpc.SignalsStub(channel).Predict(pb.PredictRequest(stock_ids=[2]), timeout=10)
+                assert not sig.signals[0].error
+            for port in (_port(stack.base), _port(stack.grpc)):
+                held = {pid: accepted_connections(pid, port) for pid in stack.workers()}
+                assert len(held) == 2 and all(held.values()), (port, held)
+                assert sum(held.values()) >= CONNECTIONS
+    finally:
+        for client in clients:
+            client.close()
+    # each scrape (a new connection: either worker) counts the Predicts both workers answered
+    for _ in range(4):
+        for base in (stack.base, stack.metrics_base):
+            assert metrics.total(base, REQUESTS) - before[base] == 2 * CONNECTIONS
+    assert metrics.total(stack.metrics_base, "process_cpu_seconds_total") > 0
+
+
+def test_a_killed_worker_is_replaced_and_requests_keep_being_answered(stack: Stack) -> None:
+    victim, survivor = stack.workers()
+    os.kill(victim, signal.SIGKILL)
+    assert procs.wait_until(lambda: not _running(victim), 5)  # its sockets are closed
+    answered = 0
+    while (new := set(stack.workers()) - {victim, survivor}) == set() or not _reaches(stack, *new):
+        # a new connection per request: each one reaches a live worker
+        reply = httpx.post(stack.base + "/v1/predict", json={"stock_ids": [3]}, timeout=10)
+        assert reply.status_code == 200 and "error" not in reply.json()["signals"][0], reply.text
+        answered += 1
+        assert answered < 2000, (stack.workers(), stack.gateway.tail())
+    assert survivor in stack.workers() and answered > 0
+
+
+def _running(pid: int) -> bool:
+    """Not gone and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _reaches(stack: Stack, pid: int) -> bool:
+    """Whether worker ``pid`` accepted a new connection (held open while it is looked at) and
+    answered a Predict on it."""
+    with httpx.Client(base_url=stack.base, timeout=5) as client:
+        reply = client.post("/v1/predict", json={"stock_ids": [0]})
+        assert reply.status_code == 200 and "error" not in reply.json()["signals"][0], reply.text
+        return accepted_connections(pid, _port(stack.base)) > 0
+
+
+def test_sigterm_to_the_parent_stops_every_worker(stack: Stack) -> None:
+    workers = stack.workers()
+    assert len(workers) == 2
+    assert stack.gateway.stop(timeout_s=10) == 0
+    assert not [pid for pid in workers if _running(pid)]
+    with pytest.raises(grpc.RpcError), grpc.insecure_channel(stack.grpc) as ch:
+        pb_grpc.SignalsStub(ch).Predict(pb.PredictRequest(stock_ids=[1]), timeout=2)
