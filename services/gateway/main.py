@@ -113,7 +113,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         http_task = await open_ports()
     await _start_up(readiness, vol, tier1, s.model_wait_s)
     if precompute:
-        precompute.start(follow=watch is None)
+        if s.worker:  # warm before it takes connections (below)
+            await precompute.warm()
+        precompute.start(follow=watch is None, warm=not s.worker)
     if watch and pipeline:
         pipeline.start()
         watch.start()

@@ -72,8 +72,9 @@ class Precomputer:
         metrics.PRECOMPUTED.inc(len(fresh))
         return len(fresh)
 
-    async def _loop(self, follow: bool) -> None:
-        await self.warm()
+    async def _loop(self, follow: bool, warm: bool) -> None:
+        if warm:
+            await self.warm()
         while follow:
             try:
                 if await self.step():
@@ -83,9 +84,10 @@ class Precomputer:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(self.poll_s)
 
-    def start(self, follow: bool = True) -> None:
-        """Warm, then follow the change stream unless the pipeline (Watch) replaces it."""
-        self._task.start(self._loop(follow))
+    def start(self, follow: bool = True, warm: bool = True) -> None:
+        """Warm (unless the caller has), then follow the change stream unless the pipeline
+        (Watch) replaces it."""
+        self._task.start(self._loop(follow, warm))
 
     async def stop(self) -> None:
         await self._task.stop()

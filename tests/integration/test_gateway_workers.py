@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from helpers import metrics, procs
+from helpers import metrics, procs, sockets
 
 from rtvol.loadtest.feed import replay
 from rtvol.proto.v1 import signals_pb2 as pb
@@ -30,7 +30,7 @@ class Stack:
         self.gateway, self.base, self.grpc, self.metrics_base = gateway, base, grpc_target, metrics_base
 
     def workers(self) -> list[int]:
-        return children(self.gateway.pid)
+        return sockets.children(self.gateway.pid)
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +42,8 @@ def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
                               "--drain-seconds", "2") as (feature_url, base, grpc_target, gw):
         replay(feature_url, tiny_data, range(0, 3))
         s = Stack(gw, base, grpc_target, f"http://127.0.0.1:{metrics_port}")
-        assert procs.wait_until(lambda: len(s.workers()) == 2, 10), s.workers()
+        assert procs.wait_until(lambda: sockets.all_listen(gw.pid, 2, _port(base)), 30), s.workers()
         yield s
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def accepted_connections(pid: int, port: int) -> int:
-    """Established TCP connections of process ``pid`` whose local port is ``port`` (/proc)."""
-    inodes = set()
-    for state_file in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(state_file).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
-                inodes.add(fields[9])
-    fds = Path(f"/proc/{pid}/fd")
-    links = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
-    return sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
 
 
 def _port(target: str) -> int:
@@ -81,7 +61,7 @@ def test_connections_land_on_both_workers_and_metrics_sum_them(stack: Stack) -> 
                 sig = pb_grpc.SignalsStub(channel).Predict(pb.PredictRequest(stock_ids=[2]), timeout=10)
                 assert not sig.signals[0].error
             for port in (_port(stack.base), _port(stack.grpc)):
-                held = {pid: accepted_connections(pid, port) for pid in stack.workers()}
+                held = {pid: sockets.held(pid, port) for pid in stack.workers()}
                 assert len(held) == 2 and all(held.values()), (port, held)
                 assert sum(held.values()) >= CONNECTIONS
     finally:
@@ -122,7 +102,7 @@ def _reaches(stack: Stack, pid: int) -> bool:
     with httpx.Client(base_url=stack.base, timeout=5) as client:
         reply = client.post("/v1/predict", json={"stock_ids": [0]})
         assert reply.status_code == 200 and "error" not in reply.json()["signals"][0], reply.text
-        return accepted_connections(pid, _port(stack.base)) > 0
+        return sockets.held(pid, _port(stack.base)) > 0
 
 
 def test_sigterm_to_the_parent_stops_every_worker(stack: Stack) -> None:

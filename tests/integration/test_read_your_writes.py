@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import redis
-from helpers import metrics, procs
+from helpers import metrics, procs, sockets
 from helpers.store import stored_windows
 
 from rtvol.loadtest.ticks import StepTicks
@@ -45,7 +45,10 @@ def stack(request: pytest.FixtureRequest, redis_db: str, tiny_repo: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis.Redis.from_url(redis_db).flushdb()  # the other parameter's windows and checkpoints
     with procs.pipeline_stack(tmp_path_factory.mktemp("read_your_writes"), redis_db, tiny_repo, STOCKS,
-                              "--workers", str(request.param)) as (feature_url, base, grpc_target, _gw):
+                              "--workers", str(request.param)) as (feature_url, base, grpc_target, gw):
+        # every worker warm (listening), not only the one /readyz reached
+        n, port = request.param, int(base.rsplit(":", 1)[1])
+        assert n == 1 or procs.wait_until(lambda: sockets.all_listen(gw.pid, n, port), 30)
         yield Stack(feature_url, grpc_target, base, redis_db, tiny_repo)
 
 
