@@ -53,7 +53,10 @@ class Server(uvicorn.Server):
 def shared_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` with SO_REUSEPORT: the gateway's worker processes
     each bind one and the kernel spreads new connections over them (uvicorn cannot set it)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP
+    # (accepted ones inherit it); without it Nagle and delayed ACKs add 40 ms to a reply
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
