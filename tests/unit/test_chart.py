@@ -214,6 +214,12 @@ def test_model_deployment_mode_uses_a_headless_service() -> None:
         f"dns:///{service['metadata']['name']}:{service['spec']['ports'][0]['port']}")
 
 
+def test_gateway_workers_default_to_the_pods_cores_and_can_be_set() -> None:
+    default = find(manifests(profile_values("default")), "Deployment", "gateway")
+    assert env(container(default, "gateway"))["RTVOL_WORKERS"] == "0"  # 0: the cgroup CPU limit's cores
+    two = find(manifests(profile_values("default", gateway={"workers": 2})), "Deployment", "gateway")
+    assert env(container(two, "gateway"))["RTVOL_WORKERS"] == "2"
+
 def test_one_feature_replica_is_a_deployment_several_a_statefulset_owning_stocks() -> None:
     single = manifests(profile_values("default"))
     assert find(single, "Deployment", "feature")["spec"]["replicas"] == 1
