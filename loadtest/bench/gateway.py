@@ -359,15 +359,18 @@ def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: 
 
 # ---- open loop ------------------------------------------------------------------------------
 
-def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float, grpc_connections: int
-              ) -> dict[str, Any]:
+def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float, grpc_connections: int,
+              pids: dict[str, int]) -> dict[str, Any]:
     from rtvol.loadtest import report, run
 
     out = {}
     for name, target in (("grpc", f"grpc://{t.gateway_grpc}"), ("http", t.gateway_http)):
         plan = run.Plan(target, duration_s, stocks, max_inflight=512, grpc_connections=grpc_connections)
+        before = cpu_seconds(pids)
         res = asyncio.run(run.measure(plan, rate))
         s = report.summary(res, target)
+        s["cpu_us_per_request"] = {k: round((v - before.get(k, v)) / max(1, res.scheduled) * 1e6)
+                                   for k, v in cpu_seconds(pids).items() if v - before.get(k, v) > 0}
         lat = s["latency_ms"]
         s["p99_over_p50"] = round(lat["p99"] / lat["p50"], 2) if lat["p50"] else None
         s["met"] = bool(res.ok and s["error_rate"] == 0 and lat["p99"] <= 3 * lat["p50"])
@@ -422,7 +425,8 @@ def table(report: dict[str, Any]) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in s["errors"].items()) or "none"
         lines.append(f"open loop {name} {s['rate']:,.0f}/s: {s['ok']:,}/{s['scheduled']:,} ok, p50 "
                      f"{lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms (p99/p50 {s['p99_over_p50']}, limit 3), "
-                     f"errors {errors}: {'met' if s['met'] else 'NOT MET'}")
+                     f"errors {errors}: {'met' if s['met'] else 'NOT MET'}; CPU µs per request "
+                     + " ".join(f"{k} {v}" for k, v in s["cpu_us_per_request"].items()))
     lines.append(f"cache hits counted by the gateway: {report['cache_hits']} (cached gRPC calls made: "
                  f"{report['cached_grpc_calls']}); load average (1 min) {report['load_average_1m']}; "
                  f"gateway workers {report['gateway_workers']}")
@@ -467,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not wait_until(lambda: all(_probe(cache, f"/v1/signals/{s}") for s in stocks), 30, 0.2):
             raise SystemExit("the gateway pre-computed no signals within 30 s")
         paths, hits = sequential(t, stocks, a.requests, a.rounds, ps.pids)
-        loops = open_loop(t, stocks, a.rate, a.duration, a.grpc_connections) if a.rate > 0 else {}
+        loops = open_loop(t, stocks, a.rate, a.duration, a.grpc_connections, ps.pids) if a.rate > 0 else {}
     finally:
         ps.stop()
         if not a.keep:
