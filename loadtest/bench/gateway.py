@@ -126,11 +126,12 @@ class Timed:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU of each process and its live descendants so far (a gateway's worker
-    processes; /proc; 10 ms ticks: fine over a round)."""
-    out = {}
+    """User + system CPU of each process and its live descendants that are not listed
+    themselves (a gateway's worker processes, not the bench client's servers) so far (/proc;
+    10 ms ticks: fine over a round)."""
+    out, listed = {}, set(pids.values())
     for name, pid in pids.items():
-        spent = [_cpu_s(p) for p in _tree(pid)]
+        spent = [_cpu_s(p) for p in _tree(pid, listed)]
         if spent and spent[0] is not None:
             out[name] = sum(s for s in spent if s is not None)
     return out
@@ -144,14 +145,14 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` first, then its descendants."""
+def _tree(pid: int, skip: set[int]) -> list[int]:
+    """``pid`` first, then its descendants outside ``skip`` (and theirs)."""
     try:
         children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
                     for c in (task / "children").read_text().split()]
     except OSError:
         children = []
-    return [pid, *(p for c in children for p in _tree(c))]
+    return [pid, *(p for c in children if c not in skip for p in _tree(c, skip))]
 
 
 def measure(paths: list[Timed], requests: int, rounds: int, pids: dict[str, int], warmup: int = 100
