@@ -90,7 +90,6 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                                 [("grpc.so_reuseport", 1)] if s.worker else [])
     signals = SignalsServicer(predictor, hub, s.max_ids)
     pb_grpc.add_SignalsServicer_to_server(signals, server.server)
-    grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
     app = auth.wrap_http(create_app(predictor, s.max_ids, readiness.state, universe.top, s.api_docs),
                          auth.guard("gateway", s.api_keys_file, HTTP_ACCESS))
     limits = httpserver.Limits(s.http_max_connections, s.http_limit_concurrency, s.http_request_timeout_s,
@@ -98,7 +97,11 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     server_tls = tls.server(s)
     http = httpserver.Server(httpserver.config(app, s.host, s.port, s.drain_seconds, limits,
                                                server_tls.uvicorn() if server_tls else {}))
-    async def open_ports() -> asyncio.Task[None]:
+
+    async def open_ports() -> tuple[asyncio.Task[None], int]:
+        """gRPC and HTTP listening (grpc listens as it binds: a worker's port joins the group
+        only here); returns the HTTP server's task and the gRPC port."""
+        grpc_port = server.listen(f"{s.host}:{s.grpc_port}")
         await server.start()
         sockets = [httpserver.shared_socket(s.host, s.port)] if s.worker else None
         task = asyncio.create_task(http.serve(sockets))
@@ -106,11 +109,11 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             await asyncio.sleep(0.01)
         if task.done():
             raise SystemExit(f"HTTP server did not start on {s.host}:{s.port}")
-        return task
+        return task, grpc_port
 
     await server.set_serving(False)  # until start-up has finished, as /readyz
     if not s.worker:  # probes reach a starting process: /readyz says what it waits for
-        http_task = await open_ports()
+        http_task, grpc_port = await open_ports()
     await _start_up(readiness, vol, tier1, s.model_wait_s)
     if precompute:
         if s.worker:  # warm before it takes connections (below)
@@ -120,7 +123,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         pipeline.start()
         watch.start()
     if s.worker:  # a (re)started worker takes connections once warm; the others answer meanwhile
-        http_task = await open_ports()
+        http_task, grpc_port = await open_ports()
     readiness.started()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
