@@ -243,7 +243,8 @@ def _up(a: argparse.Namespace) -> None:
                 raise CommandError(str(e)) from e
     ports = _ports(a)
     try:
-        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout, a.no_redis, a.tls)
+        comps = stack.up(a.run_dir, a.repo, ports, stocks, a.backend, a.timeout, a.no_redis, a.tls,
+                         a.gateway_workers)
     except (stack.StackError, FileNotFoundError) as e:
         raise CommandError(str(e)) from e
     for c in comps:
@@ -557,6 +558,9 @@ def _up_command(sub: Commands) -> None:
                      default=(_env("up-tls") or "").lower() in ("1", "true", "yes"),
                      help="a fresh local CA and certificates in RUN_DIR/pki; every listener TLS-only, mTLS "
                           "between gateway, feature service and sidecar [env RTVOL_UP_TLS]")
+    upp.add_argument("--gateway-workers", type=int, default=1,
+                     help="gateway worker processes (default 1: the stack's processes share this machine's "
+                          "cores, and each worker infers every changed window; 0 = one per core)")
     _add(upp, "backend", "model sidecar backend", "auto", env="model-backend")
     _add(upp, "timeout", "readiness deadline per component, seconds", "90", float, env="up-timeout")
     upp.set_defaults(run=_up)

@@ -176,13 +176,16 @@ def tls_flags(pki: Path) -> tuple[dict[str, list[str]], ClientTLS]:
 
 
 def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "auto",
-       timeout_s: float = 90.0, no_redis: bool = False, tls: bool = False) -> list[Component]:
+       timeout_s: float = 90.0, no_redis: bool = False, tls: bool = False,
+       gateway_workers: int = 1) -> list[Component]:
     """Start every component in dependency order, each ready before the next starts.
 
     Without a redis-server binary (or with ``no_redis``) the feature service and gateway
     share one process and its in-process store (started last: the gateway needs the sidecar).
     ``tls``: a fresh local CA and certificates under ``run_dir/pki``, every listener TLS-only,
     mTLS between the gateway, the feature service and the sidecar (`tls_flags`).
+    ``gateway_workers``: 1 by default, unlike a gateway pod's one per core: here every process of
+    the stack shares the machine's cores, and each worker infers every changed window itself.
     """
     if any(localproc.alive(c.pid) for c in load(run_dir)):
         raise StackError(f"a stack is already running from {run_dir} (rtvol down first)")
@@ -230,7 +233,7 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
     if embedded:
         start("embedded", embedded_cmd(features, gateway), feature_part, gateway_part)
     else:
-        start("gateway", serve("gateway", *gateway), gateway_part)
+        start("gateway", serve("gateway", *gateway, "--workers", str(gateway_workers)), gateway_part)
     _supervise(run_dir)
     return comps
 
