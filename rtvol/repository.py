@@ -120,6 +120,18 @@ def read_metadata(repo: Path, name: str, version: int | None = None) -> dict[str
     return data
 
 
+def validation_rmspe(repo: Path, name: str, version: int) -> float | None:
+    """The validation RMSPE training recorded for a version (an ensemble's own figure, else the
+    best epoch's); None when the version or the figure is missing."""
+    try:
+        meta = read_metadata(repo, name, version)
+    except (RepositoryError, OSError):
+        return None
+    figure = meta.get("ensemble", {}).get("val_rmspe", {}).get("ensemble",
+                                                               meta.get("training", {}).get("best_val_rmspe"))
+    return float(figure) if isinstance(figure, int | float) else None
+
+
 def write_version(repo: Path, name: str, onnx_model: bytes, metadata: dict[str, Any],
                   serving: ServingConfig, extra_files: dict[str, Path] | None = None) -> int:
     """Add the next version of ``name``; returns its number."""

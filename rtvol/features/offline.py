@@ -117,5 +117,11 @@ def compute_windows(n_groups: int, book: Columns, book_group: np.ndarray,
 
 def bucket_rv(windows: np.ndarray) -> np.ndarray:
     """Realized volatility of each whole bucket, recovered exactly from its window."""
-    rv = windows[..., INDEX["wap1_rv"]].astype(np.float64)
+    return rv_of_steps(windows[..., INDEX["wap1_rv"]])
+
+
+def rv_of_steps(step_rv: np.ndarray) -> np.ndarray:
+    """RV over consecutive steps (last axis) from each step's ``wap1_rv``: sqrt(sum r^2) of
+    all their returns, the target's definition (the live scorer's realized value too)."""
+    rv = np.asarray(step_rv, np.float64)
     return np.sqrt(np.sum(rv * rv, axis=-1))

@@ -103,7 +103,8 @@ class WindowFeed:
                 windows=s.windows(part).astype("<f4").tobytes(),
                 version=s.closed[part].tolist(), sequence=s.seq[part].tolist(),
                 event_time_us=np.nan_to_num(np.round(s.time[part] * 1e6)).astype(np.int64).tolist(),
-                received_us=received_us[lo:lo + self.max_batch].tolist()))
+                received_us=received_us[lo:lo + self.max_batch].tolist(),
+                end_step=np.maximum(s.step[part], 0).tolist()))
         return out
 
     def _push(self, message: pb.WindowBatch) -> None:

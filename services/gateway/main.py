@@ -25,6 +25,7 @@ from rtvol.services.gateway.precompute import Precomputer
 from rtvol.services.gateway.predictor import FeatureSource, Predictor, Tiers
 from rtvol.services.gateway.readiness import Readiness
 from rtvol.services.gateway.rest import create_app
+from rtvol.services.gateway.scorer import LiveScorer, repository_validation
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.gateway.tier1 import SidecarClient, Tier1
 from rtvol.services.gateway.tier2 import LocalModel
@@ -81,7 +82,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     readiness = Readiness(tier1)
     watch = pipeline = None
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
-        predictor.memory = WindowMemory(s.stocks)
+        scorer = LiveScorer(s.stocks, repository_validation(s.model_repository))
+        predictor.memory = WindowMemory(s.stocks, scorer)
         watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 

@@ -15,17 +15,20 @@ import numpy as np
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import Windows, now_us
 from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.gateway.scorer import LiveScorer
 from rtvol.services.gateway.signal import Signal
 
 
 class WindowMemory:
-    def __init__(self, stocks: int) -> None:
+    def __init__(self, stocks: int, scorer: LiveScorer | None = None) -> None:
         self.stocks = stocks
+        self.scorer = scorer  # learns realized volatility from each newer window held
         self.windows = np.zeros((stocks, STEPS, N_FEATURES), np.float32)
         self.version = np.zeros(stocks, np.int64)  # of the held window; 0: none held
         self.sequence = np.zeros(stocks, np.int64)
         self.event_time_us = np.zeros(stocks, np.int64)
         self.received_us = np.zeros(stocks, np.int64)  # the feature service's receipt (0: unknown)
+        self.end_step = np.zeros(stocks, np.int64)  # global step the window ends before (0: unknown)
         self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
         self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
         self.signals: list[Signal | None] = [None] * stocks
@@ -47,6 +50,10 @@ class WindowMemory:
         self.sequence[idx] = np.asarray(batch.sequence, np.int64)[newer]
         self.event_time_us[idx] = np.asarray(batch.event_time_us, np.int64)[newer]
         self.received_us[idx] = np.asarray(batch.received_us, np.int64)[newer]
+        if len(batch.end_step) == len(ids):  # a feature service older than live scoring sends none
+            self.end_step[idx] = np.asarray(batch.end_step, np.int64)[newer]
+        if self.scorer is not None:
+            self.scorer.settle(idx, self.windows[idx], self.end_step[idx])
         self.held_us[idx] = now_us()
         self.dirty[idx] = True
         self.wake.set()

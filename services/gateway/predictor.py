@@ -122,11 +122,14 @@ class Predictor:
         if not len(idx):
             return []
         mem = self.memory
-        version, received = mem.version[idx], mem.received_us[idx]  # before the await: may move on
+        # read before the await: newer windows may arrive meanwhile
+        version, received, end = mem.version[idx], mem.received_us[idx], mem.end_step[idx]
         signals = await self._infer(idx.tolist(), mem.read(idx), np.arange(len(idx)), deadline)
-        for sig, v, r in zip(signals, version.tolist(), received.tolist(), strict=True):
-            sig.window_version, sig.received_us = v, r
+        for sig, v, r, e in zip(signals, version.tolist(), received.tolist(), end.tolist(), strict=True):
+            sig.window_version, sig.received_us, sig.window_end_step = v, r, e
         mem.settle(signals)
+        if mem.scorer is not None:
+            mem.scorer.record(signals)
         return signals
 
     async def compute(self, stock_ids: list[int], deadline: float) -> list[Signal]:

@@ -26,6 +26,7 @@ class Signal:
     kelly_fraction: float | None = None
     window_version: int = 0  # steps closed in the window it was computed from; 0: not known
     received_us: int = 0  # the feature service's receipt of the update behind it; 0: not known
+    window_end_step: int = 0  # global step its window ends before (live scoring); 0: not known
 
     def to_json(self, now_us: int) -> dict[str, Any]:
         if self.error:

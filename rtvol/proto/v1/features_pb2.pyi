@@ -214,7 +214,7 @@ class GetVwapResponse(_message.Message):
     def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., vwap: _Optional[_Iterable[float]] = ..., volume: _Optional[_Iterable[float]] = ..., time_id: _Optional[_Iterable[int]] = ..., last_trade_us: _Optional[_Iterable[int]] = ..., age_ms: _Optional[_Iterable[float]] = ..., found: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class WindowBatch(_message.Message):
-    __slots__ = ("batch", "stock_ids", "windows", "version", "sequence", "event_time_us", "received_us")
+    __slots__ = ("batch", "stock_ids", "windows", "version", "sequence", "event_time_us", "received_us", "end_step")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class WindowBatch(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_US_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_US_FIELD_NUMBER: _ClassVar[int]
+    END_STEP_FIELD_NUMBER: _ClassVar[int]
     batch: int
     stock_ids: _containers.RepeatedScalarFieldContainer[int]
     windows: bytes
@@ -229,7 +230,8 @@ class WindowBatch(_message.Message):
     sequence: _containers.RepeatedScalarFieldContainer[int]
     event_time_us: _containers.RepeatedScalarFieldContainer[int]
     received_us: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, batch: _Optional[int] = ..., stock_ids: _Optional[_Iterable[int]] = ..., windows: _Optional[bytes] = ..., version: _Optional[_Iterable[int]] = ..., sequence: _Optional[_Iterable[int]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ...) -> None: ...
+    end_step: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, batch: _Optional[int] = ..., stock_ids: _Optional[_Iterable[int]] = ..., windows: _Optional[bytes] = ..., version: _Optional[_Iterable[int]] = ..., sequence: _Optional[_Iterable[int]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ..., end_step: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WatchAck(_message.Message):
     __slots__ = ("batch",)

@@ -1,0 +1,127 @@
+"""The live scorer: signals of whole-bucket windows scored against the next bucket's RV, with the
+steps stitched from the windows the Watch stream happens to deliver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from rtvol.features import offline
+from rtvol.features.spec import INDEX, N_FEATURES, STEPS
+from rtvol.services.gateway.scorer import LiveScorer
+from rtvol.services.gateway.signal import Signal
+
+RNG = np.random.default_rng(7)
+STEP_RV = RNG.uniform(1e-4, 2e-3, 20 * STEPS)  # one stock's wap1_rv per global step
+
+
+def window(end: int) -> np.ndarray:
+    """The window ending before global step ``end``, as the feature service would send it."""
+    w = RNG.normal(size=(1, STEPS, N_FEATURES)).astype(np.float32)
+    w[0, :, INDEX["wap1_rv"]] = STEP_RV[end - STEPS:end]
+    return w
+
+
+def hold(scorer: LiveScorer, *ends: int) -> int:
+    return sum(scorer.settle(np.array([0]), window(end), np.array([end])) for end in ends)
+
+
+def signal(end: int, rv: float, tier: int = 1, version: str = "3") -> Signal:
+    return Signal(0, rv, model="m", version=version, tier=tier, window_end_step=end)
+
+
+def realized(bucket: int) -> float:
+    return float(offline.bucket_rv(window((bucket + 1) * STEPS))[0])
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def counts(version: str, role: str = "serving", tier: str = "1") -> tuple[float, float]:
+    labels = {"model": "m", "version": version, "tier": tier, "role": role}
+    return (value("rtvol_live_squared_percentage_error_total", **labels),
+            value("rtvol_live_scored_signals_total", **labels))
+
+
+def test_a_whole_bucket_signal_is_scored_against_the_next_buckets_rv() -> None:
+    scorer = LiveScorer(1)
+    hold(scorer, 2 * STEPS)
+    assert scorer.record([signal(2 * STEPS, 1e-3, version="a")]) == 1
+    assert counts("a") == (0.0, 0.0)  # bucket 2 not closed yet
+    assert hold(scorer, 3 * STEPS - 1) == 0
+    assert hold(scorer, 3 * STEPS) == 1
+    truth = realized(2)
+    assert counts("a") == (pytest.approx(((truth - 1e-3) / truth) ** 2), 1.0)
+
+
+def test_steps_are_stitched_from_windows_that_skip_versions() -> None:
+    scorer = LiveScorer(1)
+    hold(scorer, 2 * STEPS)
+    scorer.record([signal(2 * STEPS, 2e-3, version="b")])
+    hold(scorer, 2 * STEPS + 30, 3 * STEPS + 20)  # the bucket's steps come from two windows
+    truth = realized(2)
+    assert counts("b") == (pytest.approx(((truth - 2e-3) / truth) ** 2), 1.0)
+
+
+def test_a_gap_longer_than_a_window_drops_the_signal_and_counts_it() -> None:
+    scorer = LiveScorer(1)
+    missed = value("rtvol_live_unscored_signals_total", role="serving", reason="horizon_missed")
+    hold(scorer, 2 * STEPS)
+    scorer.record([signal(2 * STEPS, 1e-3, version="c")])
+    hold(scorer, 2 * STEPS + 10, 3 * STEPS + 11)  # steps 110..110 never held
+    assert counts("c") == (0.0, 0.0)
+    assert value("rtvol_live_unscored_signals_total", role="serving", reason="horizon_missed") == missed + 1
+    assert scorer.waiting[0] == {}
+
+
+def test_each_signal_counts_once_per_tier_and_role_and_mid_bucket_ones_are_not_scored() -> None:
+    scorer = LiveScorer(1)
+    mid = value("rtvol_live_unscored_signals_total", role="serving", reason="mid_bucket")
+    hold(scorer, 4 * STEPS)
+    assert scorer.record([signal(4 * STEPS, 1e-3, version="d"), signal(4 * STEPS, 9e-3, version="d"),
+                          signal(4 * STEPS, 1e-3, tier=2, version="d")]) == 2
+    assert scorer.record([signal(4 * STEPS, 5e-4, version="d")], role="shadow") == 1
+    assert scorer.record([signal(4 * STEPS + 1, 1e-3, version="d")]) == 0
+    assert value("rtvol_live_unscored_signals_total", role="serving", reason="mid_bucket") == mid + 1
+    hold(scorer, 5 * STEPS)
+    truth = realized(4)
+    assert counts("d") == (pytest.approx(((truth - 1e-3) / truth) ** 2), 1.0)  # the first one wins
+    assert counts("d", tier="2")[1] == 1.0
+    assert counts("d", role="shadow") == (pytest.approx(((truth - 5e-4) / truth) ** 2), 1.0)
+
+
+def test_a_signal_computed_after_its_bucket_closed_is_scored_at_once() -> None:
+    scorer = LiveScorer(1)
+    hold(scorer, 6 * STEPS, 7 * STEPS)
+    assert scorer.record([signal(6 * STEPS, 1e-3, version="e")]) == 1
+    assert counts("e")[1] == 1.0
+    assert scorer.waiting[0] == {}
+
+
+def test_an_empty_bucket_is_not_scored_and_an_unknown_role_is_refused() -> None:
+    scorer = LiveScorer(1)
+    zero = value("rtvol_live_unscored_signals_total", role="serving", reason="zero_realized")
+    quiet = np.zeros((1, STEPS, N_FEATURES), np.float32)
+    scorer.settle(np.array([0]), quiet, np.array([8 * STEPS]))
+    scorer.record([signal(8 * STEPS, 1e-3, version="f")])
+    scorer.settle(np.array([0]), quiet, np.array([9 * STEPS]))
+    assert counts("f") == (0.0, 0.0)
+    assert value("rtvol_live_unscored_signals_total", role="serving", reason="zero_realized") == zero + 1
+    with pytest.raises(ValueError, match="role"):
+        scorer.record([signal(8 * STEPS, 1e-3)], role="canary")
+
+
+def test_the_validation_figure_is_exported_once_per_version() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def lookup(model: str, version: str) -> float:
+        asked.append((model, version))
+        return 0.31
+
+    scorer = LiveScorer(1, lookup)
+    hold(scorer, 10 * STEPS)
+    scorer.record([signal(10 * STEPS, 1e-3, version="g"), signal(10 * STEPS, 1e-3, tier=2, version="g")])
+    assert asked == [("m", "g")]
+    assert value("rtvol_model_validation_rmspe", model="m", version="g") == 0.31
