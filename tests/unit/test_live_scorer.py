@@ -3,13 +3,18 @@ steps stitched from the windows the Watch stream happens to deliver."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 from rtvol.features import offline
 from rtvol.features.spec import INDEX, N_FEATURES, STEPS
-from rtvol.services.gateway.scorer import LiveScorer
+from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.scorer import LiveScorer, repository_validation
 from rtvol.services.gateway.signal import Signal
 
 RNG = np.random.default_rng(7)
@@ -125,3 +130,32 @@ def test_the_validation_figure_is_exported_once_per_version() -> None:
     scorer.record([signal(10 * STEPS, 1e-3, version="g"), signal(10 * STEPS, 1e-3, tier=2, version="g")])
     assert asked == [("m", "g")]
     assert value("rtvol_model_validation_rmspe", model="m", version="g") == 0.31
+
+
+def test_held_windows_feed_the_scorer_with_their_end_steps_and_older_feeds_are_ignored() -> None:
+    scorer = LiveScorer(2)
+    mem = WindowMemory(2, scorer)
+    windows = np.concatenate([window(3 * STEPS), window(3 * STEPS)])
+    batch = fpb.WindowBatch(batch=1, stock_ids=[0, 1], windows=windows.tobytes(), version=[7, 7],
+                            sequence=[1, 1], event_time_us=[0, 0], received_us=[0, 0])
+    mem.hold(batch)  # a feature service without end_step: nothing learnt
+    assert scorer.known_to.tolist() == [0, 0]
+    batch.version[:] = [8, 8]
+    batch.end_step.extend([3 * STEPS, 3 * STEPS])
+    mem.hold(batch)
+    assert mem.end_step.tolist() == [3 * STEPS] * 2 and scorer.known_to.tolist() == [3 * STEPS] * 2
+    np.testing.assert_array_equal(scorer.step_rv[0, np.arange(2 * STEPS, 3 * STEPS) % (2 * STEPS)],
+                                  STEP_RV[2 * STEPS:3 * STEPS].astype(np.float32))
+
+
+def test_the_validation_figure_comes_from_the_repository_metadata(tmp_path: Path) -> None:
+    for version, meta in ((1, {"training": {"best_val_rmspe": 0.31}}),
+                          (2, {"ensemble": {"val_rmspe": {"ensemble": 0.29, "cnn": 0.3}},
+                               "training": {"best_val_rmspe": 0.5}}),
+                          (3, {"model": "no figure"})):
+        folder = tmp_path / "m" / str(version)
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(json.dumps(meta))
+        (folder / "model.onnx").write_bytes(b"")
+    lookup = repository_validation(tmp_path)
+    assert [lookup("m", v) for v in ("1", "2", "3", "4", "")] == [0.31, 0.29, None, None, None]
