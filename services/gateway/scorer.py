@@ -46,6 +46,9 @@ UNSCORED = Counter(
     "Signals not scored: mid_bucket (window not a whole bucket), horizon_missed (the bucket's "
     "steps were never all held), zero_realized (RV 0: percentage error undefined), non_finite",
     ["role", "reason"])
+for _role in ROLES:  # every reason's series exists from the start, at 0
+    for _reason in ("mid_bucket", "horizon_missed", "zero_realized", "non_finite"):
+        UNSCORED.labels(_role, _reason)
 VALIDATION_RMSPE = Gauge("rtvol_model_validation_rmspe",
                          "Validation RMSPE of a model version (its repository metadata)",
                          ["model", "version"])
@@ -64,7 +67,7 @@ class LiveScorer:
         self.known_from = np.zeros(stocks, np.int64)  # steps [known_from, known_to) are held
         self.known_to = np.zeros(stocks, np.int64)  # 0: nothing held yet
         self.waiting: list[dict[Key, float]] = [{} for _ in range(stocks)]
-        self._versions: set[tuple[str, str]] = set()  # whose validation RMSPE is exported
+        self._seen: set[tuple[str, str, str, str]] = set()  # labels whose counters exist
 
     def record(self, signals: Iterable[Signal], role: str = "serving") -> int:
         """Signals served (``role`` serving) or computed alongside (shadow) wait for their
@@ -87,7 +90,7 @@ class LiveScorer:
             if key not in waiting:
                 waiting[key] = sig.rv
                 added += 1
-                self._export_validation(sig.model, sig.version)
+                self._first_seen(key[1:])
         if added:
             self._settle_stocks({sig.stock_id for sig in signals if 0 <= sig.stock_id < self.stocks})
         return added
@@ -131,10 +134,18 @@ class LiveScorer:
                 scored += 1
         return scored
 
-    def _export_validation(self, model: str, version: str) -> None:
-        if (model, version) in self._versions or self.validation is None:
+    def _first_seen(self, labels: tuple[str, str, str, str]) -> None:
+        """A model, version, tier and role's first waiting signal: its counters start at 0 (so
+        Prometheus sees the first scores as an increase) and its validation RMSPE is exported."""
+        if labels in self._seen:
             return
-        self._versions.add((model, version))
+        new_version = all(seen[:2] != labels[:2] for seen in self._seen)
+        self._seen.add(labels)
+        SQUARED_ERROR.labels(*labels)
+        SCORED.labels(*labels)
+        model, version, _, _ = labels
+        if not new_version or self.validation is None:
+            return
         if (rmspe := self.validation(model, version)) is not None:
             VALIDATION_RMSPE.labels(model, version).set(rmspe)
 

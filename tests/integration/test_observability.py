@@ -32,6 +32,7 @@ from helpers import feed, procs
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
+from rtvol.loadtest import live_accuracy
 from rtvol.loadtest.ticks import StepTicks
 from rtvol.proto.v1 import features_pb2 as feature_pb
 from rtvol.proto.v1 import features_pb2_grpc as feature_grpc
@@ -214,6 +215,7 @@ class Stack:
     logs: Path
     grpc: str = ""  # the gateway's gRPC target
     pipeline_grpc: str = ""  # a second gateway's, following the feature service's Watch stream
+    data: Path = Path()  # the replayed dataset
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +255,7 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
                                        "model": f"127.0.0.1:{model_metrics}"}, RULE_FILES)
         try:
             yield Stack(sidecar, model_url, feature_url, base, prometheus, receiver, logs, grpc_target,
-                        piped_grpc)
+                        piped_grpc, tiny_data)
         finally:
             prometheus.close()
     finally:
@@ -378,6 +380,11 @@ def test_each_predict_stream_request_is_its_own_span_under_its_callers_context(s
 def test_prometheus_sees_every_panel_rule_and_alert(stack: Stack) -> None:
     p = stack.prometheus
     assert procs.wait_until(p.targets_up, 15, 0.2), p.query("up")
+    # more buckets, each one's signals served: live scoring while Prometheus watches (the
+    # scored-signal series exists at 0 from a bucket's first signal, before any is scored)
+    live_accuracy.replay(stack.feature_url, stack.pipeline_grpc, stack.data, range(3, 4))
+    assert procs.wait_until(lambda: bool(p.query("rtvol_live_scored_signals_total")), 10, 0.2)
+    live_accuracy.replay(stack.feature_url, stack.pipeline_grpc, stack.data, range(4, 8))
     traffic = Traffic(stack.base, (stack.feature_url, stack.pipeline_grpc))
     thread = threading.Thread(target=traffic.run, daemon=True)
     thread.start()
