@@ -44,7 +44,7 @@ def test_live_rmspe_equals_offline_rmspe_on_the_same_buckets(
     live_accuracy.replay(feature, gateway, tiny_data, BUCKETS)
     metrics = httpx.get(base + "/metrics", timeout=10).text
     live = live_accuracy.live(before, metrics, "rtvol_cnn")
-    want = live_accuracy.offline_score(tiny_data, tiny_repo, "rtvol_cnn", BUCKETS)
+    want = live_accuracy.offline_score(tiny_data, tiny_repo, "rtvol_cnn", BUCKETS)["next_bucket"]
     assert set(live) == {"1", "all"}, live  # tier 1 only: nothing scored twice
     assert want.signals >= STOCKS * (len(BUCKETS) - 2)  # every stock, (almost) every bucket pair
     assert live["all"].signals == want.signals
