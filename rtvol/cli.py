@@ -178,6 +178,30 @@ def _compile(repo: Path, model: str, version: int | None, precisions: list[str])
     repository.seal(repo, model, v)  # the sidecar serves the kernels only once their digests are recorded
 
 
+def _version_arg(text: str) -> int | None:
+    if text == "latest":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a version number >= 1 or 'latest', got {text!r}")
+    return int(text)
+
+
+def _set_policy(a: argparse.Namespace) -> None:
+    from rtvol import repository, version_policy
+
+    try:
+        if a.command == "promote":
+            policy = version_policy.promote(a.repo, a.model, a.version)
+        else:
+            policy = version_policy.set_shadow(a.repo, a.model, None if a.clear else a.version)
+    except repository.RepositoryError as e:
+        raise CommandError(str(e)) from e
+    served = "the newest verified version" if policy.serve is None else f"version {policy.serve}"
+    shadow = "no shadow" if policy.shadow is None else f"version {policy.shadow} in shadow"
+    print(f"{a.model}: serving {served}, {shadow} ({version_policy.policy_path(a.repo, a.model)}; "
+          "the sidecar and gateway follow within their poll interval)")
+
+
 def _new_key(a: argparse.Namespace) -> None:
     from rtvol import auth
 
@@ -515,6 +539,41 @@ def _export_command(sub: Commands) -> None:
     ex.set_defaults(run=_export)
 
 
+def _promote_command(sub: Commands) -> None:
+    pr = sub.add_parser("promote", help="serve a model version (the repository's version policy)",
+                        description="Pin the version the sidecar and the gateway's tier 2 serve: written "
+                                    "atomically to <repo>/MODEL/version_policy.json, followed by running "
+                                    "servers within their poll interval (2 s), no restart. Refuses a version "
+                                    "that does not exist or fails its digest check. A version running in "
+                                    "shadow stops being a shadow once promoted. 'latest' removes the pin: "
+                                    "the newest version that passes its digest check is served.")
+    pr.add_argument("model", help="model name in the repository, e.g. rtvol_cnn")
+    pr.add_argument("version", type=_version_arg, help="version number, or 'latest'")
+    _add(pr, "repo", "model repository", "models", Path, env="model-repository")
+    pr.set_defaults(run=_set_policy)
+
+
+def _shadow_command(sub: Commands) -> None:
+    sh = sub.add_parser("shadow", help="run a model version in shadow: computed and scored, not served",
+                        description="The sidecar keeps VERSION loaded beside the served one, "
+                                    "and the gateway sends every tier-1 batch to it as well, off the "
+                                    "signal path: its signals are scored live (role=shadow) and never "
+                                    "served. Refuses a version that does not exist, fails its digest "
+                                    "check or is the served one. --clear ends the shadow. Written to "
+                                    "<repo>/MODEL/version_policy.json.")
+    sh.add_argument("model", help="model name in the repository, e.g. rtvol_cnn")
+    sh.add_argument("version", type=_version_arg, nargs="?", default=None, help="version number")
+    sh.add_argument("--clear", action="store_true", help="no shadow version")
+    _add(sh, "repo", "model repository", "models", Path, env="model-repository")
+    sh.set_defaults(run=_shadow)
+
+
+def _shadow(a: argparse.Namespace) -> None:
+    if a.clear == (a.version is not None):
+        raise CommandError("rtvol shadow: give a VERSION or --clear (not both)")
+    _set_policy(a)
+
+
 def _keys_command(sub: Commands) -> None:
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True,
                                                                   metavar="TOOL")
@@ -660,7 +719,8 @@ def _bench_command(sub: Commands) -> None:
     _components_command(sub, "bench", BENCHES, "run a benchmark")
 
 
-COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _keys_command, _up_command,
+COMMANDS = (_data_command, _train_command, _evaluate_command, _export_command, _promote_command,
+            _shadow_command, _keys_command, _up_command,
             _down_command, _status_command, _supervise_command, _feed_command, _loadtest_command,
             _serve_command, _bench_command)
 

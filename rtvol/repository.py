@@ -148,7 +148,7 @@ def write_version(repo: Path, name: str, onnx_model: bytes, metadata: dict[str, 
             shutil.copyfile(src, dest)
         meta = {**metadata, "model": name, "version": version, DIGESTS: file_digests(staging)}
         (staging / METADATA_FILE).write_text(_dump(meta))
-        _write_atomic(model_dir / CONFIG_FILE, render_config(name, serving))
+        write_atomic(model_dir / CONFIG_FILE, render_config(name, serving))
         # mkdtemp makes it 0700: servers reading the repository under another uid (a
         # container's, a mounted volume without fsGroup) need to list and read it
         staging.chmod(0o755)
@@ -171,7 +171,7 @@ def seal(repo: Path, name: str, version: int) -> dict[str, str]:
     meta = read_metadata(repo, name, version)
     meta[DIGESTS] = file_digests(folder)
     # the temporary file goes beside the version, not in it: a concurrent verify sees no extra file
-    _write_atomic(folder / METADATA_FILE, _dump(meta), folder.parent / f".{version}-{METADATA_FILE}.tmp")
+    write_atomic(folder / METADATA_FILE, _dump(meta), folder.parent / f".{version}-{METADATA_FILE}.tmp")
     return dict(meta[DIGESTS])
 
 
@@ -202,7 +202,7 @@ def _dump(meta: dict[str, Any]) -> str:
     return json.dumps(meta, indent=2, sort_keys=True) + "\n"
 
 
-def _write_atomic(path: Path, text: str, tmp: Path | None = None) -> None:
+def write_atomic(path: Path, text: str, tmp: Path | None = None) -> None:
     tmp = tmp or path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -27,10 +27,12 @@ from rtvol.services.gateway.readiness import Readiness
 from rtvol.services.gateway.rest import create_app
 from rtvol.services.gateway.scorer import LiveScorer, repository_validation
 from rtvol.services.gateway.settings import GatewaySettings
+from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.tier1 import SidecarClient, Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
+from rtvol.services.gateway.versions import VersionFollower, served_version
 from rtvol.services.gateway.watch import WindowWatch
 
 log = logging.getLogger("rtvol.gateway")
@@ -60,8 +62,10 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     own_store = store is None and redis is not None
     if own_store:
         store = RedisStore(redis, spec_hash())
-    local = LocalModel(s.model_repository, s.model_name, s.model_version, s.ort_threads)
-    tier1 = fanin = client = None
+    version = s.model_version if s.model_version is not None else served_version(s.model_repository,
+                                                                                  s.model_name)
+    local = LocalModel(s.model_repository, s.model_name, version, s.ort_threads)
+    tier1 = fanin = client = shadow = shadow_client = None
     client_tls, api_key = tls.client(s), auth.read_key(s.api_key_file)  # to the sidecar and feature service
     if s.model_url:
         client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key)
@@ -69,12 +73,18 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
                       s.model_latency_budget_per_window_us / 1e6)
         fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
+        # a channel of its own: shadow calls never queue behind (or ahead of) served ones
+        shadow_client = SidecarClient(s.model_url, s.model_name, 1, client_tls, api_key)
+        shadow = Shadow(shadow_client, s.max_batch, s.shadow_timeout_ms / 1000, s.shadow_queue)
     vol = VolCache(store, s.vol_refresh_s, timeout_s)
     cache = SignalCache(s.cache_size, redis, spec_hash())
     predictor = Predictor(features=FeatureSource(store, _breaker("store", s), timeout_s),
                           tiers=Tiers(tier1, fanin, local, vol), cache=cache,
                           kelly=KellyTable(s.kelly_cap, s.kelly_target_vol), stocks=s.stocks,
                           deadline_s=s.deadline_ms / 1000, tracer=telemetry.tracer("rtvol-gateway"))
+    predictor.shadow = shadow
+    follower = (VersionFollower(s.model_repository, predictor, shadow, s.model_poll_s, s.ort_threads,
+                                follow_tier2=s.model_version is None) if s.model_poll_s > 0 else None)
     hub = Hub()
     precompute = (Precomputer(store, predictor, cache, hub, s.precompute_poll_s, s.deadline_ms / 1000)
                   if store is not None and s.precompute else None)
@@ -117,6 +127,11 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     if not s.worker:  # probes reach a starting process: /readyz says what it waits for
         http_task, grpc_port = await open_ports()
     await _start_up(readiness, vol, tier1, s.model_wait_s)
+    if follower:
+        await follower.check()  # the shadow version from the start
+        follower.start()
+    if shadow:
+        shadow.start()
     if precompute:
         if s.worker:  # warm before it takes connections (below)
             await precompute.warm()
@@ -151,10 +166,15 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             await pipeline.stop()
         await vol.stop()
         await universe.close()
+        if follower:
+            await follower.stop()
+        if shadow:
+            await shadow.stop()
         if tier1:
             await tier1.stop()
-        if client:
-            await client.close()
+        for sidecar in (client, shadow_client):
+            if sidecar:
+                await sidecar.close()
         if own_store and store is not None:
             await store.close()  # its MGET reader's connections, then the client
         elif redis is not None:

@@ -23,7 +23,8 @@ from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.fanin import Coalescer
 from rtvol.services.gateway.kelly import KellyTable
 from rtvol.services.gateway.memory import WindowMemory
-from rtvol.services.gateway.signal import Signal
+from rtvol.services.gateway.shadow import Shadow
+from rtvol.services.gateway.signal import Signal, finite_rows, from_outputs
 from rtvol.services.gateway.tier1 import Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
@@ -58,6 +59,7 @@ class Predictor:
         self.features, self.tiers, self.cache, self.kelly = features, tiers, cache, kelly
         self.stocks, self.deadline_s, self.tracer = stocks, deadline_s, tracer
         self.memory: WindowMemory | None = None  # windows pushed by the feature service, if watched
+        self.shadow: Shadow | None = None  # the shadow version, sent every tier-1 batch
 
     async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
                       route: str = "rest") -> list[Signal]:
@@ -195,15 +197,14 @@ class Predictor:
         if outputs is not None and not finite_rows(outputs).all():  # never served: tier 2 answers
             metrics.NON_FINITE.labels("1").inc()
             outputs, tier, version = None, 2, local.version
+        written = windows.written_us[rows].tolist()
         if outputs is None:
             outputs = local.infer(x)
-        now = now_us()
-        rv, d, m = outputs["rv"], outputs["direction"], outputs["momentum"]
-        finite = finite_rows(outputs)
-        return [Signal(sid, float(rv[i, 0]), (float(d[i, 0]), float(d[i, 1]), float(d[i, 2])),
-                       float(m[i, 0]), local.name, version, tier, int(windows.written_us[r]), now)
-                if finite[i] else self._not_finite(sid)
-                for i, (sid, r) in enumerate(zip(ids, rows, strict=True))]
+        elif self.shadow is not None:  # off the signal path: queued, or dropped when full
+            self.shadow.offer(ids, x, written)
+        metrics.MODEL_SIGNALS.labels(local.name, version, str(tier), "serve").inc(len(ids))
+        made = from_outputs(outputs, ids, local.name, version, tier, written, now_us())
+        return [sig if sig is not None else self._not_finite(sid) for sid, sig in zip(ids, made, strict=True)]
 
     def _not_finite(self, sid: int) -> Signal:
         """Tier 2 answered NaN/inf for this stock: the volatility estimate answers instead."""
@@ -230,14 +231,6 @@ class Predictor:
         if sig.direction is None:
             return sig
         return replace(sig, kelly_fraction=self.kelly.fraction(*sig.direction, sig.rv))
-
-
-def finite_rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Per row: every output value (rv, direction, momentum) is finite."""
-    rows = np.ones(len(outputs["rv"]), bool)
-    for value in outputs.values():
-        rows &= np.isfinite(value.reshape(len(value), -1)).all(axis=1)
-    return rows
 
 
 def _error(sid: int, message: str, reason: str) -> Signal:

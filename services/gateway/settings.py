@@ -37,7 +37,14 @@ class GatewaySettings(ServiceSettings):
     model_name: str = "rtvol_cnn"
     """Model served (tiers 1 and 2)."""
     model_version: int | None = None
-    """Default: the latest version at start."""
+    """Pin tier 2 to this version. Default: the version the repository's version policy serves
+    (the newest verified one unless `rtvol promote` pinned one), followed as it changes."""
+    model_poll_s: float = 2.0
+    """How often the repository's version policy is read (served and shadow versions); 0: never."""
+    shadow_queue: int = 16
+    """Tier-1 batches waiting for the shadow version; more are dropped (and counted)."""
+    shadow_timeout_ms: float = 1000.0
+    """One shadow call; slower counts as a shadow error (never against the breaker)."""
     stocks: int = 8192
     """Ids 0..stocks-1 are known (as the feature service's --stocks)."""
     max_ids: int = 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from rtvol.proto.v1 import signals_pb2 as pb
@@ -68,3 +69,21 @@ class Signal:
         window_version, received = stamp or (0, 0)  # written before the pipeline: not known
         return cls(sid, rv, None if d is None else tuple(d), mom, model, version, tier, written, computed,
                    window_version=window_version, received_us=received)
+
+
+def finite_rows(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row: every output value (rv, direction, momentum) is finite."""
+    rows = np.ones(len(outputs["rv"]), bool)
+    for value in outputs.values():
+        rows &= np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+    return rows
+
+
+def from_outputs(outputs: dict[str, np.ndarray], ids: list[int], model: str, version: str, tier: int,
+                 written_us: list[int], computed_us: int) -> list[Signal | None]:
+    """One signal per row of a model's outputs; None for a row with a non-finite value."""
+    rv, d, m = outputs["rv"], outputs["direction"], outputs["momentum"]
+    finite = finite_rows(outputs)
+    return [Signal(sid, float(rv[i, 0]), (float(d[i, 0]), float(d[i, 1]), float(d[i, 2])),
+                   float(m[i, 0]), model, version, tier, written, computed_us) if finite[i] else None
+            for i, (sid, written) in enumerate(zip(ids, written_us, strict=True))]

@@ -114,10 +114,11 @@ class SidecarClient:
             s = self._streams[i] = _Stream(self.stub, self.credential)
         return s
 
-    async def infer(self, windows: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-        """Outputs by name and the model version that answered."""
+    async def infer(self, windows: np.ndarray, version: str = "") -> tuple[dict[str, np.ndarray], str]:
+        """Outputs by name and the model version that answered (``version``: that one, else
+        the one the sidecar serves)."""
         x = np.ascontiguousarray(windows, "<f4")
-        request = pb.ModelInferRequest(model_name=self.model, id=str(next(self._ids)),
+        request = pb.ModelInferRequest(model_name=self.model, model_version=version, id=str(next(self._ids)),
                                        raw_input_contents=[x.tobytes()])
         request.inputs.add(name="window", datatype="FP32", shape=x.shape)
         if tp := traceparent():  # per request: the stream's own metadata names only its opener

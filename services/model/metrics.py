@@ -21,9 +21,11 @@ BATCH = Histogram("rtvol_model_batch_size", "Rows per executed batch", ["model"]
 COMPILE_FALLBACKS = Counter("rtvol_model_compile_fallbacks",
                             "Model loads that compiled at start: no compiled package fit this machine",
                             ["model", "reason"])
-REFUSED = Counter("rtvol_model_refused", "Model versions refused: files differ from their recorded digests",
+REFUSED = Counter("rtvol_model_refused", "Model versions refused (files differ from their recorded "
+                  "digests, a pinned version is missing) and malformed version policies (bad_policy)",
                   ["model", "reason"])
 LOADED = Gauge("rtvol_model_loaded_version", "Version being served", ["model", "backend"])
+SHADOW = Gauge("rtvol_model_shadow_version", "Version loaded in shadow (0: none)", ["model"])
 
 
 class ModelMetrics:

@@ -1,8 +1,10 @@
-"""The models being served: the latest version of every model in the repository, swapped
-for a newer one when it appears. A swap never drops in-flight requests: the old batcher
-stops taking new ones and finishes what it has queued. A version whose files differ from
-the digests its metadata records is refused (logged once, counted) and the version being
-served stays (rtvol/repository.py: verify)."""
+"""The models being served: for every model in the repository, the version its version
+policy names (default: the newest), and the shadow version it names, loaded beside it
+(rtvol/version_policy.py). A request without a version gets the served one; the shadow is
+asked for by its version number. A swap never drops in-flight requests: a batcher no longer
+needed stops taking new ones and finishes what it has queued. A version whose files differ
+from the digests its metadata records is refused (logged once, counted) and the version
+being served stays (rtvol/repository.py: verify)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtvol import repository
+from rtvol import repository, version_policy
 from rtvol.errors import NotFound
 from rtvol.services.model import metrics
 from rtvol.services.model.backends import Backend, ModelFiles
@@ -21,6 +23,9 @@ from rtvol.services.model.batcher import Batcher
 from rtvol.services.model.model import LoadedModel, load
 
 log = logging.getLogger(__name__)
+
+
+Entry = tuple[LoadedModel, Batcher]
 
 
 @dataclass(frozen=True)
@@ -42,68 +47,78 @@ class Registry:
         self.delay_override = max_queue_delay_us
         self.executor = executor
         self.policy = policy
-        self.served: dict[str, tuple[LoadedModel, Batcher]] = {}
-        self.refused: dict[tuple[str, int], str] = {}  # (model, version) -> reason, logged once
+        self.served: dict[str, Entry] = {}
+        self.shadows: dict[str, Entry] = {}  # loaded beside the served version, asked for by number
+        self.refused = version_policy.Refusals(lambda model, why: metrics.REFUSED.labels(model, why).inc())
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def get(self, name: str, version: str = "") -> tuple[LoadedModel, Batcher]:
+    def get(self, name: str, version: str = "") -> Entry:
         entry = self.served.get(name)
         if entry is None:
             raise NotFound(f"unknown model '{name}' (serving {sorted(self.served)})")
         if version and version != entry[0].version_label:
+            shadow = self.shadows.get(name)
+            if shadow is not None and version == shadow[0].version_label:
+                return shadow
             raise NotFound(f"model '{name}' version {version} is not served "
-                           f"(serving version {entry[0].version})")
+                           f"(serving version {entry[0].version}"
+                           + (f", shadow version {shadow[0].version})" if shadow else ")"))
         return entry
 
     async def sync(self) -> list[str]:
-        """Load what is new in the repository; returns 'model:version' for each load."""
+        """Load what the repository's policies ask for; returns 'model:version' for each load."""
         loaded = []
         for name in repository.models(self.repo):
-            current = self.served.get(name)
-            version = await asyncio.to_thread(self._pick, name, current[0].version if current else None)
-            if version is None:
-                continue
-            model = await asyncio.to_thread(load, self.repo, name, version, self.make_backend)
-            self._swap(model)
-            loaded.append(f"{name}:{version}")
+            served, shadow = self.served.get(name), self.shadows.get(name)
+            have = {e[0].version: e for e in (served, shadow) if e is not None}
+            targets = await asyncio.to_thread(self.refused.follow, self.repo, name,
+                                              served[0].version if served else None,
+                                              shadow[0].version if shadow else None)
+            if targets is None or targets.serve is None:
+                continue  # keep what is loaded
+            wanted: dict[int, Entry] = {}
+            for version in {targets.serve, targets.shadow} - {None}:
+                assert version is not None
+                if version not in have:
+                    model = await asyncio.to_thread(load, self.repo, name, version, self.make_backend)
+                    have[version] = self._batched(model)
+                    loaded.append(f"{name}:{version}")
+                wanted[version] = have[version]
+            self._install(name, wanted[targets.serve],
+                          None if targets.shadow is None else wanted[targets.shadow])
+            for version, entry in have.items():
+                if version not in wanted:
+                    self._retire(entry)
         return loaded
 
-    def _pick(self, name: str, served: int | None) -> int | None:
-        """The newest version that verifies, looking no further back than the one served
-        (None: keep it); a version deleted from the repository still rolls back to an older one."""
-        for version in reversed(repository.versions(self.repo, name)):
-            if version == served:
-                return None
-            try:
-                repository.verify(self.repo, name, version)
-            except repository.IntegrityError as e:
-                self._refuse(name, version, e)
-                continue
-            self.refused.pop((name, version), None)
-            return version
-        return None
-
-    def _refuse(self, name: str, version: int, error: repository.IntegrityError) -> None:
-        if self.refused.get((name, version)) == error.reason:
-            return  # polled again: already logged and counted
-        self.refused[(name, version)] = error.reason
-        metrics.REFUSED.labels(name, error.reason).inc()
-        log.error("refusing %s version %d (%s): %s", name, version, error.reason, error)
-
-    def _swap(self, model: LoadedModel) -> None:
+    def _batched(self, model: LoadedModel) -> Entry:
         delay_us = (self.delay_override if self.delay_override is not None
                     else model.config.dynamic_batching.max_queue_delay_microseconds)
-        batcher = Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
-                          delay_us * 1e-6, self.executor, self.policy.inline_max_rows,
-                          self.policy.idle_dispatch, self.policy.max_queue_rows, self.policy.max_queue_bytes)
-        old = self.served.get(model.name)
-        self.served[model.name] = (model, batcher)  # one assignment: requests see old or new
-        metrics.LOADED.labels(model.name, model.backend.name).set(model.version)
-        log.info("serving %s version %s on %s", model.name, model.version, model.backend.name)
-        if old:
-            task = asyncio.get_running_loop().create_task(old[1].close())
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+        return model, Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
+                              delay_us * 1e-6, self.executor, self.policy.inline_max_rows,
+                              self.policy.idle_dispatch, self.policy.max_queue_rows,
+                              self.policy.max_queue_bytes)
+
+    def _install(self, name: str, served: Entry, shadow: Entry | None) -> None:
+        model = served[0]
+        if self.served.get(name) is not served:
+            log.info("serving %s version %s on %s", name, model.version, model.backend.name)
+        self.served[name] = served  # one assignment: requests see old or new
+        metrics.LOADED.labels(name, model.backend.name).set(model.version)
+        if shadow is None:
+            if self.shadows.pop(name, None) is not None:
+                log.info("%s: no shadow version", name)
+            metrics.SHADOW.labels(name).set(0)
+            return
+        if self.shadows.get(name) is not shadow:
+            log.info("shadowing %s version %s", name, shadow[0].version)
+        self.shadows[name] = shadow
+        metrics.SHADOW.labels(name).set(shadow[0].version)
+
+    def _retire(self, entry: Entry) -> None:
+        task = asyncio.get_running_loop().create_task(entry[1].close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def poll_forever(self, interval_s: float) -> None:
         while True:
@@ -114,6 +129,6 @@ class Registry:
                 log.exception("repository poll failed; still serving the loaded versions")
 
     async def close(self) -> None:
-        for _, batcher in self.served.values():
+        for _, batcher in [*self.served.values(), *self.shadows.values()]:
             await batcher.close()
         await asyncio.gather(*self._retiring)

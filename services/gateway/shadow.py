@@ -1,0 +1,105 @@
+"""The shadow version: every tier-1 batch is also sent to it, off the signal path.
+
+`offer` queues the batch and returns at once (a bounded queue: when full the batch is dropped
+and counted); one background task sends the queued batches, coalesced up to ``max_batch``
+rows, to the sidecar's shadow version on a channel of its own, and hands the signals to
+``record`` (role "shadow") to be scored. Shadow signals are never served, never cached, and a
+failed or slow shadow call is counted here only: the breaker never hears of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtvol.featurestore import now_us
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.signal import Signal, from_outputs
+from rtvol.services.gateway.tier1 import SidecarClient
+from rtvol.tasks import BackgroundTask
+
+log = logging.getLogger(__name__)
+Record = Callable[[list[Signal], str], None]  # signals of one version, their role
+
+
+def count(signals: list[Signal], role: str) -> None:
+    """The default record: signals by model, version, tier and role."""
+    if signals:
+        s = signals[0]
+        metrics.MODEL_SIGNALS.labels(s.model, s.version, str(s.tier), role).inc(len(signals))
+
+
+@dataclass(slots=True)
+class _Batch:
+    version: str
+    ids: list[int]
+    windows: np.ndarray  # owned: the caller never writes to it again
+    written_us: list[int]
+
+
+class Shadow:
+    def __init__(self, client: SidecarClient, max_batch: int, timeout_s: float, max_queued: int = 16,
+                 record: Record = count) -> None:
+        self.client, self.max_batch, self.timeout_s = client, max_batch, timeout_s
+        self.max_queued, self.record = max_queued, record
+        self.version = ""  # "": no shadow (the version follower sets it)
+        self._pending: collections.deque[_Batch] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task = BackgroundTask()
+
+    def offer(self, ids: list[int], windows: np.ndarray, written_us: list[int]) -> None:
+        """Queue a batch tier 1 answered for the shadow version; never waits."""
+        if not self.version:
+            return
+        if len(self._pending) >= self.max_queued:
+            metrics.SHADOW_DROPPED.labels(self.client.model, self.version).inc()
+            return
+        self._pending.append(_Batch(self.version, ids, windows, written_us))
+        self._wake.set()
+
+    def _take(self) -> _Batch:
+        """The oldest batch and those after it of the same version, up to max_batch rows."""
+        first = self._pending.popleft()
+        parts = [first]
+        rows = len(first.ids)
+        while (self._pending and self._pending[0].version == first.version
+               and rows + len(self._pending[0].ids) <= self.max_batch):
+            parts.append(self._pending.popleft())
+            rows += len(parts[-1].ids)
+        if len(parts) == 1:
+            return first
+        return _Batch(first.version, [i for p in parts for i in p.ids],
+                      np.concatenate([p.windows for p in parts]), [w for p in parts for w in p.written_us])
+
+    async def _send(self, batch: _Batch) -> None:
+        model = self.client.model
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                outputs, version = await self.client.infer(batch.windows, batch.version)
+        except Exception as e:  # counted, never raised: the served signals do not depend on it
+            metrics.SHADOW_ERRORS.labels(model, batch.version, type(e).__name__).inc()
+            log.debug("shadow call to %s version %s failed: %r", model, batch.version, e)
+            return
+        made = from_outputs(outputs, batch.ids, model, version, 1, batch.written_us, now_us())
+        signals = [s for s in made if s is not None]
+        if bad := len(made) - len(signals):
+            metrics.SHADOW_ERRORS.labels(model, version, "non_finite").inc(bad)
+        self.record(signals, "shadow")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._send(self._take())
+
+    def start(self) -> None:
+        self._task.start(self._run())
+
+    async def stop(self) -> None:
+        await self._task.stop()
