@@ -94,6 +94,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
         scorer = LiveScorer(s.stocks, repository_validation(s.model_repository))
         predictor.memory = WindowMemory(s.stocks, scorer)
+        if shadow is not None:
+            shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
         watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
 

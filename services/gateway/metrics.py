@@ -46,10 +46,10 @@ WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
 WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open",
                         multiprocess_mode="livemin")
 MODEL_SIGNALS = Counter("rtvol_gateway_model_signals_total",
-                        "Model outputs by version, tier and role (serve: answered; shadow: computed on "
+                        "Model outputs by version, tier and role (serving: answered; shadow: computed on "
                         "the same windows, scored, never served)", ["model", "version", "tier", "role"])
 MODEL_VERSION = Gauge("rtvol_gateway_model_version", "Version of the repository's policy by role "
-                      "(serve: tier 2's, which tier 1's follows; shadow: 0 when none)", ["model", "role"],
+                      "(serving: tier 2's, which tier 1's follows; shadow: 0 when none)", ["model", "role"],
                       multiprocess_mode="livemax")
 MODEL_REFUSED = Counter("rtvol_gateway_model_refused_total", "Versions the gateway refused to follow "
                         "(digest check, missing, malformed policy)", ["model", "reason"])

@@ -59,7 +59,7 @@ class Predictor:
         self.features, self.tiers, self.cache, self.kelly = features, tiers, cache, kelly
         self.stocks, self.deadline_s, self.tracer = stocks, deadline_s, tracer
         self.memory: WindowMemory | None = None  # windows pushed by the feature service, if watched
-        self.shadow: Shadow | None = None  # the shadow version, sent every tier-1 batch
+        self.shadow: Shadow | None = None  # the shadow version, sent every tier-1 batch of held windows
 
     async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
                       route: str = "rest") -> list[Signal]:
@@ -126,12 +126,15 @@ class Predictor:
         mem = self.memory
         # read before the await: newer windows may arrive meanwhile
         version, received, end = mem.version[idx], mem.received_us[idx], mem.end_step[idx]
-        signals = await self._infer(idx.tolist(), mem.read(idx), np.arange(len(idx)), deadline)
+        held = mem.read(idx)
+        signals = await self._infer(idx.tolist(), held, np.arange(len(idx)), deadline)
         for sig, v, r, e in zip(signals, version.tolist(), received.tolist(), end.tolist(), strict=True):
             sig.window_version, sig.received_us, sig.window_end_step = v, r, e
         mem.settle(signals)
         if mem.scorer is not None:
             mem.scorer.record(signals)
+        if self.shadow is not None and any(sig.tier == 1 for sig in signals):  # off the signal path
+            self.shadow.offer(idx.tolist(), held.windows, held.written_us.tolist(), end.tolist())
         return signals
 
     async def compute(self, stock_ids: list[int], deadline: float) -> list[Signal]:
@@ -200,9 +203,7 @@ class Predictor:
         written = windows.written_us[rows].tolist()
         if outputs is None:
             outputs = local.infer(x)
-        elif self.shadow is not None:  # off the signal path: queued, or dropped when full
-            self.shadow.offer(ids, x, written)
-        metrics.MODEL_SIGNALS.labels(local.name, version, str(tier), "serve").inc(len(ids))
+        metrics.MODEL_SIGNALS.labels(local.name, version, str(tier), "serving").inc(len(ids))
         made = from_outputs(outputs, ids, local.name, version, tier, written, now_us())
         return [sig if sig is not None else self._not_finite(sid) for sid, sig in zip(ids, made, strict=True)]
 

@@ -1,10 +1,12 @@
-"""The shadow version: every tier-1 batch is also sent to it, off the signal path.
+"""The shadow version: every tier-1 batch of held windows (the tick-to-signal pipeline's,
+and a Predict's computed from a held window) is also sent to it, off the signal path.
 
 `offer` queues the batch and returns at once (a bounded queue: when full the batch is dropped
 and counted); one background task sends the queued batches, coalesced up to ``max_batch``
-rows, to the sidecar's shadow version on a channel of its own, and hands the signals to
-``record`` (role "shadow") to be scored. Shadow signals are never served, never cached, and a
-failed or slow shadow call is counted here only: the breaker never hears of it.
+rows, to the sidecar's shadow version on a channel of its own, counts the signals by model,
+version, tier and role=shadow, and hands them to the live scorer (scorer.py) with that role.
+Shadow signals are never served, never cached, and a failed or slow shadow call is counted
+here only: the breaker never hears of it.
 """
 
 from __future__ import annotations
@@ -12,26 +14,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics
-from rtvol.services.gateway.signal import Signal, from_outputs
+from rtvol.services.gateway.scorer import LiveScorer
+from rtvol.services.gateway.signal import from_outputs
 from rtvol.services.gateway.tier1 import SidecarClient
 from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
-Record = Callable[[list[Signal], str], None]  # signals of one version, their role
-
-
-def count(signals: list[Signal], role: str) -> None:
-    """The default record: signals by model, version, tier and role."""
-    if signals:
-        s = signals[0]
-        metrics.MODEL_SIGNALS.labels(s.model, s.version, str(s.tier), role).inc(len(signals))
+ROLE = "shadow"
 
 
 @dataclass(slots=True)
@@ -40,26 +35,27 @@ class _Batch:
     ids: list[int]
     windows: np.ndarray  # owned: the caller never writes to it again
     written_us: list[int]
+    end_steps: list[int]  # global step each window ends before (live scoring)
 
 
 class Shadow:
     def __init__(self, client: SidecarClient, max_batch: int, timeout_s: float, max_queued: int = 16,
-                 record: Record = count) -> None:
+                 scorer: LiveScorer | None = None) -> None:
         self.client, self.max_batch, self.timeout_s = client, max_batch, timeout_s
-        self.max_queued, self.record = max_queued, record
+        self.max_queued, self.scorer = max_queued, scorer
         self.version = ""  # "": no shadow (the version follower sets it)
         self._pending: collections.deque[_Batch] = collections.deque()
         self._wake = asyncio.Event()
         self._task = BackgroundTask()
 
-    def offer(self, ids: list[int], windows: np.ndarray, written_us: list[int]) -> None:
+    def offer(self, ids: list[int], windows: np.ndarray, written_us: list[int], end_steps: list[int]) -> None:
         """Queue a batch tier 1 answered for the shadow version; never waits."""
         if not self.version:
             return
         if len(self._pending) >= self.max_queued:
             metrics.SHADOW_DROPPED.labels(self.client.model, self.version).inc()
             return
-        self._pending.append(_Batch(self.version, ids, windows, written_us))
+        self._pending.append(_Batch(self.version, ids, windows, written_us, end_steps))
         self._wake.set()
 
     def _take(self) -> _Batch:
@@ -74,7 +70,8 @@ class Shadow:
         if len(parts) == 1:
             return first
         return _Batch(first.version, [i for p in parts for i in p.ids],
-                      np.concatenate([p.windows for p in parts]), [w for p in parts for w in p.written_us])
+                      np.concatenate([p.windows for p in parts]), [w for p in parts for w in p.written_us],
+                      [e for p in parts for e in p.end_steps])
 
     async def _send(self, batch: _Batch) -> None:
         model = self.client.model
@@ -86,10 +83,16 @@ class Shadow:
             log.debug("shadow call to %s version %s failed: %r", model, batch.version, e)
             return
         made = from_outputs(outputs, batch.ids, model, version, 1, batch.written_us, now_us())
-        signals = [s for s in made if s is not None]
+        signals = []
+        for sig, end in zip(made, batch.end_steps, strict=True):
+            if sig is not None:
+                sig.window_end_step = end
+                signals.append(sig)
         if bad := len(made) - len(signals):
             metrics.SHADOW_ERRORS.labels(model, version, "non_finite").inc(bad)
-        self.record(signals, "shadow")
+        metrics.MODEL_SIGNALS.labels(model, version, "1", ROLE).inc(len(signals))
+        if self.scorer is not None:
+            self.scorer.record(signals, ROLE)
 
     async def _run(self) -> None:
         while True:

@@ -53,7 +53,7 @@ class VersionFollower:
 
     def _gauges(self, serve: int, shadow: int | None) -> None:
         name = self.predictor.tiers.local.name
-        metrics.MODEL_VERSION.labels(name, "serve").set(serve)
+        metrics.MODEL_VERSION.labels(name, "serving").set(serve)
         metrics.MODEL_VERSION.labels(name, "shadow").set(shadow or 0)
 
     async def _run(self) -> None:

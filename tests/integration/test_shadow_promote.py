@@ -129,9 +129,13 @@ def test_shadow_is_computed_and_counted_but_only_the_served_version_answers(two_
     assert all(not sig.error for sig in served), served
     assert {(sig.version, sig.tier) for sig in served} == {("1", 1)}
     assert {(p.version, p.tier) for p in pushed} == {("1", 1)}
-    assert s.metric("rtvol_gateway_model_signals_total", version="2", role="serve") == 0
-    assert s.metric("rtvol_gateway_model_signals_total", version="1", role="serve", tier="1") >= STOCKS
+    assert s.metric("rtvol_gateway_model_signals_total", version="2", role="serving") == 0
+    assert s.metric("rtvol_gateway_model_signals_total", version="1", role="serving", tier="1") >= STOCKS
     assert s.metric("rtvol_gateway_shadow_errors_total") == 0
+    # handed to the live scorer as role=shadow (scored once their bucket is known; these
+    # windows are mid-bucket, so counted as such)
+    assert s.metric("rtvol_live_scored_signals_total", role="shadow") + s.metric(
+        "rtvol_live_unscored_signals_total", role="shadow") >= STOCKS
     assert s.metric("rtvol_gateway_breaker_transitions_total", upstream="sidecar") == 0
     sub.join(10)
 
@@ -146,7 +150,7 @@ def test_promote_refuses_a_tampered_version_and_switches_what_is_served(two_vers
 
     assert promote(s.repo, "promote", MODEL, "2") == 0
     _wait("tier 2 follows the promotion", lambda: s.metric(
-        "rtvol_gateway_model_version", role="serve") == 2 and s.metric(
+        "rtvol_gateway_model_version", role="serving") == 2 and s.metric(
         "rtvol_gateway_model_version", role="shadow") == 0)
 
     def served_by_2() -> bool:

@@ -70,7 +70,7 @@ def test_promote_and_shadow_refuse_a_missing_or_tampered_version(repo: Path) -> 
     with pytest.raises(RepositoryError, match="has no version 9"):
         vp.promote(repo, M, 9)
     tamper(repo, 3)
-    with pytest.raises(IntegrityError, match="version 3 fails its digest check.*model.onnx"):
+    with pytest.raises(IntegrityError, match=r"version 3 fails its digest check.*model\.onnx"):
         vp.promote(repo, M, 3)
     with pytest.raises(IntegrityError, match="version 3 fails its digest check"):
         vp.set_shadow(repo, M, 3)
@@ -95,7 +95,7 @@ def test_a_pinned_version_that_fails_later_keeps_the_one_served(repo: Path) -> N
 def test_a_malformed_policy_is_an_error_naming_the_file(repo: Path) -> None:
     for text in ("{", '{"serve": "2"}', '{"serve": 0}', '{"serve": true}', '{"latest": 1}', "[2]"):
         vp.policy_path(repo, M).write_text(text)
-        with pytest.raises(RepositoryError, match="version_policy.json"):
+        with pytest.raises(RepositoryError, match=r"version_policy\.json"):
             vp.read_policy(repo, M)
     refusals = vp.Refusals(lambda model, why: counted.append((model, why)))
     counted: list[tuple[str, str]] = []
