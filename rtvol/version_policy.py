@@ -153,21 +153,27 @@ def select(repo: Path, name: str, serving: int | None, shadowing: int | None, re
 
 
 class Refusals:
-    """Versions refused by `select`, each logged and counted (``count(model, reason)``) once
-    while its reason stays the same: the repository is polled every few seconds."""
+    """Versions refused by `select` and malformed policies, each logged and counted
+    (``count(model, reason)``) once while its reason stays the same: the repository is polled
+    every few seconds."""
+
+    POLICY = 0  # the key of a model's policy file among its versions
 
     def __init__(self, count: Callable[[str, str], None]) -> None:
         self.count = count
-        self.reasons: dict[tuple[str, int], str] = {}  # (model, version) -> reason; version 0: the policy
+        self.reasons: dict[tuple[str, int], str] = {}  # (model, version or POLICY) -> reason
+
+    def _once(self, name: str, version: int, reason: str, what: str, error: RepositoryError) -> None:
+        if self.reasons.get((name, version)) == reason:
+            return
+        self.reasons[(name, version)] = reason
+        self.count(name, reason)
+        log.error("refusing %s %s (%s): %s", name, what, reason, error)
 
     def refuser(self, name: str) -> Refuse:
         def refuse(version: int, error: RepositoryError) -> None:
             reason = getattr(error, "reason", "not_found")  # not an IntegrityError: a missing pin
-            if self.reasons.get((name, version)) == reason:
-                return
-            self.reasons[(name, version)] = reason
-            self.count(name, reason)
-            log.error("%s: refused (%s): %s", name, reason, error)
+            self._once(name, version, reason, f"version {version}", error)
         return refuse
 
     def follow(self, repo: Path, name: str, serving: int | None, shadowing: int | None) -> Targets | None:
@@ -176,9 +182,9 @@ class Refusals:
         try:
             targets = select(repo, name, serving, shadowing, self.refuser(name))
         except RepositoryError as e:
-            self.refuser(name)(0, IntegrityError(f"keeping the loaded versions: {e}", "bad_policy"))
+            self._once(name, self.POLICY, "bad_policy", "its version policy (keeping the loaded versions)", e)
             return None
-        for version in (0, targets.serve, targets.shadow):
+        for version in (self.POLICY, targets.serve, targets.shadow):
             if version is not None:
                 self.reasons.pop((name, version), None)
         return targets

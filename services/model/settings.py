@@ -15,7 +15,8 @@ class ModelSettings(ServiceSettings):
     unix_socket: str | None = None
     """Also serve on this Unix socket, e.g. /run/rtvol/model.sock for a gateway in the pod."""
     model_repository: Path = Path("models")
-    """Triton-layout repository; the latest version of each model is served."""
+    """Triton-layout repository; each model's version policy names the version served and
+    the one in shadow (default: the newest verified version, no shadow; `rtvol promote`)."""
     backend: str = "auto"
     """auto | onnxruntime | onnxruntime-cpu | cudagraph | cudagraph-eager | tensorrt."""
     precision: str = "fp16"
@@ -38,6 +39,6 @@ class ModelSettings(ServiceSettings):
     ort_threads: int = 1
     """ONNX Runtime intra-op threads."""
     poll_seconds: float = 2.0
-    """How often the repository is polled for new versions; 0 disables."""
+    """How often the repository is polled for new versions and version policies; 0 disables."""
     debug_delay_ms: float = 0.0
     """Fault injection for tests: every inference waits this long."""
