@@ -539,32 +539,34 @@ def _export_command(sub: Commands) -> None:
     ex.set_defaults(run=_export)
 
 
+def _policy_parser(sub: Commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """`rtvol promote|shadow MODEL ...`: both change the model's version policy."""
+    p = sub.add_parser(name, help=help, description=description + " Written atomically to "
+                       "<repo>/MODEL/version_policy.json; the sidecar and the gateway follow it within "
+                       "their poll interval (2 s), without a restart.")
+    p.add_argument("model", help="model name in the repository, e.g. rtvol_cnn")
+    _add(p, "repo", "model repository", "models", Path, env="model-repository")
+    return p
+
+
 def _promote_command(sub: Commands) -> None:
-    pr = sub.add_parser("promote", help="serve a model version (the repository's version policy)",
-                        description="Pin the version the sidecar and the gateway's tier 2 serve: written "
-                                    "atomically to <repo>/MODEL/version_policy.json, followed by running "
-                                    "servers within their poll interval (2 s), no restart. Refuses a version "
-                                    "that does not exist or fails its digest check. A version running in "
-                                    "shadow stops being a shadow once promoted. 'latest' removes the pin: "
-                                    "the newest version that passes its digest check is served.")
-    pr.add_argument("model", help="model name in the repository, e.g. rtvol_cnn")
+    pr = _policy_parser(sub, "promote", "serve a model version (the repository's version policy)",
+                        "Pin the version the sidecar and the gateway's tier 2 serve. Refuses a version "
+                        "that does not exist or fails its digest check. A version running in shadow "
+                        "stops being a shadow once promoted. 'latest' removes the pin: the newest "
+                        "version that passes its digest check is served.")
     pr.add_argument("version", type=_version_arg, help="version number, or 'latest'")
-    _add(pr, "repo", "model repository", "models", Path, env="model-repository")
     pr.set_defaults(run=_set_policy)
 
 
 def _shadow_command(sub: Commands) -> None:
-    sh = sub.add_parser("shadow", help="run a model version in shadow: computed and scored, not served",
-                        description="The sidecar keeps VERSION loaded beside the served one, "
-                                    "and the gateway sends every tier-1 batch to it as well, off the "
-                                    "signal path: its signals are scored live (role=shadow) and never "
-                                    "served. Refuses a version that does not exist, fails its digest "
-                                    "check or is the served one. --clear ends the shadow. Written to "
-                                    "<repo>/MODEL/version_policy.json.")
-    sh.add_argument("model", help="model name in the repository, e.g. rtvol_cnn")
+    sh = _policy_parser(sub, "shadow", "run a model version in shadow: computed and scored, not served",
+                        "The sidecar keeps VERSION loaded beside the served one, and the gateway sends "
+                        "every tier-1 batch to it as well, off the signal path: its signals are scored "
+                        "live (role=shadow) and never served. Refuses a version that does not exist, "
+                        "fails its digest check or is the served one. --clear ends the shadow.")
     sh.add_argument("version", type=_version_arg, nargs="?", default=None, help="version number")
     sh.add_argument("--clear", action="store_true", help="no shadow version")
-    _add(sh, "repo", "model repository", "models", Path, env="model-repository")
     sh.set_defaults(run=_shadow)
 
 
