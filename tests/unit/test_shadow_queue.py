@@ -1,0 +1,113 @@
+"""The gateway's shadow queue without processes: `offer` never waits, a full queue drops and
+counts, queued batches of one version leave together, a failed shadow call is counted and the
+loop goes on, and the signals reach the scorer with role=shadow and their window's end step.
+(The real sidecar behind it: tests/integration/test_shadow_promote.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import numpy as np
+from prometheus_client import REGISTRY
+
+from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.services.gateway.shadow import Shadow
+from rtvol.services.gateway.signal import Signal
+from rtvol.services.gateway.tier1 import SidecarClient
+
+MODEL = "shadow_unit"
+
+
+class Sidecar:
+    """Answers rv = the window's first value; fails while ``failing``; held until ``go``."""
+
+    model = MODEL
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.go = asyncio.Event()
+        self.failing = False
+
+    async def infer(self, windows: np.ndarray, version: str = "") -> tuple[dict[str, np.ndarray], str]:
+        await self.go.wait()
+        self.calls.append((len(windows), version))
+        if self.failing:
+            raise RuntimeError("sidecar said no")
+        n = len(windows)
+        rv = windows[:, 0, :1].astype(np.float32)
+        rv[rv == 666] = np.nan
+        return {"rv": rv, "direction": np.full((n, 3), 1 / 3, np.float32),
+                "momentum": np.zeros((n, 1), np.float32)}, version
+
+
+class Scorer:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[list[Signal], str]] = []
+
+    def record(self, signals: list[Signal], role: str = "serving") -> int:
+        self.recorded.append((signals, role))
+        return len(signals)
+
+
+def _windows(*first: float) -> np.ndarray:
+    x = np.zeros((len(first), STEPS, N_FEATURES), np.float32)
+    x[:, 0, 0] = first
+    return x
+
+
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"model": MODEL, **labels}) or 0.0
+
+
+def test_offers_never_wait_a_full_queue_drops_and_batches_coalesce() -> None:
+    async def run() -> None:
+        sidecar, scorer = Sidecar(), Scorer()
+        shadow = Shadow(cast(SidecarClient, sidecar), max_batch=3, timeout_s=5, max_queued=3,
+                        scorer=cast(Any, scorer))
+        shadow.offer([0], _windows(1.0), [10], [50])  # no shadow version: nothing queued
+        shadow.version = "2"
+        shadow.start()
+        dropped = _count("rtvol_gateway_shadow_dropped_total", version="2")
+        for sid in range(5):  # the sidecar is held: the queue fills, two are dropped
+            shadow.offer([sid], _windows(sid + 1.0), [10 + sid], [50 + sid])
+        assert _count("rtvol_gateway_shadow_dropped_total", version="2") == dropped + 2
+        await asyncio.sleep(0)  # the sender takes the queued batches (and waits on the sidecar)
+        shadow.offer([7, 8], _windows(7.0, 8.0), [17, 18], [57, 58])
+        sidecar.go.set()
+        for _ in range(100):
+            if sum(len(s) for s, _ in scorer.recorded) == 5:
+                break
+            await asyncio.sleep(0.01)
+        await shadow.stop()
+        # the three queued 1-row batches leave as one call of 3 rows (max_batch), then the 2 rows
+        assert sidecar.calls == [(3, "2"), (2, "2")]
+        signals = [s for batch, _ in scorer.recorded for s in batch]
+        assert {role for _, role in scorer.recorded} == {"shadow"}
+        assert [(s.stock_id, s.rv, s.version, s.tier, s.feature_written_us, s.window_end_step)
+                for s in signals] == [(0, 1.0, "2", 1, 10, 50), (1, 2.0, "2", 1, 11, 51),
+                                      (2, 3.0, "2", 1, 12, 52), (7, 7.0, "2", 1, 17, 57),
+                                      (8, 8.0, "2", 1, 18, 58)]
+    asyncio.run(run())
+
+
+def test_a_failed_or_non_finite_shadow_is_counted_and_the_loop_goes_on() -> None:
+    async def run() -> None:
+        sidecar, scorer = Sidecar(), Scorer()
+        sidecar.go.set()
+        shadow = Shadow(cast(SidecarClient, sidecar), max_batch=8, timeout_s=5, scorer=cast(Any, scorer))
+        shadow.version = "3"
+        shadow.start()
+        failed = _count("rtvol_gateway_shadow_errors_total", version="3", kind="RuntimeError")
+        non_finite = _count("rtvol_gateway_shadow_errors_total", version="3", kind="non_finite")
+        sidecar.failing = True
+        shadow.offer([0], _windows(1.0), [1], [50])
+        await asyncio.sleep(0.05)
+        sidecar.failing = False
+        shadow.offer([1, 2], _windows(666.0, 2.0), [1, 1], [50, 50])
+        await asyncio.sleep(0.05)
+        await shadow.stop()
+        assert _count("rtvol_gateway_shadow_errors_total", version="3", kind="RuntimeError") == failed + 1
+        assert _count("rtvol_gateway_shadow_errors_total", version="3", kind="non_finite") == non_finite + 1
+        assert [[s.stock_id for s in batch] for batch, _ in scorer.recorded] == [[2]]
+    asyncio.run(run())
