@@ -43,6 +43,9 @@ class GatewaySettings(ServiceSettings):
     """How often the repository's version policy is read (served and shadow versions); 0: never."""
     shadow_queue: int = 16
     """Tier-1 batches waiting for the shadow version; more are dropped (and counted)."""
+    shadow_max_batch: int = 256
+    """Most windows in one shadow call (queued batches coalesce up to it): a small call holds
+    the event loop and the sidecar's CPU for less at a time."""
     shadow_timeout_ms: float = 1000.0
     """One shadow call; slower counts as a shadow error (never against the breaker)."""
     stocks: int = 8192

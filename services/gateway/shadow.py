@@ -2,9 +2,10 @@
 and a Predict's computed from a held window) is also sent to it, off the signal path.
 
 `offer` queues the batch and returns at once (a bounded queue: when full the batch is dropped
-and counted); one background task sends the queued batches, coalesced up to ``max_batch``
-rows, to the sidecar's shadow version on a channel of its own, counts the signals by model,
-version, tier and role=shadow, and hands them to the live scorer (scorer.py) with that role.
+and counted); one background task sends the queued batches, coalesced (or split) to at most
+``max_batch`` rows a call, to the sidecar's shadow version on a channel of its own, counts
+the signals by model, version, tier and role=shadow, and hands them to the live scorer
+(scorer.py) with that role.
 Shadow signals are never served, never cached, and a failed or slow shadow call is counted
 here only: the breaker never hears of it.
 """
@@ -15,6 +16,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,8 +24,10 @@ from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics
 from rtvol.services.gateway.scorer import LiveScorer
 from rtvol.services.gateway.signal import from_outputs
-from rtvol.services.gateway.tier1 import SidecarClient
 from rtvol.tasks import BackgroundTask
+
+if TYPE_CHECKING:  # not at run time: tier1 loads the inference protos, which tests keep apart
+    from rtvol.services.gateway.tier1 import SidecarClient
 
 log = logging.getLogger(__name__)
 ROLE = "shadow"
@@ -36,6 +40,10 @@ class _Batch:
     windows: np.ndarray  # owned: the caller never writes to it again
     written_us: list[int]
     end_steps: list[int]  # global step each window ends before (live scoring)
+
+    def rows(self, part: slice) -> _Batch:
+        return _Batch(self.version, self.ids[part], self.windows[part], self.written_us[part],
+                      self.end_steps[part])
 
 
 class Shadow:
@@ -59,8 +67,12 @@ class Shadow:
         self._wake.set()
 
     def _take(self) -> _Batch:
-        """The oldest batch and those after it of the same version, up to max_batch rows."""
+        """Up to max_batch rows from the front of the queue, of one version: queued batches
+        coalesce, a larger one is split (its rest stays in front)."""
         first = self._pending.popleft()
+        if len(first.ids) > self.max_batch:
+            self._pending.appendleft(first.rows(slice(self.max_batch, None)))
+            return first.rows(slice(0, self.max_batch))
         parts = [first]
         rows = len(first.ids)
         while (self._pending and self._pending[0].version == first.version

@@ -41,12 +41,15 @@ async def serve(s: ModelSettings) -> None:
     if s.backend not in backends.NAMES:
         raise SystemExit(f"--backend must be one of {backends.NAMES}")
     executor = ThreadPoolExecutor(1, thread_name_prefix="backend") if s.compute_thread else None
+    # shadow versions compute on a thread of their own: never ahead of a served batch in a queue
+    shadow_executor = ThreadPoolExecutor(1, thread_name_prefix="shadow") if s.compute_thread else None
     make: Callable[..., backends.Backend] = partial(backends.create, s.backend, precision=s.precision,
                                                     threads=s.ort_threads)
     if s.debug_delay_ms > 0:
         make = _slowed(make, s.debug_delay_ms / 1000)
     registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
-                        BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes))
+                        BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes),
+                        shadow_executor)
     dataplane = DataPlane(registry)
     server = Server.secured([SERVICE_NAME], s, "model", ACCESS)
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -73,8 +76,9 @@ async def serve(s: ModelSettings) -> None:
         if poller:
             poller.cancel()
         await registry.close()
-        if executor:
-            executor.shutdown(wait=True)
+        for pool in (executor, shadow_executor):
+            if pool:
+                pool.shutdown(wait=True)
 
     def drain() -> None:
         servicer.draining = True

@@ -41,11 +41,14 @@ class BatchPolicy:
 class Registry:
     def __init__(self, repo: Path, make_backend: Callable[[ModelFiles], Backend],
                  max_queue_delay_us: int | None, executor: Executor | None,
-                 policy: BatchPolicy = BatchPolicy()) -> None:
+                 policy: BatchPolicy = BatchPolicy(), shadow_executor: Executor | None = None) -> None:
+        """``shadow_executor``: where shadow batches run, all of them (none on the event loop),
+        so a served batch never waits behind a shadow one in the backend thread's queue."""
         self.repo = Path(repo)
         self.make_backend = make_backend
         self.delay_override = max_queue_delay_us
         self.executor = executor
+        self.shadow_executor = shadow_executor
         self.policy = policy
         self.served: dict[str, Entry] = {}
         self.shadows: dict[str, Entry] = {}  # loaded beside the served version, asked for by number
@@ -70,34 +73,37 @@ class Registry:
         loaded = []
         for name in repository.models(self.repo):
             served, shadow = self.served.get(name), self.shadows.get(name)
-            have = {e[0].version: e for e in (served, shadow) if e is not None}
             targets = await asyncio.to_thread(self.refused.follow, self.repo, name,
                                               served[0].version if served else None,
                                               shadow[0].version if shadow else None)
             if targets is None or targets.serve is None:
                 continue  # keep what is loaded
-            wanted: dict[int, Entry] = {}
-            for version in {targets.serve, targets.shadow} - {None}:
-                assert version is not None
-                if version not in have:
+            wanted = []
+            for version, now, as_shadow in ((targets.serve, served, False), (targets.shadow, shadow, True)):
+                if version is not None and (now is None or now[0].version != version):
+                    # loaded anew even when it is loaded in the other role (a promoted shadow):
+                    # a backend reuses its buffers, so two batchers must never share one
                     model = await asyncio.to_thread(load, self.repo, name, version, self.make_backend)
-                    have[version] = self._batched(model)
                     loaded.append(f"{name}:{version}")
-                wanted[version] = have[version]
-            self._install(name, wanted[targets.serve],
-                          None if targets.shadow is None else wanted[targets.shadow])
-            for version, entry in have.items():
-                if version not in wanted:
+                    now = self._batched(model, as_shadow)
+                wanted.append(None if version is None else now)
+            new_served, new_shadow = wanted
+            assert new_served is not None
+            self._install(name, new_served, new_shadow)
+            for entry in (served, shadow):
+                if entry is not None and entry is not new_served and entry is not new_shadow:
                     self._retire(entry)
         return loaded
 
-    def _batched(self, model: LoadedModel) -> Entry:
+    def _batched(self, model: LoadedModel, shadow: bool) -> Entry:
         delay_us = (self.delay_override if self.delay_override is not None
                     else model.config.dynamic_batching.max_queue_delay_microseconds)
+        executor, inline_rows = self.executor, self.policy.inline_max_rows
+        if shadow and self.shadow_executor is not None:
+            executor, inline_rows = self.shadow_executor, 0
         return model, Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
-                              delay_us * 1e-6, self.executor, self.policy.inline_max_rows,
-                              self.policy.idle_dispatch, self.policy.max_queue_rows,
-                              self.policy.max_queue_bytes)
+                              delay_us * 1e-6, executor, inline_rows, self.policy.idle_dispatch,
+                              self.policy.max_queue_rows, self.policy.max_queue_bytes)
 
     def _install(self, name: str, served: Entry, shadow: Entry | None) -> None:
         model = served[0]

@@ -14,13 +14,13 @@ from prometheus_client import REGISTRY
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.signal import Signal
-from rtvol.services.gateway.tier1 import SidecarClient
 
 MODEL = "shadow_unit"
 
 
 class Sidecar:
-    """Answers rv = the window's first value; fails while ``failing``; held until ``go``."""
+    """Stands in for tier1.SidecarClient (the real one: the integration test). Answers rv = the
+    window's first value; fails while ``failing``; held until ``go``."""
 
     model = MODEL
 
@@ -63,7 +63,7 @@ def _count(name: str, **labels: str) -> float:
 def test_offers_never_wait_a_full_queue_drops_and_batches_coalesce() -> None:
     async def run() -> None:
         sidecar, scorer = Sidecar(), Scorer()
-        shadow = Shadow(cast(SidecarClient, sidecar), max_batch=3, timeout_s=5, max_queued=3,
+        shadow = Shadow(cast(Any, sidecar), max_batch=3, timeout_s=5, max_queued=3,
                         scorer=cast(Any, scorer))
         shadow.offer([0], _windows(1.0), [10], [50])  # no shadow version: nothing queued
         shadow.version = "2"
@@ -95,7 +95,7 @@ def test_a_failed_or_non_finite_shadow_is_counted_and_the_loop_goes_on() -> None
     async def run() -> None:
         sidecar, scorer = Sidecar(), Scorer()
         sidecar.go.set()
-        shadow = Shadow(cast(SidecarClient, sidecar), max_batch=8, timeout_s=5, scorer=cast(Any, scorer))
+        shadow = Shadow(cast(Any, sidecar), max_batch=8, timeout_s=5, scorer=cast(Any, scorer))
         shadow.version = "3"
         shadow.start()
         failed = _count("rtvol_gateway_shadow_errors_total", version="3", kind="RuntimeError")
@@ -110,4 +110,25 @@ def test_a_failed_or_non_finite_shadow_is_counted_and_the_loop_goes_on() -> None
         assert _count("rtvol_gateway_shadow_errors_total", version="3", kind="RuntimeError") == failed + 1
         assert _count("rtvol_gateway_shadow_errors_total", version="3", kind="non_finite") == non_finite + 1
         assert [[s.stock_id for s in batch] for batch, _ in scorer.recorded] == [[2]]
+    asyncio.run(run())
+
+
+def test_a_batch_larger_than_a_shadow_call_is_split() -> None:
+    async def run() -> None:
+        sidecar, scorer = Sidecar(), Scorer()
+        sidecar.go.set()
+        shadow = Shadow(cast(Any, sidecar), max_batch=2, timeout_s=5, scorer=cast(Any, scorer))
+        shadow.version = "4"
+        shadow.start()
+        shadow.offer([0, 1, 2, 3, 4], _windows(1, 2, 3, 4, 5), [0] * 5, list(range(5)))
+        shadow.offer([5], _windows(6), [0], [5])
+        for _ in range(100):
+            if len(sidecar.calls) == 3:
+                break
+            await asyncio.sleep(0.01)
+        await shadow.stop()
+        assert sidecar.calls == [(2, "4"), (2, "4"), (2, "4")]  # the rest coalesces with the next
+        signals = [s for batch, _ in scorer.recorded for s in batch]
+        assert [(s.stock_id, s.rv, s.window_end_step) for s in signals] == [
+            (i, i + 1.0, i) for i in range(6)]
     asyncio.run(run())
