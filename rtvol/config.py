@@ -45,6 +45,8 @@ class ServiceSettings(SecuritySettings):
     """Address the servers bind (0.0.0.0 in a container)."""
     metrics_port: int = 0
     """Prometheus /metrics port; 0: no metrics endpoint."""
+    health_port: int = 0
+    """Plaintext port with only grpc.health.v1, for kubelet gRPC probes (they cannot speak TLS); 0: none."""
     log_level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
     drain_seconds: float = 5.0

@@ -167,6 +167,7 @@ class Server:
                 [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         self.tls = server_tls
         self.ports: dict[str, int] = {}
+        self.health_server: grpc.aio.Server | None = None
 
     @classmethod
     def secured(cls, service_names: Sequence[str], s: SecuritySettings, service: str, rules: auth.Rules,
@@ -187,6 +188,19 @@ class Server:
         self.ports[address] = port
         return port
 
+    def listen_health(self, host: str, port: int) -> int:
+        """A second, plaintext server on ``host:port`` with only grpc.health.v1 (the same status),
+        for probes that cannot speak TLS (kubelet's gRPC probe); port 0: none. It tells no
+        more than whether the service is serving."""
+        if not port:
+            return 0
+        self.health_server = grpc.aio.server(options=OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        bound = self.health_server.add_insecure_port(f"{host}:{port}")
+        if not bound:
+            raise OSError(f"could not bind the health port {host}:{port}")
+        return bound
+
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -197,6 +211,8 @@ class Server:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server:
+            await self.health_server.start()
 
     async def serve_forever(self, drain_seconds: float,
                             on_stop: Callable[[], Awaitable[None]] | None = None,
@@ -217,6 +233,8 @@ class Server:
         if on_drain:
             on_drain()
         await self.server.stop(drain_seconds)
+        if self.health_server:
+            await self.health_server.stop(0)
         if on_stop:
             await on_stop()
 

@@ -22,10 +22,13 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import context, propagate, trace
 from prometheus_client import Gauge, Histogram
+
+if TYPE_CHECKING:
+    from rtvol.tls import ServerTLS
 
 # seconds; fine below 1 ms (the model runs in tens of µs), coarse above
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -83,15 +86,17 @@ def after_warmup(freeze: bool) -> int:
     return frozen
 
 
-def start_metrics(port: int, host: str = "127.0.0.1", tls: Mapping[str, Any] | None = None) -> int:
+def start_metrics(port: int, host: str = "127.0.0.1", tls: ServerTLS | None = None) -> int:
     """Install the runtime metrics and serve /metrics on ``port`` (0: the service exposes the
-    default registry itself, e.g. on its HTTP port); returns the port. ``tls``: certfile and
-    keyfile for prometheus_client (rtvol.tls.ServerTLS.prometheus), HTTPS only."""
+    default registry itself, e.g. on its HTTP port); returns the port. ``tls``: HTTPS only,
+    following certificate rotation."""
     install_runtime_metrics()
     if port:
         from prometheus_client import start_http_server
 
-        start_http_server(port, addr=host, **(tls or {}))
+        httpd, _ = start_http_server(port, addr=host, **(tls.prometheus() if tls else {}))
+        if tls:
+            tls.follow(httpd.socket.context)  # type: ignore[attr-defined]
     return port
 
 
@@ -99,7 +104,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def bootstrap(service_name: str, log_level: str, metrics: Iterable[tuple[str, int]] = (),
-              tls: Mapping[str, Any] | None = None) -> None:
+              tls: ServerTLS | None = None) -> None:
     """Once per process, before serving: log lines in LOG_FORMAT at ``log_level``, /metrics on
     each (host, port) of ``metrics`` whose port is not 0 (the runtime metrics in any case; HTTPS
     with ``tls``, see start_metrics), and the tracer provider when traces are exported

@@ -6,12 +6,19 @@ that CA (mTLS between the gateway, feature service and sidecar). Clients: ``--tl
 calls to other services TLS, verified against that CA, presenting ``--tls-cert`` as the
 client certificate when one is set. A Unix socket stays plaintext: it never leaves the host
 and its file permissions guard it.
+
+Rotation: servers read the certificate, key and client CA again when one of the files changes
+(cert-manager renews a Secret volume's files in place), at the next handshake: gRPC through
+grpcio's dynamic server credentials, HTTPS (uvicorn, /metrics) by swapping the handshake's
+SSLContext. Clients read theirs once, at start (grpcio has no dynamic channel credentials).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,7 @@ import grpc
 
 from rtvol.config import SecuritySettings
 
+log = logging.getLogger(__name__)
 
 def _read(path: str) -> bytes | None:
     return Path(path).read_bytes() if path else None
@@ -31,19 +39,94 @@ class ServerTLS:
     key: str
     client_ca: str = ""
 
-    def grpc(self) -> grpc.ServerCredentials:
+    def files(self) -> FileStamps:
+        return FileStamps([self.cert, self.key, self.client_ca])
+
+    def _grpc_config(self) -> Any:
         key, cert = _read(self.key), _read(self.cert)
         assert key is not None and cert is not None
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=_read(self.client_ca),
-                                           require_client_auth=bool(self.client_ca))
+        return grpc.ssl_server_certificate_configuration([(key, cert)], _read(self.client_ca))
+
+    def grpc(self) -> grpc.ServerCredentials:
+        """Credentials that read the files again at the first handshake after they change."""
+        files = self.files()
+
+        def fetch() -> Any:  # grpcio calls this before every handshake; None: keep the current one
+            if not files.changed():
+                return None
+            try:
+                config = self._grpc_config()
+            except (OSError, RuntimeError) as e:  # half-written files: keep serving the old ones
+                log.error("keeping the previous gRPC certificate: %s", e)
+                return None
+            log.info("gRPC certificate reloaded from %s", self.cert)
+            return config
+
+        return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
+                                                   require_client_authentication=bool(self.client_ca))
 
     def uvicorn(self) -> dict[str, Any]:
-        """uvicorn.Config arguments: engines call HTTP with API keys, so no client certificate."""
-        return {"ssl_certfile": self.cert, "ssl_keyfile": self.key}
+        """uvicorn.Config arguments: engines call HTTP with API keys, so no client certificate;
+        the context follows the files (reloading)."""
+        return {"ssl_certfile": self.cert, "ssl_keyfile": self.key,
+                "ssl_context_factory": lambda _config, default: reloading(default(), default, self.files())}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
 
     def prometheus(self) -> dict[str, Any]:
         """prometheus_client.start_http_server arguments."""
         return {"certfile": self.cert, "keyfile": self.key}
+
+    def follow(self, ctx: ssl.SSLContext) -> None:
+        """Make a context built from these files (prometheus_client's) follow their changes."""
+        reloading(ctx, self.ssl_context, self.files())
+
+
+class FileStamps:
+    """Notices when files change: mtime, size and inode, following a Secret volume's symlinks
+    (its ..data link is swapped on update, so every file gets a new inode)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = [p for p in paths if p]
+        self.stamp = self._stat()
+
+    def _stat(self) -> list[tuple[int, int, int]]:
+        return [(st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, self.paths)]
+
+    def changed(self) -> bool:
+        """True once per change (the caller then reads the files)."""
+        try:
+            stamp = self._stat()
+        except OSError:  # a file missing mid-swap: look again at the next handshake
+            return False
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        return True
+
+
+def reloading(ctx: ssl.SSLContext, make: Callable[[], ssl.SSLContext], files: FileStamps) -> ssl.SSLContext:
+    """``ctx`` (a server context) handing each new handshake a context made again by ``make``
+    once ``files`` have changed: the SNI callback runs on every ClientHello and may replace the
+    connection's context."""
+    current = ctx
+
+    def on_hello(conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        nonlocal current
+        if files.changed():
+            try:
+                current = make()
+                log.info("HTTPS certificate reloaded from %s", files.paths[0])
+            except (OSError, ssl.SSLError) as e:  # half-written files: keep serving the old ones
+                log.error("keeping the previous HTTPS certificate: %s", e)
+        if current is not ctx:
+            conn.context = current
+
+    ctx.sni_callback = on_hello
+    return ctx
 
 
 @dataclass(frozen=True)
@@ -91,10 +174,9 @@ def sync_channel(target: str, tls: ClientTLS | None, options: Sequence[tuple[str
     return grpc.secure_channel(target, tls.grpc(), options=list(options))
 
 
-def metrics(s: SecuritySettings) -> dict[str, Any] | None:
+def metrics(s: SecuritySettings) -> ServerTLS | None:
     """rtvol.telemetry.start_metrics's ``tls``: the Prometheus port is HTTPS when the service is TLS."""
-    found = server(s)
-    return found.prometheus() if found else None
+    return server(s)
 
 
 def redis(url: str, s: SecuritySettings) -> dict[str, Any]:

@@ -87,6 +87,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
                          s.features_from != "store" and s.replicas == 1, vwap),  # memory holds only its own
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
+    server.listen_health(s.host, s.health_port)
     await server.start()
     publisher.start()
     feed.start()
@@ -114,5 +115,5 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(FeatureSettings, argv, "rtvol serve feature")
-    telemetry.bootstrap("rtvol-feature", s.log_level, [(s.host, s.metrics_port)])
+    telemetry.bootstrap("rtvol-feature", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
     asyncio.run(serve(s))

@@ -59,6 +59,7 @@ async def serve(s: ModelSettings) -> None:
     port = server.listen(f"{s.host}:{s.port}")
     if s.unix_socket:
         server.listen(f"unix:{s.unix_socket}")
+    server.listen_health(s.host, s.health_port)
     await server.set_serving(False)
     await server.start()
     print(f"rtvol-model listening on {s.host}:{port}", flush=True)  # tests read the port
