@@ -29,7 +29,7 @@ PROFILES = ("default", "cpu", "gpu", "cloud", "gpu+triton")  # values-<a>.yaml, 
 # Custom resources of the Prometheus operator: kubernetes-validate ships only the core API
 # schemas, and the operator's CRD schemas are not vendored here, so these kinds are skipped
 # in the strict schema check; test_monitoring_resources checks their structure instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
 WORKLOADS = {"Deployment", "StatefulSet"}
 
 
@@ -121,6 +121,9 @@ BAD_VALUES = {
     "model server unknown": {"model": {"server": "torchserve"}},
     "tier-1 latency budget of zero": {"gateway": {"modelLatencyBudgetMs": 0}},
     "Triton image tag latest": {"model": {"tritonserver": {"image": {"tag": "latest"}}}},
+    "cert-manager without an issuer": {"tls": {"enabled": True, "certManager": {"enabled": True}}},
+    "TLS Secret name not a DNS name": {"tls": {"existingSecret": {"redis": "Redis_TLS"}}},
+    "unknown TLS component": {"tls": {"existingSecret": {"client": "x"}}},
 }
 
 
@@ -507,6 +510,128 @@ def test_notes_say_how_to_reach_the_gateway_and_grafana() -> None:
     assert "grafana" in notes.lower() and "3000" in notes
 
 
+# ---------------------------------------------------------------- TLS
+
+ISSUER = {"name": "rtvol-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+TLS = {"cert-manager": {"enabled": True, "certManager": {"enabled": True, "issuerRef": ISSUER}},
+       "existing secrets": {"enabled": True, "existingSecret": {
+           c: f"{c}-cert" for c in ("feature", "gateway", "model", "redis")}}}
+
+
+@pytest.fixture(params=TLS)
+def tls_variant(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def tls_docs(profile: str, tls_variant: str) -> list[Doc]:
+    key = f"{profile} tls {tls_variant}"
+    if key not in _cache:
+        _cache[key] = manifests(profile_values(profile, tls=TLS[tls_variant]))
+    return _cache[key]
+
+
+def _secret_mounted_at(doc: Doc, c: Doc, path: str) -> str:
+    (name,) = [m["name"] for m in c["volumeMounts"] if m["mountPath"] == path]
+    (volume,) = [v for v in pod_spec(doc)["volumes"] if v["name"] == name]
+    assert {i["key"] for i in volume["secret"]["items"]} == {"tls.crt", "tls.key", "ca.crt"}
+    return str(volume["secret"]["secretName"])
+
+
+def _host(url: str) -> str:
+    return re.sub(r"^(\w+:(///|//)?)?([^@/]*@)?", "", url).rsplit(":", 1)[0]
+
+
+def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc], tls_variant: str) -> None:
+    """Every rtvol container serves and calls with its Secret's certificate; the feature service
+    and the sidecar demand a client certificate (the gateway does not: engines use API keys);
+    probes work under TLS (HTTPS for the gateway, the plaintext health-only port for gRPC)."""
+    served: dict[str, str] = {}  # component -> the Secret its listeners serve
+    for doc in (d for d in tls_docs if d["kind"] in WORKLOADS):
+        component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+        for c in containers(doc, init=False):
+            if c["name"] not in ("gateway", "feature", "model"):
+                continue
+            e = env(c)
+            secret = _secret_mounted_at(doc, c, "/etc/rtvol/tls")
+            served.setdefault(component, secret)
+            assert secret == served[component], (component, c["name"])  # the sidecar: the pod's
+            assert (e["RTVOL_TLS_CERT"], e["RTVOL_TLS_KEY"], e["RTVOL_TLS_CA"]) == (
+                "/etc/rtvol/tls/tls.crt", "/etc/rtvol/tls/tls.key", "/etc/rtvol/tls/ca.crt")
+            if c["name"] == "gateway":
+                assert "RTVOL_TLS_CLIENT_CA" not in e
+                assert all(c[p]["httpGet"]["scheme"] == "HTTPS" for p in ("startupProbe", "livenessProbe",
+                                                                         "readinessProbe"))
+                assert e["RTVOL_REDIS_URL"].startswith("rediss://rtvol-gateway@")
+                assert _host(e["RTVOL_FEATURE_URL"]) == f"{RELEASE}-feature"
+            else:
+                assert e["RTVOL_TLS_CLIENT_CA"] == "/etc/rtvol/tls/ca.crt"
+                health = int(e["RTVOL_HEALTH_PORT"])
+                assert health not in (int(e["RTVOL_PORT"]), int(e["RTVOL_METRICS_PORT"]))
+                assert all(c[p]["grpc"]["port"] == health for p in ("startupProbe", "livenessProbe",
+                                                                    "readinessProbe"))
+            if c["name"] == "feature":
+                assert e["RTVOL_REDIS_URL"].startswith("rediss://rtvol-feature@")
+    own_model = [d for d in kinds(tls_docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-model"]
+    expected = {"feature", "gateway", "redis", *(["model"] if own_model else [])}
+    assert set(served) == expected - {"redis"} and "redis" in {
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in tls_docs if d["kind"] in WORKLOADS}
+    redis = find(tls_docs, "StatefulSet", "redis")
+    r = container(redis, "redis")
+    served["redis"] = _secret_mounted_at(redis, r, "/etc/rtvol/tls")
+    args = r["args"]
+    assert args[args.index("--port") + 1] == "0" and args[args.index("--tls-port") + 1] == "6379"
+    assert args[args.index("--tls-auth-clients") + 1] == "yes"
+    assert args[args.index("--protected-mode") + 1] == "yes" and "--aclfile" in args
+    assert " --tls --cert /etc/rtvol/tls/tls.crt" in r["readinessProbe"]["exec"]["command"][2]
+    if tls_variant == "existing secrets":
+        assert served == {c: f"{c}-cert" for c in expected}
+        assert not kinds(tls_docs, "Certificate")
+    else:  # cert-manager issues exactly the Secrets mounted (and one for feeders)
+        certificates = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]
+                        for d in kinds(tls_docs, "Certificate")}
+        assert set(certificates) == expected | {"feeder"}
+        assert {c: spec["secretName"] for c, spec in certificates.items() if c != "feeder"} == served
+        assert all(spec["issuerRef"] == ISSUER for spec in certificates.values())
+        assert certificates["feeder"]["usages"] == ["digital signature", "client auth"]
+        for component in expected:  # the name clients dial is in the certificate
+            names = certificates[component]["dnsNames"]
+            assert f"{RELEASE}-{component}" in names and f"{RELEASE}-{component}.{NAMESPACE}.svc" in names
+            assert "client auth" in certificates[component]["usages"]
+        if any(d["metadata"]["name"] == f"{RELEASE}-feature" for d in kinds(tls_docs, "StatefulSet")):
+            assert f"*.{RELEASE}-feature-replicas" in certificates["feature"]["dnsNames"]
+    # Prometheus scrapes HTTPS, verifying against the CA of the Secret the component serves
+    for sm in kinds(tls_docs, "ServiceMonitor"):
+        component = sm["metadata"]["labels"]["app.kubernetes.io/component"]
+        for endpoint in sm["spec"]["endpoints"]:
+            assert endpoint["scheme"] == "https"
+            assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": served[component], "key": "ca.crt"}
+            assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}-{component}"
+
+
+def test_without_tls_nothing_asks_for_certificates(docs: list[Doc]) -> None:
+    for doc in (d for d in docs if d["kind"] in WORKLOADS):
+        for c in containers(doc):
+            assert not {k for k in env(c) if k.startswith("RTVOL_TLS_") or k == "RTVOL_HEALTH_PORT"}
+            assert "/etc/rtvol/tls" not in {m["mountPath"] for m in c["volumeMounts"]}
+            assert not any(a.startswith("--tls") for a in c.get("args", []))
+    assert not kinds(docs, "Certificate")
+
+
+@pytest.mark.parametrize("which", ["oldest", "newest"])
+def test_tls_manifests_match_kubernetes_schemas_strictly(tls_docs: list[Doc], which: str) -> None:
+    version = supported_versions()[0 if which == "oldest" else 1]
+    for doc in tls_docs:
+        if doc["kind"] not in CRD_KINDS:
+            kv.validate(doc, version, strict=True)
+
+
+def test_tls_values_pass_lint_and_schema(profile: str, tls_variant: str) -> None:
+    values = profile_values(profile, tls=TLS[tls_variant])
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
 # ---------------------------------------------------------------- Kubernetes schemas
 
 
@@ -542,9 +667,12 @@ def test_strict_schemas_catch_a_typo() -> None:
 
 
 def write_rendered(out: Path) -> None:
+    """Every values file, as is and with each TLS variant."""
     for profile in PROFILES:
-        docs = manifests(profile_values(profile))
-        (out / f"{profile}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        for variant, tls in {"plain": {}, **TLS}.items():
+            docs = manifests(profile_values(profile, **({"tls": tls} if tls else {})))
+            name = f"{profile}-{variant.replace(' ', '-')}.yaml"
+            (out / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 @pytest.mark.slow

@@ -100,8 +100,14 @@ affinity:
 
 {{/* Probes ---------------------------------------------------------------------- */}}
 
-{{/* grpc.health.v1 probes on a port: (dict "port" 8001) */}}
+{{/* grpc.health.v1 probes: (dict "root" $ "ports" .Values.model.ports); with TLS on the
+     plaintext health-only port (kubelet's gRPC probe cannot speak TLS), else the gRPC port. */}}
 {{- define "rtvol.grpcProbes" -}}
+{{- $port := ternary .ports.health .ports.grpc .root.Values.tls.enabled -}}
+{{- include "rtvol.grpcProbesOn" (dict "port" $port "startupFailures" .startupFailures) }}
+{{- end -}}
+
+{{- define "rtvol.grpcProbesOn" -}}
 startupProbe:
   grpc: {port: {{ .port }}}
   periodSeconds: 2
@@ -118,22 +124,49 @@ readinessProbe:
   failureThreshold: 2
 {{- end -}}
 
-{{/* HTTP probes on the gateway's /livez and /readyz: (dict "port" 8080) */}}
+{{/* HTTP probes on the gateway's /livez and /readyz: (dict "port" 8080 "scheme" "HTTPS") */}}
 {{- define "rtvol.httpProbes" -}}
 startupProbe:
-  httpGet: {path: /livez, port: {{ .port }}}
+  httpGet: {path: /livez, port: {{ .port }}, scheme: {{ .scheme }}}
   periodSeconds: 2
   failureThreshold: 60
 livenessProbe:
-  httpGet: {path: /livez, port: {{ .port }}}
+  httpGet: {path: /livez, port: {{ .port }}, scheme: {{ .scheme }}}
   periodSeconds: 10
   timeoutSeconds: 2
   failureThreshold: 3
 readinessProbe:
-  httpGet: {path: /readyz, port: {{ .port }}}
+  httpGet: {path: /readyz, port: {{ .port }}, scheme: {{ .scheme }}}
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: 2
+{{- end -}}
+
+{{/* TLS ---------------------------------------------------------------------------- */}}
+
+{{/* A component's certificate Secret: (dict "root" $ "component" "feature") */}}
+{{- define "rtvol.tlsSecretName" -}}
+{{- index .root.Values.tls.existingSecret .component | default (printf "%s-tls" (include "rtvol.componentName" .)) -}}
+{{- end -}}
+
+{{/* The certificate as files under /etc/rtvol/tls (the kubelet updates them in place on renewal). */}}
+{{- define "rtvol.tlsVolume" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "rtvol.tlsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- end -}}
+
+{{- define "rtvol.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/rtvol/tls, readOnly: true}
+{{- end }}
 {{- end -}}
 
 {{/* Environment ----------------------------------------------------------------- */}}
@@ -143,7 +176,7 @@ readinessProbe:
 {{- define "rtvol.redisUrl" -}}
 {{- $root := .root -}}
 {{- if $root.Values.redis.enabled -}}
-{{- printf "redis://%s@%s:%d/0" .user (include "rtvol.componentName" (dict "root" $root "component" "redis")) (int $root.Values.redis.port) -}}
+{{- printf "%s://%s@%s:%d/0" (ternary "rediss" "redis" $root.Values.tls.enabled) .user (include "rtvol.componentName" (dict "root" $root "component" "redis")) (int $root.Values.redis.port) -}}
 {{- else -}}
 {{- required "redis.externalUrl is required when redis.enabled is false" $root.Values.redis.externalUrl -}}
 {{- end -}}
@@ -194,7 +227,8 @@ readinessProbe:
 {{- end -}}
 
 {{/* env for an rtvol container: (dict "root" $ "component" "feature" "env" (dict ...) "extra" .Values.feature.extraEnv
-     "redisUser" "rtvol-feature"); redisUser: the container reads Redis as that ACL user */}}
+     "redisUser" "rtvol-feature" "tls" "mtls"); redisUser: the container reads Redis as that ACL user;
+     tls (with tls.enabled): "server" serves and calls with the certificate, "mtls" also demands one of callers */}}
 {{- define "rtvol.env" -}}
 {{- $root := .root -}}
 {{- $env := dict "RTVOL_HOST" "0.0.0.0" "RTVOL_LOG_LEVEL" $root.Values.logLevel "OTEL_SERVICE_NAME" (printf "rtvol-%s" .component) "OTEL_RESOURCE_ATTRIBUTES" (printf "k8s.namespace.name=%s,service.namespace=rtvol" $root.Release.Namespace) -}}
@@ -211,6 +245,14 @@ readinessProbe:
 {{- end -}}
 {{- if and .redisUser $root.Values.redis.enabled -}}
 {{- $_ := set $env "RTVOL_REDIS_PASSWORD_FILE" "/etc/rtvol/redis/password" -}}
+{{- end -}}
+{{- if and .tls $root.Values.tls.enabled -}}
+{{- $_ := set $env "RTVOL_TLS_CERT" "/etc/rtvol/tls/tls.crt" -}}
+{{- $_ := set $env "RTVOL_TLS_KEY" "/etc/rtvol/tls/tls.key" -}}
+{{- $_ := set $env "RTVOL_TLS_CA" "/etc/rtvol/tls/ca.crt" -}}
+{{- if eq .tls "mtls" -}}
+{{- $_ := set $env "RTVOL_TLS_CLIENT_CA" "/etc/rtvol/tls/ca.crt" -}}
+{{- end -}}
 {{- end -}}
 {{- $env = merge (dict) .extra $root.Values.extraEnv .env $env -}}
 env:
@@ -344,16 +386,21 @@ resources:
   {{- if eq $m.mode "sidecar" }}
   {{- $_ := set $env "RTVOL_UNIX_SOCKET" (printf "%s/model.sock" $m.socketDir) }}
   {{- end }}
-  {{- include "rtvol.env" (dict "root" . "component" "model" "extra" $m.extraEnv "env" $env) | nindent 2 }}
+  {{- if .Values.tls.enabled }}{{ $_ := set $env "RTVOL_HEALTH_PORT" $m.ports.health }}{{ end }}
+  {{- include "rtvol.env" (dict "root" . "component" "model" "extra" $m.extraEnv "env" $env "tls" "mtls") | nindent 2 }}
   ports:
     - {name: grpc-model, containerPort: {{ $m.ports.grpc }}, protocol: TCP}
     - {name: metrics-model, containerPort: {{ $m.ports.metrics }}, protocol: TCP}
-  {{- include "rtvol.grpcProbes" (dict "port" $m.ports.grpc "startupFailures" 150) | nindent 2 }}
+    {{- if .Values.tls.enabled }}
+    - {name: health-model, containerPort: {{ $m.ports.health }}, protocol: TCP}
+    {{- end }}
+  {{- include "rtvol.grpcProbes" (dict "root" . "ports" $m.ports "startupFailures" 150) | nindent 2 }}
   {{- include "rtvol.containerSecurityContext" . | nindent 2 }}
   {{- include "rtvol.modelResources" . | nindent 2 }}
   volumeMounts:
     {{- include "rtvol.tmpMount" . | nindent 4 }}
     {{- include "rtvol.authMount" . | nindent 4 }}
+    {{- include "rtvol.tlsMount" . | nindent 4 }}
     - name: model-repository
       mountPath: {{ $m.repository.mountPath }}
       readOnly: true
