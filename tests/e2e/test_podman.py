@@ -68,20 +68,22 @@ def images() -> Iterator[float]:
     yield time.monotonic() - started
 
 
-def predict(url: str, stocks: list[int]) -> list[dict[str, Any]]:
-    r = httpx.post(f"{url}/v1/predict", json={"stock_ids": stocks, "max_staleness_ms": 0}, timeout=10)
+def predict(url: str, stocks: list[int], key: str) -> list[dict[str, Any]]:
+    r = httpx.post(f"{url}/v1/predict", json={"stock_ids": stocks, "max_staleness_ms": 0}, timeout=10,
+                   headers={"X-API-Key": key})
     assert r.status_code == 200, r.text
     signals: list[dict[str, Any]] = r.json()["signals"]
     return signals
 
 
-def first_tier1(url: str, stocks: list[int], within_s: float) -> tuple[list[dict[str, Any]], list[Any]]:
+def first_tier1(url: str, stocks: list[int], key: str, within_s: float
+                ) -> tuple[list[dict[str, Any]], list[Any]]:
     """Ask until every stock is answered by tier 1 (the sidecar may still be loading when the
     gateway is ready: slower tiers answer meanwhile). Returns (answer, tiers seen before)."""
     seen: list[Any] = []
     deadline = time.monotonic() + within_s
     while True:
-        signals = predict(url, stocks)
+        signals = predict(url, stocks, key)
         tiers = sorted({s.get("tier", s.get("error")) for s in signals}, key=str)
         if tiers == [1] or time.monotonic() > deadline:
             return signals, seen
@@ -114,10 +116,10 @@ def check_answer(signals: list[dict[str, Any]], stocks: list[int], repo: Path, r
         assert not s["stale"] and s["feature_age_ms"] >= 0, s
 
 
-def rest_latency_ms(url: str, stocks: list[int], n: int = 200) -> dict[str, float]:
+def rest_latency_ms(url: str, stocks: list[int], key: str, n: int = 200) -> dict[str, float]:
     """Sequential Predict round trips through podman's published port (informative only)."""
     took = []
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": key}) as client:
         for _ in range(n):
             t0 = time.perf_counter()
             client.post("/v1/predict", json={"stock_ids": stocks, "max_staleness_ms": 0}).raise_for_status()
@@ -131,12 +133,14 @@ def test_kube_play_the_cpu_chart_and_predict(images: float, tiny_data: Path, tin
     http, feature_grpc, redis = free_port(), free_port(), free_port()
     publish = {("rtvol-gateway", "http"): http, ("rtvol-feature", "grpc"): feature_grpc,
                ("rtvol-redis", "redis"): redis}
-    docs, dropped = kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), publish)
+    creds = kubeplay.Credentials()  # the chart's Secrets (API keys, Redis users), played as podman secrets
+    docs, dropped = kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), publish, creds)
     kube = tmp_path / "kube.yaml"
     kube.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     names = container_names(docs)
     url = f"http://127.0.0.1:{http}"
     pm.podman("kube", "down", str(kube), check=False, timeout_s=120)  # a run killed before its teardown
+    pm.podman("secret", "rm", kubeplay.AUTH_SECRET, kubeplay.REDIS_SECRET, check=False)
     fs_group = pod_spec(docs, "rtvol-gateway")["securityContext"]["fsGroup"]
     pm.import_volume(kubeplay.MODELS_VOLUME, tiny_repo, fs_group)
     started = time.monotonic()
@@ -153,16 +157,19 @@ def test_kube_play_the_cpu_chart_and_predict(images: float, tiny_data: Path, tin
                            check=False)
         assert socket.returncode == 0, "no sidecar socket in the gateway pod\n" + pm.logs(names)
 
-        stocks = feed.replay(f"127.0.0.1:{feature_grpc}", tiny_data, range(0, 3))
-        signals, before = first_tier1(url, stocks, TIER1_S)
+        stocks = feed.replay(f"127.0.0.1:{feature_grpc}", tiny_data, range(0, 3), api_key=creds.feeder)
+        signals, before = first_tier1(url, stocks, creds.engine, TIER1_S)
         tier1_s = time.monotonic() - started
         assert {s.get("tier") for s in signals} == {1}, (
             f"{signals} (tiers seen before: {before})\n" + pm.logs(names))
-        check_answer(signals, stocks, tiny_repo, f"redis://127.0.0.1:{redis}/0")
-        latency = rest_latency_ms(url, stocks)
+        # read as the gateway's Redis user: the default user is off
+        check_answer(signals, stocks, tiny_repo,
+                     f"redis://rtvol-gateway:{creds.redis['gateway']}@127.0.0.1:{redis}/0")
+        latency = rest_latency_ms(url, stocks, creds.engine)
     finally:
         down = pm.podman("kube", "down", str(kube), check=False, timeout_s=120)
         pm.podman("volume", "rm", "--force", kubeplay.MODELS_VOLUME, check=False)
+        pm.podman("secret", "rm", kubeplay.AUTH_SECRET, kubeplay.REDIS_SECRET, check=False)
     assert down.returncode == 0, down.stderr
     assert not pm.podman("pod", "ps", "-q", "--filter", "name=^rtvol-").stdout.strip()
 

@@ -15,20 +15,61 @@ podman named volume) and security contexts. Changed, because podman 4.3 does oth
 - probes are removed: podman runs no readiness or grpc probes and turns the other liveness
   ones into broken healthchecks (`curl http://localhost:0/livez` for a named port,
   `nc -z "" 0` for tcpSocket; no curl or nc in the images) that it schedules with systemd
-  timers (none in this VM). The test polls /readyz itself.
+  timers (none in this VM). The test polls /readyz itself;
+- Secret volumes are world-readable (0444): podman does not give their files the pod's
+  fsGroup, so the chart's 0440 would leave them unreadable to the non-root user.
+Added: the Secrets the chart expects to exist before install (API keys, Redis passwords),
+made from fresh ``Credentials``; podman plays them as podman secrets of the same names.
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 from helpers import chart
+
+from rtvol import auth
 
 Doc = dict[str, Any]
 WORKLOADS = {"Deployment", "StatefulSet"}
 PLAYED_AS_IS = {"PersistentVolumeClaim", "ConfigMap"}
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 MODELS_VOLUME = "rtvol-e2e-models"  # the model repository PVC's claimName = a podman named volume
+AUTH_SECRET, REDIS_SECRET = f"{chart.RELEASE}-auth", f"{chart.RELEASE}-redis"  # the chart's default names
+READABLE = 0o444
+
+
+def _password() -> str:
+    return secrets.token_hex(32)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Fresh keys for one run: an engine's and a feeder's (the test's), the gateway's service
+    key, and the Redis users' passwords (docs/DEPLOY.md makes the same for `helm install`)."""
+
+    engine: str = field(default_factory=auth.new_key)
+    feeder: str = field(default_factory=auth.new_key)
+    gateway: str = field(default_factory=auth.new_key)
+    redis: dict[str, str] = field(default_factory=lambda: {"feature": _password(), "gateway": _password()})
+
+    def api_keys(self) -> str:
+        """The api-keys file: 'NAME ROLE sha256:HEX' lines."""
+        return "".join(f"{name} {role} {auth.hash_key(key)}\n" for name, role, key in (
+            ("e2e-engine", auth.ENGINE, self.engine), ("e2e-feeder", auth.FEEDER, self.feeder),
+            ("gateway", auth.SERVICE, self.gateway)))
+
+
+def secret_docs(creds: Credentials) -> list[Doc]:
+    """The Secrets the chart mounts (auth and redis), as `kubectl create secret` would make them."""
+    def secret(name: str, data: dict[str, str]) -> Doc:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    return [secret(AUTH_SECRET, {"api-keys": creds.api_keys(), "gateway-key": creds.gateway}),
+            secret(REDIS_SECRET, {f"{user}-password": pw for user, pw in creds.redis.items()})]
 
 
 def podman_values() -> dict[str, Any]:
@@ -47,13 +88,15 @@ def podman_values() -> dict[str, Any]:
     )
 
 
-def to_pods(docs: list[Doc], publish: dict[tuple[str, str], int]) -> tuple[list[Doc], list[str]]:
-    """(playable documents, "Kind/name" of each dropped one).
+def to_pods(docs: list[Doc], publish: dict[tuple[str, str], int],
+            creds: Credentials | None = None) -> tuple[list[Doc], list[str]]:
+    """(playable documents, "Kind/name" of each dropped one): the Secrets of ``creds`` first
+    (fresh ones when None), then the pods.
 
     ``publish`` maps (pod name, container port name) to a loopback host port.
     """
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
-    played: list[Doc] = []
+    played: list[Doc] = secret_docs(creds or Credentials())
     dropped: list[str] = []
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
@@ -80,6 +123,8 @@ def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int]) -> D
     if spec.get("volumeClaimTemplates"):
         raise ValueError(f"{where}: volumeClaimTemplates have no podman equivalent (disable persistence)")
     pod_spec = _own_empty_dirs(dict(spec["template"]["spec"]), name)
+    pod_spec["volumes"] = [{**v, "secret": {**v["secret"], "defaultMode": READABLE}} if "secret" in v else v
+                           for v in pod_spec["volumes"]]
     pod_spec["containers"] = [_container(c, name, publish) for c in pod_spec["containers"]]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": spec["template"]["metadata"].get("labels", {})},

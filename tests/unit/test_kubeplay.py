@@ -3,9 +3,12 @@ so a chart change that the podman end-to-end test could not play fails `make tes
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+
+from rtvol import auth
 
 pytest.importorskip("helm_python", reason="needs the deploy extra: pip install -e .[deploy]")
 from helpers import chart, kubeplay
@@ -21,7 +24,7 @@ def test_cpu_chart_becomes_one_pod_per_service() -> None:
     docs, dropped = played()
     pods = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Pod"}
     assert set(pods) == {"rtvol-feature", "rtvol-gateway", "rtvol-redis"}
-    assert {d["kind"] for d in docs} <= {"Pod", "PersistentVolumeClaim", "ConfigMap"}
+    assert {d["kind"] for d in docs} <= {"Pod", "PersistentVolumeClaim", "ConfigMap", "Secret"}
     assert {k.split("/")[0] for k in dropped} >= {"Service", "NetworkPolicy", "ServiceAccount"}
     # the sidecar shares the gateway's pod, and the Unix socket's emptyDir
     gateway = {c["name"]: c for c in pods["rtvol-gateway"]["containers"]}
@@ -58,3 +61,27 @@ def test_refuses_what_podman_cannot_name_or_store(overrides: dict[str, Any], rea
 def test_refuses_to_publish_a_port_that_does_not_exist() -> None:
     with pytest.raises(ValueError, match="no such"):
         kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), {("rtvol-gateway", "no-such-port"): 1})
+
+
+def test_the_secrets_the_chart_mounts_are_played_first_and_hold_every_key() -> None:
+    creds = kubeplay.Credentials()
+    docs, _ = kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), PUBLISH, creds)
+    kinds = [d["kind"] for d in docs]
+    assert kinds.index("Pod") > max(i for i, k in enumerate(kinds) if k == "Secret")  # podman plays in order
+    data = {d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+            for d in docs if d["kind"] == "Secret"}
+    mounted = 0
+    for pod in (d for d in docs if d["kind"] == "Pod"):
+        for v in (v for v in pod["spec"]["volumes"] if "secret" in v):
+            assert v["secret"]["defaultMode"] == 0o444  # podman gives the files no fsGroup
+            keys = [i["key"] for i in v["secret"].get("items", [])] or list(data[v["secret"]["secretName"]])
+            assert set(keys) <= set(data[v["secret"]["secretName"]]), (pod["metadata"]["name"], v)
+            mounted += 1
+    assert mounted >= 4  # auth in both pods, a Redis password each, Redis's users
+    keys = auth.parse(data[kubeplay.AUTH_SECRET]["api-keys"])
+    given = {"engine": creds.engine, "feeder": creds.feeder, "gateway": creds.gateway}
+    roles = {name: keys[auth.hash_key(key)].role for name, key in given.items()}
+    assert roles == {"engine": auth.ENGINE, "feeder": auth.FEEDER, "gateway": auth.SERVICE}
+    assert data[kubeplay.AUTH_SECRET]["gateway-key"] == creds.gateway
+    assert data[kubeplay.REDIS_SECRET] == {"feature-password": creds.redis["feature"],
+                                           "gateway-password": creds.redis["gateway"]}
