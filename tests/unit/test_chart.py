@@ -124,6 +124,7 @@ BAD_VALUES = {
     "cert-manager without an issuer": {"tls": {"enabled": True, "certManager": {"enabled": True}}},
     "TLS Secret name not a DNS name": {"tls": {"existingSecret": {"redis": "Redis_TLS"}}},
     "unknown TLS component": {"tls": {"existingSecret": {"client": "x"}}},
+    "gateway DNS name with a scheme": {"tls": {"certManager": {"gatewayDnsNames": ["https://vol.example.com"]}}},
 }
 
 
@@ -513,7 +514,8 @@ def test_notes_say_how_to_reach_the_gateway_and_grafana() -> None:
 # ---------------------------------------------------------------- TLS
 
 ISSUER = {"name": "rtvol-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
-TLS = {"cert-manager": {"enabled": True, "certManager": {"enabled": True, "issuerRef": ISSUER}},
+TLS = {"cert-manager": {"enabled": True, "certManager": {"enabled": True, "issuerRef": ISSUER,
+                                                        "gatewayDnsNames": ["vol.example.com"]}},
        "existing secrets": {"enabled": True, "existingSecret": {
            c: f"{c}-cert" for c in ("feature", "gateway", "model", "redis")}}}
 
@@ -594,12 +596,19 @@ def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc]
         assert {c: spec["secretName"] for c, spec in certificates.items() if c != "feeder"} == served
         assert all(spec["issuerRef"] == ISSUER for spec in certificates.values())
         assert certificates["feeder"]["usages"] == ["digital signature", "client auth"]
+        assert certificates["gateway"]["dnsNames"][-1] == "vol.example.com"  # as engines dial it
         for component in expected:  # the name clients dial is in the certificate
             names = certificates[component]["dnsNames"]
             assert f"{RELEASE}-{component}" in names and f"{RELEASE}-{component}.{NAMESPACE}.svc" in names
             assert "client auth" in certificates[component]["usages"]
         if any(d["metadata"]["name"] == f"{RELEASE}-feature" for d in kinds(tls_docs, "StatefulSet")):
             assert f"*.{RELEASE}-feature-replicas" in certificates["feature"]["dnsNames"]
+    # the plaintext health port is for the kubelet only: no pod may reach it
+    for component in ("feature", *(["model"] if own_model else [])):
+        workload = next(d for d in tls_docs if d["kind"] in WORKLOADS and d["metadata"]["name"]
+                        == f"{RELEASE}-{component}")
+        health = int(env(container(workload, component))["RTVOL_HEALTH_PORT"])
+        assert health not in {port for port, _ in _ingress(tls_docs, component)}
     # Prometheus scrapes HTTPS, verifying against the CA of the Secret the component serves
     for sm in kinds(tls_docs, "ServiceMonitor"):
         component = sm["metadata"]["labels"]["app.kubernetes.io/component"]
