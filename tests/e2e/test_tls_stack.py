@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers.grpc_health import health
 
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
@@ -46,16 +46,6 @@ def stack(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def client(pki: Path, with_cert: bool = True) -> ClientTLS:
     return ClientTLS(str(pki / "ca.pem"), *((str(pki / "client.pem"), str(pki / "client.key")) if with_cert
                                             else ("", "")))
-
-
-def health(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
-    channel = (grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target))
-    with channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-        except grpc.RpcError as e:
-            return e.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
 
 
 def test_the_stack_on_tls_answers_and_refuses_plaintext(stack: tuple[dict[str, Any], Path],

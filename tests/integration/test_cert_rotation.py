@@ -15,10 +15,12 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers.grpc_health import health
 from helpers.procs import Proc, free_port, grpc_ready, http_ready, stop_all
 
 from rtvol import certs, stack
+from rtvol.proto.v1.features_pb2 import GetFeaturesRequest
+from rtvol.proto.v1.features_pb2_grpc import FeaturesStub
 from rtvol.tls import ClientTLS
 
 pytestmark = pytest.mark.integration
@@ -43,17 +45,6 @@ def publish(volume: Path, files: dict[str, bytes], version: str) -> None:
             (volume / name).symlink_to(Path("..data") / name)
     (volume / "..data_tmp").symlink_to(folder.name)
     os.replace(volume / "..data_tmp", volume / "..data")
-
-
-def health(target: str, client: ClientTLS | None) -> grpc.StatusCode:
-    """grpc.health.v1 Check on a new channel (so: a new handshake)."""
-    channel = grpc.secure_channel(target, client.grpc()) if client else grpc.insecure_channel(target)
-    with channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-        except grpc.RpcError as e:
-            return e.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
 
 
 def https_ok(url: str, client: ClientTLS) -> bool:
@@ -104,17 +95,21 @@ def servers(tmp_path: Path, tiny_repo: Path) -> Iterator[Servers]:
 
 def test_a_rotated_certificate_serves_the_next_handshake_without_a_restart(servers: Servers) -> None:
     s = servers
-    assert health(s.feature, s.old) == grpc.StatusCode.OK
-    assert health(s.feature, s.new) == grpc.StatusCode.UNAVAILABLE  # neither side trusts the other
+    assert health(s.feature, s.old.grpc()) == grpc.StatusCode.OK
+    assert health(s.feature, s.new.grpc()) == grpc.StatusCode.UNAVAILABLE  # neither side trusts the other
     assert health(s.feature, None) == grpc.StatusCode.UNAVAILABLE  # plaintext refused
-    assert health(s.health, None) == grpc.StatusCode.OK  # the kubelet's plaintext probe port
+    assert health(s.health, None) == grpc.StatusCode.OK  # the kubelet's plaintext probe port...
+    with grpc.insecure_channel(s.health) as channel:  # ...serves nothing else
+        with pytest.raises(grpc.RpcError) as refused:
+            FeaturesStub(channel).GetFeatures(GetFeaturesRequest(stock_ids=[0]), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert https_ok(s.metrics, s.old) and https_ok(s.gateway, s.old)
     assert not https_ok(s.metrics, s.new) and not https_ok(s.gateway, s.new)
 
     s.rotate()
     # the first handshake after the swap already sees the new files (no restart, no polling delay)
-    assert health(s.feature, s.new) == grpc.StatusCode.OK
-    assert health(s.feature, s.old) == grpc.StatusCode.UNAVAILABLE
+    assert health(s.feature, s.new.grpc()) == grpc.StatusCode.OK
+    assert health(s.feature, s.old.grpc()) == grpc.StatusCode.UNAVAILABLE
     assert https_ok(s.metrics, s.new) and https_ok(s.gateway, s.new)
     assert not https_ok(s.metrics, s.old) and not https_ok(s.gateway, s.old)
     assert health(s.health, None) == grpc.StatusCode.OK
