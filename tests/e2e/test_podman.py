@@ -133,14 +133,15 @@ def test_kube_play_the_cpu_chart_and_predict(images: float, tiny_data: Path, tin
     http, feature_grpc, redis = free_port(), free_port(), free_port()
     publish = {("rtvol-gateway", "http"): http, ("rtvol-feature", "grpc"): feature_grpc,
                ("rtvol-redis", "redis"): redis}
-    creds = kubeplay.Credentials()  # the chart's Secrets (API keys, Redis users), played as podman secrets
+    creds = kubeplay.Credentials()  # the chart's Secrets' contents (API keys, Redis users)
     docs, dropped = kubeplay.to_pods(chart.manifests(kubeplay.podman_values()), publish, creds)
     kube = tmp_path / "kube.yaml"
     kube.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     names = container_names(docs)
     url = f"http://127.0.0.1:{http}"
     pm.podman("kube", "down", str(kube), check=False, timeout_s=120)  # a run killed before its teardown
-    pm.podman("secret", "rm", kubeplay.AUTH_SECRET, kubeplay.REDIS_SECRET, check=False)
+    leftovers = [kubeplay.MODELS_VOLUME, *kubeplay.config_maps(docs)]  # named volumes kube down keeps
+    pm.podman("volume", "rm", "--force", *leftovers, check=False)
     fs_group = pod_spec(docs, "rtvol-gateway")["securityContext"]["fsGroup"]
     pm.import_volume(kubeplay.MODELS_VOLUME, tiny_repo, fs_group)
     started = time.monotonic()
@@ -168,8 +169,7 @@ def test_kube_play_the_cpu_chart_and_predict(images: float, tiny_data: Path, tin
         latency = rest_latency_ms(url, stocks, creds.engine)
     finally:
         down = pm.podman("kube", "down", str(kube), check=False, timeout_s=120)
-        pm.podman("volume", "rm", "--force", kubeplay.MODELS_VOLUME, check=False)
-        pm.podman("secret", "rm", kubeplay.AUTH_SECRET, kubeplay.REDIS_SECRET, check=False)
+        pm.podman("volume", "rm", "--force", *leftovers, check=False)
     assert down.returncode == 0, down.stderr
     assert not pm.podman("pod", "ps", "-q", "--filter", "name=^rtvol-").stdout.strip()
 

@@ -16,15 +16,17 @@ podman named volume) and security contexts. Changed, because podman 4.3 does oth
   ones into broken healthchecks (`curl http://localhost:0/livez` for a named port,
   `nc -z "" 0` for tcpSocket; no curl or nc in the images) that it schedules with systemd
   timers (none in this VM). The test polls /readyz itself;
-- Secret volumes are world-readable (0444): podman does not give their files the pod's
-  fsGroup, so the chart's 0440 would leave them unreadable to the non-root user.
-Added: the Secrets the chart expects to exist before install (API keys, Redis passwords),
-made from fresh ``Credentials``; podman plays them as podman secrets of the same names.
+- Secret volumes become ConfigMap volumes, one ConfigMap per pod and volume holding exactly
+  the files the volume maps (world-readable: podman gives them no fsGroup). podman 4.3.1 plays
+  Secrets but cannot mount them: a secret volume without `optional` crashes it (podman issue
+  16636), and with `optional: false` the files hold the base64 text and ignore `items`.
+  ConfigMap volumes are named volumes called after the ConfigMap, shared by every pod that
+  mounts it, hence one per pod and volume. The contents are the chart's Secrets (API keys,
+  Redis passwords) as you create them before install, made from fresh ``Credentials``.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,13 +65,10 @@ class Credentials:
             ("gateway", auth.SERVICE, self.gateway)))
 
 
-def secret_docs(creds: Credentials) -> list[Doc]:
-    """The Secrets the chart mounts (auth and redis), as `kubectl create secret` would make them."""
-    def secret(name: str, data: dict[str, str]) -> Doc:
-        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name},
-                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
-    return [secret(AUTH_SECRET, {"api-keys": creds.api_keys(), "gateway-key": creds.gateway}),
-            secret(REDIS_SECRET, {f"{user}-password": pw for user, pw in creds.redis.items()})]
+def secret_data(creds: Credentials) -> dict[str, dict[str, str]]:
+    """The Secrets the chart mounts (auth and redis) by name: key -> value."""
+    return {AUTH_SECRET: {"api-keys": creds.api_keys(), "gateway-key": creds.gateway},
+            REDIS_SECRET: {f"{user}-password": pw for user, pw in creds.redis.items()}}
 
 
 def podman_values() -> dict[str, Any]:
@@ -90,18 +89,20 @@ def podman_values() -> dict[str, Any]:
 
 def to_pods(docs: list[Doc], publish: dict[tuple[str, str], int],
             creds: Credentials | None = None) -> tuple[list[Doc], list[str]]:
-    """(playable documents, "Kind/name" of each dropped one): the Secrets of ``creds`` first
-    (fresh ones when None), then the pods.
+    """(playable documents, "Kind/name" of each dropped one): each pod after the ConfigMaps
+    that stand in for its Secret volumes, filled from ``creds`` (fresh ones when None).
 
     ``publish`` maps (pod name, container port name) to a loopback host port.
     """
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
-    played: list[Doc] = secret_docs(creds or Credentials())
+    secrets_by_name = secret_data(creds or Credentials())
+    played: list[Doc] = []
     dropped: list[str] = []
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind in WORKLOADS:
-            played.append(_pod(doc, services, publish))
+            pod, config_maps = _pod(doc, services, publish, secrets_by_name)
+            played.extend([*config_maps, pod])
         elif kind in PLAYED_AS_IS:
             played.append(doc)
         else:
@@ -113,7 +114,8 @@ def to_pods(docs: list[Doc], publish: dict[tuple[str, str], int],
     return played, dropped
 
 
-def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int]) -> Doc:
+def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int],
+         secrets_by_name: dict[str, dict[str, str]]) -> tuple[Doc, list[Doc]]:
     name, spec = doc["metadata"]["name"], doc["spec"]
     where = f"{doc['kind']}/{name}"
     if spec.get("replicas", 1) != 1:
@@ -123,12 +125,30 @@ def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int]) -> D
     if spec.get("volumeClaimTemplates"):
         raise ValueError(f"{where}: volumeClaimTemplates have no podman equivalent (disable persistence)")
     pod_spec = _own_empty_dirs(dict(spec["template"]["spec"]), name)
-    pod_spec["volumes"] = [{**v, "secret": {**v["secret"], "defaultMode": READABLE}} if "secret" in v else v
-                           for v in pod_spec["volumes"]]
+    config_maps = [_config_map(name, v, secrets_by_name) for v in pod_spec["volumes"] if "secret" in v]
+    pod_spec["volumes"] = [
+        {"name": v["name"], "configMap": {"name": f"{name}-{v['name']}", "defaultMode": READABLE}}
+        if "secret" in v else v for v in pod_spec["volumes"]]
     pod_spec["containers"] = [_container(c, name, publish) for c in pod_spec["containers"]]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": spec["template"]["metadata"].get("labels", {})},
-            "spec": pod_spec}
+            "spec": pod_spec}, config_maps
+
+
+def _config_map(pod: str, volume: Doc, secrets_by_name: dict[str, dict[str, str]]) -> Doc:
+    """The files a Secret volume of ``pod`` shows (its items, else every key), as a ConfigMap."""
+    secret = volume["secret"]
+    if secret["secretName"] not in secrets_by_name:
+        raise ValueError(f"{pod}: no Secret {secret['secretName']} to mount (volume {volume['name']})")
+    data = secrets_by_name[secret["secretName"]]
+    items = secret.get("items") or [{"key": k, "path": k} for k in data]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{pod}-{volume['name']}"},
+            "data": {item["path"]: data[item["key"]] for item in items}}
+
+
+def config_maps(docs: list[Doc]) -> list[str]:
+    """Names of the played ConfigMaps: podman keeps a named volume for each after `kube down`."""
+    return [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]
 
 
 def _container(container: Doc, pod: str, publish: dict[tuple[str, str], int]) -> Doc:
