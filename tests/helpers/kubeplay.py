@@ -22,7 +22,8 @@ podman named volume) and security contexts. Changed, because podman 4.3 does oth
   16636), and with `optional: false` the files hold the base64 text and ignore `items`.
   ConfigMap volumes are named volumes called after the ConfigMap, shared by every pod that
   mounts it, hence one per pod and volume. The contents are the chart's Secrets (API keys,
-  Redis passwords) as you create them before install, made from fresh ``Credentials``.
+  Redis passwords) as you create them before install, made from fresh ``Credentials``;
+- pods with init containers (Redis's ACL file) keep them after they exit (INIT_CONTAINERS).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 MODELS_VOLUME = "rtvol-e2e-models"  # the model repository PVC's claimName = a podman named volume
 AUTH_SECRET, REDIS_SECRET = f"{chart.RELEASE}-auth", f"{chart.RELEASE}-redis"  # the chart's default names
 READABLE = 0o444
+# podman's "once" init containers (kube play's default) are removed after they exit, and 4.3.1
+# can try that while one still runs, failing the play (podman issue 18477); "always" ones are kept.
+INIT_CONTAINERS = {"io.podman.annotations.init.container.type": "always"}
 
 
 def _password() -> str:
@@ -130,9 +134,10 @@ def _pod(doc: Doc, services: set[str], publish: dict[tuple[str, str], int],
         {"name": v["name"], "configMap": {"name": f"{name}-{v['name']}", "defaultMode": READABLE}}
         if "secret" in v else v for v in pod_spec["volumes"]]
     pod_spec["containers"] = [_container(c, name, publish) for c in pod_spec["containers"]]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": spec["template"]["metadata"].get("labels", {})},
-            "spec": pod_spec}, config_maps
+    metadata = {"name": name, "labels": spec["template"]["metadata"].get("labels", {})}
+    if pod_spec.get("initContainers"):
+        metadata["annotations"] = INIT_CONTAINERS
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}, config_maps
 
 
 def _config_map(pod: str, volume: Doc, secrets_by_name: dict[str, dict[str, str]]) -> Doc:

@@ -46,6 +46,10 @@ def test_cpu_chart_becomes_one_pod_per_service() -> None:
     assert sorted(published) == [("rtvol-feature", "grpc", 18081, "127.0.0.1"),
                                  ("rtvol-gateway", "http", 18080, "127.0.0.1")]
     assert not [c["name"] for p in pods.values() for c in p["containers"] if set(c) & set(kubeplay.PROBES)]
+    # Redis's ACL file is written by an init container that podman keeps (its removal races)
+    assert [c["name"] for c in pods["rtvol-redis"]["initContainers"]] == ["acl"]
+    assert {d["metadata"]["name"]: d["metadata"].get("annotations") for d in docs if d["kind"] == "Pod"} == {
+        "rtvol-redis": kubeplay.INIT_CONTAINERS, "rtvol-feature": None, "rtvol-gateway": None}
 
 
 @pytest.mark.parametrize("overrides, reason", [
