@@ -520,16 +520,27 @@ TLS = {"cert-manager": {"enabled": True, "certManager": {"enabled": True, "issue
            c: f"{c}-cert" for c in ("feature", "gateway", "model", "redis")}}}
 
 
+# tritonserver has no HTTPS for its HTTP and metrics ports: the chart refuses it with TLS
+# (test_tls_refuses_tritonserver), so TLS renders cover every other values file
+TLS_PROFILES = tuple(p for p in PROFILES
+                     if profile_values(p).get("model", {}).get("server") != "tritonserver")
+
+
 @pytest.fixture(params=TLS)
 def tls_variant(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=TLS_PROFILES)
+def tls_profile(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def tls_docs(profile: str, tls_variant: str) -> list[Doc]:
-    key = f"{profile} tls {tls_variant}"
+def tls_docs(tls_profile: str, tls_variant: str) -> list[Doc]:
+    key = f"{tls_profile} tls {tls_variant}"
     if key not in _cache:
-        _cache[key] = manifests(profile_values(profile, tls=TLS[tls_variant]))
+        _cache[key] = manifests(profile_values(tls_profile, tls=TLS[tls_variant]))
     return _cache[key]
 
 
@@ -618,6 +629,12 @@ def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc]
             assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}-{component}"
 
 
+def test_tls_refuses_tritonserver() -> None:
+    """Triton has no HTTPS for its HTTP and metrics ports: TLS on every listener cannot hold."""
+    with pytest.raises(Exception, match=r"tls\.enabled needs model\.server rtvol"):
+        render(profile_values("default", tls=TLS["existing secrets"], model={"server": "tritonserver"}))
+
+
 def test_without_tls_nothing_asks_for_certificates(docs: list[Doc]) -> None:
     for doc in (d for d in docs if d["kind"] in WORKLOADS):
         for c in containers(doc):
@@ -635,8 +652,8 @@ def test_tls_manifests_match_kubernetes_schemas_strictly(tls_docs: list[Doc], wh
             kv.validate(doc, version, strict=True)
 
 
-def test_tls_values_pass_lint_and_schema(profile: str, tls_variant: str) -> None:
-    values = profile_values(profile, tls=TLS[tls_variant])
+def test_tls_values_pass_lint_and_schema(tls_profile: str, tls_variant: str) -> None:
+    values = profile_values(tls_profile, tls=TLS[tls_variant])
     report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
     assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
 
@@ -678,7 +695,7 @@ def test_strict_schemas_catch_a_typo() -> None:
 def write_rendered(out: Path) -> None:
     """Every values file, as is and with each TLS variant."""
     for profile in PROFILES:
-        for variant, tls in {"plain": {}, **TLS}.items():
+        for variant, tls in {"plain": {}, **(TLS if profile in TLS_PROFILES else {})}.items():
             docs = manifests(profile_values(profile, **({"tls": tls} if tls else {})))
             name = f"{profile}-{variant.replace(' ', '-')}.yaml"
             (out / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
