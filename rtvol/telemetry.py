@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
 from opentelemetry import context, propagate, trace
-from prometheus_client import Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 if TYPE_CHECKING:
     from rtvol.tls import ServerTLS
@@ -92,12 +92,20 @@ def start_metrics(port: int, host: str = "127.0.0.1", tls: ServerTLS | None = No
     following certificate rotation."""
     install_runtime_metrics()
     if port:
-        from prometheus_client import start_http_server
-
-        httpd, _ = start_http_server(port, addr=host, **(tls.prometheus() if tls else {}))
-        if tls:
-            tls.follow(httpd.socket.context)  # type: ignore[attr-defined]
+        serve_metrics(port, host, tls)
     return port
+
+
+def serve_metrics(port: int, host: str, tls: ServerTLS | None = None,
+                  registry: CollectorRegistry | None = None) -> None:
+    """/metrics of ``registry`` (default: the process's) on ``port``; HTTPS with ``tls``,
+    following certificate rotation."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    httpd, _ = start_http_server(port, addr=host, registry=registry or REGISTRY,
+                                 **(tls.prometheus() if tls else {}))
+    if tls:
+        tls.follow(httpd.socket.context)  # type: ignore[attr-defined]
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

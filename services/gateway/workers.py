@@ -32,9 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
-from rtvol import cpus, rpc, tls
+from rtvol import cpus, rpc, telemetry, tls
 from rtvol.services.gateway import multiproc
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.supervisor import FIRST_BACKOFF_S, MAX_BACKOFF_S, STABLE_S
@@ -156,8 +154,7 @@ def supervise(s: GatewaySettings, argv: Sequence[str], workers: int) -> int:
     multiproc.clean(metrics_dir)
     try:
         if s.metrics_port:
-            start_http_server(s.metrics_port, s.host, multiproc.registry(metrics_dir),
-                              **(tls.metrics(s) or {}))
+            telemetry.serve_metrics(s.metrics_port, s.host, tls.metrics(s), multiproc.registry(metrics_dir))
         log.info("%d gateway workers on http %s:%d grpc %s:%d", workers, s.host, s.port, s.host, s.grpc_port)
         return Supervisor(argv, workers, s.drain_seconds, metrics_dir).run()
     finally:

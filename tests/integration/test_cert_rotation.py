@@ -62,30 +62,33 @@ class Servers:
     rotate: Callable[[], None]
     feature: str
     health: str
-    metrics: str
+    metrics: list[str]  # the feature service's, the gateway supervisor's (its workers' summed)
     gateway: str
 
 
 @pytest.fixture
 def servers(tmp_path: Path, tiny_repo: Path) -> Iterator[Servers]:
-    """A feature service (mTLS, HTTPS /metrics, health port) and a gateway (HTTPS) serving
-    the files of one volume."""
+    """A feature service (mTLS, HTTPS /metrics, health port) and a gateway of two workers
+    (HTTPS, HTTPS /metrics) serving the files of one volume."""
     old, old_files = pki(tmp_path / "old")
     new, new_files = pki(tmp_path / "new")
     volume = tmp_path / "volume"
     volume.mkdir()
     publish(volume, old_files, "1")
     tls_args = ["--tls-cert", str(volume / "tls.crt"), "--tls-key", str(volume / "tls.key")]
-    grpc_port, metrics, health_port, http, gateway_grpc = (free_port() for _ in range(5))
+    grpc_port, metrics, health_port, http, gateway_grpc, gateway_metrics = (free_port() for _ in range(6))
     found = Servers(old, new, lambda: publish(volume, new_files, "2"), f"127.0.0.1:{grpc_port}",
-                    f"127.0.0.1:{health_port}", f"https://127.0.0.1:{metrics}/metrics",
+                    f"127.0.0.1:{health_port}",
+                    [f"https://127.0.0.1:{port}/metrics" for port in (metrics, gateway_metrics)],
                     f"https://127.0.0.1:{http}/livez")
     started: list[Proc] = []
     try:
         started.append(Proc("feature service", stack.feature_cmd(
             grpc_port, metrics, "", 4, *tls_args, "--tls-client-ca", str(volume / "ca.crt"),
             "--health-port", str(health_port)), tmp_path / "feature.log", grpc_ready(found.feature, old)))
-        started.append(Proc("gateway", stack.gateway_cmd(http, gateway_grpc, tiny_repo, *tls_args),
+        started.append(Proc("gateway", stack.gateway_cmd(
+            http, gateway_grpc, tiny_repo, *tls_args, "--workers", "2",
+            "--metrics-port", str(gateway_metrics)),
                             tmp_path / "gateway.log", http_ready(found.gateway, old)))
         yield found
     finally:
@@ -103,13 +106,13 @@ def test_a_rotated_certificate_serves_the_next_handshake_without_a_restart(serve
         with pytest.raises(grpc.RpcError) as refused:
             FeaturesStub(channel).GetFeatures(GetFeaturesRequest(stock_ids=[0]), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert https_ok(s.metrics, s.old) and https_ok(s.gateway, s.old)
-    assert not https_ok(s.metrics, s.new) and not https_ok(s.gateway, s.new)
+    for url in (*s.metrics, s.gateway):
+        assert https_ok(url, s.old) and not https_ok(url, s.new), url
 
     s.rotate()
     # the first handshake after the swap already sees the new files (no restart, no polling delay)
     assert health(s.feature, s.new.grpc()) == grpc.StatusCode.OK
     assert health(s.feature, s.old.grpc()) == grpc.StatusCode.UNAVAILABLE
-    assert https_ok(s.metrics, s.new) and https_ok(s.gateway, s.new)
-    assert not https_ok(s.metrics, s.old) and not https_ok(s.gateway, s.old)
+    for url in (*s.metrics, s.gateway, s.gateway):  # twice: SO_REUSEPORT may pick either worker
+        assert https_ok(url, s.new) and not https_ok(url, s.old), url
     assert health(s.health, None) == grpc.StatusCode.OK
