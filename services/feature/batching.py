@@ -1,13 +1,16 @@
-"""Applies an Ingest stream's messages in batches: what arrived while the previous batch was
-applied goes as one.
+"""Applies an Ingest stream's messages in batches: what arrives in a run goes as one.
 
 Applying a message costs about the same for one update as for a hundred (a few hundred µs of
 numpy calls), and a gRPC read about 50 µs, so a feed of single-update messages is kept up with
-only if many are applied at once. A reader task takes messages off the stream; the applier
-waits until the reader has been quiet for ``quiet_s`` (what had already arrived is read by
-then), then applies everything read so far in one call. No timer when the stream is quiet: an
-isolated message waits ``quiet_s`` at most. A message that carries a watermark ends a batch,
-so updates after it are still judged against it.
+only if many are applied at once. The stream is read in one task and nothing spins or polls:
+
+- a message that comes after a pause (nothing for ``quiet_s`` since the previous message or
+  the last apply) is applied on the next loop turn, with whatever else that turn delivered: a
+  feed of isolated updates waits for no timer;
+- a message that comes in a run waits at most ``max_wait_s`` (the event loop's timers fire at
+  millisecond granularity) for the rest of the run, or until ``max_messages`` are pending.
+
+A message that carries a watermark ends a batch, so updates after it are still judged against it.
 """
 
 from __future__ import annotations
@@ -25,60 +28,70 @@ ApplyFn = Callable[[list[pb.IngestRequest], int], np.ndarray]  # (messages, rece
 
 
 class StreamBatcher:
-    def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 200e-6) -> None:
-        self.apply, self.max_messages, self.quiet_s = apply, max_messages, quiet_s
+    def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 1e-3,
+                 max_wait_s: float = 1e-3) -> None:
+        self.apply, self.max_messages = apply, max_messages
+        self.quiet_s, self.max_wait_s = quiet_s, max_wait_s
 
     async def consume(self, requests: AsyncIterator[pb.IngestRequest]) -> tuple[np.ndarray, int]:
         """Counts per reason over the whole stream, and the number of messages."""
-        pending: list[pb.IngestRequest] = []
-        received: list[int] = []  # receipt of each pending message, µs
-        arrived = asyncio.Event()
-        room = asyncio.Event()
-        room.set()
-
-        async def read() -> None:
-            try:
-                async for request in requests:
-                    received.append(now_us())
-                    pending.append(request)
-                    arrived.set()
-                    if len(pending) >= self.max_messages:
-                        room.clear()
-                        await room.wait()  # back-pressure: the client's flow control takes over
-            finally:
-                arrived.set()
-
-        reader = asyncio.create_task(read())
-        counts, messages = None, 0
+        stream = _Stream(self.apply, self.max_messages)
+        loop = asyncio.get_running_loop()
+        last = -1.0  # monotonic time of the previous message or of the end of the last apply
         try:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                await self._quiet(pending, reader)
-                while pending:
-                    batch = _cut(pending, self.max_messages)
-                    first_us = received[0]
-                    del pending[:len(batch)], received[:len(batch)]
-                    c = self.apply(batch, first_us)
-                    counts = c if counts is None else counts + c
-                    messages += len(batch)
-                room.set()
-                if reader.done():
-                    reader.result()  # the client's error, if any
-                    break
+            async for request in requests:
+                now = time.monotonic()
+                stream.add(request)
+                if len(stream.pending) >= self.max_messages:
+                    stream.flush()
+                elif stream.due is None:
+                    in_run = now - last < self.quiet_s
+                    stream.due = (loop.call_at(loop.time() + self.max_wait_s, stream.flush) if in_run
+                                  else loop.call_soon(stream.flush))
+                last = max(now, stream.flushed_at)
         finally:
-            reader.cancel()
-        return (counts if counts is not None else self.apply([], now_us())), messages
+            stream.flush()  # what came before the client's error, if any, is applied too
+        stream.raise_error()
+        return (stream.counts if stream.counts is not None else self.apply([], now_us())), stream.messages
 
-    async def _quiet(self, pending: list[pb.IngestRequest], reader: asyncio.Task[None]) -> None:
-        """Until the reader added nothing for ``quiet_s`` (or ended, or filled a batch)."""
-        seen, since = len(pending), time.perf_counter()
-        while not reader.done() and len(pending) < self.max_messages:
-            await asyncio.sleep(0)
-            if len(pending) != seen:
-                seen, since = len(pending), time.perf_counter()
-            elif time.perf_counter() - since >= self.quiet_s:
-                return
+
+class _Stream:
+    """One Ingest stream's pending messages and the outcome of those applied."""
+
+    def __init__(self, apply: ApplyFn, max_messages: int) -> None:
+        self.apply, self.max_messages = apply, max_messages
+        self.pending: list[pb.IngestRequest] = []
+        self.received: list[int] = []  # receipt of each pending message, µs
+        self.due: asyncio.Handle | None = None  # the scheduled flush
+        self.counts: np.ndarray | None = None
+        self.messages, self.flushed_at = 0, -1.0
+        self.error: BaseException | None = None  # raised by an apply that ran as a loop callback
+
+    def add(self, request: pb.IngestRequest) -> None:
+        self.received.append(now_us())
+        self.pending.append(request)
+
+    def flush(self) -> None:
+        if self.due is not None:
+            self.due.cancel()
+            self.due = None
+        try:
+            while self.pending:
+                batch = _cut(self.pending, self.max_messages)
+                first_us = self.received[0]
+                del self.pending[:len(batch)], self.received[:len(batch)]
+                c = self.apply(batch, first_us)
+                self.counts = c if self.counts is None else self.counts + c
+                self.messages += len(batch)
+        except Exception as e:  # kept for the stream's task, which raises it
+            self.error = self.error or e
+            self.pending.clear()
+            self.received.clear()
+        self.flushed_at = time.monotonic()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _cut(pending: list[pb.IngestRequest], limit: int) -> list[pb.IngestRequest]:
