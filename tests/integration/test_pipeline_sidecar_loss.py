@@ -43,10 +43,8 @@ def stack(redis_db: str, tiny_repo: Path, tmp_path_factory: pytest.TempPathFacto
     logs = tmp_path_factory.mktemp("pipeline_sidecar_loss")
     started: list[procs.Proc] = []
     try:
-        feature, feature_url = procs.feature_service(logs, redis_db, STOCKS)
-        started.append(feature)
-        sidecar, model_url = procs.sidecar(logs, tiny_repo)
-        started.append(sidecar)
+        feature_url, model_url = procs.upstreams(logs, redis_db, tiny_repo, STOCKS, started)
+        sidecar = started[-1]
         gw, base, grpc_target = procs.gateway(
             logs, tiny_repo, "--redis-url", redis_db, "--model-url", model_url, "--feature-url", feature_url,
             "--stocks", str(STOCKS), "--deadline-ms", "500", "--model-timeout-ms", "200",
