@@ -77,8 +77,8 @@ def redis_db(redis_server: str) -> str:
     """A Redis database of this test module's own on the session's server: a module whose
     assertions depend on what is (not) in Redis cannot see another module's writes."""
     n = next(_databases)
-    if n > 15:  # redis-server's default `databases 16`
-        pytest.fail("more than 15 test modules asked for their own Redis database")
+    if n >= procs.REDIS_DATABASES:
+        pytest.fail(f"more than {procs.REDIS_DATABASES - 1} test modules asked for their own Redis database")
     return redis_server.rsplit("/", 1)[0] + f"/{n}"
 
 

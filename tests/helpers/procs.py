@@ -35,10 +35,13 @@ __all__ = [
 ]
 
 
+REDIS_DATABASES = 64  # one per test module that asks for its own (conftest's redis_db)
+
+
 def redis(workdir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
-    proc = Proc("redis-server", stack.redis_cmd(port, workdir), workdir / "redis.log", redis_ready(port),
-                timeout_s=10)
+    cmd = [*stack.redis_cmd(port, workdir), "--databases", str(REDIS_DATABASES)]
+    proc = Proc("redis-server", cmd, workdir / "redis.log", redis_ready(port), timeout_s=10)
     proc.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
     return proc
 
