@@ -69,8 +69,7 @@ def secured(redis_db: str, tiny_repo: Path, tiny_data: Path,
         gw, base, grpc_target = procs.gateway(
             logs, tiny_repo, *checked, "--api-key-file", str(gateway_key), "--redis-url", redis_db,
             "--model-url", model_url, "--feature-url", feature_url, "--stocks", str(STOCKS),
-            "--deadline-ms", "500", "--model-timeout-ms", "200", "--model-latency-budget-ms", "100",
-            "--store-timeout-ms", "200")
+            *procs.BUSY_MACHINE_BUDGETS, "--store-timeout-ms", "200")
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3), api_key=KEYS["feeder"])
         with httpx.Client(base_url=base, timeout=10) as http:

@@ -93,8 +93,7 @@ def test_a_model_answering_nan_is_never_served(redis_db: str, tmp_path: Path, ti
     try:
         feature_url, model_url = procs.upstreams(tmp_path, redis_url, repo, STOCKS, started)
         gw, base, _ = procs.gateway(tmp_path, repo, "--redis-url", redis_url, "--model-url", model_url,
-                                    "--stocks", str(STOCKS), "--deadline-ms", "500",
-                                    "--model-timeout-ms", "200", "--model-latency-budget-ms", "100")
+                                    "--stocks", str(STOCKS), *procs.BUSY_MACHINE_BUDGETS)
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3))
         http = httpx.Client(base_url=base, timeout=10)

@@ -237,16 +237,18 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
         started.append(feature)
         sidecar, model_url = procs.sidecar(logs, tiny_repo, "--metrics-port", str(model_metrics))
         started.append(sidecar)
+        # the breaker must open for a dead sidecar only: the replays and traffic below load the
+        # machine's cores, and a production budget would open it for a slow gateway event loop
         gw, base, grpc_target = procs.gateway(logs, tiny_repo, "--redis-url", redis.url,
                                     "--model-url", model_url, "--stocks", str(STOCKS),
-                                    "--breaker-open-s", "0.5", "--model-timeout-ms", "200")
+                                    "--breaker-open-s", "0.5", *procs.BUSY_MACHINE_BUDGETS)
         started.append(gw)
         # the tick-to-signal pipeline (in `rtvol up`'s gateway too); this one's Predicts are memory
         # reads, without the feature_read and sidecar spans the trace tests follow
         piped, piped_base, piped_grpc = procs.gateway(
             tmp_path_factory.mktemp("observability-pipeline"), tiny_repo, "--redis-url", redis.url,
             "--model-url", model_url, "--feature-url", feature_url, "--stocks", str(STOCKS),
-            "--model-timeout-ms", "200")
+            *procs.BUSY_MACHINE_BUDGETS)
         started.append(piped)
         feed.replay(feature_url, tiny_data, range(0, 3))
         prometheus = Prometheus(logs, {"gateway": base.removeprefix("http://"),
