@@ -43,7 +43,7 @@ import numpy as np
 
 from rtvol import histograms, repository, stack
 from rtvol.features.spec import STEP_SECONDS
-from rtvol.loadtest.bench.gateway import Processes, cpu_seconds, has_gpu, run_info
+from rtvol.loadtest.bench.gateway import Http, Processes, cpu_seconds, has_gpu, run_info
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 INGEST = "/rtvol.proto.v1.Features/Ingest"
@@ -167,13 +167,29 @@ def _ms(h: Any) -> dict[str, float]:
             "n": s["n"]}
 
 
-def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int]
+def shadow_counts(http_base: str) -> dict[str, float]:
+    """The gateway's shadow work so far: signals computed in shadow and the tier-1 batches
+    not sent to the shadow, by reason (all 0 without a shadow version)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {"signals": 0.0}
+    for family in text_string_to_metric_families(Http(http_base).call("GET", "/metrics").decode()):
+        for sample in family.samples:
+            if sample.name == "rtvol_gateway_model_signals_total" and sample.labels.get("role") == "shadow":
+                counts["signals"] += sample.value
+            elif sample.name == "rtvol_gateway_shadow_dropped_total":
+                key = f"dropped_{sample.labels['reason']}"
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str
              ) -> tuple[dict[str, Any], np.ndarray]:
     """One feed; returns its report and its tick-to-signal samples (ms)."""
     _, close_msg, close_stock, close_version = build(plan)
     out = workdir / f"feed-{name}.npz"
     sub.take()  # what earlier modes left
-    cpu_before = cpu_seconds(pids)
+    cpu_before, shadow_before = cpu_seconds(pids), shadow_counts(http_base)
     feeder = mp.get_context("spawn").Process(target=feed, args=(plan, str(out)))
     feeder.start()
     feeder.join(plan.duration_s * 10 + 120)
@@ -195,6 +211,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
 
     settled = wait_until(current, 5, 0.05)
     cpu = {k: round(v - cpu_before.get(k, v), 2) for k, v in cpu_seconds(pids).items()}
+    shadow = {k: v - shadow_before.get(k, 0.0) for k, v in shadow_counts(http_base).items()}
     rows = np.concatenate(got)
     rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
                 & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
@@ -221,7 +238,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
                    "seconds": round(float(fed["seconds"]), 2),
                    "messages_per_s": round(messages / float(fed["seconds"])),
                    "offered_messages_per_s": round(plan.rate / plan.batch)},
-        "cpu_s": cpu}
+        "cpu_s": cpu, "shadow": shadow}
     return report, (arrived - received) / 1000
 
 
@@ -262,6 +279,8 @@ def table(report: dict[str, Any]) -> str:
                      f"own signal {r['steps_with_own_signal']}; Ingest {i['messages_per_s']:,} msg/s "
                      f"(offered {i['offered_messages_per_s']:,}), {i['updates']:,} accepted, "
                      f"{i['rejected']} rejected; CPU s {r['cpu_s']}")
+        if r["shadow"]["signals"] or len(r["shadow"]) > 1:
+            lines.append(f"{'':<9}shadow {r['shadow']}")
     lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
     for v in report["targets"]:
         result = "met" if v["met"] else "NOT MET"
@@ -296,7 +315,9 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
-          feature_args: Sequence[str] = ()) -> tuple[str, str]:
+          feature_args: Sequence[str] = ()) -> tuple[str, str, str]:
+    """Starts the stack; returns the feature service's and the gateway's gRPC targets and the
+    gateway's HTTP base."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
     rport, fport, mport, hport, gport = (free_port() for _ in range(5))
@@ -309,7 +330,7 @@ def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Se
                                           "--feature-url", feature, "--stocks", str(stocks), "--workers", "1",
                                           *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
-    return feature, f"127.0.0.1:{gport}"
+    return feature, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -343,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     reports: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     try:
-        feature, gateway = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg,
+        feature, gateway, http_base = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg,
                                   a.feature_arg)
         sub = Subscriber(gateway)
         try:
@@ -351,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for i, mode in enumerate(modes):
                 plan = FeedPlan(feature, a.rate, 1 if mode == "single" else a.batch, a.stocks,
                                 i * a.stocks, a.duration, a.speedup)
-                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids)
+                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids, http_base)
                 reports.append(result)
         finally:
             sub.close()

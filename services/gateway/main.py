@@ -75,7 +75,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
         # a channel of its own: shadow calls never queue behind (or ahead of) served ones
         shadow_client = SidecarClient(s.model_url, s.model_name, 1, client_tls, api_key)
-        shadow = Shadow(shadow_client, s.shadow_max_batch, s.shadow_timeout_ms / 1000, s.shadow_queue)
+        shadow = Shadow(shadow_client, s.shadow_max_batch, s.shadow_timeout_ms / 1000, s.shadow_queue,
+                        served=tier1)
     vol = VolCache(store, s.vol_refresh_s, timeout_s)
     cache = SignalCache(s.cache_size, redis, spec_hash())
     predictor = Predictor(features=FeatureSource(store, _breaker("store", s), timeout_s),

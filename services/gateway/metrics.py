@@ -54,7 +54,8 @@ MODEL_VERSION = Gauge("rtvol_gateway_model_version", "Version of the repository'
 MODEL_REFUSED = Counter("rtvol_gateway_model_refused_total", "Versions the gateway refused to follow "
                         "(digest check, missing, malformed policy)", ["model", "reason"])
 SHADOW_DROPPED = Counter("rtvol_gateway_shadow_dropped_total",
-                         "Tier-1 batches not sent to the shadow version: its queue was full",
-                         ["model", "version"])
+                         "Tier-1 batches not sent to the shadow version, by reason (queue_full; "
+                         "breaker: the sidecar's not closed; served_slow: the last served call used over "
+                         "half its latency budget)", ["model", "version", "reason"])
 SHADOW_ERRORS = Counter("rtvol_gateway_shadow_errors_total", "Failed shadow calls (they never touch the "
                         "breaker) and non-finite shadow rows", ["model", "version", "kind"])

@@ -8,6 +8,11 @@ the signals by model, version, tier and role=shadow, and hands them to the live 
 (scorer.py) with that role.
 Shadow signals are never served, never cached, and a failed or slow shadow call is counted
 here only: the breaker never hears of it.
+
+The shadow yields to served work, so it never changes which tier serves: a shadow call
+leaves only while no served tier-1 call is out, and while the sidecar's breaker is closed and
+the last served call used at most ``SLOW_LOAD`` of its latency budget; otherwise the queued
+batches are dropped and counted by reason (a sample of the load is scored, not all of it).
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ import numpy as np
 
 from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics
+from rtvol.services.gateway.breaker import State
 from rtvol.services.gateway.scorer import LiveScorer
 from rtvol.services.gateway.signal import from_outputs
 from rtvol.tasks import BackgroundTask
 
 if TYPE_CHECKING:  # not at run time: tier1 loads the inference protos, which tests keep apart
-    from rtvol.services.gateway.tier1 import SidecarClient
+    from rtvol.services.gateway.tier1 import SidecarClient, Tier1
 
 log = logging.getLogger(__name__)
 ROLE = "shadow"
+# a served call that took more than this share of its latency budget pauses the shadow: on a
+# shared CPU the shadow's work would push the next served calls over it (and open the breaker)
+SLOW_LOAD = 0.5
 
 
 @dataclass(slots=True)
@@ -48,9 +57,10 @@ class _Batch:
 
 class Shadow:
     def __init__(self, client: SidecarClient, max_batch: int, timeout_s: float, max_queued: int = 16,
-                 scorer: LiveScorer | None = None) -> None:
+                 scorer: LiveScorer | None = None, served: Tier1 | None = None) -> None:
+        """``served``: the tier-1 calls the shadow yields to (None: it never waits)."""
         self.client, self.max_batch, self.timeout_s = client, max_batch, timeout_s
-        self.max_queued, self.scorer = max_queued, scorer
+        self.max_queued, self.scorer, self.served = max_queued, scorer, served
         self.version = ""  # "": no shadow (the version follower sets it)
         self._pending: collections.deque[_Batch] = collections.deque()
         self._wake = asyncio.Event()
@@ -61,7 +71,7 @@ class Shadow:
         if not self.version:
             return
         if len(self._pending) >= self.max_queued:
-            metrics.SHADOW_DROPPED.labels(self.client.model, self.version).inc()
+            metrics.SHADOW_DROPPED.labels(self.client.model, self.version, "queue_full").inc()
             return
         self._pending.append(_Batch(self.version, ids, windows, written_us, end_steps))
         self._wake.set()
@@ -106,11 +116,27 @@ class Shadow:
         if self.scorer is not None:
             self.scorer.record(signals, ROLE)
 
+    def _yield_reason(self) -> str:
+        """Why served work comes first now ("": it does not need the sidecar's CPU)."""
+        served = self.served
+        if served is None:
+            return ""
+        if served.breaker.state is not State.CLOSED:
+            return "breaker"
+        return "served_slow" if served.last_load > SLOW_LOAD else ""
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                if self.served is not None:
+                    await self.served.idle.wait()  # never beside a served call
+                if reason := self._yield_reason():
+                    for batch in self._pending:
+                        metrics.SHADOW_DROPPED.labels(self.client.model, batch.version, reason).inc()
+                    self._pending.clear()
+                    break
                 await self._send(self._take())
 
     def start(self) -> None:

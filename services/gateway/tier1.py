@@ -164,6 +164,11 @@ class Tier1:
         self.client, self.breaker, self.timeout_s, self.probe_s = client, breaker, timeout_s, probe_s
         self.per_window_s = per_window_s
         self.version = ""
+        # what the shadow yields to (shadow.py): served calls out now, and the last one's
+        # latency as a share of its budget (1.0: at the budget)
+        self.in_flight, self.last_load = 0, 0.0
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.down, self.down_since = "sidecar not probed yet", time.time()  # down == "": probe passed
         self._watch = BackgroundTask()
 
@@ -212,12 +217,21 @@ class Tier1:
     async def batch(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         allowance = self.per_window_s * (len(windows) - 1)
+        self.in_flight += 1
+        self.idle.clear()
         try:
             async with asyncio.timeout(self.timeout_s + allowance):
                 out, self.version = await self.client.infer(windows)
         except Exception as e:
             metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
             self.breaker.record(False)
+            self.last_load = 1.0
             raise
-        self.breaker.record(True, time.perf_counter() - start - allowance)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+        latency = time.perf_counter() - start - allowance
+        self.breaker.record(True, latency)
+        self.last_load = latency / self.breaker.latency_budget_s
         return out

@@ -299,6 +299,8 @@ def test_default_values_keep_rtvols_sidecar_and_budget() -> None:
     assert (e["RTVOL_MODEL_LATENCY_BUDGET_MS"], e["RTVOL_MODEL_TIMEOUT_MS"], e["RTVOL_DEADLINE_MS"]) == (
         "5", "20", "50")
     assert e["RTVOL_MODEL_LATENCY_BUDGET_PER_WINDOW_US"] == "25"
+    assert (e["RTVOL_MODEL_POLL_S"], e["RTVOL_SHADOW_QUEUE"], e["RTVOL_SHADOW_MAX_BATCH"],
+            e["RTVOL_SHADOW_TIMEOUT_MS"]) == ("2", "16", "256", "1000")
 
 
 def test_cpu_values_ask_for_no_gpu() -> None:

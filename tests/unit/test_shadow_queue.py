@@ -1,6 +1,9 @@
 """The gateway's shadow queue without processes: `offer` never waits, a full queue drops and
 counts, queued batches of one version leave together, a failed shadow call is counted and the
 loop goes on, and the signals reach the scorer with role=shadow and their window's end step.
+The shadow yields to served work (the real Tier1 in front of a stand-in sidecar): it waits
+while a served call is out, and drops (counted by reason) while the breaker is not closed or
+the last served call was slow.
 (The real sidecar behind it: tests/integration/test_shadow_promote.py.)"""
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.services.gateway.breaker import Breaker
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.signal import Signal
+from rtvol.services.gateway.tier1 import Tier1
 
 MODEL = "shadow_unit"
 
@@ -28,9 +33,11 @@ class Sidecar:
         self.calls: list[tuple[int, str]] = []
         self.go = asyncio.Event()
         self.failing = False
+        self.delay_s = 0.0
 
     async def infer(self, windows: np.ndarray, version: str = "") -> tuple[dict[str, np.ndarray], str]:
         await self.go.wait()
+        await asyncio.sleep(self.delay_s)
         self.calls.append((len(windows), version))
         if self.failing:
             raise RuntimeError("sidecar said no")
@@ -68,10 +75,10 @@ def test_offers_never_wait_a_full_queue_drops_and_batches_coalesce() -> None:
         shadow.offer([0], _windows(1.0), [10], [50])  # no shadow version: nothing queued
         shadow.version = "2"
         shadow.start()
-        dropped = _count("rtvol_gateway_shadow_dropped_total", version="2")
+        dropped = _count("rtvol_gateway_shadow_dropped_total", version="2", reason="queue_full")
         for sid in range(5):  # the sidecar is held: the queue fills, two are dropped
             shadow.offer([sid], _windows(sid + 1.0), [10 + sid], [50 + sid])
-        assert _count("rtvol_gateway_shadow_dropped_total", version="2") == dropped + 2
+        assert _count("rtvol_gateway_shadow_dropped_total", version="2", reason="queue_full") == dropped + 2
         await asyncio.sleep(0)  # the sender takes the queued batches (and waits on the sidecar)
         shadow.offer([7, 8], _windows(7.0, 8.0), [17, 18], [57, 58])
         sidecar.go.set()
@@ -131,4 +138,77 @@ def test_a_batch_larger_than_a_shadow_call_is_split() -> None:
         signals = [s for batch, _ in scorer.recorded for s in batch]
         assert [(s.stock_id, s.rv, s.window_end_step) for s in signals] == [
             (i, i + 1.0, i) for i in range(6)]
+    asyncio.run(run())
+
+
+async def _until(done: Any) -> None:
+    for _ in range(200):
+        if done():
+            return
+        await asyncio.sleep(0.005)
+
+
+def _yielding(budget_s: float = 10.0) -> tuple[Sidecar, Sidecar, Tier1, Shadow]:
+    """A shadow in front of one stand-in sidecar, yielding to a real Tier1 in front of another."""
+    served_sidecar, shadow_sidecar = Sidecar(), Sidecar()
+    served_sidecar.go.set()
+    shadow_sidecar.go.set()
+    served = Tier1(cast(Any, served_sidecar), Breaker("shadow_unit_served", latency_budget_s=budget_s), 5.0)
+    shadow = Shadow(cast(Any, shadow_sidecar), max_batch=8, timeout_s=5, served=served)
+    shadow.version = "5"
+    shadow.start()
+    return served_sidecar, shadow_sidecar, served, shadow
+
+
+def test_a_shadow_call_waits_while_a_served_call_is_out() -> None:
+    async def run() -> None:
+        served_sidecar, shadow_sidecar, served, shadow = _yielding()
+        served_sidecar.go.clear()
+        call = asyncio.create_task(served.batch(_windows(1.0)))
+        await asyncio.sleep(0)
+        assert served.in_flight == 1
+        shadow.offer([0], _windows(2.0), [0], [0])
+        await asyncio.sleep(0.05)
+        assert shadow_sidecar.calls == []  # held back while the served call is out
+        served_sidecar.go.set()
+        await call
+        await _until(lambda: shadow_sidecar.calls)
+        await shadow.stop()
+        assert (served.in_flight, served_sidecar.calls, shadow_sidecar.calls) == (0, [(1, "")], [(1, "5")])
+    asyncio.run(run())
+
+
+def test_the_shadow_is_dropped_and_counted_while_the_breaker_is_not_closed() -> None:
+    async def run() -> None:
+        _, shadow_sidecar, served, shadow = _yielding()
+        dropped = _count("rtvol_gateway_shadow_dropped_total", version="5", reason="breaker")
+        served.breaker.trip()
+        shadow.offer([0], _windows(1.0), [0], [0])
+        shadow.offer([1], _windows(2.0), [0], [0])
+        await _until(lambda: _count("rtvol_gateway_shadow_dropped_total", version="5", reason="breaker")
+                     == dropped + 2)
+        await shadow.stop()
+        assert _count("rtvol_gateway_shadow_dropped_total", version="5", reason="breaker") == dropped + 2
+        assert shadow_sidecar.calls == []
+    asyncio.run(run())
+
+
+def test_a_slow_served_call_pauses_the_shadow_until_a_fast_one() -> None:
+    async def run() -> None:
+        served_sidecar, shadow_sidecar, served, shadow = _yielding(budget_s=0.2)
+        dropped = _count("rtvol_gateway_shadow_dropped_total", version="5", reason="served_slow")
+        served_sidecar.delay_s = 0.15  # 3/4 of the budget: within it, yet slow
+        await served.batch(_windows(1.0))
+        assert served.last_load > 0.5
+        shadow.offer([0], _windows(1.0), [0], [0])
+        await _until(lambda: _count("rtvol_gateway_shadow_dropped_total", version="5", reason="served_slow")
+                     > dropped)
+        assert shadow_sidecar.calls == []
+        served_sidecar.delay_s = 0.0
+        await served.batch(_windows(1.0))
+        shadow.offer([1], _windows(2.0), [0], [0])
+        await _until(lambda: shadow_sidecar.calls)
+        await shadow.stop()
+        assert shadow_sidecar.calls == [(1, "5")]
+        assert _count("rtvol_gateway_shadow_dropped_total", version="5", reason="served_slow") == dropped + 1
     asyncio.run(run())
