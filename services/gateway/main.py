@@ -28,7 +28,8 @@ from rtvol.services.gateway.rest import create_app
 from rtvol.services.gateway.scorer import LiveScorer, repository_validation
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.gateway.shadow import Shadow
-from rtvol.services.gateway.tier1 import SidecarClient, Tier1
+from rtvol.services.gateway.sidecar_client import SidecarClient
+from rtvol.services.gateway.tier1 import Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe

@@ -33,7 +33,8 @@ from rtvol.services.gateway.signal import from_outputs
 from rtvol.tasks import BackgroundTask
 
 if TYPE_CHECKING:  # not at run time: tier1 loads the inference protos, which tests keep apart
-    from rtvol.services.gateway.tier1 import SidecarClient, Tier1
+    from rtvol.services.gateway.sidecar_client import SidecarClient
+    from rtvol.services.gateway.tier1 import Tier1
 
 log = logging.getLogger(__name__)
 ROLE = "shadow"

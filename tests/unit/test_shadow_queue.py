@@ -24,7 +24,7 @@ MODEL = "shadow_unit"
 
 
 class Sidecar:
-    """Stands in for tier1.SidecarClient (the real one: the integration test). Answers rv = the
+    """Stands in for sidecar_client.SidecarClient (the real one: the integration test). Answers rv = the
     window's first value; fails while ``failing``; held until ``go``."""
 
     model = MODEL
