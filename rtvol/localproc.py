@@ -109,11 +109,24 @@ def alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from the state on (the command name, which may hold spaces, cut off):
+    fields[0] is the state, [11] and [12] user and system CPU in clock ticks, [21] resident
+    pages. None when the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU of a process, from its `stat_fields`."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def executable(pid: int) -> str:

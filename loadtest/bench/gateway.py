@@ -48,7 +48,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from rtvol import histograms, repository, stack
+from rtvol import histograms, localproc, repository, stack
 from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 CACHED_MS = 3_600_000  # max_staleness_ms that lets the pre-computed signal answer
@@ -138,11 +138,8 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def _cpu_s(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = localproc.stat_fields(pid)
+    return None if fields is None else localproc.cpu_seconds(fields)
 
 
 def _tree(pid: int, skip: set[int]) -> list[int]:

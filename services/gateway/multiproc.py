@@ -22,6 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from rtvol import localproc
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _PID = re.compile(r"_(\d+)\.db$")
 
@@ -43,7 +45,7 @@ class ProcessTotals(Collector):
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.ticks, self.page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        self.page = os.sysconf("SC_PAGE_SIZE")
 
     def pids(self) -> set[int]:
         return {int(m.group(1)) for f in self.directory.glob("*.db") if (m := _PID.search(f.name))}
@@ -51,11 +53,10 @@ class ProcessTotals(Collector):
     def collect(self) -> Iterator[Metric]:
         cpu_s = rss = 0.0
         for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # exited
+            fields = localproc.stat_fields(pid)
+            if fields is None:  # exited
                 continue
-            cpu_s += (int(fields[11]) + int(fields[12])) / self.ticks
+            cpu_s += localproc.cpu_seconds(fields)
             rss += int(fields[21]) * self.page
         yield CounterMetricFamily("process_cpu_seconds", "User and system CPU time of the live gateway "
                                   "workers, in seconds", value=cpu_s)

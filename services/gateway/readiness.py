@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the type only: importing tier1 loads the inference stubs
+if TYPE_CHECKING:  # the type only
     from rtvol.services.gateway.tier1 import Tier1
 
 

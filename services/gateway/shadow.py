@@ -32,7 +32,7 @@ from rtvol.services.gateway.scorer import LiveScorer
 from rtvol.services.gateway.signal import from_outputs
 from rtvol.tasks import BackgroundTask
 
-if TYPE_CHECKING:  # not at run time: tier1 loads the inference protos, which tests keep apart
+if TYPE_CHECKING:  # not at run time: sidecar_client loads the inference protos, which tests keep apart
     from rtvol.services.gateway.sidecar_client import SidecarClient
     from rtvol.services.gateway.tier1 import Tier1
 
