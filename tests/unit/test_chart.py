@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,33 @@ import yaml
 
 helm = pytest.importorskip("helm_python", reason="needs the deploy extra: pip install -e .[deploy]")
 kv = pytest.importorskip("kubernetes_validate.utils", reason="needs the deploy extra")
-from helpers.chart import CHART, NAMESPACE, RELEASE, Doc, manifests, profile_values, render  # noqa: E402
+from helpers.chart import (  # noqa: E402
+    CHART,
+    CRD_KINDS,
+    NAMESPACE,
+    PROFILES,
+    RELEASE,
+    TLS,
+    TLS_PROFILES,
+    WORKLOADS,
+    Doc,
+    container,
+    containers,
+    env,
+    find,
+    gpu_limit,
+    ingress,
+    kinds,
+    manifests,
+    pod_spec,
+    profile_manifests,
+    profile_values,
+    render,
+    supported_versions,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = Path(os.environ.get("RTVOL_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
-PROFILES = ("default", "cpu", "gpu", "cloud", "gpu+triton")  # values-<a>.yaml, then values-<b>.yaml
-# Custom resources of the Prometheus operator: kubernetes-validate ships only the core API
-# schemas, and the operator's CRD schemas are not vendored here, so these kinds are skipped
-# in the strict schema check; test_monitoring_resources checks their structure instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate"}
-WORKLOADS = {"Deployment", "StatefulSet"}
 
 
 @pytest.fixture(scope="module", params=PROFILES)
@@ -38,52 +54,10 @@ def profile(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-_cache: dict[str, list[Doc]] = {}
-
-
 @pytest.fixture
 def docs(profile: str) -> list[Doc]:
-    if profile not in _cache:
-        _cache[profile] = manifests(profile_values(profile))
-    return _cache[profile]
+    return profile_manifests(profile)
 
-
-def find(docs: list[Doc], kind: str, component: str) -> Doc:
-    hits = [d for d in docs if d["kind"] == kind
-            and d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
-    assert len(hits) == 1, f"expected one {kind} for {component}, got {len(hits)}"
-    return hits[0]
-
-
-def kinds(docs: list[Doc], kind: str) -> list[Doc]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def pod_spec(doc: Doc) -> Doc:
-    spec: Doc = doc["spec"]["template"]["spec"]
-    return spec
-
-
-def containers(doc: Doc, init: bool = True) -> Iterator[Doc]:
-    spec = pod_spec(doc)
-    yield from spec["containers"]
-    if init:
-        yield from spec.get("initContainers", [])
-
-
-def container(doc: Doc, name: str) -> Doc:
-    return next(c for c in containers(doc) if c["name"] == name)
-
-
-def env(c: Doc) -> dict[str, str]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-
-def gpu_limit(c: Doc) -> int:
-    return int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
-
-
-# ---------------------------------------------------------------- lint and schema
 
 
 def test_lint_is_clean_for_every_values_file(profile: str) -> None:
@@ -291,7 +265,7 @@ def test_tritonserver_replaces_the_sidecar() -> None:
     assert env(container(find(own, "Deployment", "gateway"), "gateway"))["RTVOL_MODEL_URL"] == (
         f"dns:///{service['metadata']['name']}:8001")
     # Triton's HTTP port (inference too, without keys) is open to no pod: only grpc and metrics
-    assert {p for p, _ in _ingress(own, "model")} == {8001, 8002}
+    assert {p for p, _ in ingress(own, "model")} == {8001, 8002}
 
 
 def test_default_values_keep_rtvols_sidecar_and_budget() -> None:
@@ -338,11 +312,6 @@ def test_external_redis_replaces_the_statefulset() -> None:
                            for d in kinds(docs, "NetworkPolicy")}
 
 
-def _ingress(docs: list[Doc], component: str) -> list[tuple[int, list[Doc] | None]]:
-    """(port, peers) for every port a component's NetworkPolicy admits; None: any peer."""
-    policy = find(docs, "NetworkPolicy", component)
-    return [(p["port"], rule.get("from")) for rule in policy["spec"]["ingress"] for p in rule["ports"]]
-
 
 def _component_peer(component: str) -> Doc:
     return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rtvol",
@@ -357,11 +326,11 @@ def test_network_policies_fence_the_model_and_redis() -> None:
     assert workloads == {d["metadata"]["labels"]["app.kubernetes.io/component"]
                          for d in kinds(docs, "NetworkPolicy")}
     # sidecar: its gRPC port 8001 is admitted from nowhere (the gateway uses the Unix socket)
-    assert 8001 not in {port for port, _ in _ingress(docs, "gateway")}
-    assert _ingress(docs, "redis") == [(6379, [_component_peer("feature"), _component_peer("gateway")])]
+    assert 8001 not in {port for port, _ in ingress(docs, "gateway")}
+    assert ingress(docs, "redis") == [(6379, [_component_peer("feature"), _component_peer("gateway")])]
 
     docs = manifests(profile_values("default", model={"mode": "deployment"}))
-    model_grpc = [peers for port, peers in _ingress(docs, "model") if port == 8001]
+    model_grpc = [peers for port, peers in ingress(docs, "model") if port == 8001]
     assert model_grpc == [[_component_peer("gateway")]]
 
 
@@ -393,9 +362,9 @@ def test_egress_reaches_only_what_each_component_calls(docs: list[Doc], profile:
     # metrics only from Prometheus in the monitoring namespace; the feature service from feeders
     monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
-    assert (9103, monitoring) in _ingress(docs, "gateway") and (9102, monitoring) in _ingress(docs, "feature")
+    assert (9103, monitoring) in ingress(docs, "gateway") and (9102, monitoring) in ingress(docs, "feature")
     feeders = [{"podSelector": {"matchLabels": {"rtvol.io/role": "feeder"}}}]
-    assert (50052, feeders) in _ingress(docs, "feature")
+    assert (50052, feeders) in ingress(docs, "feature")
 
 
 def test_credentials_come_from_secrets_as_files(docs: list[Doc]) -> None:
@@ -513,162 +482,7 @@ def test_notes_say_how_to_reach_the_gateway_and_grafana() -> None:
     assert "grafana" in notes.lower() and "3000" in notes
 
 
-# ---------------------------------------------------------------- TLS
-
-ISSUER = {"name": "rtvol-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
-TLS = {"cert-manager": {"enabled": True, "certManager": {"enabled": True, "issuerRef": ISSUER,
-                                                        "gatewayDnsNames": ["vol.example.com"]}},
-       "existing secrets": {"enabled": True, "existingSecret": {
-           c: f"{c}-cert" for c in ("feature", "gateway", "model", "redis")}}}
-
-
-# tritonserver has no HTTPS for its HTTP and metrics ports: the chart refuses it with TLS
-# (test_tls_refuses_tritonserver), so TLS renders cover every other values file
-TLS_PROFILES = tuple(p for p in PROFILES
-                     if profile_values(p).get("model", {}).get("server") != "tritonserver")
-
-
-@pytest.fixture(params=TLS)
-def tls_variant(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=TLS_PROFILES)
-def tls_profile(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def tls_docs(tls_profile: str, tls_variant: str) -> list[Doc]:
-    key = f"{tls_profile} tls {tls_variant}"
-    if key not in _cache:
-        _cache[key] = manifests(profile_values(tls_profile, tls=TLS[tls_variant]))
-    return _cache[key]
-
-
-def _secret_mounted_at(doc: Doc, c: Doc, path: str) -> str:
-    (name,) = [m["name"] for m in c["volumeMounts"] if m["mountPath"] == path]
-    (volume,) = [v for v in pod_spec(doc)["volumes"] if v["name"] == name]
-    assert {i["key"] for i in volume["secret"]["items"]} == {"tls.crt", "tls.key", "ca.crt"}
-    return str(volume["secret"]["secretName"])
-
-
-def _host(url: str) -> str:
-    return re.sub(r"^(\w+:(///|//)?)?([^@/]*@)?", "", url).rsplit(":", 1)[0]
-
-
-def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc], tls_variant: str) -> None:
-    """Every rtvol container serves and calls with its Secret's certificate; the feature service
-    and the sidecar demand a client certificate (the gateway does not: engines use API keys);
-    probes work under TLS (HTTPS for the gateway, the plaintext health-only port for gRPC)."""
-    served: dict[str, str] = {}  # component -> the Secret its listeners serve
-    for doc in (d for d in tls_docs if d["kind"] in WORKLOADS):
-        component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
-        for c in containers(doc, init=False):
-            if c["name"] not in ("gateway", "feature", "model"):
-                continue
-            e = env(c)
-            secret = _secret_mounted_at(doc, c, "/etc/rtvol/tls")
-            served.setdefault(component, secret)
-            assert secret == served[component], (component, c["name"])  # the sidecar: the pod's
-            assert (e["RTVOL_TLS_CERT"], e["RTVOL_TLS_KEY"], e["RTVOL_TLS_CA"]) == (
-                "/etc/rtvol/tls/tls.crt", "/etc/rtvol/tls/tls.key", "/etc/rtvol/tls/ca.crt")
-            if c["name"] == "gateway":
-                assert "RTVOL_TLS_CLIENT_CA" not in e
-                assert all(c[p]["httpGet"]["scheme"] == "HTTPS" for p in ("startupProbe", "livenessProbe",
-                                                                         "readinessProbe"))
-                assert e["RTVOL_REDIS_URL"].startswith("rediss://rtvol-gateway@")
-                assert _host(e["RTVOL_FEATURE_URL"]) == f"{RELEASE}-feature"
-            else:
-                assert e["RTVOL_TLS_CLIENT_CA"] == "/etc/rtvol/tls/ca.crt"
-                health = int(e["RTVOL_HEALTH_PORT"])
-                assert health not in (int(e["RTVOL_PORT"]), int(e["RTVOL_METRICS_PORT"]))
-                assert all(c[p]["grpc"]["port"] == health for p in ("startupProbe", "livenessProbe",
-                                                                    "readinessProbe"))
-            if c["name"] == "feature":
-                assert e["RTVOL_REDIS_URL"].startswith("rediss://rtvol-feature@")
-    own_model = [d for d in kinds(tls_docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-model"]
-    expected = {"feature", "gateway", "redis", *(["model"] if own_model else [])}
-    assert set(served) == expected - {"redis"} and "redis" in {
-        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in tls_docs if d["kind"] in WORKLOADS}
-    redis = find(tls_docs, "StatefulSet", "redis")
-    r = container(redis, "redis")
-    served["redis"] = _secret_mounted_at(redis, r, "/etc/rtvol/tls")
-    args = r["args"]
-    assert args[args.index("--port") + 1] == "0" and args[args.index("--tls-port") + 1] == "6379"
-    assert args[args.index("--tls-auth-clients") + 1] == "yes"
-    assert args[args.index("--protected-mode") + 1] == "yes" and "--aclfile" in args
-    assert " --tls --cert /etc/rtvol/tls/tls.crt" in r["readinessProbe"]["exec"]["command"][2]
-    if tls_variant == "existing secrets":
-        assert served == {c: f"{c}-cert" for c in expected}
-        assert not kinds(tls_docs, "Certificate")
-    else:  # cert-manager issues exactly the Secrets mounted (and one for feeders)
-        certificates = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]
-                        for d in kinds(tls_docs, "Certificate")}
-        assert set(certificates) == expected | {"feeder"}
-        assert {c: spec["secretName"] for c, spec in certificates.items() if c != "feeder"} == served
-        assert all(spec["issuerRef"] == ISSUER for spec in certificates.values())
-        assert certificates["feeder"]["usages"] == ["digital signature", "client auth"]
-        assert certificates["gateway"]["dnsNames"][-1] == "vol.example.com"  # as engines dial it
-        for component in expected:  # the name clients dial is in the certificate
-            names = certificates[component]["dnsNames"]
-            assert f"{RELEASE}-{component}" in names and f"{RELEASE}-{component}.{NAMESPACE}.svc" in names
-            assert "client auth" in certificates[component]["usages"]
-        if any(d["metadata"]["name"] == f"{RELEASE}-feature" for d in kinds(tls_docs, "StatefulSet")):
-            assert f"*.{RELEASE}-feature-replicas" in certificates["feature"]["dnsNames"]
-    # the plaintext health port is for the kubelet only: no pod may reach it
-    for component in ("feature", *(["model"] if own_model else [])):
-        workload = next(d for d in tls_docs if d["kind"] in WORKLOADS and d["metadata"]["name"]
-                        == f"{RELEASE}-{component}")
-        health = int(env(container(workload, component))["RTVOL_HEALTH_PORT"])
-        assert health not in {port for port, _ in _ingress(tls_docs, component)}
-    # Prometheus scrapes HTTPS, verifying against the CA of the Secret the component serves
-    for sm in kinds(tls_docs, "ServiceMonitor"):
-        component = sm["metadata"]["labels"]["app.kubernetes.io/component"]
-        for endpoint in sm["spec"]["endpoints"]:
-            assert endpoint["scheme"] == "https"
-            assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": served[component], "key": "ca.crt"}
-            assert endpoint["tlsConfig"]["serverName"] == f"{RELEASE}-{component}"
-
-
-def test_tls_refuses_tritonserver() -> None:
-    """Triton has no HTTPS for its HTTP and metrics ports: TLS on every listener cannot hold."""
-    with pytest.raises(Exception, match=r"tls\.enabled needs model\.server rtvol"):
-        render(profile_values("default", tls=TLS["existing secrets"], model={"server": "tritonserver"}))
-
-
-def test_without_tls_nothing_asks_for_certificates(docs: list[Doc]) -> None:
-    for doc in (d for d in docs if d["kind"] in WORKLOADS):
-        for c in containers(doc):
-            assert not {k for k in env(c) if k.startswith("RTVOL_TLS_") or k == "RTVOL_HEALTH_PORT"}
-            assert "/etc/rtvol/tls" not in {m["mountPath"] for m in c["volumeMounts"]}
-            assert not any(a.startswith("--tls") for a in c.get("args", []))
-    assert not kinds(docs, "Certificate")
-
-
-@pytest.mark.parametrize("which", ["oldest", "newest"])
-def test_tls_manifests_match_kubernetes_schemas_strictly(tls_docs: list[Doc], which: str) -> None:
-    version = supported_versions()[0 if which == "oldest" else 1]
-    for doc in tls_docs:
-        if doc["kind"] not in CRD_KINDS:
-            kv.validate(doc, version, strict=True)
-
-
-def test_tls_values_pass_lint_and_schema(tls_profile: str, tls_variant: str) -> None:
-    values = profile_values(tls_profile, tls=TLS[tls_variant])
-    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
-    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
-
-
 # ---------------------------------------------------------------- Kubernetes schemas
-
-
-def supported_versions() -> tuple[str, str]:
-    """Oldest from Chart.yaml's kubeVersion, newest that kubernetes-validate knows."""
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    match = re.fullmatch(r">=\s*(\d+\.\d+\.\d+)(-0)?", chart["kubeVersion"])
-    assert match, chart["kubeVersion"]
-    return match.group(1), str(kv.latest_version())
 
 
 @pytest.mark.parametrize("which", ["oldest", "newest"])
@@ -723,53 +537,3 @@ def test_checkov_finds_nothing(tmp_path: Path) -> None:
     # no check is skipped by an annotation: every skip is in the commented list of .checkov.yaml
     assert summary["skipped"] == 0, report["results"].get("skipped_checks")
 
-
-# ---------------------------------------------------------------- skaffold.yaml
-
-
-def apply_patches(config: Doc, patches: list[Doc]) -> Doc:
-    """The JSON-patch subset skaffold profiles use here: add, replace and remove."""
-    config = json.loads(json.dumps(config))
-    for patch in patches:
-        *parents, last = patch["path"].strip("/").split("/")
-        node: Any = config
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        index: Any = int(last) if isinstance(node, list) else last
-        if patch["op"] == "remove":
-            del node[index]
-        else:
-            assert patch["op"] in ("add", "replace"), patch
-            assert patch["op"] == "add" or (index in node if isinstance(node, dict) else index < len(node))
-            node[index] = patch["value"]
-    return config
-
-
-@pytest.mark.parametrize(("profile", "variant", "values_file"), [
-    (None, "cpu", None), ("local-cpu", "cpu", "values-cpu.yaml"),
-    ("local-gpu", "gpu", "values-gpu.yaml"), ("cloud", "gpu", "values-cloud.yaml")])
-def test_skaffold_profiles_point_at_the_chart_and_images(
-        profile: str | None, variant: str, values_file: str | None) -> None:
-    base = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
-    profiles = {p["name"]: p for p in base.pop("profiles")}
-    config = apply_patches(base, profiles[profile]["patches"]) if profile else base
-    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    assert set(artifacts) == {"rtvol-feature", "rtvol-gateway", "rtvol-model"}
-    for artifact in artifacts.values():
-        assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
-    assert artifacts["rtvol-model"]["docker"]["buildArgs"]["VARIANT"] == variant
-    (release,) = [r for r in config["deploy"]["helm"]["releases"] if r["name"] == "rtvol"]
-    assert (ROOT / release["chartPath"]) == CHART
-    assert [Path(f).name for f in release["valuesFiles"]] == ([values_file] if values_file else [])
-    assert all((ROOT / f).is_file() for f in release["valuesFiles"])
-    # every image is handed to the chart under the keys values.yaml defines
-    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for name in artifacts:
-        component = name.removeprefix("rtvol-")
-        var = name.replace("-", "_")
-        assert release["setValueTemplates"][f"{component}.image.repository"] == f"{{{{.IMAGE_REPO_{var}}}}}"
-        assert release["setValueTemplates"][f"{component}.image.tag"] == f"{{{{.IMAGE_TAG_{var}}}}}"
-        assert {"repository", "tag"} <= set(chart_values[component]["image"])
-    forwarded = {(p["resourceName"], p["port"]) for p in config["portForward"]}
-    assert {(f"{RELEASE}-gateway", 8080), (f"{RELEASE}-gateway", 50051)} <= forwarded
-    assert any("grafana" in name for name, _ in forwarded)
