@@ -48,10 +48,11 @@ TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per
            "stream_p50_us": (250, False), "stream_p99_us": (500, False)}
 
 
-def run(cmd: Sequence[str], out: Path, timeout_s: float) -> tuple[int, str, float]:
+def run(cmd: Sequence[str], out: Path, timeout_s: float, env: dict[str, str] | None = None
+        ) -> tuple[int, str, float]:
     """(exit code, output, seconds); the output is also saved as ``out``."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     text = done.stdout + done.stderr
     out.write_text(text)
     return done.returncode, text, time.perf_counter() - start
@@ -74,10 +75,13 @@ def parity_finish(proc: subprocess.Popen[str], out: Path) -> dict[str, Any]:
 
 
 def bench_with_targets(name: str, args: Sequence[str], out: Path) -> dict[str, Any]:
-    """Another `rtvol bench` (it prints its own table and verdicts); its targets met."""
-    report = out / f"{name}.json"
-    code, text, seconds = run([sys.executable, "-m", "rtvol.cli", "bench", *args, "--out", str(report)],
-                              out / f"{name}.log", 600)
+    """Another `rtvol bench` (it prints its own table and verdicts); its targets met. Its run
+    directory, with every service's log, is kept under ``out``/``name``."""
+    report, logs = out / f"{name}.json", out / name
+    logs.mkdir(exist_ok=True)
+    code, text, seconds = run([sys.executable, "-m", "rtvol.cli", "bench", *args, "--keep",
+                               "--out", str(report)], out / f"{name}.log", 600,
+                              env={**os.environ, "TMPDIR": str(logs.resolve())})
     print(text[-4000:], flush=True)
     if code != 0 or not report.exists():
         return {"error": f"exit {code}: {text[-800:]}"}
