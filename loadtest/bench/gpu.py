@@ -36,10 +36,13 @@ from rtvol import repository
 from rtvol.loadtest.bench.launch import Sidecar
 from rtvol.localproc import grpc_ready, wait_until
 
-SIDECAR = ["--backend", "cudagraph", "--precision", "fp16"]
+SIDECAR = ["--backend", "cudagraph", "--precision", "fp16"]  # ready once its graphs are warm
+# ready on ONNX Runtime (CPU) at once, then the CUDA graphs take over
+STAGED = ["--backend", "cudagraph-staged", "--precision", "fp16"]
+TAKE_OVER = "serves from now on"  # the staged backend's log line
 PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_artifact.py",
                 "tests/unit/test_triton_kernels.py", "tests/unit/test_online_limits.py",
-                "tests/unit/test_online_parity.py"]
+                "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py"]
 # issue 12's pipeline figures on the GPU host: (step, updates/s, stocks)
 PIPELINES = (("pipeline_50k", 50_000, 500), ("pipeline_200k", 200_000, 8_000))
 # (figure, target, True when higher is better)
@@ -112,24 +115,57 @@ def spy_on(py_spy: Path | None, pid: int, seconds: float, rate: int, path: Path
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def time_to_ready(repo: Path, out: Path, label: str, py_spy: Path | None = None) -> dict[str, Any]:
+def answer_error(url: str, vdir: Path) -> float:
+    """The sidecar's answer for 64 fresh windows against ONNX Runtime's fp32 reference, as the
+    parity tests judge half precision: the largest |got - want| / max(|want|, the output's
+    RMS) over every output (<= 1e-2 passes)."""
+    import onnxruntime as ort
+    import tritonclient.grpc as tc
+
+    windows = np.random.default_rng().lognormal(-6, 1, size=(64, 50, 12)).astype(np.float32)
+    session = ort.InferenceSession(str(vdir / repository.MODEL_FILE), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    want = dict(zip(names, session.run(names, {"window": windows}), strict=True))
+    inp = tc.InferInput("window", list(windows.shape), "FP32")
+    inp.set_data_from_numpy(windows)
+    got = tc.InferenceServerClient(url).infer(repository.DEFAULT_MODEL, [inp])
+    return max(float((np.abs(got.as_numpy(k) - w) / np.maximum(np.abs(w), np.sqrt(np.mean(w ** 2)))).max())
+               for k, w in want.items())
+
+
+def time_to_ready(repo: Path, out: Path, label: str, py_spy: Path | None = None,
+                  backend: Sequence[str] = STAGED) -> dict[str, Any]:
     """Seconds from starting the sidecar process to its health check answering SERVING, as a
     new pod: with empty local compile caches (this host's hold what the export compiled).
-    With ``py_spy``, the start is sampled (100 Hz, not paused): where its seconds go."""
+    The staged backend answers on ONNX Runtime (CPU) until its CUDA graphs take over: both
+    answers are checked against the fp32 reference, and the take-over time reported. Then
+    SIGTERM: its exit code and how long it took. With ``py_spy``, the start is sampled
+    (100 Hz, not paused): where its seconds go."""
     caches = Path(tempfile.mkdtemp(prefix=f"rtvol-ready-{label}-"))
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
            "TRITON_CACHE_DIR": str(caches / "triton")}
+    vdir = repository.version_dir(repo, repository.DEFAULT_MODEL)
     start = time.perf_counter()
-    proc = Sidecar(repo, SIDECAR, timeout_s=300, env=env)
+    proc = Sidecar(repo, backend, timeout_s=300, env=env)
     listening = time.perf_counter() - start  # imports and the gRPC server, before the model
     profiler = spy_on(py_spy, proc.proc.pid, 120, 100, out / f"py-spy-start-{label}.txt")
     serving = grpc_ready(proc.url)
+    result: dict[str, Any] = {"listening_s": round(listening, 2)}
     try:
         wait_until(lambda: proc.proc.poll() is not None or serving(), 300, interval_s=0.02)
         seconds = time.perf_counter() - start
         ready = proc.proc.poll() is None and serving()
+        result |= {"ready": ready, "seconds": round(seconds, 2) if ready else None}
+        if ready:
+            result["error_at_ready"] = answer_error(proc.url, vdir)
+            if wait_until(lambda: any(TAKE_OVER in line or "failed to start" in line for line in proc.output),
+                          120, interval_s=0.02) and any(TAKE_OVER in line for line in proc.output):
+                result["gpu_serving_s"] = round(time.perf_counter() - start, 2)
+                result["error_on_gpu"] = answer_error(proc.url, vdir)
     finally:
-        proc.stop()
+        stopping = time.perf_counter()
+        result["sigterm_exit"] = proc.stop(timeout_s=30)
+        result["sigterm_s"] = round(time.perf_counter() - stopping, 2)
         if profiler is not None:
             profiler.wait(timeout=60)  # it writes its profile once the sidecar is gone
         shutil.rmtree(caches, ignore_errors=True)
@@ -137,9 +173,7 @@ def time_to_ready(repo: Path, out: Path, label: str, py_spy: Path | None = None)
     output = "".join(proc.output)
     kernels = re.search(r"kernels: (.*)", output)
     cache = re.search(r"compile cache loaded .* in ([\d.]+ s)", output)
-    return {"ready": ready, "seconds": round(seconds, 2) if ready else None,
-            "listening_s": round(listening, 2),
-            "kernels": kernels.group(1).strip() if kernels else "not logged",
+    return {**result, "kernels": kernels.group(1).strip() if kernels else "not logged",
             "cache_load": cache.group(1) if cache else "not loaded"}
 
 
@@ -222,8 +256,9 @@ def table(report: dict[str, Any]) -> str:
              f"parity: {report['parity']}",
              f"compile at export (fp16): {report['compile']}",
              f"replay alone (CUDA events): {report['replay']}",
-             f"time to ready with the stored compile cache: {report['ready_artifact']}",
-             f"time to ready without it (compiling at start): {report['ready_no_artifact']}",
+             f"time to ready, staged (ONNX Runtime first), stored compile cache: {report['ready_artifact']}",
+             f"time to ready, cudagraph (ready once warm), stored compile cache: {report['ready_warm']}",
+             f"time to ready, staged, no stored cache (compiling at start): {report['ready_no_artifact']}",
              f"feature service ingest, CPU vs GPU (bench ingest-devices): {report['ingest']}",
              *(f"issue 12, {name} (sidecar on the GPU): {report[name]}"
                for name in (*(n for n, _, _ in PIPELINES), "gateway")),
@@ -311,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("compile", lambda: export(a.repo, a.out)),  # beside the parity tests (both compile)
         ("parity", lambda: parity_finish(tests, a.out) if tests else {}),
         ("ready_artifact", lambda: time_to_ready(a.repo, a.out, "artifact", a.py_spy)),
+        ("ready_warm", lambda: time_to_ready(a.repo, a.out, "warm", backend=SIDECAR)),
         ("model", lambda: model_bench(a.repo, a.out, a.requests)),
         ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy)),
         ("ingest", lambda: ingest_devices(a.out)),

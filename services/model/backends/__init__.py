@@ -1,8 +1,10 @@
 """Backends behind one interface (base.Backend), chosen by configuration and hardware.
 
 ``auto`` prefers TensorRT (engine present and tensorrt importable), then PyTorch CUDA
-graphs (a CUDA device; fused by TorchInductor where Triton imports), then ONNX Runtime
-(CUDA EP where the build has it, else CPU).
+graphs (a CUDA device; fused by TorchInductor where Triton imports) staged behind ONNX
+Runtime on the CPU, which answers from a second after start until the graphs are warm
+(staged.py), then ONNX Runtime (CUDA EP where the build has it, else CPU). ``cudagraph``
+alone is ready only once its graphs are warm (what the benchmarks time).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from rtvol.services.model.backends.base import Backend, BackendUnavailable, Mode
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "cudagraph-eager", "tensorrt")
+NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "cudagraph-eager", "cudagraph-staged",
+         "tensorrt")
 
 __all__ = ["NAMES", "Backend", "BackendUnavailable", "ModelFiles", "batch_buckets", "create"]
 
@@ -21,7 +24,7 @@ __all__ = ["NAMES", "Backend", "BackendUnavailable", "ModelFiles", "batch_bucket
 def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int = 1) -> Backend:
     """The named backend; BackendUnavailable when this machine cannot run it."""
     if name == "auto":
-        for candidate in ("tensorrt", "cudagraph"):
+        for candidate in ("tensorrt", "cudagraph-staged"):
             try:
                 return create(candidate, files, precision, threads)
             except BackendUnavailable as e:
@@ -37,6 +40,10 @@ def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int =
         except ImportError as e:
             raise BackendUnavailable(f"torch/onnx missing ({e})") from e
         return CudaGraphBackend(files, precision, compile=False if name.endswith("eager") else None)
+    if name == "cudagraph-staged":
+        from rtvol.services.model.backends.staged import staged_cuda_graphs
+
+        return staged_cuda_graphs(files, precision, threads)
     if name == "tensorrt":
         from rtvol.services.model.backends.tensorrt_engine import TensorRTBackend
 

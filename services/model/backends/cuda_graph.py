@@ -94,6 +94,13 @@ class CudaGraphBackend:
         self.infer(np.zeros(self.host_in_np[:1].shape, np.float32))
         if self.source == artifact.STORED and (misses := artifact.cache_misses()):
             self.source = f"{artifact.STORED}, {misses} graph(s) compiled"  # said by the bench
+        if self.compiled:
+            # TorchInductor's compile-worker processes outlive the compile: at SIGTERM the
+            # interpreter waited on them until the drain guard ended it (exit 3). A later
+            # compile (a new model version) starts a pool again.
+            from torch._inductor.async_compile import shutdown_compile_workers
+
+            shutdown_compile_workers()
         log.info("%s kernels: %s (compile and %d graph captures: %.1f s)", self.name, self.source,
                  len(self.graphs), time.perf_counter() - started)
 
