@@ -43,8 +43,14 @@ TAKE_OVER = "serves from now on"  # the staged backend's log line
 PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_artifact.py",
                 "tests/unit/test_triton_kernels.py", "tests/unit/test_online_limits.py",
                 "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py"]
-# issue 12's pipeline figures on the GPU host: (step, updates/s, stocks)
-PIPELINES = (("pipeline_50k", 50_000, 500), ("pipeline_200k", 200_000, 8_000))
+# issue 12's pipeline figures on the GPU host: (step, updates/s, stocks, modes, seconds or None
+# for --pipeline-seconds). One Ingest stream of single-update messages carried 2,200-4,900
+# messages/s on the H200 host (2026-12-02): at 50,000 updates/s, 4 s of them (200,000
+# messages) outran the feeder's 100-s deadline; 200,000 updates/s single (800,000) could never
+# finish. So the full rates go in 100-update messages, and the single-update stream runs 1 s.
+PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
+             ("pipeline_50k_single", 50_000, 500, "single", 1.0),
+             ("pipeline_200k", 200_000, 8_000, "batched", None))
 # (figure, target, True when higher is better)
 TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per_s": (7e6, True),
            "unary_p50_us": (250, False), "unary_p99_us": (500, False),
@@ -261,7 +267,7 @@ def table(report: dict[str, Any]) -> str:
              f"time to ready, staged, no stored cache (compiling at start): {report['ready_no_artifact']}",
              f"feature service ingest, CPU vs GPU (bench ingest-devices): {report['ingest']}",
              *(f"issue 12, {name} (sidecar on the GPU): {report[name]}"
-               for name in (*(n for n, _, _ in PIPELINES), "gateway")),
+               for name in (*(p[0] for p in PIPELINES), "gateway")),
              f"{'figure':<20}{'measured':>14}{'target':>16}  verdict"]
     for name, value in report["figures"].items():
         target, higher = TARGETS[name]
@@ -340,8 +346,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sidecar_on_gpu = ["--repo", str(a.repo), "--backend", "cudagraph"]
     pipelines = [(name, functools.partial(bench_with_targets, name, [
         "pipeline", *sidecar_on_gpu, "--rate", str(rate), "--stocks", str(stocks),
-        "--duration", str(a.pipeline_seconds), f"--feature-arg=--device={a.feature_device}"], a.out))
-        for name, rate, stocks in PIPELINES]
+        "--modes", modes, "--duration", str(seconds or a.pipeline_seconds),
+        f"--feature-arg=--device={a.feature_device}"], a.out))
+        for name, rate, stocks, modes, seconds in PIPELINES]
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("compile", lambda: export(a.repo, a.out)),  # beside the parity tests (both compile)
         ("parity", lambda: parity_finish(tests, a.out) if tests else {}),
