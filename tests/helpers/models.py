@@ -12,8 +12,9 @@ import torch
 
 from rtvol.features.aggregates import aggregates
 from rtvol.repository import MODEL_FILE, version_dir, write_version
+from rtvol.services.model.backends import ModelFiles
 from rtvol.training import baselines, dataset, ensemble, export, train
-from rtvol.training.cnn import VolCNN
+from rtvol.training.cnn import OUTPUTS, VolCNN
 from rtvol.training.export import SERVING, to_onnx
 
 MODEL = "rtvol_cnn"
@@ -27,6 +28,12 @@ def export_random(repo: Path, seed: int, name: str = MODEL) -> int:
         for p in model.parameters():
             p.normal_(0, 0.2)
     return write_version(repo, name, to_onnx(model), {}, SERVING)
+
+
+def random_model_files(repo: Path, seed: int, name: str, max_batch: int) -> ModelFiles:
+    """A random VolCNN exported into ``repo``, as a backend sees it."""
+    export_random(repo, seed=seed, name=name)
+    return ModelFiles(version_dir(repo, name), "window", OUTPUTS, max_batch)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers.models import export_random
+from helpers.models import random_model_files
 from helpers.parity import assert_half_close, output_scale, reference, windows
 
 from rtvol.errors import Unavailable
-from rtvol.repository import version_dir
 from rtvol.services.model import backends
 from rtvol.services.model.backends import BackendUnavailable, ModelFiles
 from rtvol.services.model.backends.torch_onnx import TorchGraph
@@ -26,9 +25,7 @@ MAX_BATCH = 64
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     """A randomly initialised VolCNN (non-trivial weights) exported into a repository."""
-    repo = tmp_path_factory.mktemp("repo")
-    export_random(repo, seed=1, name="m")
-    return ModelFiles(version_dir(repo, "m"), "window", OUTPUTS, MAX_BATCH)
+    return random_model_files(tmp_path_factory.mktemp("repo"), 1, "m", MAX_BATCH)
 
 
 # fp16 only: CPU kernels round bf16 differently from cuBLAS/cuDNN (bf16 is checked on the GPU,

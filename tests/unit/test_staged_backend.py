@@ -8,11 +8,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from helpers.models import export_random
+from helpers.models import random_model_files
 from helpers.parity import assert_half_close, output_scale, reference, windows
 from prometheus_client import REGISTRY
 
-from rtvol.repository import version_dir
 from rtvol.services.model import backends
 from rtvol.services.model.backends import BackendUnavailable, ModelFiles, batch_buckets
 from rtvol.services.model.backends.onnxrt import OnnxRuntimeBackend
@@ -24,9 +23,7 @@ MAX_BATCH = 16
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    repo = tmp_path_factory.mktemp("repo")
-    export_random(repo, seed=3, name="staged")
-    return ModelFiles(version_dir(repo, "staged"), "window", OUTPUTS, MAX_BATCH)
+    return random_model_files(tmp_path_factory.mktemp("repo"), 3, "staged", MAX_BATCH)
 
 
 def assert_reference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
