@@ -242,7 +242,7 @@ def to_optiver(ticklog: Path, out: Path, split: str = "train") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Same as `rtvol data from-ticklog` (rtvol/cli.py has the full help)."""
+    """Same as `rtvol data from-ticklog` (rtvol/cli/data.py has the full help)."""
     p = argparse.ArgumentParser(prog="python -m rtvol.services.feature.ticklog",
                                 description=to_optiver.__doc__)
     p.add_argument("--ticklog", type=Path, required=True)
