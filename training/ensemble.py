@@ -62,59 +62,71 @@ def combine(weights: dict[str, float], preds: dict[str, np.ndarray]) -> np.ndarr
 
 
 @dataclass(frozen=True)
-class _Linear:
+class _Sum:
     """An aggregate that is a weighted sum over steps of one per-step quantity."""
 
-    block: int  # 0: the value, 1: its square, 2: expm1 of it (counts stored as log1p)
     column: str
     first: int  # first step summed
     scale: float
-    post: str = ""  # "sqrt" or "log1p" after the sum
 
 
-def _linear_aggregates() -> dict[str, _Linear]:
-    """Every aggregate of rtvol.features.aggregates but max_step_rv, as such a sum."""
-    out = {name: _Linear(1, "wap1_rv", first, STEPS / (STEPS - first), "sqrt")
-           for name, first in RV_TAILS}
-    out["rv2_full"] = _Linear(1, "wap2_rv", 0, 1.0, "sqrt")
-    out["net_return"] = _Linear(0, "wap1_return", 0, 1.0)
-    out.update({f"mean_{m}": _Linear(0, m, 0, 1 / STEPS) for m in MEANS})
-    out.update({f"total_{a}": _Linear(2, a, 0, 1.0, "log1p") for a in ACTIVITY})
-    return out
+# The aggregates by what follows the sum: sqrt of summed squares, the plain sum, log1p of
+# summed expm1 (counts are stored as log1p). The graph's columns come in this order, then
+# every feature's max over the steps (max_step_rv is one of them).
+_SQRT = {**{name: _Sum("wap1_rv", first, STEPS / (STEPS - first)) for name, first in RV_TAILS},
+         "rv2_full": _Sum("wap2_rv", 0, 1.0)}
+_PLAIN = {"net_return": _Sum("wap1_return", 0, 1.0),
+          **{f"mean_{m}": _Sum(m, 0, 1 / STEPS) for m in MEANS}}
+_LOG1P = {f"total_{a}": _Sum(a, 0, 1.0) for a in ACTIVITY}
 
 
-def add_aggregates(g: GraphBuilder, window64: str) -> tuple[str, list[int]]:
-    """rtvol.features.aggregates.aggregates as few nodes: one MatMul over [value, square,
-    expm1] of every step computes all the sums at once. Returns the [batch, A] tensor and,
-    per column, its index in AGGREGATE_NAMES (the columns come in the graph's own order)."""
-    linear = _linear_aggregates()
-    blocks = 3
-    weights = np.zeros((STEPS, blocks * N_FEATURES, len(linear)))
-    for j, agg in enumerate(linear.values()):
-        weights[agg.first:, agg.block * N_FEATURES + INDEX[agg.column], j] = agg.scale
-    one = g.const(np.array(1.0))
-    per_step = g.op("Concat", window64, g.op("Mul", window64, window64),
-                    g.op("Sub", g.op("Exp", window64), one), axis=2)
-    flat = g.op("Reshape", per_step, g.const(np.array([0, -1], np.int64)))
-    sums = g.op("MatMul", flat, g.const(weights.reshape(-1, len(linear)), "aggregate_weights"))
-    post = [agg.post for agg in linear.values()]
-    logged = g.op("Where", g.const(np.array([p == "log1p" for p in post])),
-                  g.op("Log", g.op("Add", sums, one)), sums)
-    done = g.op("Where", g.const(np.array([p == "sqrt" for p in post])), g.op("Sqrt", sums),
-                logged)
-    rv = g.op("Gather", window64, g.const(np.array(INDEX["wap1_rv"], np.int64)), axis=2)
-    max_rv = g.op("ReduceMax", rv, g.const(np.array([1], np.int64)), keepdims=1)
-    order = [*linear, "max_step_rv"]
-    return (g.op("Concat", done, max_rv, axis=1, hint="aggregates"),
-            [AGGREGATE_NAMES.index(n) for n in order])
+def _sum_weights(sums: dict[str, _Sum]) -> np.ndarray:
+    """[STEPS * N_FEATURES, len(sums)]: a flattened window times it is every sum."""
+    w = np.zeros((STEPS, N_FEATURES, len(sums)))
+    for j, agg in enumerate(sums.values()):
+        w[agg.first:, INDEX[agg.column], j] = agg.scale
+    return w.reshape(-1, len(sums))
 
 
-def add_har(g: GraphBuilder, aggregates: str, tail_columns: list[int], coef: np.ndarray) -> str:
-    """baselines.Har.predict on the tail-RV aggregates (at ``tail_columns``)."""
-    tails = g.op("Gather", aggregates, g.const(np.array(tail_columns, np.int64)), axis=1)
-    logs = g.op("Log", g.op("Max", tails, g.const(np.array(baselines.RV_FLOOR))))
-    z = g.op("MatMul", logs, g.const(np.asarray(coef[1:], np.float64)))
-    return g.op("Exp", g.op("Add", z, g.const(np.array(float(coef[0])))), hint="har")
+@dataclass(frozen=True)
+class Aggregates:
+    """The aggregates' nodes: ``table`` [batch, columns] float64 and where each of
+    AGGREGATE_NAMES sits in it; ``rv_tails`` [batch, len(_SQRT)], its first columns."""
+
+    table: str
+    rv_tails: str
+    columns: dict[str, int]
+
+
+def add_aggregates(g: GraphBuilder, window64: str) -> Aggregates:
+    """rtvol.features.aggregates.aggregates in 10 nodes after the cast (each node costs
+    about a microsecond at batch 1 whatever its size): one Gemm per kind of sum over the
+    flattened window, its squares and its exp; expm1's -1 per step and log1p's +1 ride in
+    the Gemm's bias."""
+    flat = g.op("Reshape", window64, g.const(np.array([0, -1], np.int64)))
+    squares = g.op("Gemm", g.op("Mul", flat, flat), g.const(_sum_weights(_SQRT), "sqrt_sums"))
+    rv_tails = g.op("Sqrt", squares, hint="rv_tails")
+    plain = g.op("Gemm", flat, g.const(_sum_weights(_PLAIN), "plain_sums"))
+    counts = g.op("Gemm", g.op("Exp", flat), g.const(_sum_weights(_LOG1P), "count_sums"),
+                  g.const(np.full(len(_LOG1P), 1.0 - STEPS)))
+    maxes = g.op("ReduceMax", window64, g.const(np.array([1], np.int64)), keepdims=0)
+    table = g.op("Concat", rv_tails, plain, g.op("Log", counts), maxes, axis=1,
+                 hint="aggregates")
+    order = [*_SQRT, *_PLAIN, *_LOG1P]
+    columns = {name: order.index(name) for name in order}
+    columns["max_step_rv"] = len(order) + INDEX["wap1_rv"]
+    return Aggregates(table, rv_tails, columns)
+
+
+def add_har(g: GraphBuilder, rv_tails: str, coef: np.ndarray, weight: float) -> str:
+    """``weight`` * baselines.Har.predict, [batch, 1] float32, from the tail RVs (the
+    columns of ``rv_tails`` past RV_TAILS get coefficient 0); the weight rides in the bias
+    as log(weight)."""
+    logs = g.op("Log", g.op("Max", rv_tails, g.const(np.array(baselines.RV_FLOOR))))
+    slopes = np.zeros((len(_SQRT), 1))
+    slopes[:len(RV_TAILS), 0] = coef[1:]
+    z = g.op("Gemm", logs, g.const(slopes), g.const(np.array([coef[0] + np.log(weight)])))
+    return g.op("Cast", g.op("Exp", z), to=TensorProto.FLOAT, hint="har")
 
 
 def _prefixed(cnn: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
@@ -146,29 +158,30 @@ def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
     cnn = onnx.load_from_string(cnn_onnx)
     graph = _prefixed(cnn, "cnn")
     g = GraphBuilder("ensemble")
-    window64 = g.op("Cast", INPUT, to=TensorProto.DOUBLE)
-    aggregates, order = add_aggregates(g, window64)
-    column = np.argsort(order)  # AGGREGATE_NAMES index -> column of ``aggregates``
-    members = {"cnn": g.op("Squeeze", g.op("Cast", "cnn/rv", to=TensorProto.DOUBLE),
-                           g.const(np.array([1], np.int64)))}
+    aggs = add_aggregates(g, g.op("Cast", INPUT, to=TensorProto.DOUBLE))
+    # Each member's term, weighted, [batch, 1] float32: float32 sums keep the served rv
+    # within 1e-7 of the python ensemble's float64 one.
+    terms = []
+    if weights.get("cnn", 0) > 0:
+        terms.append(g.op("Mul", "cnn/rv", g.const(np.array(weights["cnn"], np.float32))))
     if weights.get("lightgbm", 0) > 0:
         best = gbm.booster.best_iteration or None
         trees = trees_onnx.flatten(gbm.booster.dump_model(num_iteration=best))
+        column = np.array([aggs.columns[n] for n in AGGREGATE_NAMES])
         trees = replace(trees, feature=column[trees.feature])
-        members["lightgbm"] = g.op("Max", trees_onnx.add_trees(g, trees, aggregates),
-                                   g.const(np.array(baselines.RV_FLOOR)))
+        w = weights["lightgbm"]
+        terms.append(g.op("Max", trees_onnx.add_tree_ensemble(g, trees, aggs.table, w),
+                          g.const(np.array(w * baselines.RV_FLOOR, np.float32))))
     if weights.get("har", 0) > 0:
-        members["har"] = add_har(g, aggregates, list(column[:len(RV_TAILS)]), har.coef)
-    terms = [g.op("Mul", members[m], g.const(np.array(w))) for m, w in weights.items() if w > 0]
+        terms.append(add_har(g, aggs.rv_tails, har.coef, weights["har"]))
     total = terms[0]
     for t in terms[1:]:
         total = g.op("Add", total, t)
-    rv32 = g.op("Cast", total, to=TensorProto.FLOAT)
-    g.nodes.append(helper.make_node("Unsqueeze", [rv32, g.const(np.array([1], np.int64))],
-                                    [OUTPUTS[0]]))
+    g.nodes[-1].output[0] = OUTPUTS[0]
     graph.node.extend(g.nodes)
     graph.initializer.extend(g.initializers)
-    model = helper.make_model(graph, opset_imports=list(cnn.opset_import),
+    opsets = [*cnn.opset_import, helper.make_opsetid(trees_onnx.ML_DOMAIN, trees_onnx.ML_OPSET)]
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="rtvol.training.ensemble")
     model.ir_version = cnn.ir_version
     onnx.checker.check_model(model)

@@ -14,8 +14,9 @@ from helpers.models import TinyEnsemble, tiny_ensemble
 from onnx import TensorProto, helper
 
 from rtvol import repository
-from rtvol.features.aggregates import aggregates
+from rtvol.features.aggregates import AGGREGATE_NAMES, aggregates
 from rtvol.services.model import backends
+from rtvol.services.model.backends import tree_lowering
 from rtvol.services.model.backends.torch_onnx import TorchGraph
 from rtvol.training import baselines, dataset, ensemble, evaluate, export, trees_onnx
 from rtvol.training.cnn import OUTPUTS
@@ -28,21 +29,32 @@ def _booster(x: np.ndarray, y: np.ndarray, rounds: int = 40) -> lgb.Booster:
 
 
 def _one_output_model(g: trees_onnx.GraphBuilder, inp: onnx.ValueInfoProto, output: str,
-                      dims: list[int | None]) -> onnx.ModelProto:
+                      dims: list[int | None], dtype: int = TensorProto.DOUBLE) -> onnx.ModelProto:
     """The builder's nodes as a model whose output is the last node's, named ``output``."""
     g.nodes[-1].output[0] = output
     graph = helper.make_graph(g.nodes, output, [inp],
-                              [helper.make_tensor_value_info(output, TensorProto.DOUBLE, dims)],
+                              [helper.make_tensor_value_info(output, dtype, dims)],
                               g.initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)],
-                             ir_version=10)  # what this ONNX Runtime reads
+    opsets = [helper.make_opsetid("", export.OPSET),
+              helper.make_opsetid(trees_onnx.ML_DOMAIN, trees_onnx.ML_OPSET)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)  # this ONNX Runtime's
 
 
 def _trees_graph(trees: trees_onnx.FlatTrees, n_features: int) -> onnx.ModelProto:
     g = trees_onnx.GraphBuilder("t")
-    trees_onnx.add_trees(g, trees, "x")
+    trees_onnx.add_tree_ensemble(g, trees, "x")
     return _one_output_model(
-        g, helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, n_features]), "y", [None])
+        g, helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, n_features]), "y",
+        [None, 1], TensorProto.FLOAT)
+
+
+def _on_thresholds(trees: trees_onnx.FlatTrees, x: np.ndarray) -> np.ndarray:
+    """``x`` with one value per row set exactly on some split's threshold ('<=' goes left)."""
+    internal = np.flatnonzero(trees.left != np.arange(len(trees.left)))
+    pick = np.random.default_rng(1).choice(internal, size=len(x))
+    out = x.copy()
+    out[np.arange(len(x)), trees.feature[pick]] = trees.threshold[pick]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +69,7 @@ def test_flat_trees_walk_like_lightgbm_even_on_the_thresholds(trees_and_data) ->
     booster, x = trees_and_data
     trees = trees_onnx.flatten(booster.dump_model())
     assert len(trees.roots) == 40 and trees.depth >= 4
-    internal = trees.left != np.arange(len(trees.left))
-    on_threshold = x.copy()  # every value exactly on some split's threshold: '<=' goes left
-    pick = np.random.default_rng(1).choice(np.flatnonzero(internal), size=len(x))
-    on_threshold[np.arange(len(x)), trees.feature[pick]] = trees.threshold[pick]
-    for sample in (x, on_threshold):
+    for sample in (x, _on_thresholds(trees, x)):
         np.testing.assert_allclose(trees.predict(sample), booster.predict(sample), rtol=1e-12)
 
 
@@ -70,11 +78,15 @@ def test_trees_graph_matches_lightgbm_in_onnxruntime_and_torch(trees_and_data) -
     trees = trees_onnx.flatten(booster.dump_model())
     model = _trees_graph(trees, x.shape[1])
     onnx.checker.check_model(model)
-    want = booster.predict(x)
-    got = export.onnx_session(model.SerializeToString()).run(["y"], {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-12)
-    (got_torch,) = TorchGraph(model)(torch.from_numpy(x))
-    np.testing.assert_allclose(got_torch.numpy(), want, rtol=1e-12)
+    assert [n.op_type for n in model.graph.node] == ["TreeEnsembleRegressor"]
+    session = export.onnx_session(model.SerializeToString())
+    lowered = TorchGraph(model)  # the torch backend's lowering of the node
+    for sample in (x, _on_thresholds(trees, x)):
+        want = booster.predict(sample)  # float32 output: ~1e-7 relative; a wrong branch: ~1e-2
+        got = session.run(["y"], {"x": sample})[0]
+        np.testing.assert_allclose(got[:, 0], want, rtol=1e-6, atol=1e-6)
+        (got_torch,) = lowered(torch.from_numpy(sample))
+        np.testing.assert_allclose(got_torch.numpy()[:, 0], want, rtol=1e-6, atol=1e-6)
 
 
 def test_flatten_refuses_what_it_cannot_convert() -> None:
@@ -111,7 +123,9 @@ def tiny(tiny_data: Path, tiny_repo: Path) -> TinyEnsemble:
 def test_served_ensemble_equals_python_ensemble_on_every_backend(tiny: TinyEnsemble,
                                                                  tmp_path: Path) -> None:
     nodes = onnx.load_from_string(tiny.onnx).graph.node
-    assert sum(n.op_type == "GatherElements" for n in nodes) >= 2  # trees deeper than stumps
+    assert [n.op_type for n in nodes].count("TreeEnsembleRegressor") == 1
+    lowered = tree_lowering.lower_tree_ensembles(list(nodes), {})
+    assert sum(n.op_type == "GatherElements" for n in lowered) >= 2  # trees deeper than stumps
     repo = tmp_path / "repo"
     repository.write_version(repo, ensemble.MODEL, tiny.onnx, {}, export.SERVING)
     files = backends.ModelFiles(repository.version_dir(repo, ensemble.MODEL), "window", OUTPUTS, 1024)
@@ -146,9 +160,12 @@ def test_training_exports_the_ensemble_and_evaluate_scores_it(tiny_data: Path, t
 
 def test_aggregates_graph_matches_numpy(tiny: TinyEnsemble) -> None:
     g = trees_onnx.GraphBuilder("a")
-    _, order = ensemble.add_aggregates(g, g.op("Cast", "window", to=TensorProto.DOUBLE))
+    aggs = ensemble.add_aggregates(g, g.op("Cast", "window", to=TensorProto.DOUBLE))
+    assert g.nodes[-1].output[0] == aggs.table
     model = _one_output_model(
-        g, helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 12]), "agg", [None, 17])
+        g, helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 12]), "agg",
+        [None, None])
     got = export.onnx_session(model.SerializeToString()).run(["agg"], {"window": tiny.windows})[0]
-    assert sorted(order) == list(range(len(order)))
-    np.testing.assert_allclose(got, aggregates(tiny.windows)[:, order], rtol=1e-12, atol=1e-300)
+    columns = [aggs.columns[n] for n in AGGREGATE_NAMES]
+    assert len(set(columns)) == len(AGGREGATE_NAMES)
+    np.testing.assert_allclose(got[:, columns], aggregates(tiny.windows), rtol=1e-12, atol=1e-300)

@@ -18,6 +18,8 @@ import torch
 from onnx import helper, numpy_helper
 from torch.nn import functional as F
 
+from rtvol.services.model.backends.tree_lowering import lower_tree_ensembles
+
 Fn = Callable[..., torch.Tensor]
 Known = list[torch.Tensor | None]
 
@@ -242,6 +244,7 @@ class TorchGraph:
                 consts[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(value)))
         if merge_gemms:
             nodes = merge_sibling_gemms(nodes, consts)
+        nodes = lower_tree_ensembles(nodes, consts)
         steps: list[tuple[Fn, list[str], list[str]]] = []
         for node in nodes:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
