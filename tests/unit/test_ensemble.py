@@ -169,3 +169,16 @@ def test_aggregates_graph_matches_numpy(tiny: TinyEnsemble) -> None:
     columns = [aggs.columns[n] for n in AGGREGATE_NAMES]
     assert len(set(columns)) == len(AGGREGATE_NAMES)
     np.testing.assert_allclose(got[:, columns], aggregates(tiny.windows), rtol=1e-12, atol=1e-300)
+
+
+def test_torch_lowering_refuses_trees_it_would_get_wrong(trees_and_data) -> None:  # type: ignore[no-untyped-def]
+    booster, _ = trees_and_data
+    node = _trees_graph(trees_onnx.flatten(booster.dump_model()), 6).graph.node[0]
+    for name, value in (("post_transform", "LOGISTIC"), ("n_targets", 2)):
+        changed = onnx.NodeProto()
+        changed.CopyFrom(node)
+        kept = [a for a in changed.attribute if a.name != name]
+        del changed.attribute[:]
+        changed.attribute.extend([*kept, helper.make_attribute(name, value)])
+        with pytest.raises(ValueError, match="only summed BRANCH_LEQ trees"):
+            tree_lowering.lower_tree_ensembles([changed], {})
