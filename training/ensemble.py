@@ -38,6 +38,9 @@ from rtvol.training.trees_onnx import GraphBuilder
 
 MODEL = "rtvol_ensemble"
 MEMBERS = ("cnn", "lightgbm", "har")
+# What the graph and the weights are built by; a version from an older build is rebuilt
+# by `rtvol evaluate --seeds` (2: the trees as one node, float32 sums).
+BUILD = 2
 PARITY_RELATIVE = 1e-5  # served rv vs the python ensemble (float32 output of float64 sums)
 
 
@@ -188,11 +191,14 @@ def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
     return model.SerializeToString()
 
 
-def served_by(repo: Path, cnn_name: str, cnn_version: int) -> int | None:
-    """The latest ensemble version built on that CNN version, if any."""
+def served_by(repo: Path, cnn_name: str, cnn_version: int, build: int | None = None
+              ) -> int | None:
+    """The latest ensemble version built on that CNN version (by ``build``, if given)."""
     for version in reversed(repository.versions(repo, MODEL)):
-        cnn = repository.read_metadata(repo, MODEL, version)["ensemble"]["cnn"]
-        if (cnn["model"], cnn["version"]) == (cnn_name, cnn_version):
+        meta = repository.read_metadata(repo, MODEL, version)["ensemble"]
+        cnn = meta["cnn"]
+        if ((cnn["model"], cnn["version"]) == (cnn_name, cnn_version)
+                and build in (None, meta.get("build", 1))):
             return version
     return None
 
@@ -225,7 +231,7 @@ def export_version(repo: Path, val: Dataset, cnn_name: str = repository.DEFAULT_
         **{k: cnn_meta[k] for k in ("feature_spec_hash", "feature_spec", "normalisation",
                                     "params", "training")},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "ensemble": {"cnn": {"model": cnn_name, "version": cnn_version},
+        "ensemble": {"cnn": {"model": cnn_name, "version": cnn_version}, "build": BUILD,
                      "weights": weights,
                      "val_rmspe": {**val_rmspe, "ensemble": baselines.rmspe(val.target, want)},
                      "trees": len(trees.roots), "tree_nodes": len(trees.feature),

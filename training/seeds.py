@@ -7,7 +7,8 @@ initialisation. The bootstrap interval of one seed covers only the sampling of i
 time_ids; the across-seed summary shows whether a conclusion survives a new market.
 
 Data and models already in WORK for the same size, seed and epochs are reused, so a
-long run can be resumed or re-reported without training again.
+long run can be resumed or re-reported without training again; an ensemble from an older
+build (ensemble.BUILD) is rebuilt on the same CNN version, which takes seconds.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def evaluate_seed(seed: int, plan: SeedPlan, say: Callable[[str], None],
         say(f"seed {seed}: training ({plan.epochs} epochs at most)")
         version = train.run(data, repo, train.TrainConfig(epochs=plan.epochs, seed=seed),
                             plan.model, progress)
-    if ensemble.served_by(repo, plan.model, version) is None:  # trained before ensembles
+    if ensemble.served_by(repo, plan.model, version, ensemble.BUILD) is None:  # none, or old
         say(f"seed {seed}: building the ensemble on {plan.model} v{version}")
         fractions = repository.read_metadata(repo, plan.model, version)["training"]
         cfg = train.TrainConfig(val_fraction=fractions["val_fraction"],

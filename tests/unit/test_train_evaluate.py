@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtvol import cli
-from rtvol.training import dataset, train
+from rtvol import cli, repository
+from rtvol.training import dataset, ensemble, train
 
 
 def test_split_never_shares_a_time_id(tiny_data: Path) -> None:
@@ -57,6 +57,15 @@ def test_evaluate_over_seeds_generates_trains_and_summarises(tmp_path: Path, cap
     assert cli.main(args) == 0  # the second time reuses the data and the models
     assert "training" not in capsys.readouterr().out
     assert json.loads(out.read_text())["per_seed"] == result["per_seed"]
+    repo = work / "seed3" / "models"
+    version = ensemble.served_by(repo, repository.DEFAULT_MODEL, 1, ensemble.BUILD)
+    meta_file = repository.version_dir(repo, ensemble.MODEL, version) / repository.METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["ensemble"]["build"] = ensemble.BUILD - 1  # as an older build wrote it
+    meta_file.write_text(json.dumps(meta))
+    assert cli.main(args) == 0
+    assert "seed 3: building the ensemble" in capsys.readouterr().out
+    assert ensemble.served_by(repo, repository.DEFAULT_MODEL, 1, ensemble.BUILD) == version + 1
 
 
 def test_evaluate_refuses_bad_seed_arguments(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
