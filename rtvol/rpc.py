@@ -37,6 +37,9 @@ STATUS: dict[type[RtvolError], grpc.StatusCode] = {
 }
 # large enough for a batch of 1,024 windows (1,024 x 50 x 12 x 4 bytes = 2.4 MiB) and more
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# the model sidecar's own time for an inference (decode to encode, µs), a response parameter
+# its clients read to tell a slow sidecar from time lost on their side of the call
+SERVER_TIME_PARAM = "rtvol_server_us"
 OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
            ("grpc.so_reuseport", 0)]

@@ -72,7 +72,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key)
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
-                      s.model_latency_budget_per_window_us / 1e6)
+                      s.model_latency_budget_per_window_us / 1e6, judge_wall=s.model_budget_judges == "wall",
+                      probe_windows=s.breaker_probe_windows)
         fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
         # a channel of its own: shadow calls never queue behind (or ahead of) served ones
         shadow_client = SidecarClient(s.model_url, s.model_name, 1, client_tls, api_key)

@@ -21,6 +21,13 @@ BREAKER_STATE = Gauge("rtvol_gateway_breaker_state", "0 closed, 1 half-open, 2 o
                       multiprocess_mode="livemax")
 BREAKER_TRANSITIONS = Counter("rtvol_gateway_breaker_transitions_total", "Breaker state changes",
                               ["upstream", "to"])
+TIER1_SECONDS = Histogram("rtvol_gateway_tier1_seconds", "Answered tier-1 batches by the breaker's state "
+                          "when sent (closed; half_open: a probe): the wall time the gateway saw and the "
+                          "sidecar's own time (decode to encode) it reported; the difference "
+                          "is the hop and the gateway's own delays", ["part", "breaker"],
+                          buckets=LATENCY_BUCKETS)
+TIER1_OVER_BUDGET = Counter("rtvol_gateway_tier1_over_budget_total", "Answered tier-1 batches judged over "
+                            "the latency budget, by the breaker's state when sent", ["breaker"])
 UPSTREAM_ERRORS = Counter("rtvol_gateway_upstream_errors_total", "Failed upstream calls",
                           ["upstream", "kind"])
 CACHE = Counter("rtvol_gateway_cache_total", "Signal cache lookups", ["result"])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import model_validator
+from pydantic import NonNegativeInt, model_validator
 
 from rtvol.config import ServiceSettings
 
@@ -74,6 +74,12 @@ class GatewaySettings(ServiceSettings):
     """Added to that budget and to model_timeout_ms per window after the first (ONNX Runtime
     on one CPU core: ~25 µs a window; a GPU sidecar: ~1): a pipeline batch of hundreds of
     windows is not a slow sidecar."""
+    model_budget_judges: Literal["sidecar", "wall"] = "sidecar"
+    """What the latency budget is judged on: the sidecar's own time for the call, which it
+    reports (decode to encode; a server that does not report it is judged on wall time), or
+    the wall time the gateway sees, which also holds delays of the gateway's own making (its
+    tier-2 work on a shared CPU) that moving to tier 2 only makes worse. The timeout always
+    bounds wall time."""
     model_wait_s: float = 5.0
     """At start: how long to wait for the sidecar to be ready before serving from tier 2."""
     model_probe_s: float = 1.0
@@ -96,6 +102,10 @@ class GatewaySettings(ServiceSettings):
     """Time open before the first half-open probe."""
     breaker_probes: int = 2
     """Successful half-open probes that close the breaker."""
+    breaker_probe_windows: NonNegativeInt = 8
+    """The sidecar breaker's half-open probes send this many windows of the batch that
+    carries them, one call per probe, and the rest once it has closed (0: the whole batch
+    is the probe): a probe judges the sidecar, not the size of the batch it came with."""
     vol_refresh_s: float = 0.2
     """Refresh period of the tier-3 volatility estimates."""
     precompute: bool = True

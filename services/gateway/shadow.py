@@ -100,7 +100,7 @@ class Shadow:
         model = self.client.model
         try:
             async with asyncio.timeout(self.timeout_s):
-                outputs, version = await self.client.infer(batch.windows, batch.version)
+                outputs, version, _ = await self.client.infer(batch.windows, batch.version)
         except Exception as e:  # counted, never raised: the served signals do not depend on it
             metrics.SHADOW_ERRORS.labels(model, batch.version, type(e).__name__).inc()
             log.debug("shadow call to %s version %s failed: %r", model, batch.version, e)

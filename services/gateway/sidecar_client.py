@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from rtvol import auth, tls
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from rtvol.rpc import MAX_MESSAGE_BYTES
+from rtvol.rpc import MAX_MESSAGE_BYTES, SERVER_TIME_PARAM
 from rtvol.services.gateway.tier1 import UpstreamError
 from rtvol.telemetry import inject_metadata, traceparent
 
@@ -29,6 +30,12 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 10_000),
 ]
+
+
+class Answer(NamedTuple):
+    outputs: dict[str, np.ndarray]  # by name
+    version: str  # the model version that answered
+    server_s: float | None  # the sidecar's own time for the call (None: it does not say, e.g. Triton)
 
 
 def _decode(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
@@ -100,9 +107,8 @@ class SidecarClient:
             s = self._streams[i] = _Stream(self.stub, self.credential)
         return s
 
-    async def infer(self, windows: np.ndarray, version: str = "") -> tuple[dict[str, np.ndarray], str]:
-        """Outputs by name and the model version that answered (``version``: that one, else
-        the one the sidecar serves)."""
+    async def infer(self, windows: np.ndarray, version: str = "") -> Answer:
+        """``version``: that one, else the one the sidecar serves."""
         x = np.ascontiguousarray(windows, "<f4")
         request = pb.ModelInferRequest(model_name=self.model, model_version=version, id=str(next(self._ids)),
                                        raw_input_contents=[x.tobytes()])
@@ -114,7 +120,9 @@ class SidecarClient:
             response = await stream.send(request)
         finally:
             stream.pending.pop(request.id, None)
-        return _decode(response), response.model_version
+        server = response.parameters.get(SERVER_TIME_PARAM)
+        return Answer(_decode(response), response.model_version,
+                      None if server is None else server.int64_param / 1e6)
 
     async def ready(self, timeout_s: float) -> str:
         """'' when the sidecar says the model is ready (ModelReady), else why not."""

@@ -4,6 +4,10 @@ encode, and count every outcome.
 ``submit`` does everything up to the batch queue synchronously and returns a ``Call``
 whose future completes with the batch; the stream handler finishes calls from a done
 callback instead of paying for a task per request.
+
+Every answer carries the sidecar's own time for it (decode to encode: its queue and its
+compute) as the response parameter ``rpc.SERVER_TIME_PARAM`` (the gateway's breaker
+judges the sidecar on it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from rtvol.errors import InvalidInput, NotFound, ResourceExhausted, RtvolError, Unavailable
 from rtvol.proto.inference import grpc_service_pb2 as pb
+from rtvol.rpc import SERVER_TIME_PARAM
 from rtvol.services.model import metrics, tensors
 from rtvol.services.model.model import LoadedModel, TensorInfo
 from rtvol.services.model.registry import Registry
@@ -46,8 +51,10 @@ class Call:
 
     def finish(self, values: dict[str, np.ndarray]) -> pb.ModelInferResponse:
         response = tensors.encode(self.request, self.model, self.outputs, values)
+        took = time.perf_counter() - self.start
+        response.parameters[SERVER_TIME_PARAM].int64_param = int(took * 1e6)
         self.metrics.successes.inc()
-        self.metrics.request_seconds.observe(time.perf_counter() - self.start)
+        self.metrics.request_seconds.observe(took)
         return response
 
     def failed(self, error: BaseException) -> None:

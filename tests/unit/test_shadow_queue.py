@@ -35,7 +35,8 @@ class Sidecar:
         self.failing = False
         self.delay_s = 0.0
 
-    async def infer(self, windows: np.ndarray, version: str = "") -> tuple[dict[str, np.ndarray], str]:
+    async def infer(self, windows: np.ndarray, version: str = ""
+                    ) -> tuple[dict[str, np.ndarray], str, float | None]:
         await self.go.wait()
         await asyncio.sleep(self.delay_s)
         self.calls.append((len(windows), version))
@@ -45,7 +46,7 @@ class Sidecar:
         rv = windows[:, 0, :1].astype(np.float32)
         rv[rv == 666] = np.nan
         return {"rv": rv, "direction": np.full((n, 3), 1 / 3, np.float32),
-                "momentum": np.zeros((n, 1), np.float32)}, version
+                "momentum": np.zeros((n, 1), np.float32)}, version, None
 
 
 class Scorer:
