@@ -27,6 +27,7 @@ import numpy as np
 from rtvol.errors import ResourceExhausted, Unavailable
 from rtvol.services.model import metrics
 from rtvol.services.model.backends import Backend
+from rtvol.services.model.served import ServedWork
 
 _SLEEP_RESOLUTION_S = 2e-3
 
@@ -42,7 +43,9 @@ class Batcher:
     def __init__(self, model: str, backend: Backend, input_dims: tuple[int, ...], max_batch_size: int,
                  max_queue_delay_s: float, executor: Executor | None, inline_max_rows: int = 8,
                  idle_dispatch: bool = True, max_queue_rows: int = 16_384,
-                 max_queue_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_queue_bytes: int = 64 * 1024 * 1024, served: ServedWork | None = None) -> None:
+        """``served``: where this batcher's requests count as served work, from submit until
+        answered (a served version's batcher; shadow work yields to it, shadow.py)."""
         self.model, self.backend, self.max_batch = model, backend, max_batch_size
         self.delay = max_queue_delay_s
         self.executor = executor  # None: compute inline on the event loop (CPU, tiny model)
@@ -53,6 +56,7 @@ class Batcher:
         # what may wait for a batch: beyond it a request is refused at once (RESOURCE_EXHAUSTED),
         # so a client that sends faster than the model computes cannot grow memory without end
         self.max_queue_rows, self.max_queue_bytes = max_queue_rows, max_queue_bytes
+        self.served = served
         self.buffer = np.empty((max_batch_size, *input_dims), dtype=np.float32)  # reused per batch
         self.pending: collections.deque[_Item] = collections.deque()
         self.pending_rows = self.pending_bytes = 0
@@ -77,6 +81,8 @@ class Batcher:
         self.pending.append(_Item(x, future, time.perf_counter()))
         self.pending_rows += rows
         self.pending_bytes += size
+        if self.served is not None:
+            self.served.enter()
         self.wakeup.set()
         return future
 
@@ -123,6 +129,19 @@ class Batcher:
         return items
 
     async def _execute(self, items: list[_Item]) -> None:
+        try:
+            await self._answer(items)
+        finally:
+            if self.served is not None:
+                self.served.leave(len(items))
+
+    async def _run_backend(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The backend's outputs for ``x`` (valid until its next call)."""
+        if self.executor is None or x.shape[0] <= self.inline_max_rows:
+            return self.backend.infer(x)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.backend.infer, x)
+
+    async def _answer(self, items: list[_Item]) -> None:
         start = time.perf_counter()
         if len(items) == 1:
             x = items[0].x
@@ -132,10 +151,7 @@ class Batcher:
         for item in items:
             self._queue.observe(start - item.enqueued)
         try:
-            if self.executor is None or x.shape[0] <= self.inline_max_rows:
-                outs = self.backend.infer(x)
-            else:
-                outs = await asyncio.get_running_loop().run_in_executor(self.executor, self.backend.infer, x)
+            outs = await self._run_backend(x)
         except Exception as e:
             for item in items:
                 if not item.future.done():

@@ -25,6 +25,10 @@ REFUSED = Counter("rtvol_model_refused", "Model versions refused (files differ f
                   "digests, a pinned version is missing) and malformed version policies (bad_policy)",
                   ["model", "reason"])
 LOADED = Gauge("rtvol_model_loaded_version", "Version being served", ["model", "backend"])
+SHADOW_PAUSED = Counter("rtvol_model_shadow_paused", "Shadow batch slices that waited for served work "
+                        "before computing", ["model"])
+SHADOW_DROPPED = Counter("rtvol_model_shadow_dropped_rows", "Shadow rows dropped uncomputed: served work "
+                         "kept the sidecar busy longer than --shadow-max-pause-ms", ["model"])
 SHADOW = Gauge("rtvol_model_shadow_version", "Version loaded in shadow (0: none)", ["model"])
 
 

@@ -21,6 +21,8 @@ from rtvol.services.model import metrics
 from rtvol.services.model.backends import Backend, ModelFiles
 from rtvol.services.model.batcher import Batcher
 from rtvol.services.model.model import LoadedModel, load
+from rtvol.services.model.served import ServedWork
+from rtvol.services.model.shadow import ShadowBatcher, ShadowPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,18 @@ class BatchPolicy:
 class Registry:
     def __init__(self, repo: Path, make_backend: Callable[[ModelFiles], Backend],
                  max_queue_delay_us: int | None, executor: Executor | None,
-                 policy: BatchPolicy = BatchPolicy(), shadow_executor: Executor | None = None) -> None:
+                 policy: BatchPolicy = BatchPolicy(), shadow_executor: Executor | None = None,
+                 shadow_policy: ShadowPolicy | None = None) -> None:
         """``shadow_executor``: where shadow batches run, all of them (none on the event loop),
-        so a served batch never waits behind a shadow one in the backend thread's queue."""
+        so a served batch never waits behind a shadow one in the backend thread's queue; they
+        run in slices that yield to served work (``shadow_policy``, shadow.py)."""
         self.repo = Path(repo)
         self.make_backend = make_backend
         self.delay_override = max_queue_delay_us
         self.executor = executor
         self.shadow_executor = shadow_executor
-        self.policy = policy
+        self.policy, self.shadow_policy = policy, shadow_policy or ShadowPolicy()
+        self.served_work = ServedWork()  # every served version's requests, what shadows yield to
         self.served: dict[str, Entry] = {}
         self.shadows: dict[str, Entry] = {}  # loaded beside the served version, asked for by number
         self.refused = version_policy.Refusals(lambda model, why: metrics.REFUSED.labels(model, why).inc())
@@ -98,12 +103,15 @@ class Registry:
     def _batched(self, model: LoadedModel, shadow: bool) -> Entry:
         delay_us = (self.delay_override if self.delay_override is not None
                     else model.config.dynamic_batching.max_queue_delay_microseconds)
-        executor, inline_rows = self.executor, self.policy.inline_max_rows
+        p = self.policy
+        executor, inline_rows = self.executor, p.inline_max_rows
         if shadow and self.shadow_executor is not None:
             executor, inline_rows = self.shadow_executor, 0
-        return model, Batcher(model.name, model.backend, model.input.dims, model.max_batch_size,
-                              delay_us * 1e-6, executor, inline_rows, self.policy.idle_dispatch,
-                              self.policy.max_queue_rows, self.policy.max_queue_bytes)
+        args = (model.name, model.backend, model.input.dims, model.max_batch_size, delay_us * 1e-6, executor,
+                inline_rows, p.idle_dispatch, p.max_queue_rows, p.max_queue_bytes)
+        if shadow:
+            return model, ShadowBatcher(*args, yield_to=self.served_work, policy=self.shadow_policy)
+        return model, Batcher(*args, served=self.served_work)
 
     def _install(self, name: str, served: Entry, shadow: Entry | None) -> None:
         model = served[0]

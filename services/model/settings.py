@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import NonNegativeInt, PositiveFloat
+
 from rtvol.config import ServiceSettings
 
 
@@ -36,6 +38,11 @@ class ModelSettings(ServiceSettings):
     stream_max_inflight: int = 128
     """Requests one ModelStreamInfer stream has unanswered (or answered, unsent) before the
     sidecar stops reading it (gRPC flow control then holds the client back)."""
+    shadow_slice_rows: NonNegativeInt = 16
+    """A shadow version's batch is computed this many windows at a time, checking between
+    slices for served requests and pausing while there are some (0: whole, no yielding)."""
+    shadow_max_pause_ms: PositiveFloat = 250.0
+    """A shadow batch paused longer than this for served work is dropped (counted)."""
     ort_threads: int = 1
     """ONNX Runtime intra-op threads."""
     poll_seconds: float = 2.0
