@@ -167,29 +167,67 @@ def _ms(h: Any) -> dict[str, float]:
             "n": s["n"]}
 
 
-def shadow_counts(http_base: str) -> dict[str, float]:
-    """The gateway's shadow work so far: signals computed in shadow and the tier-1 batches
-    not sent to the shadow, by reason (all 0 without a shadow version)."""
+def _samples(base: str) -> Iterator[Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    counts: dict[str, float] = {"signals": 0.0}
-    for family in text_string_to_metric_families(Http(http_base).call("GET", "/metrics").decode()):
-        for sample in family.samples:
-            if sample.name == "rtvol_gateway_model_signals_total" and sample.labels.get("role") == "shadow":
-                counts["signals"] += sample.value
-            elif sample.name == "rtvol_gateway_shadow_dropped_total":
-                key = f"dropped_{sample.labels['reason']}"
-                counts[key] = counts.get(key, 0.0) + sample.value
-    return counts
+    for family in text_string_to_metric_families(Http(base).call("GET", "/metrics").decode()):
+        yield from family.samples
 
 
-def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str
-             ) -> tuple[dict[str, Any], np.ndarray]:
+def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float], dict[str, float]]:
+    """From the metrics so far: (1) the gateway's shadow work: signals computed in shadow and
+    the tier-1 batches not sent to the shadow, by reason (all 0 without a shadow version);
+    (2) tier 1: times the sidecar's breaker opened, the answered batches' summed wall and
+    sidecar-reported seconds (gateway), and the sidecar's own summed request, queue and
+    compute seconds with their counts."""
+    shadow: dict[str, float] = {"signals": 0.0}
+    tier1: dict[str, float] = {"breaker_opened": 0.0}
+    for sample in _samples(http_base):
+        name, labels = sample.name, sample.labels
+        if name == "rtvol_gateway_model_signals_total" and labels.get("role") == "shadow":
+            shadow["signals"] += sample.value
+        elif name == "rtvol_gateway_shadow_dropped_total":
+            key = f"dropped_{labels['reason']}"
+            shadow[key] = shadow.get(key, 0.0) + sample.value
+        elif (name == "rtvol_gateway_breaker_transitions_total" and labels.get("upstream") == "sidecar"
+              and labels.get("to") == "open"):
+            tier1["breaker_opened"] += sample.value
+        elif name.startswith("rtvol_gateway_tier1_seconds_") and not name.endswith("_bucket"):
+            tier1[f"{labels['part']}_{labels['breaker']}_{name.rsplit('_', 1)[1]}"] = sample.value
+        elif name == "rtvol_gateway_tier1_over_budget_total":
+            tier1[f"over_budget_{labels['breaker']}"] = sample.value
+    for sample in _samples(sidecar_metrics):  # summed over models and backends
+        for part in ("request", "queue", "compute"):
+            for stat in ("sum", "count"):
+                if sample.name == f"rtvol_model_{part}_seconds_{stat}":
+                    key = f"sidecar_{part}_{stat}"
+                    tier1[key] = tier1.get(key, 0.0) + sample.value
+    return shadow, tier1
+
+
+def _tier1_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """During a mode: breaker openings; answered tier-1 batches, those over the budget and
+    their mean wall and sidecar-reported ms, for calls sent closed and for half-open probes
+    (gateway); the sidecar's mean request, queue and compute ms."""
+    d = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    out = {"breaker_opened": d["breaker_opened"]}
+    for state in ("closed", "half_open"):
+        out[f"{state}_batches"] = d.get(f"wall_{state}_count", 0.0)
+        out[f"{state}_over_budget"] = d.get(f"over_budget_{state}", 0.0)
+    for part in ("wall_closed", "sidecar_closed", "wall_half_open", "sidecar_half_open", "sidecar_request",
+                 "sidecar_queue", "sidecar_compute"):
+        if d.get(f"{part}_count"):
+            out[f"{part}_ms"] = round(d[f"{part}_sum"] / d[f"{part}_count"] * 1e3, 2)
+    return out
+
+
+def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str,
+             sidecar_metrics: str) -> tuple[dict[str, Any], np.ndarray]:
     """One feed; returns its report and its tick-to-signal samples (ms)."""
     _, close_msg, close_stock, close_version = build(plan)
     out = workdir / f"feed-{name}.npz"
     sub.take()  # what earlier modes left
-    cpu_before, shadow_before = cpu_seconds(pids), shadow_counts(http_base)
+    cpu_before, (shadow_before, tier1_before) = cpu_seconds(pids), stack_counts(http_base, sidecar_metrics)
     feeder = mp.get_context("spawn").Process(target=feed, args=(plan, str(out)))
     feeder.start()
     feeder.join(plan.duration_s * 10 + 120)
@@ -211,7 +249,8 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
 
     settled = wait_until(current, 5, 0.05)
     cpu = {k: round(v - cpu_before.get(k, v), 2) for k, v in cpu_seconds(pids).items()}
-    shadow = {k: v - shadow_before.get(k, 0.0) for k, v in shadow_counts(http_base).items()}
+    shadow_after, tier1_after = stack_counts(http_base, sidecar_metrics)
+    shadow = {k: v - shadow_before.get(k, 0.0) for k, v in shadow_after.items()}
     rows = np.concatenate(got)
     rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
                 & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
@@ -238,7 +277,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
                    "seconds": round(float(fed["seconds"]), 2),
                    "messages_per_s": round(messages / float(fed["seconds"])),
                    "offered_messages_per_s": round(plan.rate / plan.batch)},
-        "cpu_s": cpu, "shadow": shadow}
+        "cpu_s": cpu, "shadow": shadow, "tier1": _tier1_summary(tier1_before, tier1_after)}
     return report, (arrived - received) / 1000
 
 
@@ -279,6 +318,7 @@ def table(report: dict[str, Any]) -> str:
                      f"own signal {r['steps_with_own_signal']}; Ingest {i['messages_per_s']:,} msg/s "
                      f"(offered {i['offered_messages_per_s']:,}), {i['updates']:,} accepted, "
                      f"{i['rejected']} rejected; CPU s {r['cpu_s']}")
+        lines.append(f"{'':<9}tier-1 batches {r['tier1']}")
         if r["shadow"]["signals"] or len(r["shadow"]) > 1:
             lines.append(f"{'':<9}shadow {r['shadow']}")
     lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
@@ -315,22 +355,23 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
-          feature_args: Sequence[str] = ()) -> tuple[str, str, str]:
-    """Starts the stack; returns the feature service's and the gateway's gRPC targets and the
-    gateway's HTTP base."""
+          feature_args: Sequence[str] = (), model_args: Sequence[str] = ()) -> tuple[str, str, str, str]:
+    """Starts the stack; returns the feature service's and the gateway's gRPC targets, the
+    gateway's HTTP base and the sidecar's metrics base."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
-    rport, fport, mport, hport, gport = (free_port() for _ in range(5))
+    rport, fport, mport, hport, gport, xport = (free_port() for _ in range(6))
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
     feature, model = f"127.0.0.1:{fport}", f"127.0.0.1:{mport}"
     ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks, *feature_args), grpc_ready(feature))
-    ps.start("model", stack.sidecar_cmd(mport, 0, repo, "--backend", backend), grpc_ready(model))
+    ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
+             grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
                                           "--feature-url", feature, "--stocks", str(stocks), "--workers", "1",
                                           *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
-    return feature, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}"
+    return feature, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -350,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
     p.add_argument("--feature-arg", action="append", default=[],
                    help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
+    p.add_argument("--model-arg", action="append", default=[],
+                   help="extra model sidecar flag (repeatable), e.g. --model-arg=--shadow-slice-rows=16")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     p.add_argument("--out", type=Path, default=Path("bench-pipeline.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
@@ -364,15 +407,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     reports: list[dict[str, Any]] = []
     samples: dict[str, np.ndarray] = {}
     try:
-        feature, gateway, http_base = start(ps, a.repo, a.stocks * len(modes), a.backend, a.gateway_arg,
-                                  a.feature_arg)
+        feature, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(modes), a.backend,
+                                                             a.gateway_arg, a.feature_arg, a.model_arg)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
             for i, mode in enumerate(modes):
                 plan = FeedPlan(feature, a.rate, 1 if mode == "single" else a.batch, a.stocks,
                                 i * a.stocks, a.duration, a.speedup)
-                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids, http_base)
+                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids, http_base,
+                                                   sidecar_metrics)
                 reports.append(result)
         finally:
             sub.close()
