@@ -40,10 +40,10 @@ class Tier1:
     pipeline batch takes longer without the sidecar being slow.
 
     The budget judges the sidecar's own time for a call (it reports it, decode to encode),
-    not the wall time the gateway sees: on a shared CPU the wall time also holds the
-    gateway's own delays (its tier-2 work, its event loop), and judging the sidecar on those
-    would hold the pipeline on tier 2, whose work in the gateway then slows every half-open
-    probe past the budget again (measured: docs/BENCHMARKS.md, "With a version in shadow").
+    not the wall time the gateway sees: that also holds the hop and the gateway's own delays
+    (its event loop, its tier-2 work on shared cores), 2-4 ms a call on the 2-core VM, which
+    put most calls over the budget and moved work into the gateway, where it made those
+    delays worse (measured: docs/BENCHMARKS.md, "With a version in shadow").
     ``judge_wall`` (or a server that does not report its time) judges the wall time. The
     timeout always bounds the wall time: a sidecar that does not answer still fails.
 
