@@ -90,7 +90,6 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     server.listen_health(s.host, s.health_port)
     await server.start()
     publisher.start()
-    feed.start()
     vol.start()
     fanout.start()
     await server.set_serving(True)
@@ -102,7 +101,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 
     async def stop() -> None:
         await vol.stop()
-        await feed.stop()
+        feed.end_streams()
         await publisher.stop()
         await asyncio.to_thread(fanout.stop)
         for close in closers:
