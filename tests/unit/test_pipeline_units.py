@@ -1,7 +1,7 @@
 """The two halves of the tick-to-signal pipeline without processes: the feature service's
 WindowFeed (one batch per apply, pushed before the store's flush runs; snapshot for a new
-watcher, Ingest held until every watcher acknowledged, a silent watcher dropped) and the gateway's WindowMemory (newer windows only,
-current signals, waiting for a batch)."""
+watcher, Ingest held until every watcher acknowledged, a silent watcher dropped) and the
+gateway's WindowMemory (newer windows only, current signals, waiting for a batch)."""
 
 from __future__ import annotations
 
