@@ -84,8 +84,10 @@ class Consumer:
                 self.items.clear()
                 self._busy = bool(items)
                 self._depth.set(0)
-            for call in [functools.partial(self.handle, i) for i in items] or [self.tick]:
-                self._call(call)
+            for item in items:
+                self._call(functools.partial(self.handle, item))
+            if not items:
+                self._call(self.tick)
             with self._cv:
                 self._busy = False
                 self._cv.notify_all()
