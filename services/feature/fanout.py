@@ -7,18 +7,12 @@ raises: when a queue is full the overflow policy drops one batch and counts it
   an alert about a book from seconds ago is worth less than one about the book now;
 * ``drop_newest`` for the tick log: what is queued is written in arrival order and the
   gap (counted) sits at the tail of a burst instead of being punched into its middle.
-
-A worker takes everything queued at once and then pauses ``pace_s`` before it looks again, so
-a feed of single-update messages wakes it (a thread switch and a GIL hand-over, which the
-ingest loop pays for) about once per ``pace_s`` instead of once per message.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,9 +43,9 @@ class Consumer:
     """A bounded queue drained by one daemon thread calling ``handle`` (and ``tick`` when idle)."""
 
     def __init__(self, name: str, handle: Callable[[Ingested], None], maxsize: int, policy: Policy,
-                 tick: Callable[[], None] | None = None, tick_s: float = 0.5, pace_s: float = 1e-3) -> None:
+                 tick: Callable[[], None] | None = None, tick_s: float = 0.5) -> None:
         self.name, self.handle, self.maxsize, self.policy = name, handle, maxsize, policy
-        self.tick, self.tick_s, self.pace_s = tick, tick_s, pace_s
+        self.tick, self.tick_s = tick, tick_s
         self.items: deque[Ingested] = deque()
         self.drops = 0
         self._cv = threading.Condition()
@@ -80,26 +74,20 @@ class Consumer:
                     self._cv.wait(self.tick_s)
                 if not self.items and self._stopping:
                     return
-                items = list(self.items)
-                self.items.clear()
-                self._busy = bool(items)
-                self._depth.set(0)
-            for item in items:
-                self._call(functools.partial(self.handle, item))
-            if not items:
-                self._call(self.tick)
-            with self._cv:
-                self._busy = False
-                self._cv.notify_all()
-            if items and not self._stopping:
-                time.sleep(self.pace_s)  # what arrives meanwhile is taken together: no wake-up per message
-
-    def _call(self, call: Callable[[], None] | None) -> None:
-        try:
-            if call is not None:
-                call()
-        except Exception:  # a consumer bug must not kill its thread or touch ingest
-            log.exception("fan-out consumer %s failed", self.name)
+                item = self.items.popleft() if self.items else None
+                self._busy = item is not None
+                self._depth.set(len(self.items))
+            try:
+                if item is not None:
+                    self.handle(item)
+                elif self.tick is not None:
+                    self.tick()
+            except Exception:  # a consumer bug must not kill its thread or touch ingest
+                log.exception("fan-out consumer %s failed", self.name)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
     def start(self) -> None:
         self._thread.start()

@@ -98,18 +98,3 @@ def test_alerts_for_crossed_books_spikes_and_stale_feeds() -> None:
     alerts.tick()
     alerts.tick()  # once per episode
     assert [(m["kind"], m["stock_ids"]) for m in sent[2:]] == [("stale_feed", [0])]
-
-
-def test_a_worker_takes_what_queued_during_its_pause_in_one_wake_up() -> None:
-    seen: list[tuple[int, int]] = []  # (seq, items still queued while it is handled)
-    c = Consumer("paced", lambda i: seen.append((int(i.batch.seq[0]), len(c.items))), maxsize=16,
-                 policy="drop_oldest", pace_s=0.2)
-    c.start()
-    c.offer(_item(_batch(1, seq=np.array([0]))))
-    assert c.drain(5)  # handled; the worker now pauses 0.2 s before it looks again
-    for s in range(1, 10):
-        c.offer(_item(_batch(1, seq=np.array([s]))))
-    assert c.drain(5)
-    c.stop()
-    assert [s for s, _ in seen] == list(range(10)) and c.drops == 0
-    assert all(left == 0 for _, left in seen[1:])  # one take for all nine, none left behind
