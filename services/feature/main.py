@@ -90,6 +90,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     server.listen_health(s.host, s.health_port)
     await server.start()
     publisher.start()
+    feed.start()
     vol.start()
     fanout.start()
     await server.set_serving(True)
@@ -101,7 +102,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 
     async def stop() -> None:
         await vol.stop()
-        feed.end_streams()
+        await feed.stop()
         await publisher.stop()
         await asyncio.to_thread(fanout.stop)
         for close in closers:

@@ -100,7 +100,6 @@ class Ingestor:
                 counts[R["watermark_ahead"]] += 1
             else:
                 self._changed(closed, received_us)
-        self.feed.send()  # before the store's flush that the apply woke: the signal path first
         metrics.UPDATES.inc(int(counts[0]))
         for i in np.flatnonzero(counts[1:]) + 1:
             metrics.REJECTS.labels(REASONS[i]).inc(int(counts[i]))

@@ -1,11 +1,9 @@
 """Pushes changed windows to watching gateways (the Watch RPC): the first stage of the
 tick-to-signal pipeline.
 
-Ingest marks the stocks whose windows changed and sends them as ONE WindowBatch at the end of
-each apply, with no timer and no task to wake: the messages that arrived while the loop was busy
-are applied as one (services/feature/batching.py), so batches grow with load by themselves, and
-the push leaves before anything else the apply woke (the store's flush, a Redis round trip).
-Each watcher acknowledges
+Ingest marks the stocks whose windows changed; one task sends them as ONE WindowBatch per
+wake-up, with no timer: while the loop is busy applying messages, marks accumulate and leave
+together on its next turn, so batches grow with load by themselves. Each watcher acknowledges
 the batches it holds; an Ingest call ends only once every watcher acknowledged the windows it
 changed (read-your-writes at step granularity: a Predict sent after the acknowledgement finds
 the gateway knowing the new window). A watcher that does not acknowledge within
@@ -26,6 +24,7 @@ import numpy as np
 from rtvol.features.online import OnlineState
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.services.feature import metrics
+from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class WindowFeed:
         self.received_us = np.zeros(state.n_stocks, np.int64)  # earliest unsent receipt per stock
         self.watchers: set[Watcher] = set()
         self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
+        self._wake = asyncio.Event()
+        self._task = BackgroundTask()
 
     def mark(self, idx: np.ndarray, received_us: int) -> None:
         """The windows of ``idx`` changed with updates received at ``received_us``."""
@@ -80,9 +81,10 @@ class WindowFeed:
         fresh = idx[~self.pending[idx]]
         self.received_us[fresh] = received_us
         self.pending[idx] = True
+        self._wake.set()
 
     def send(self) -> None:
-        """Every pending window to every watcher, now (Ingest calls it after each apply)."""
+        """Every pending window to every watcher, now (also what Ingest calls before it ends)."""
         idx = np.flatnonzero(self.pending)
         if not len(idx):
             return
@@ -157,9 +159,22 @@ class WindowFeed:
             self.watchers.discard(w)
             w.ack(w.sent)
 
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self.send()
+
+    def start(self) -> None:
+        self._task.start(self._run())
+
     def end_streams(self) -> None:
         """End every Watch stream (on drain: they never end by themselves; gateways reconnect
         to a replica that is serving, or warm from the store)."""
         for w in list(self.watchers):
             self.watchers.discard(w)
             w.end()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        self.end_streams()

@@ -1,7 +1,7 @@
 """The two halves of the tick-to-signal pipeline without processes: the feature service's
-WindowFeed (one batch per apply, pushed before the store's flush runs; snapshot for a new
-watcher, Ingest held until every watcher acknowledged, a silent watcher dropped) and the
-gateway's WindowMemory (newer windows only, current signals, waiting for a batch)."""
+WindowFeed (one batch per wake-up, snapshot for a new watcher, Ingest held until every watcher
+acknowledged, a silent watcher dropped) and the gateway's WindowMemory (newer windows only,
+current signals, waiting for a batch)."""
 
 from __future__ import annotations
 
@@ -45,32 +45,6 @@ def test_a_new_watcher_gets_a_snapshot_then_one_batch_per_wake_up() -> None:
         window = np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)
         np.testing.assert_array_equal(window, state.windows(np.array([1, 4])))
         assert w.queue.empty()
-
-    asyncio.run(run())
-
-
-def test_an_apply_that_closes_steps_pushes_one_batch_before_the_stores_flush_runs() -> None:
-    from rtvol.featurestore import InProcessStore
-    from rtvol.services.feature.publisher import Publisher
-    from rtvol.services.feature.servicer import Ingestor
-
-    async def run() -> None:
-        state, ticks = OnlineState(4), StepTicks(4)
-        store = InProcessStore("x")
-        publisher = Publisher(state, store, 0.0)
-        publisher.start()
-        feed = WindowFeed(state, max_batch=10)
-        ingestor = Ingestor(state, publisher, 1000, feed=feed)
-        w = feed.watch()
-        assert w.queue.empty()  # no window yet: an empty snapshot
-        ingestor.apply_many([ticks.message([0, 1, 2, 3])], received_us=7)  # opens the first steps
-        assert w.queue.empty()
-        ingestor.apply_many([ticks.message([1]), ticks.message([3])], received_us=9)  # closes two
-        (batch,) = [w.queue.get_nowait()]  # already queued: no loop turn in between
-        assert list(batch.stock_ids) == [1, 3] and list(batch.received_us) == [9, 9]
-        assert not (await store.read(np.array([1, 3]))).found.any()  # the store's flush comes after
-        await publisher.stop()
-        assert (await store.read(np.array([1, 3]))).found.all()
 
     asyncio.run(run())
 
