@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from rtvol import auth, config, rpc, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-from rtvol.services.gateway import httpserver, workers
+from rtvol.services.gateway import httpserver, shards, workers
 from rtvol.services.gateway.breaker import Breaker
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.fanin import Coalescer
@@ -29,6 +30,7 @@ from rtvol.services.gateway.scorer import LiveScorer, repository_validation
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.sidecar_client import SidecarClient
+from rtvol.services.gateway.signaltable import SignalTable
 from rtvol.services.gateway.tier1 import Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
@@ -93,14 +95,19 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                   if store is not None and s.precompute else None)
     universe = Universe(s.feature_url, vol, client_tls, api_key)
     readiness = Readiness(tier1)
-    watch = pipeline = None
+    watch = pipeline = shared = None
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
         scorer = LiveScorer(s.stocks, repository_validation(s.model_repository))
-        predictor.memory = WindowMemory(s.stocks, scorer)
+        layout = shards.Layout.decode(os.environ[shards.ENV]) if s.worker and shards.ENV in os.environ \
+            else None
+        predictor.memory = WindowMemory(s.stocks, scorer, layout.mine(s.stocks) if layout else None)
         if shadow is not None:
             shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
         watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
-        pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000)
+        if layout:  # a worker: infers its shard, shares those signals with the other workers
+            shared = shards.Shards(layout, SignalTable(layout.table_fd, s.stocks), predictor.memory, hub)
+        pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
+                            share=shared.publish if shared else None)
 
     # a worker shares both ports with the others (services/gateway/workers.py)
     server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS,
@@ -142,6 +149,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             await precompute.warm()
         precompute.start(follow=watch is None, warm=not s.worker)
     if watch and pipeline:
+        if shared:
+            shared.start()  # the other shards' signals, before this worker takes connections
         pipeline.start()
         watch.start()
     if s.worker:  # a (re)started worker takes connections once warm; the others answer meanwhile
@@ -169,6 +178,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         if watch and pipeline:
             await watch.stop()
             await pipeline.stop()
+        if shared:
+            shared.stop()
+            shared.table.close()
         await vol.stop()
         await universe.close()
         if follower:

@@ -4,6 +4,8 @@ Watch) and of the signal computed from it.
 A stock's signal is *current* when it was computed from the latest window held: a Predict for
 it is then a memory read. A window newer than its signal is *dirty* until the pipeline takes
 it into a batch; a Predict for it waits for that batch (services/gateway/predictor.py).
+With gateway workers, only the stocks of this worker's shard (``mine``) become dirty: the
+others' signals arrive from the worker that infers them (services/gateway/shards.py).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from rtvol.services.gateway.signal import Signal
 
 
 class WindowMemory:
-    def __init__(self, stocks: int, scorer: LiveScorer | None = None) -> None:
+    def __init__(self, stocks: int, scorer: LiveScorer | None = None, mine: np.ndarray | None = None) -> None:
         self.stocks = stocks
+        self.mine = np.ones(stocks, bool) if mine is None else mine  # the stocks this process infers
         self.scorer = scorer  # learns realized volatility from each newer window held
         self.windows = np.zeros((stocks, STEPS, N_FEATURES), np.float32)
         self.version = np.zeros(stocks, np.int64)  # of the held window; 0: none held
@@ -55,7 +58,7 @@ class WindowMemory:
         if self.scorer is not None:
             self.scorer.settle(idx, self.windows[idx], self.end_step[idx])
         self.held_us[idx] = now_us()
-        self.dirty[idx] = True
+        self.dirty[idx] = self.mine[idx]
         self.wake.set()
         return len(idx)
 
@@ -69,7 +72,7 @@ class WindowMemory:
         """Up to ``limit`` stocks whose current signal came from a fallback tier become dirty
         again (to be inferred anew once tier 1 is back); returns how many."""
         idx = [sid for sid, sig in enumerate(self.signals)
-               if sig is not None and sig.tier > 1 and not self.dirty[sid]
+               if sig is not None and sig.tier > 1 and self.mine[sid] and not self.dirty[sid]
                and sig.window_version >= self.version[sid]][:limit]
         self.dirty[idx] = True
         return len(idx)

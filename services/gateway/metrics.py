@@ -66,3 +66,9 @@ SHADOW_DROPPED = Counter("rtvol_gateway_shadow_dropped_total",
                          "half its latency budget)", ["model", "version", "reason"])
 SHADOW_ERRORS = Counter("rtvol_gateway_shadow_errors_total", "Failed shadow calls (they never touch the "
                         "breaker) and non-finite shadow rows", ["model", "version", "kind"])
+SHARED_MIRRORED = Counter("rtvol_gateway_shared_mirrored_total",
+                          "Signals another worker inferred, copied from the shared table into this "
+                          "one's memory")
+SHARED_COALESCED = Counter("rtvol_gateway_shared_coalesced_total",
+                           "Shared-table slots written more than once between two looks (their newest "
+                           "signal only was mirrored and pushed)")

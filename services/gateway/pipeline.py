@@ -7,6 +7,9 @@ windows that arrive while a batch is being inferred leave together in the next o
 grow with load. Only when nothing arrives for ``redo_s`` does it look back: signals a fallback
 tier computed (the sidecar was down) are inferred anew once the sidecar's breaker lets a call
 through again, so tier 1 resumes without waiting for each stock's next window.
+
+With gateway workers it infers only this worker's shard and ``share`` hands each batch's
+signals to the others (services/gateway/shards.py) before they go to Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.memory import WindowMemory
 from rtvol.services.gateway.predictor import Predictor
+from rtvol.services.gateway.signal import Signal
 from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -31,14 +36,17 @@ FEATURE_STAGE, GATEWAY_STAGE = (metrics.PIPELINE_STAGE.labels(s) for s in ("feat
 
 class Pipeline:
     def __init__(self, memory: WindowMemory, predictor: Predictor, cache: SignalCache, hub: Hub,
-                 max_batch: int, deadline_s: float, redo_s: float = 1.0) -> None:
-        self.memory, self.predictor, self.cache, self.hub = memory, predictor, cache, hub
+                 max_batch: int, deadline_s: float, redo_s: float = 1.0,
+                 share: Callable[[list[Signal]], None] | None = None) -> None:
+        self.memory, self.predictor, self.cache, self.hub, self.share = memory, predictor, cache, hub, share
         self.max_batch, self.deadline_s, self.redo_s = max_batch, deadline_s, redo_s
         self._task = BackgroundTask()
 
     async def step(self, idx: np.ndarray) -> None:
         held_us, received_us = self.memory.held_us[idx], self.memory.received_us[idx]
         signals = await self.predictor.infer_held(idx, time.perf_counter() + self.deadline_s)
+        if self.share is not None:
+            self.share(signals)
         self.hub.publish(signals)
         pushed = now_us()
         for held, received in zip(held_us.tolist(), received_us.tolist(), strict=True):

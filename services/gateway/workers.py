@@ -2,8 +2,12 @@
 
 Each worker is the whole gateway (`main.serve`) in its own process, binding the same HTTP
 and gRPC ports with SO_REUSEPORT, so the kernel spreads new connections over them; each
-follows the feature service's Watch stream and holds every signal itself
-(docs/ARCHITECTURE.md, "The tick-to-signal pipeline"). The parent serves no request:
+follows the feature service's Watch stream and holds every window and signal itself, but infers
+only its shard of the stocks and shares those signals with the others through a table in
+shared memory (services/gateway/shards.py; docs/ARCHITECTURE.md, "Gateway worker processes").
+The parent serves no request:
+- creates the shared signal table and one eventfd per worker before the first start, so a
+  restarted worker maps the same table (and finds the other shards' signals in it);
 - starts the workers with the parent's own flags plus ``--workers 1 --worker I``;
 - restarts a worker that dies, backing off as `rtvol up`'s supervisor does;
 - on SIGTERM/SIGINT forwards SIGTERM to every worker and waits for them to drain (each ends
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtvol import cpus, rpc, telemetry, tls
-from rtvol.services.gateway import multiproc
+from rtvol.services.gateway import multiproc, shards, signaltable
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.supervisor import FIRST_BACKOFF_S, MAX_BACKOFF_S, STABLE_S
 
@@ -58,10 +62,15 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, argv: Sequence[str], workers: int, drain_seconds: float, metrics_dir: Path) -> None:
+    def __init__(self, argv: Sequence[str], workers: int, drain_seconds: float, metrics_dir: Path,
+                 stocks: int) -> None:
         self.argv, self.drain_seconds, self.metrics_dir = list(argv), drain_seconds, metrics_dir
         self.workers = [Worker(i) for i in range(1, workers + 1)]
         self.stop = threading.Event()
+        self.table_fd, self.wake_fds = signaltable.create(stocks), shards.new_wake_fds(workers)
+
+    def layout(self, w: Worker) -> shards.Layout:
+        return shards.Layout(w.index - 1, len(self.workers), self.table_fd, self.wake_fds)
 
     def command(self, w: Worker) -> list[str]:
         # flags given later win, so these override --workers in argv
@@ -69,8 +78,9 @@ class Supervisor:
                 "--workers", "1", "--worker", str(w.index)]
 
     def start(self, w: Worker) -> None:
-        env = {**os.environ, multiproc.ENV: str(self.metrics_dir)}
+        env = {**os.environ, multiproc.ENV: str(self.metrics_dir), shards.ENV: self.layout(w).encode()}
         w.proc = subprocess.Popen(self.command(w), env=env, stdin=subprocess.DEVNULL,
+                                  pass_fds=(self.table_fd, *self.wake_fds),
                                   preexec_fn=_dies_with(os.getpid()))
         w.started = time.monotonic()
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
@@ -84,7 +94,11 @@ class Supervisor:
         while not self.stop.wait(POLL_S):
             for w in self.workers:
                 self.tend(w)
-        return self.shut_down()
+        try:
+            return self.shut_down()
+        finally:
+            for fd in (self.table_fd, *self.wake_fds):
+                os.close(fd)
 
     def tend(self, w: Worker) -> None:
         """Restart ``w`` if it has died and its backoff has passed."""
@@ -156,7 +170,7 @@ def supervise(s: GatewaySettings, argv: Sequence[str], workers: int) -> int:
         if s.metrics_port:
             telemetry.serve_metrics(s.metrics_port, s.host, tls.metrics(s), multiproc.registry(metrics_dir))
         log.info("%d gateway workers on http %s:%d grpc %s:%d", workers, s.host, s.port, s.host, s.grpc_port)
-        return Supervisor(argv, workers, s.drain_seconds, metrics_dir).run()
+        return Supervisor(argv, workers, s.drain_seconds, metrics_dir, s.stocks).run()
     finally:
         if not given:
             shutil.rmtree(metrics_dir, ignore_errors=True)

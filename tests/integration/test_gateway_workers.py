@@ -1,21 +1,29 @@
 """A gateway of two worker processes (services/gateway/workers.py) against real processes
 (redis-server, feature service, sidecar): connections land on both workers, /metrics and the
-supervisor's metrics port sum both, a killed worker is replaced while requests keep being
-answered, and SIGTERM to the parent stops every worker."""
+supervisor's metrics port sum both, each changed window is inferred once (by the worker whose
+shard holds the stock) and pushed to Subscribe clients of either worker, a killed worker is
+replaced while requests keep being answered and its shard is inferred again, and SIGTERM to
+the parent stops every worker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from helpers import metrics, procs, sockets
 
 from rtvol.loadtest.feed import replay
+from rtvol.loadtest.ticks import StepTicks
+from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 
@@ -23,11 +31,16 @@ pytestmark = pytest.mark.integration
 STOCKS = 8
 CONNECTIONS = 16  # all on one of 2 workers: 2 in 2^16
 REQUESTS = "rtvol_gateway_request_seconds_count"
+INFERRED = "rtvol_gateway_pipeline_signals_total"  # summed over the workers
+FIRST_STEP = 5_000  # past the replayed data's steps and sequences, inside the jumps allowed
 
 
 class Stack:
-    def __init__(self, gateway: procs.Proc, base: str, grpc_target: str, metrics_base: str) -> None:
+    def __init__(self, gateway: procs.Proc, base: str, grpc_target: str, metrics_base: str,
+                 feature: str) -> None:
         self.gateway, self.base, self.grpc, self.metrics_base = gateway, base, grpc_target, metrics_base
+        self.feature = feature
+        self.ticks = StepTicks(STOCKS, seed=3, start=FIRST_STEP)
 
     def workers(self) -> list[int]:
         return sockets.children(self.gateway.pid)
@@ -41,7 +54,7 @@ def stack(redis_db: str, tiny_repo: Path, tiny_data: Path,
                               "--workers", "2", "--metrics-port", str(metrics_port),
                               "--drain-seconds", "2") as (feature_url, base, grpc_target, gw):
         replay(feature_url, tiny_data, range(0, 3))
-        s = Stack(gw, base, grpc_target, f"http://127.0.0.1:{metrics_port}")
+        s = Stack(gw, base, grpc_target, f"http://127.0.0.1:{metrics_port}", feature_url)
         assert procs.wait_until(lambda: sockets.all_listen(gw.pid, 2, _port(base)), 30), s.workers()
         yield s
 
@@ -74,6 +87,60 @@ def test_connections_land_on_both_workers_and_metrics_sum_them(stack: Stack) -> 
     assert metrics.total(stack.metrics_base, "process_cpu_seconds_total") > 0
 
 
+def _settled(stack: Stack) -> float:
+    """The inferred count once it has stopped moving (a snapshot's or an earlier step's batches done)."""
+    last = metrics.total(stack.base, INFERRED)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (now := metrics.total(stack.base, INFERRED)) == last:
+            return now
+        last = now
+    raise AssertionError("the pipeline kept inferring")
+
+
+def _close_steps(stack: Stack, rounds: int) -> tuple[list[pb.Signal], float]:
+    """``rounds`` Ingest calls, each closing a step of every stock, with a Subscribe client on
+    one worker; returns what it was pushed for them and the signals the workers inferred."""
+    ids = list(range(STOCKS))
+    pushed: list[pb.Signal] = []
+    with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
+        ingest = fpb_grpc.FeaturesStub(fch).Ingest
+        assert ingest(iter([stack.ticks.message(ids)]), timeout=10).accepted == STOCKS  # may close one
+        before = _settled(stack)
+        subscription = pb_grpc.SignalsStub(gch).Subscribe(pb.SubscribeRequest(stock_ids=ids), timeout=60)
+
+        def collect() -> None:
+            with contextlib.suppress(grpc.RpcError):  # cancelled below
+                pushed.extend(subscription)
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        time.sleep(0.3)  # registered before the changes it should see
+        began_us = time.time_ns() // 1000
+        for _ in range(rounds):
+            sent_us = time.time_ns() // 1000
+            assert ingest(iter([stack.ticks.message(ids)]), timeout=10).accepted == STOCKS
+
+            def arrived(sent_us: int = sent_us) -> bool:
+                return {s.stock_id for s in list(pushed) if s.received_us >= sent_us} == set(ids)
+            assert procs.wait_until(arrived, 10, 0.01), (sent_us, pushed[-STOCKS:])
+        inferred = _settled(stack) - before
+        subscription.cancel()
+        reader.join(10)
+    return [s for s in pushed if s.received_us >= began_us], inferred
+
+
+def test_each_changed_window_is_inferred_once_and_pushed_on_either_worker(stack: Stack) -> None:
+    pushed, inferred = _close_steps(stack, rounds=3)
+    assert inferred == 3 * STOCKS  # not once per worker
+    assert stack.gateway.tail().count("Traceback") == 0
+    for sid in range(STOCKS):  # both shards' signals, one per closed step, in order
+        versions = [s.window_version for s in pushed if s.stock_id == sid]
+        assert len(versions) == 3 and np.all(np.diff(versions) == 1), (sid, versions)
+        assert all(s.tier in (1, 2) and not s.error for s in pushed if s.stock_id == sid)
+
+
 def test_a_killed_worker_is_replaced_and_requests_keep_being_answered(stack: Stack) -> None:
     victim, survivor = stack.workers()
     os.kill(victim, signal.SIGKILL)
@@ -86,6 +153,10 @@ def test_a_killed_worker_is_replaced_and_requests_keep_being_answered(stack: Sta
         answered += 1
         assert answered < 2000, (stack.workers(), stack.gateway.tail())
     assert survivor in stack.workers() and answered > 0
+    # the replacement infers its shard again: every stock's next steps are pushed, once each
+    pushed, inferred = _close_steps(stack, rounds=2)
+    assert inferred == 2 * STOCKS
+    assert {s.stock_id for s in pushed} == set(range(STOCKS))
 
 
 def _running(pid: int) -> bool:

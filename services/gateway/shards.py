@@ -1,0 +1,123 @@
+"""Gateway workers share the model work (``--workers N``, N > 1): each changed window is
+inferred once, by the worker whose shard holds the stock (stock id mod N), and its signal is
+written to the shared table (services/gateway/signaltable.py). Every other worker is woken
+through its eventfd, copies the slots that changed into its own memory (so it still answers
+any stock from memory, and read-your-writes waits end there) and pushes them to its Subscribe
+clients. docs/ARCHITECTURE.md, "Gateway worker processes", says why this shape.
+
+The parent creates the table and one eventfd per worker before starting them and passes
+their numbers in ``ENV`` (``index/count:table_fd:wake_fd,wake_fd,...``); a restarted worker
+gets the same ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtvol.services.gateway import metrics
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.signal import Signal
+from rtvol.services.gateway.signaltable import SignalTable
+
+log = logging.getLogger(__name__)
+ENV = "RTVOL_GATEWAY_SHARDS"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which shard this worker infers (0-based), of how many, and the shared file descriptors."""
+
+    index: int
+    count: int
+    table_fd: int
+    wake_fds: tuple[int, ...]  # one per worker, by shard index
+
+    def encode(self) -> str:
+        return f"{self.index}/{self.count}:{self.table_fd}:{','.join(map(str, self.wake_fds))}"
+
+    @classmethod
+    def decode(cls, text: str) -> Layout:
+        try:
+            shard, table, wakes = text.split(":")
+            index, count = (int(x) for x in shard.split("/"))
+            layout = cls(index, count, int(table), tuple(int(x) for x in wakes.split(",")))
+        except ValueError as e:
+            raise SystemExit(f"{ENV}={text!r}: not index/count:table_fd:wake_fd,... ({e})") from e
+        if not 0 <= layout.index < layout.count == len(layout.wake_fds):
+            raise SystemExit(f"{ENV}={text!r}: shard index or wake-ups do not match the count")
+        return layout
+
+    def mine(self, stocks: int) -> np.ndarray:
+        """Per stock id: whether this worker infers it (stable: the id mod the worker count)."""
+        return np.arange(stocks) % self.count == self.index
+
+
+def new_wake_fds(count: int) -> tuple[int, ...]:
+    fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(count))
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    return fds
+
+
+class Shards:
+    """This worker's side: publishes its own signals, mirrors the other shards'."""
+
+    def __init__(self, layout: Layout, table: SignalTable, memory: WindowMemory, hub: Hub) -> None:
+        self.layout, self.table, self.memory, self.hub = layout, table, memory, hub
+        self.others = ~layout.mine(table.stocks)
+        self.seen = np.zeros(table.stocks, np.uint64)  # slot words already mirrored
+        self.wake_fd = layout.wake_fds[layout.index]
+        self.peer_fds = [fd for i, fd in enumerate(layout.wake_fds) if i != layout.index]
+
+    def publish(self, signals: list[Signal]) -> None:
+        """After this worker inferred ``signals`` (its shard): into the table, then wake the others."""
+        self.table.write(signals)
+        for fd in self.peer_fds:
+            os.eventfd_write(fd, 1)
+
+    def mirror(self, push: bool = True) -> int:
+        """Copy the other shards' changed slots into memory (and to Subscribe clients); returns
+        how many. A slot written twice since the last look gives its newest signal only, as the
+        pipeline itself infers only the newest window of a stock (counted)."""
+        words = self.table.words.copy()
+        idx = np.flatnonzero((words != self.seen) & self.others)
+        if not len(idx):
+            return 0
+        read_words, signals = self.table.read(idx)
+        if not signals:
+            return 0
+        ids = np.fromiter((s.stock_id for s in signals), np.int64, len(signals))
+        prior = self.seen[ids]  # a write adds 2 to a slot's word
+        if skipped := int(np.count_nonzero((prior > 0) & (read_words - prior > 2))):
+            metrics.SHARED_COALESCED.inc(skipped)
+        self.seen[ids] = read_words
+        self.memory.settle(signals)
+        if push:
+            self.hub.publish(signals)
+        metrics.SHARED_MIRRORED.inc(len(signals))
+        return len(signals)
+
+    def _woken(self) -> None:
+        try:
+            os.eventfd_read(self.wake_fd)
+        except BlockingIOError:  # read already by an earlier wake-up
+            return
+        try:
+            self.mirror()
+        except Exception:  # keep following; a Predict for a stock missed computes it itself
+            log.exception("mirroring the shared signal table failed")
+
+    def start(self) -> None:
+        """Warm from the table (what the other workers computed before this one started), then
+        follow the wake-ups."""
+        self.mirror(push=False)
+        asyncio.get_running_loop().add_reader(self.wake_fd, self._woken)
+
+    def stop(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.wake_fd)
