@@ -107,12 +107,15 @@ class Predictor:
         answers = {sid: sig for sid in ids if (sig := mem.current(sid)) is not None}
         metrics.MEMORY.labels("current").inc(len(answers))
         if len(answers) < len(ids):
-            await mem.wait_current(ids, deadline - time.perf_counter() - TIER2_RESERVE_S)
-            late = [sid for sid in ids if mem.current(sid) is None]
+            # only the missing ones: a stock answered above may get a newer window meanwhile
+            missing = [sid for sid in ids if sid not in answers]
+            await mem.wait_current(missing, deadline - time.perf_counter() - TIER2_RESERVE_S)
+            waited = {sid: sig for sid in missing if (sig := mem.current(sid)) is not None}
+            late = [sid for sid in missing if sid not in waited]
             computed = {s.stock_id: s for s in await self.infer_held(np.asarray(late, np.int64), deadline)}
-            metrics.MEMORY.labels("waited").inc(len(ids) - len(answers) - len(late))
+            metrics.MEMORY.labels("waited").inc(len(waited))
             metrics.MEMORY.labels("computed").inc(len(late))
-            answers = {sid: mem.current(sid) or computed[sid] for sid in ids}
+            answers |= waited | computed
         for sig in answers.values():
             metrics.ANSWERS.labels(str(sig.tier)).inc()
         return [answers[sid] for sid in ids]

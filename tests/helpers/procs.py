@@ -43,6 +43,13 @@ BUSY_MACHINE_BUDGETS = ("--deadline-ms", "500", "--model-timeout-ms", "200",
                         "--model-latency-budget-ms", "100")
 
 
+# the feature service drops a watching gateway that has not acknowledged a change within its
+# ack timeout (1 s), and an Ingest call then returns without that gateway holding the window:
+# on a test machine whose cores other jobs share, a gateway process is sometimes starved that
+# long, which the read-your-writes checks would read as a broken guarantee
+BUSY_MACHINE_WATCH = ("--watch-ack-timeout-s", "5")
+
+
 REDIS_DATABASES = 64  # one per test module that asks for its own (conftest's redis_db)
 
 
@@ -73,7 +80,7 @@ def upstreams(log_dir: Path, redis_url: str, repo: Path, stocks: int, started: l
               ) -> tuple[str, str]:
     """A feature service and a model sidecar for a gateway, each added to ``started`` as it
     comes up (for ``stop_all``): (feature target, model target)."""
-    feature, feature_url = feature_service(log_dir, redis_url, stocks)
+    feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH)
     started.append(feature)
     model, model_url = sidecar(log_dir, repo)
     started.append(model)
@@ -108,7 +115,7 @@ def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gate
     started: list[Proc] = []
     try:
         if model_url:
-            feature, feature_url = feature_service(log_dir, redis_url, stocks)
+            feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH)
             started.append(feature)
         else:
             feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started)
