@@ -333,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="the feature service's --device in the pipeline step (default cpu: faster "
                         "than cuda at every size bench ingest-devices measured, docs/BENCHMARKS.md)")
     p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
+    p.add_argument("--gateway-workers", type=int, default=1,
+                   help="the gateway's worker processes in the gateway step (bench gateway --workers)")
     p.add_argument("--out", type=Path, default=Path("bench-gpu"))
     p.add_argument("--steps", default="", help="only these steps, comma-separated (default: all)")
     a = p.parse_args(argv)
@@ -360,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [
             "gateway", *sidecar_on_gpu, "--rate", str(a.gateway_rate), "--requests", "1000",
-            "--duration", "3"], a.out)),
+            "--duration", "3", "--workers", str(a.gateway_workers)], a.out)),
         ("ready_no_artifact", lambda: without_package(a.repo, vdir, a.out)),
         ("replay", lambda: replay_profile(vdir, a.out))]  # last: in this process
     chosen = set(a.steps.split(",")) if a.steps else {name for name, _ in steps}

@@ -388,7 +388,8 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
-          feature_args: Sequence[str] = (), model_args: Sequence[str] = ()) -> tuple[str, str, str, str]:
+          feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1
+          ) -> tuple[str, str, str, str]:
     """Starts the stack; returns the feature service's and the gateway's gRPC targets, the
     gateway's HTTP base and the sidecar's metrics base."""
     if shutil.which("redis-server") is None:
@@ -401,8 +402,8 @@ def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Se
     ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
              grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
-                                          "--feature-url", feature, "--stocks", str(stocks), "--workers", "1",
-                                          *gateway_args),
+                                          "--feature-url", feature, "--stocks", str(stocks),
+                                          "--workers", str(workers), *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
     return feature, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}"
 
@@ -422,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"{STEP_SECONDS}/speedup s")
     p.add_argument("--backend", default="auto", help="model sidecar backend")
     p.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the gateway's worker processes (its --workers; each infers its shard of the stocks)")
     p.add_argument("--feature-arg", action="append", default=[],
                    help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
     p.add_argument("--model-arg", action="append", default=[],
@@ -445,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     samples: dict[str, np.ndarray] = {}
     try:
         feature, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(modes), a.backend,
-                                                             a.gateway_arg, a.feature_arg, a.model_arg)
+                                                             a.gateway_arg, a.feature_arg, a.model_arg,
+                                                             a.workers)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
@@ -464,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ps.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    report: dict[str, Any] = {**run_info("pipeline", argv), "modes": reports, "ingest_floor": floor}
+    report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers, "modes": reports,
+                              "ingest_floor": floor}
     report["targets"] = verdicts(reports, has_gpu())
     print(table(report))
     a.out.parent.mkdir(parents=True, exist_ok=True)
