@@ -7,10 +7,8 @@ the parent stops every worker."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from helpers import metrics, procs, sockets
+from helpers import metrics, procs, sockets, subscribe
 
 from rtvol.loadtest.feed import replay
 from rtvol.loadtest.ticks import StepTicks
@@ -103,31 +101,17 @@ def _close_steps(stack: Stack, rounds: int) -> tuple[list[pb.Signal], float]:
     """``rounds`` Ingest calls, each closing a step of every stock, with a Subscribe client on
     one worker; returns what it was pushed for them and the signals the workers inferred."""
     ids = list(range(STOCKS))
-    pushed: list[pb.Signal] = []
     with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
         ingest = fpb_grpc.FeaturesStub(fch).Ingest
         assert ingest(iter([stack.ticks.message(ids)]), timeout=10).accepted == STOCKS  # may close one
         before = _settled(stack)
-        subscription = pb_grpc.SignalsStub(gch).Subscribe(pb.SubscribeRequest(stock_ids=ids), timeout=60)
-
-        def collect() -> None:
-            with contextlib.suppress(grpc.RpcError):  # cancelled below
-                pushed.extend(subscription)
-
-        reader = threading.Thread(target=collect, daemon=True)
-        reader.start()
-        time.sleep(0.3)  # registered before the changes it should see
-        began_us = time.time_ns() // 1000
-        for _ in range(rounds):
-            sent_us = time.time_ns() // 1000
-            assert ingest(iter([stack.ticks.message(ids)]), timeout=10).accepted == STOCKS
-
-            def arrived(sent_us: int = sent_us) -> bool:
-                return {s.stock_id for s in list(pushed) if s.received_us >= sent_us} == set(ids)
-            assert procs.wait_until(arrived, 10, 0.01), (sent_us, pushed[-STOCKS:])
-        inferred = _settled(stack) - before
-        subscription.cancel()
-        reader.join(10)
+        with subscribe.collecting(gch, ids) as pushed:
+            began_us = time.time_ns() // 1000
+            for _ in range(rounds):
+                sent_us = time.time_ns() // 1000
+                assert ingest(iter([stack.ticks.message(ids)]), timeout=10).accepted == STOCKS
+                assert procs.wait_until(lambda t=sent_us: subscribe.arrived_since(pushed, ids, t), 10, 0.01)
+            inferred = _settled(stack) - before
     return [s for s in pushed if s.received_us >= began_us], inferred
 
 

@@ -7,7 +7,6 @@ acknowledged the window."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import redis
-from helpers import metrics, procs, sockets
+from helpers import metrics, procs, sockets, subscribe
 from helpers.store import stored_windows
 
 from rtvol.loadtest.ticks import StepTicks
@@ -122,30 +121,17 @@ def test_a_predict_after_ingest_sees_the_closed_step(stack: Stack) -> None:
 
 def test_pushed_signals_carry_their_window_and_feed_the_tick_to_signal_histogram(stack: Stack) -> None:
     ticks = StepTicks(STOCKS, seed=2, start=100)  # later than the other test's steps
-    pushed: list[pb.Signal] = []
     with grpc.insecure_channel(stack.feature) as fch, grpc.insecure_channel(stack.grpc) as gch:
         ingest = fpb_grpc.FeaturesStub(fch).Ingest
         ingest(iter([ticks.message(CHECKED)]), timeout=10)  # opens (or closes) a step: not timed
-        subscription = pb_grpc.SignalsStub(gch).Subscribe(pb.SubscribeRequest(stock_ids=CHECKED), timeout=30)
-
-        def collect() -> None:
-            with contextlib.suppress(grpc.RpcError):  # cancelled below
-                pushed.extend(subscription)
-
-        reader = threading.Thread(target=collect, daemon=True)
-        reader.start()
-        time.sleep(0.2)  # the subscription is registered before the changes it should see
-        before = metrics.total(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
-        began_us = time.time_ns() // 1000
-        for _ in range(3):
-            sent_us = time.time_ns() // 1000
-            ingest(iter([ticks.message(CHECKED)]), timeout=10)
-
-            def arrived(sent_us: int = sent_us) -> bool:
-                return {s.stock_id for s in list(pushed) if s.received_us >= sent_us} == set(CHECKED)
-            assert procs.wait_until(arrived, 10, 0.01)
-        subscription.cancel()
-        reader.join(10)
+        with subscribe.collecting(gch, CHECKED, timeout_s=30) as pushed:
+            before = metrics.total(stack.base, "rtvol_gateway_tick_to_signal_seconds_count")
+            began_us = time.time_ns() // 1000
+            for _ in range(3):
+                sent_us = time.time_ns() // 1000
+                ingest(iter([ticks.message(CHECKED)]), timeout=10)
+                assert procs.wait_until(lambda t=sent_us: subscribe.arrived_since(pushed, CHECKED, t),
+                                        10, 0.01)
     for sid in CHECKED:
         mine = [s for s in pushed if s.stock_id == sid and s.received_us >= began_us]  # the timed ones
         assert len(mine) == 3 and all(s.tier in (1, 2) and s.received_us > 0 for s in mine)
