@@ -74,7 +74,7 @@ def _load(stack: Stack, started: threading.Event, stop: threading.Event,
             started.set()
             reader = threading.Thread(target=predicts, daemon=True)
             reader.start()
-            ingest(messages(), timeout=60)
+            ingest(messages(), timeout=180)  # the whole test: over 60 s with two workers on a busy VM
         reader.join(10)
     except BaseException as e:  # reported by the test
         failures.append(e)
