@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,11 @@ class ServerTLS:
     def uvicorn(self) -> dict[str, Any]:
         """uvicorn.Config arguments: engines call HTTP with API keys, so no client certificate;
         the context follows the files (reloading)."""
-        return {"ssl_certfile": self.cert, "ssl_keyfile": self.key,
-                "ssl_context_factory": lambda _config, default: reloading(default(), default, self.files())}
+        def factory(_config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            files = self.files()  # stamped before the read: a swap during the read counts as a change
+            return reloading(consistent(default), default, files)
+
+        return {"ssl_certfile": self.cert, "ssl_keyfile": self.key, "ssl_context_factory": factory}
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -82,7 +86,9 @@ class ServerTLS:
 
     def follow(self, ctx: ssl.SSLContext) -> None:
         """Make a context built from these files (prometheus_client's) follow their changes."""
-        reloading(ctx, self.ssl_context, self.files())
+        files = self.files()
+        files.forget()  # ctx was read before this stamp: a swap in between shows at the first handshake
+        reloading(ctx, self.ssl_context, files)
 
 
 class FileStamps:
@@ -96,6 +102,10 @@ class FileStamps:
     def _stat(self) -> list[tuple[int, int, int]]:
         return [(st.st_mtime_ns, st.st_size, st.st_ino) for st in map(os.stat, self.paths)]
 
+    def forget(self) -> None:
+        """The files could not be used: report them changed at the next look."""
+        self.stamp = []
+
     def changed(self) -> bool:
         """True once per change (the caller then reads the files)."""
         try:
@@ -106,6 +116,18 @@ class FileStamps:
             return False
         self.stamp = stamp
         return True
+
+
+def consistent(make: Callable[[], ssl.SSLContext], tries: int = 5) -> ssl.SSLContext:
+    """``make()``, read again when it fails: a certificate and its key read while a Secret
+    volume swaps them can come from two versions (a mismatch a moment later resolves)."""
+    for _ in range(tries - 1):
+        try:
+            return make()
+        except ssl.SSLError as e:
+            log.warning("certificate and key disagree, reading them again: %s", e)
+            time.sleep(0.05)
+    return make()
 
 
 def reloading(ctx: ssl.SSLContext, make: Callable[[], ssl.SSLContext], files: FileStamps) -> ssl.SSLContext:
@@ -121,6 +143,7 @@ def reloading(ctx: ssl.SSLContext, make: Callable[[], ssl.SSLContext], files: Fi
                 current = make()
                 log.info("HTTPS certificate reloaded from %s", files.paths[0])
             except (OSError, ssl.SSLError) as e:  # half-written files: keep serving the old ones
+                files.forget()  # and read them again at the next handshake
                 log.error("keeping the previous HTTPS certificate: %s", e)
         if current is not ctx:
             conn.context = current

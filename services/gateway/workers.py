@@ -132,7 +132,9 @@ class Supervisor:
                 log.error("worker pid %d did not stop in time: killed", p.pid)
                 p.kill()
                 codes.append(p.wait())
-        return next((c for c in codes if c != 0), 0)
+        # a worker still starting (e.g. a restart) ends at once on SIGTERM: its handler comes
+        # with serving, so it leaves nothing undrained
+        return next((c for c in codes if c not in (0, -signal.SIGTERM)), 0)
 
 
 def _dies_with(parent: int) -> Callable[[], None]:
