@@ -69,6 +69,7 @@ class WindowFeed:
         self.state, self.max_batch, self.depth, self.ack_timeout_s = state, max_batch, depth, ack_timeout_s
         self.pending = np.zeros(state.n_stocks, bool)
         self.received_us = np.zeros(state.n_stocks, np.int64)  # earliest unsent receipt per stock
+        self.changed_us = np.zeros(state.n_stocks, np.int64)  # receipt that last changed each window
         self.watchers: set[Watcher] = set()
         self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
         self._wake = asyncio.Event()
@@ -76,7 +77,10 @@ class WindowFeed:
 
     def mark(self, idx: np.ndarray, received_us: int) -> None:
         """The windows of ``idx`` changed with updates received at ``received_us``."""
-        if not len(idx) or not self.watchers:
+        if not len(idx):
+            return
+        self.changed_us[idx] = received_us  # what a snapshot says (a reconnecting watcher)
+        if not self.watchers:
             return
         fresh = idx[~self.pending[idx]]
         self.received_us[fresh] = received_us
@@ -137,7 +141,7 @@ class WindowFeed:
         """A new watcher, its queue starting with a snapshot of every stock that has a window."""
         w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1)
         idx = np.flatnonzero(self.state.closed > 0)
-        for message in self._messages(idx, np.zeros(len(idx), np.int64)):
+        for message in self._messages(idx, self.changed_us[idx]):  # 0: not known (restored state)
             w.push(message)
         self.watchers.add(w)
         return w

@@ -45,6 +45,11 @@ def test_a_new_watcher_gets_a_snapshot_then_one_batch_per_wake_up() -> None:
         window = np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)
         np.testing.assert_array_equal(window, state.windows(np.array([1, 4])))
         assert w.queue.empty()
+        # a watcher that (re)connects now: its snapshot says which receipt last changed each window
+        late = feed.watch()
+        received = {sid: r for m in (late.queue.get_nowait() for _ in range(2))
+                    for sid, r in zip(m.stock_ids, m.received_us, strict=True)}
+        assert received == {0: 0, 1: 222, 2: 0, 3: 0, 4: 111}
 
     asyncio.run(run())
 
