@@ -20,7 +20,8 @@ class ModelSettings(ServiceSettings):
     """Triton-layout repository; each model's version policy names the version served and
     the one in shadow (default: the newest verified version, no shadow; `rtvol promote`)."""
     backend: str = "auto"
-    """auto | onnxruntime | onnxruntime-cpu | cudagraph | cudagraph-eager | cudagraph-staged | tensorrt."""
+    """auto | onnxruntime | onnxruntime-cpu | cudagraph | cudagraph-compiled | cudagraph-eager |
+    cudagraph-staged | tensorrt."""
     precision: str = "fp16"
     """CUDA-graph backend: fp16 | bf16 | fp32 (the convolutions; the heads stay fp32)."""
     max_queue_delay_us: int | None = None

@@ -201,7 +201,7 @@ import json, sys, pathlib, numpy as np
 from rtvol.services.model.backends import ModelFiles, batch_buckets
 from rtvol.services.model.backends.cuda_graph import CudaGraphBackend
 files = ModelFiles(pathlib.Path(sys.argv[1]), "window", {OUTPUTS!r}, {max_batch})
-b = CudaGraphBackend(files, {precision!r})
+b = CudaGraphBackend(files, {precision!r}, fused=False)  # the stored cache is the generic path's
 b.warmup(batch_buckets({max_batch}))
 x = np.load(sys.argv[2])
 print(json.dumps({{"source": b.source, **{{k: v.tolist() for k, v in b.infer(x).items()}}}}))

@@ -1,7 +1,8 @@
 """Backends behind one interface (base.Backend), chosen by configuration and hardware.
 
 ``auto`` prefers TensorRT (engine present and tensorrt importable), then PyTorch CUDA
-graphs (a CUDA device; fused by TorchInductor where Triton imports) staged behind ONNX
+graphs (a CUDA device; rtvol_cnn as one hand-written Triton kernel, any other graph fused by
+TorchInductor, where Triton imports) staged behind ONNX
 Runtime on the CPU, which answers from a second after start until the graphs are warm
 (staged.py), then ONNX Runtime (CUDA EP where the build has it, else CPU). ``cudagraph``
 alone is ready only once its graphs are warm (what the benchmarks time).
@@ -15,8 +16,8 @@ from rtvol.services.model.backends.base import Backend, BackendUnavailable, Mode
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "cudagraph-eager", "cudagraph-staged",
-         "tensorrt")
+NAMES = ("auto", "onnxruntime", "onnxruntime-cpu", "cudagraph", "cudagraph-compiled", "cudagraph-eager",
+         "cudagraph-staged", "tensorrt")
 
 __all__ = ["NAMES", "Backend", "BackendUnavailable", "ModelFiles", "batch_buckets", "create"]
 
@@ -34,12 +35,15 @@ def create(name: str, files: ModelFiles, precision: str = "fp16", threads: int =
         from rtvol.services.model.backends.onnxrt import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(files, "cpu" if name.endswith("cpu") else "auto", threads)
-    if name in ("cudagraph", "cudagraph-eager"):  # eager: no TorchInductor fusion
+    if name in ("cudagraph", "cudagraph-compiled", "cudagraph-eager"):
         try:
             from rtvol.services.model.backends.cuda_graph import CudaGraphBackend
         except ImportError as e:
             raise BackendUnavailable(f"torch/onnx missing ({e})") from e
-        return CudaGraphBackend(files, precision, compile=False if name.endswith("eager") else None)
+        # cudagraph: rtvol_cnn as one fused kernel where it applies; the other two never fuse
+        # (compiled: TorchInductor's kernels; eager: torch's)
+        return CudaGraphBackend(files, precision, compile=False if name.endswith("eager") else None,
+                                fused=None if name == "cudagraph" else False)
     if name == "cudagraph-staged":
         from rtvol.services.model.backends.staged import staged_cuda_graphs
 

@@ -6,10 +6,14 @@ buffer. Per request that leaves one copy into the pinned input, one graph launch
 stream sync; nothing is allocated after warm-up. Convolutions run in fp16/bf16, the rest
 in fp32 (see TorchGraph); sibling dense heads run as one GEMM.
 
-With ``compile`` (default where Triton imports) the model runs TorchInductor's fused
-kernels: inside a CUDA graph each kernel still costs ~2 µs on an H100/H200, so the kernel
-count is the latency. torch.compile finds them in the compile cache `rtvol export --compile`
-stored for this machine (artifact.py), else compiles them at start (tens of seconds).
+Where the model is rtvol_cnn and Triton imports, the whole network is ONE hand-written
+Triton kernel (fused_cnn.py), checked against the ONNX graph on the GPU before it serves:
+each replay is then three nodes (input copy, kernel, output copy) and nothing is compiled
+by TorchInductor. Otherwise, with ``compile`` (default where Triton imports) the model runs
+TorchInductor's fused kernels: inside a CUDA graph each kernel still costs ~2 µs on an
+H100/H200, so the kernel count is the latency. torch.compile finds them in the compile
+cache `rtvol export --compile` stored for this machine (artifact.py), else compiles them at
+start (tens of seconds).
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ import onnx
 import torch
 
 from rtvol.repository import MODEL_FILE
-from rtvol.services.model.backends import artifact
+from rtvol.services.model import metrics
+from rtvol.services.model.backends import artifact, fused_cnn
 from rtvol.services.model.backends.base import BackendUnavailable, ModelFiles, batch_buckets
 from rtvol.services.model.backends.packed import PRECISIONS, packed_model
 
 # from this many rows (600 KB) copy into the pinned input with torch's intra-op threads, not
 # numpy's one: expected ~4x faster at 1024 rows (2.4 MB), not yet measured (BENCHMARKS.md)
 THREADED_COPY_ROWS = 256
+FUSED_PRECISIONS = ("fp16", "bf16")  # the kernel's dots; fp32 keeps the generic path
+FUSED_TOLERANCE = 1e-2  # the parity tests' half-precision criterion, checked before the kernel serves
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +52,23 @@ def can_compile() -> bool:
 
 class CudaGraphBackend:
     def __init__(self, files: ModelFiles, precision: str = "fp16",
-                 compile: bool | None = None, conv_matmul: bool = True, use_stored: bool = True) -> None:
+                 compile: bool | None = None, conv_matmul: bool = True, use_stored: bool = True,
+                 fused: bool | None = None, mapped_rows: int = 0) -> None:
         if not torch.cuda.is_available():
             raise BackendUnavailable("torch sees no CUDA device")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, not {precision!r}")
-        self.compiled = can_compile() if compile is None else compile
-        self.name = f"torch-cudagraph-{precision}" + ("-compiled" if self.compiled else "")
         self.device = torch.device("cuda")
         self.model = packed_model(files.onnx, self.device, precision, conv_matmul)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
-        self.source = "eager"
-        if self.compiled:
+        self.fused = self._fused(files, precision) if fused is not False and can_compile() else None
+        self.compiled = self.fused is None and (can_compile() if compile is None else compile)
+        kind = "-fused" if self.fused else "-compiled" if self.compiled else ""
+        self.name = f"torch-cudagraph-{precision}{kind}"
+        self.source = "one fused Triton kernel" if self.fused else "eager"
+        if self.fused is not None:
+            self.forward = self._run_fused
+        elif self.compiled:
             self.key = artifact.machine_key(self.device, precision, files.onnx)
             self.source = (artifact.use_stored(files.version_dir, self.key) if use_stored
                            else artifact.COMPILED)
@@ -64,18 +76,58 @@ class CudaGraphBackend:
             # the third compiles once with a symbolic batch for every other bucket
             self.forward = torch.compile(self.model, fullgraph=True)
         self.max_batch = files.max_batch_size
+        self.mapped_rows = mapped_rows if self.fused else 0
         in_dims = self.model.input_dims
         self.static_in = torch.zeros((self.max_batch, *in_dims), device=self.device)
         self.host_in = torch.zeros((self.max_batch, *in_dims), pin_memory=True)
         self.host_in_np = self.host_in.numpy()
         self.host_out = torch.zeros((self.max_batch, sum(self.model.widths)), pin_memory=True)
+        self.static_out = torch.zeros_like(self.host_out, device=self.device)
         self.outputs = self.model.unpack(self.host_out.numpy())
         self.stream = torch.cuda.Stream()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.buckets: list[int] = []
 
+    def _fused(self, files: ModelFiles, precision: str) -> fused_cnn.FusedCnn | None:
+        """The one-kernel network where this model is rtvol_cnn and the kernel agrees with the
+        ONNX graph (run by torch here) on the GPU; else None: the generic path serves."""
+        model = files.version_dir.parent.name
+        spec = fused_cnn.extract(onnx.load(str(files.onnx))) if precision in FUSED_PRECISIONS else None
+        if spec is None:
+            return None
+        try:
+            kernel = fused_cnn.FusedCnn(spec, self.device, PRECISIONS[precision] or torch.float32)
+            windows = torch.from_numpy(np.random.default_rng(0).lognormal(-6, 1, (64, *self.model.input_dims))
+                                       .astype(np.float32)).to(self.device)
+            with torch.no_grad():
+                want = self.model(windows)
+            got = kernel(windows, torch.empty_like(want))
+            scale = torch.sqrt(torch.mean(want ** 2, dim=0))  # per column: the RMS floor
+            error = float(((got - want).abs() / torch.maximum(want.abs(), scale)).max())
+        except Exception as e:  # a kernel that fails to build: the generic path still serves
+            metrics.COMPILE_FALLBACKS.labels(model, "fused_failed").inc()
+            log.warning("%s: the fused kernel failed (%s: %s); serving the generic graph", model,
+                        type(e).__name__, e)
+            return None
+        if not error <= FUSED_TOLERANCE:  # NaN fails too
+            metrics.COMPILE_FALLBACKS.labels(model, "fused_mismatch").inc()
+            log.warning("%s: the fused kernel differs from the ONNX graph by %.3g (> %g); serving the "
+                        "generic graph", model, error, FUSED_TOLERANCE)
+            return None
+        log.info("%s: one fused Triton kernel serves (largest difference from the graph %.2g)", model, error)
+        return kernel
+
+    def _run_fused(self, window: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        assert self.fused is not None
+        return self.fused(window, self.static_out[:window.shape[0]] if out is None else out)
+
     def _request(self, b: int) -> None:
-        """What one graph replays: input copy, model, output copy (pinned host <-> device)."""
+        """What one graph replays: input copy, model, output copy (pinned host <-> device);
+        up to ``mapped_rows`` the fused kernel alone, reading and writing the pinned host
+        buffers in place (one graph node instead of three)."""
+        if b <= self.mapped_rows:
+            self._run_fused(self.host_in[:b], self.host_out[:b])
+            return
         self.static_in[:b].copy_(self.host_in[:b], non_blocking=True)
         self.host_out[:b].copy_(self.forward(self.static_in[:b]), non_blocking=True)
 
@@ -129,7 +181,7 @@ def export_compiled(version_dir: Path, precision: str, max_batch: int) -> Path:
     with tempfile.TemporaryDirectory(prefix="rtvol-export-") as private:
         os.environ.update({name: str(Path(private) / name.lower()) for name in names})
         try:
-            backend = CudaGraphBackend(files, precision, compile=True, use_stored=False)
+            backend = CudaGraphBackend(files, precision, compile=True, use_stored=False, fused=False)
             artifact.forget(files.version_dir, backend.key)
             backend.warmup(batch_buckets(max_batch))
             return artifact.save(files.version_dir, backend.key)

@@ -1,0 +1,88 @@
+"""rtvol_cnn as one kernel (services/model/backends/fused_cnn.py): the graph is recognised, what
+is read from it computes ONNX Runtime's numbers (CPU), anything else is left to the generic
+path, and the Triton kernel itself matches on a GPU (skips with a reason elsewhere)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers.models import random_model_files
+from helpers.parity import assert_half_close, output_scale, reference, windows
+from onnx import TensorProto, helper
+
+from rtvol.repository import write_version
+from rtvol.services.model.backends import ModelFiles
+from rtvol.services.model.backends import fused_cnn as fc
+from rtvol.training.cnn import OUTPUTS, VolCNN
+from rtvol.training.export import SERVING, to_onnx
+
+GPU_SKIP = ("no CUDA device" if not torch.cuda.is_available()
+            else "Triton is not installed" if importlib.util.find_spec("triton") is None else "")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    return random_model_files(tmp_path_factory.mktemp("repo"), 3, "m", 64)
+
+
+def packed(want: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([want[k].reshape(len(want[k]), -1) for k in OUTPUTS], axis=1)
+
+
+def assert_packed_half_close(got: np.ndarray, want: dict[str, np.ndarray], scale: dict[str, float],
+                             what: str) -> None:
+    start = 0
+    for name in OUTPUTS:
+        expected = want[name].reshape(len(got), -1)
+        width = expected.shape[1]
+        assert_half_close(got[:, start:start + width], expected, scale[name], f"{name} ({what})")
+        start += width
+
+
+def test_reads_rtvol_cnn_and_computes_onnxruntimes_numbers(files: ModelFiles) -> None:
+    spec = fc.extract(onnx.load(str(files.onnx)))
+    assert spec is not None
+    assert spec.widths == (1, 3, 1) and [d for _, _, d in spec.convs] == [1, 2, 4]
+    for n in (1, 9):
+        x = windows(n, seed=n)
+        got = fc.reference(spec, torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, packed(reference(files, x)), atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_convolutions_stay_within_the_parity_criterion(files: ModelFiles) -> None:
+    spec = fc.extract(onnx.load(str(files.onnx)))
+    assert spec is not None
+    x = windows(64, seed=5)
+    got = fc.reference(spec, torch.from_numpy(x), torch.float16).numpy()
+    assert_packed_half_close(got, reference(files, x), output_scale(files), "fp16, CPU")
+
+
+def test_other_graphs_are_left_to_the_generic_path(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    two_convs = VolCNN(channels=(32, 64), dilations=(1, 2))
+    write_version(tmp_path, "two", to_onnx(two_convs), {}, SERVING)
+    assert fc.extract(onnx.load(str(next(tmp_path.rglob("model.onnx"))))) is None
+    x = helper.make_tensor_value_info("window", TensorProto.FLOAT, [None, 50, 12])
+    y = helper.make_tensor_value_info("rv", TensorProto.FLOAT, [None, 50, 12])
+    relu = helper.make_node("Relu", ["window"], ["rv"])
+    relu_only = helper.make_model(helper.make_graph([relu], "g", [x], [y]))
+    assert fc.extract(relu_only) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(GPU_SKIP), reason=GPU_SKIP or "ok")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_the_kernel_matches_onnxruntime(files: ModelFiles, dtype: torch.dtype) -> None:
+    spec = fc.extract(onnx.load(str(files.onnx)))
+    assert spec is not None
+    kernel = fc.FusedCnn(spec, torch.device("cuda"), dtype)
+    scale = output_scale(files)
+    for n in (1, 7, 64, 1000):
+        x = windows(n, seed=n)
+        got = kernel(torch.from_numpy(x).cuda(), torch.empty((n, 5), device="cuda")).cpu().numpy()
+        assert_packed_half_close(got, reference(files, x), scale, f"{dtype}, n={n}")
