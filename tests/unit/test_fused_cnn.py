@@ -62,6 +62,19 @@ def test_half_precision_convolutions_stay_within_the_parity_criterion(files: Mod
     assert_packed_half_close(got, reference(files, x), output_scale(files), "fp16, CPU")
 
 
+def test_the_kernels_weights_are_padded_to_powers_of_two(files: ModelFiles) -> None:
+    """Zero rows and columns only: padded channels stay 0 through every ReLU."""
+    spec = fc.extract(onnx.load(str(files.onnx)))
+    assert spec is not None
+    fused = fc.FusedCnn(spec, torch.device("cpu"), torch.float16)
+    assert fused.channels == [16, 32, 64, 32] and fused.hidden == [64, 32] and fused.head_cols == 16
+    w1 = fused.convs[0]
+    assert w1.shape == (3, 16, 32) and w1.dtype == torch.float16 and not w1[:, 12:].any()
+    assert torch.equal(w1[2, :12].float(), torch.from_numpy(spec.convs[0][0][:, :, 2].T).half().float())
+    assert fused.dense[0].shape == (3 * 32 + len(spec.tails) + 1, 64)
+    assert float(fused.norm[2][12:].min()) == 1.0  # std of padded columns: no division by 0
+
+
 def test_other_graphs_are_left_to_the_generic_path(tmp_path: Path) -> None:
     torch.manual_seed(0)
     two_convs = VolCNN(channels=(32, 64), dilations=(1, 2))
@@ -72,6 +85,22 @@ def test_other_graphs_are_left_to_the_generic_path(tmp_path: Path) -> None:
     relu = helper.make_node("Relu", ["window"], ["rv"])
     relu_only = helper.make_model(helper.make_graph([relu], "g", [x], [y]))
     assert fc.extract(relu_only) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(GPU_SKIP), reason=GPU_SKIP or "ok")
+def test_a_kernel_that_disagrees_with_the_graph_never_serves(files: ModelFiles,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import REGISTRY
+
+    from rtvol.services.model.backends import cuda_graph
+
+    labels = {"model": files.version_dir.parent.name, "reason": "fused_mismatch"}
+    before = REGISTRY.get_sample_value("rtvol_model_compile_fallbacks_total", labels) or 0.0
+    monkeypatch.setattr(cuda_graph, "FUSED_TOLERANCE", -1.0)  # no kernel can be this close
+    backend = cuda_graph.CudaGraphBackend(files, "fp16", compile=False)
+    assert backend.fused is None and backend.name == "torch-cudagraph-fp16"
+    assert REGISTRY.get_sample_value("rtvol_model_compile_fallbacks_total", labels) == before + 1
 
 
 @pytest.mark.gpu

@@ -149,9 +149,7 @@ class FusedCnn:
     padded channels stay 0 through every ReLU); ``fused(window, out)`` launches it once."""
 
     def __init__(self, spec: CnnSpec, device: torch.device, dtype: torch.dtype) -> None:
-        from rtvol.services.model.backends import fused_cnn_kernel
-
-        self.spec, self.kernel = spec, fused_cnn_kernel
+        self.spec = spec
         widths = [spec.features] + [w.shape[0] for w, _, _ in spec.convs]
         self.channels = [_pow2(c) for c in widths]
         hidden = [w.shape[0] for w, _ in spec.dense]
@@ -164,7 +162,7 @@ class FusedCnn:
         self.norm = [dev(_padded(spec.log_mask, (f,))), dev(_padded(spec.mean, (f,))),
                      dev(_padded(spec.std, (f,)) + (np.arange(f) >= spec.features))]  # std 1 where padded
         self.convs = []
-        for (w, b, _), c_in, c_out in zip(spec.convs, self.channels, self.channels[1:], strict=True):
+        for (w, b, _), c_in, c_out in zip(spec.convs, self.channels[:-1], self.channels[1:], strict=True):
             taps = w.transpose(2, 1, 0)  # [tap, in, out]: tap j reads step t - (2 - j) x dilation
             self.convs += [dev(_padded(taps, (TAPS, c_in, c_out)), dtype), dev(_padded(b, (c_out,)))]
         c3 = self.channels[-1]
@@ -186,8 +184,10 @@ class FusedCnn:
     def __call__(self, window: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``window`` [n, T, F] float32 and ``out`` [n, width] float32, contiguous, on the GPU
         (or pinned host memory, which the GPU reads and writes in place)."""
+        from rtvol.services.model.backends import fused_cnn_kernel  # Triton: GPU hosts only
+
         s = self.spec
-        self.kernel.launch(window, out, self.norm, self.convs, self.dense, self.heads, self.tails,
+        fused_cnn_kernel.launch(window, out, self.norm, self.convs, self.dense, self.heads, self.tails,
                            steps=s.steps, features=s.features, channels=self.channels,
                            dilations=[d for _, _, d in s.convs], hidden=self.hidden,
                            rv_column=s.rv_column,
