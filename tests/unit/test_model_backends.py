@@ -132,6 +132,29 @@ async def test_concurrent_requests_coalesce_and_get_their_own_rows(files: ModelF
         executor.shutdown()
 
 
+async def test_a_batch_is_concatenated_straight_into_the_backends_input_buffer(files: ModelFiles) -> None:
+    """A GPU backend's pinned input: the batch lands there, and no second copy is needed."""
+    class WithBuffer(Recording):
+        def __init__(self, inner: backends.Backend) -> None:
+            super().__init__(inner)
+            self.input_buffer = np.full((MAX_BATCH, 50, 12), np.nan, np.float32)
+            self.in_buffer: list[bool] = []
+
+        def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
+            self.in_buffer.append(np.shares_memory(window, self.input_buffer))
+            return super().infer(window)
+
+    backend = WithBuffer(backends.create("onnxruntime-cpu", files))
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, None)
+    xs = [windows(n, seed=i) for i, n in enumerate((2, 3, 1))]
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs)), 10)
+    assert backend.calls == [6] and backend.in_buffer == [True]
+    np.testing.assert_array_equal(backend.input_buffer[:6], np.concatenate(xs))
+    whole = reference(files, np.concatenate(xs))["rv"]
+    np.testing.assert_array_equal(np.concatenate([got["rv"] for got in results]), whole)
+    await batcher.close()
+
+
 async def test_batches_never_exceed_max_batch_size(files: ModelFiles) -> None:
     backend = Recording(backends.create("onnxruntime-cpu", files))
     batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, None)

@@ -31,6 +31,10 @@ class ModelFiles:
 class Backend(Protocol):
     name: str
 
+    # Optional (read with getattr): a [max_batch_size, ...] float32 array that ``infer``
+    # reads from without a copy when its ``window`` is a leading slice of it (a GPU backend's
+    # pinned input buffer); the batcher concatenates a batch of requests straight into it.
+
     def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """``window`` is C-contiguous float32 [n, ...] with 1 <= n <= max_batch_size.
 

@@ -61,6 +61,11 @@ class StagedBackend:
     def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
         return self.current.infer(window)
 
+    @property
+    def input_buffer(self) -> np.ndarray | None:
+        """The serving backend's (the GPU's, once it took over: it never hands back)."""
+        return getattr(self.current, "input_buffer", None)
+
     def warmup(self, buckets: Sequence[int]) -> None:
         self.cpu.warmup(buckets)
         self.thread = threading.Thread(target=self._take_over, args=(tuple(buckets),),
