@@ -115,3 +115,22 @@ def test_the_kernel_matches_onnxruntime(files: ModelFiles, dtype: torch.dtype) -
         x = windows(n, seed=n)
         got = kernel(torch.from_numpy(x).cuda(), torch.empty((n, 5), device="cuda")).cpu().numpy()
         assert_packed_half_close(got, reference(files, x), scale, f"{dtype}, n={n}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(GPU_SKIP), reason=GPU_SKIP or "ok")
+def test_a_batch_already_in_the_pinned_input_gets_the_same_answers(files: ModelFiles) -> None:
+    """What the batcher does with input_buffer: the kernel reads the rows where they are."""
+    from rtvol.services.model.backends import batch_buckets
+    from rtvol.services.model.backends.cuda_graph import CudaGraphBackend
+
+    backend = CudaGraphBackend(files, "fp16")
+    assert backend.name == "torch-cudagraph-fp16-fused"
+    backend.warmup(batch_buckets(64))
+    x = windows(7, seed=2)
+    want = {k: v.copy() for k, v in backend.infer(x).items()}
+    backend.input_buffer[:] = 0
+    backend.input_buffer[:7] = x
+    got = backend.infer(backend.input_buffer[:7])
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(got[name], want[name])
