@@ -132,9 +132,7 @@ async def _write(call: Any, msg: pb.IngestRequest) -> None:
         raise
 
 
-def targets_of(target: str) -> list[str]:
-    """``HOST:PORT[,HOST:PORT...]``: the feature-service replicas in ordinal order."""
-    return [t.strip() for t in target.split(",") if t.strip()]
+targets_of = sharding.targets  # HOST:PORT[,HOST:PORT...]: the replicas in ordinal order
 
 
 async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000,

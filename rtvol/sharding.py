@@ -30,3 +30,8 @@ def ordinal_of(hostname: str) -> int:
     """A StatefulSet pod's ordinal from its name (``NAME-ORDINAL``); 0 for any other name."""
     m = re.search(r"-(\d+)$", hostname)
     return int(m.group(1)) if m else 0
+
+
+def targets(spec: str) -> list[str]:
+    """``HOST:PORT[,HOST:PORT...]``: the feature-service replicas' gRPC targets in ordinal order."""
+    return [t.strip() for t in spec.split(",") if t.strip()]

@@ -36,7 +36,7 @@ from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
 from rtvol.services.gateway.versions import VersionFollower, served_version
-from rtvol.services.gateway.watch import WindowWatch
+from rtvol.services.gateway.watch import WindowWatch, follow_all, wait_connected
 
 log = logging.getLogger("rtvol.gateway")
 READERS = frozenset({auth.ENGINE, auth.OPERATOR})
@@ -93,9 +93,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     hub = Hub()
     precompute = (Precomputer(store, predictor, cache, hub, s.precompute_poll_s, s.deadline_ms / 1000)
                   if store is not None and s.precompute else None)
-    universe = Universe(s.feature_url, vol, client_tls, api_key)
-    readiness = Readiness(tier1)
-    watch = pipeline = shared = None
+    universe = Universe(s.feature_urls, vol, client_tls, api_key)
+    watches: list[WindowWatch] = []
+    pipeline = shared = None
     if s.feature_url and s.precompute:  # windows pushed by the feature service: no poll
         scorer = LiveScorer(s.stocks, repository_validation(s.model_repository))
         layout = shards.Layout.decode(os.environ[shards.ENV]) if s.worker and shards.ENV in os.environ \
@@ -103,11 +103,12 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         predictor.memory = WindowMemory(s.stocks, scorer, layout.mine(s.stocks) if layout else None)
         if shadow is not None:
             shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
-        watch = WindowWatch(s.feature_url, predictor.memory, client_tls, api_key)
+        watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key)  # one per replica
         if layout:  # a worker: infers its shard, shares those signals with the other workers
             shared = shards.Shards(layout, SignalTable(layout.table_fd, s.stocks), predictor.memory, hub)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
                             share=shared.publish if shared else None)
+    readiness = Readiness(tier1, watches)
 
     # a worker shares both ports with the others (services/gateway/workers.py)
     server = rpc.Server.secured([SERVICE_NAME], s, "gateway", GRPC_ACCESS,
@@ -147,12 +148,18 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     if precompute:
         if s.worker:  # warm before it takes connections (below)
             await precompute.warm()
-        precompute.start(follow=watch is None, warm=not s.worker)
-    if watch and pipeline:
+        precompute.start(follow=not watches, warm=not s.worker)
+    if watches and pipeline:
         if shared:
             shared.start()  # the other shards' signals, before this worker takes connections
         pipeline.start()
-        watch.start()
+        for watch in watches:
+            watch.start()
+        readiness.starting(f"waiting up to {s.feature_wait_s:g} s for the Watch stream of each of "
+                           f"{len(watches)} feature replicas")
+        if not await wait_connected(watches, s.feature_wait_s):
+            log.warning("feature replicas not followed yet (their stocks are answered from the store): %s",
+                        [w.url for w in watches if not w.connected()])
     if s.worker:  # a (re)started worker takes connections once warm; the others answer meanwhile
         http_task, grpc_port = await open_ports()
     readiness.started()
@@ -175,8 +182,9 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         await http_task
         if precompute:
             await precompute.stop()
-        if watch and pipeline:
+        for watch in watches:
             await watch.stop()
+        if pipeline:
             await pipeline.stop()
         if shared:
             shared.stop()

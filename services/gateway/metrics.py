@@ -49,9 +49,11 @@ PIPELINE_STAGE = Histogram("rtvol_gateway_pipeline_stage_seconds",
                            "Tick-to-signal by stage: feature (update received -> window held here), "
                            "gateway (window held -> signal pushed)", ["stage"], buckets=LATENCY_BUCKETS)
 WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
-                        "Window batches received from the feature service")
-WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected", "1 while the feature service's Watch stream is open",
-                        multiprocess_mode="livemin")
+                        "Window batches received from each feature-service replica (its ordinal)",
+                        ["replica"])
+WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected",
+                        "1 while a feature-service replica's Watch stream is open and delivering",
+                        ["replica"], multiprocess_mode="livemin")
 MODEL_SIGNALS = Counter("rtvol_gateway_model_signals_total",
                         "Model outputs by version, tier and role (serving: answered; shadow: computed on "
                         "the same windows, scored, never served)", ["model", "version", "tier", "role"])

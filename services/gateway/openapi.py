@@ -62,6 +62,9 @@ class ReadyOut(BaseModel):
     tier: int | None = Field(None, description="when ready: 1 (sidecar) or 2 (ONNX Runtime in the gateway)")
     reason: str = Field(description="why this tier, e.g. sidecar breaker open since T; or what "
                         "start-up is waiting for")
+    feature_replicas_followed: str | None = Field(
+        None, description="when ready, with --feature-url: 'I of N', the feature replicas whose Watch "
+                          "stream is open (the others' stocks are answered from the store)")
 
 
 class LiveOut(BaseModel):

@@ -1,20 +1,23 @@
 """GET /readyz and the gRPC health status: ready once start-up has finished (tier 2's model
-loaded, the volatility estimates read, the sidecar ready or given up on) and until the drain
-begins. A ready gateway always answers: from tier 1, or from tier 2 when it has decided to
-(the body says which and why). The feature store is not part of readiness: every replica
-shares it, so it going away must not take all of them out of service (they answer stale)."""
+loaded, the volatility estimates read, the sidecar ready or given up on, every feature
+replica's Watch stream open or given up on) and until the drain begins. A ready gateway
+always answers: from tier 1, or from tier 2 when it has decided to (the body says which and
+why). The feature store and, after start-up, the feature replicas are not part of readiness:
+every gateway shares them, so one going away must not take all of them out of service (the
+stocks of a replica not followed are answered from the store; the body counts them)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the type only
+if TYPE_CHECKING:  # the types only
     from rtvol.services.gateway.tier1 import Tier1
+    from rtvol.services.gateway.watch import WindowWatch
 
 
 class Readiness:
-    def __init__(self, sidecar: Tier1 | None) -> None:
-        self.sidecar = sidecar
+    def __init__(self, sidecar: Tier1 | None, watches: list[WindowWatch] | None = None) -> None:
+        self.sidecar, self.watches = sidecar, watches or []
         self.step = "starting"  # what start-up is doing now; "" once it has finished
         self.draining = False
 
@@ -28,12 +31,19 @@ class Readiness:
         self.draining = True
 
     def state(self) -> dict[str, Any]:
-        """The /readyz body: ``ready``, and the tier that answers now and why (``reason``)."""
+        """The /readyz body: ``ready``, the tier that answers now and why (``reason``), and the
+        feature replicas whose Watch stream is open (``feature_replicas_followed``: i of n)."""
         if self.draining:
             return {"ready": False, "reason": "draining"}
         if self.step:
             return {"ready": False, "reason": self.step}
+        out: dict[str, Any] = {"ready": True}
         if self.sidecar is None:
-            return {"ready": True, "tier": 2, "reason": "no sidecar configured (--model-url)"}
-        tier1, why = self.sidecar.status()
-        return {"ready": True, "tier": 1 if tier1 else 2, "reason": why}
+            out |= {"tier": 2, "reason": "no sidecar configured (--model-url)"}
+        else:
+            tier1, why = self.sidecar.status()
+            out |= {"tier": 1 if tier1 else 2, "reason": why}
+        if self.watches:
+            out["feature_replicas_followed"] = (f"{sum(w.connected() for w in self.watches)} of "
+                                                f"{len(self.watches)}")
+        return out

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import NonNegativeInt, model_validator
+from pydantic import NonNegativeInt, field_validator, model_validator
 
+from rtvol import sharding
 from rtvol.config import ServiceSettings
 
 
@@ -30,8 +31,13 @@ class GatewaySettings(ServiceSettings):
     model_url: str = ""
     """Sidecar: unix:/sock/model.sock, 127.0.0.1:8001 or dns:///host:8001; empty: no tier 1."""
     feature_url: str = ""
-    """Feature service gRPC: /v1/universe and, with precompute, the tick-to-signal pipeline
-    (changed windows pushed by its Watch stream, held in memory: Predict reads no Redis)."""
+    """Feature service gRPC, HOST:PORT[,HOST:PORT...]: every replica in ordinal order (as
+    `rtvol feed --target`; each owns the stocks whose id mod replicas is its ordinal).
+    /v1/universe asks each and merges; with precompute, the tick-to-signal pipeline follows
+    each one's Watch stream (changed windows pushed, held in memory: Predict reads no Redis)."""
+    feature_wait_s: float = 5.0
+    """At start: how long to wait for every feature replica's Watch stream before serving (the
+    stocks of a replica not followed yet are answered from the store)."""
     model_repository: Path = Path("models")
     """Where tier 2 (ONNX Runtime in the gateway) loads the same model version from."""
     model_name: str = "rtvol_cnn"
@@ -121,6 +127,18 @@ class GatewaySettings(ServiceSettings):
     """Largest |Kelly fraction| returned."""
     kelly_target_vol: float = 0.003
     """Sizes are scaled down when the predicted RV is above this."""
+
+    @property
+    def feature_urls(self) -> list[str]:
+        """The feature-service replicas, in ordinal order (none when feature_url is empty)."""
+        return sharding.targets(self.feature_url)
+
+    @field_validator("feature_url")
+    @classmethod
+    def _one_target_per_replica(cls, url: str) -> str:
+        if url.strip() and len(sharding.targets(url)) != len(url.split(",")):
+            raise ValueError(f"feature_url: an empty replica in {url!r} (HOST:PORT[,HOST:PORT...])")
+        return url
 
     @model_validator(mode="after")
     def _tier1_budget_nests(self) -> Self:

@@ -1,7 +1,9 @@
 """Follows the feature service's Watch stream: changed windows pushed as they close steps,
 held in the gateway's memory and acknowledged at once (the feature service ends an Ingest
 call only after that acknowledgement: read-your-writes). A broken stream is reopened (the
-first messages of a new one are a snapshot, so nothing is missed)."""
+first messages of a new one are a snapshot, so nothing is missed). With several feature
+replicas, one WindowWatch follows each (``follow_all``), all into the same memory: each
+replica pushes only the stocks it owns."""
 
 from __future__ import annotations
 
@@ -25,23 +27,34 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 class WindowWatch:
     def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
-                 api_key: str = "", retry_s: float = 0.2) -> None:
-        self.url, self.memory, self.retry_s = feature_url, memory, retry_s
+                 api_key: str = "", retry_s: float = 0.2, replica: int = 0) -> None:
+        self.url, self.memory, self.retry_s, self.replica = feature_url, memory, retry_s, str(replica)
         self.client_tls, self.credential = client_tls, auth.metadata(api_key)
         self._task = BackgroundTask()
+        self._channel: grpc.aio.Channel | None = None  # while a Watch call is open on it
+
+    def connected(self) -> bool:
+        """A Watch call is open on a connected channel (a replica with no window yet pushes
+        nothing, so no batch can tell)."""
+        return self._channel is not None and (
+            self._channel.get_state() == grpc.ChannelConnectivity.READY)
 
     async def follow(self) -> None:
         """One Watch stream until it ends."""
+        connected = metrics.WATCH_CONNECTED.labels(self.replica)
+        batches = metrics.WATCH_BATCHES.labels(self.replica)
         async with tls.channel(self.url, self.client_tls, CHANNEL_OPTIONS) as channel:
             call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.credential)
+            self._channel = channel
             try:
                 while (batch := await call.read()) is not grpc.aio.EOF:
-                    metrics.WATCH_CONNECTED.set(1)
+                    connected.set(1)
                     self.memory.hold(batch)
                     await call.write(fpb.WatchAck(batch=batch.batch))
-                    metrics.WATCH_BATCHES.inc()
+                    batches.inc()
             finally:
-                metrics.WATCH_CONNECTED.set(0)
+                self._channel = None
+                connected.set(0)
                 call.cancel()
 
     async def _run(self) -> None:
@@ -50,6 +63,7 @@ class WindowWatch:
                 await self.follow()
             except grpc.aio.AioRpcError as e:  # feature service away: Redis still answers
                 metrics.UPSTREAM_ERRORS.labels("feature_watch", e.code().name).inc()
+                log.debug("feature replica %s (%s): Watch ended: %s", self.replica, self.url, e.code().name)
             await asyncio.sleep(self.retry_s)
 
     def start(self) -> None:
@@ -57,3 +71,19 @@ class WindowWatch:
 
     async def stop(self) -> None:
         await self._task.stop()
+
+
+def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
+               api_key: str = "") -> list[WindowWatch]:
+    """One WindowWatch per feature replica (``urls`` in ordinal order), into one memory."""
+    return [WindowWatch(url, memory, client_tls, api_key, replica=i) for i, url in enumerate(urls)]
+
+
+async def wait_connected(watches: list[WindowWatch], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Until every one of ``watches`` is connected, at most ``timeout_s``; whether they are."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not all(w.connected() for w in watches):
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True

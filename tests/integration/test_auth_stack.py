@@ -103,7 +103,7 @@ def test_probes_stay_open_and_metrics_and_docs_are_for_operators(secured: Secure
         assert secured.get(path, KEYS["operator"]).status_code == 200
     text = secured.get("/metrics", KEYS["operator"]).text
     assert 'rtvol_auth_failures_total{reason="forbidden",service="gateway"}' in text
-    assert "rtvol_gateway_watch_connected 1.0" in text  # its service key opened the Watch stream
+    assert 'rtvol_gateway_watch_connected{replica="0"} 1.0' in text  # its service key opened the Watch stream
 
 
 def test_gateway_grpc_refuses_and_accepts_by_role(secured: Secured) -> None:
