@@ -537,3 +537,16 @@ def test_checkov_finds_nothing(tmp_path: Path) -> None:
     # no check is skipped by an annotation: every skip is in the commented list of .checkov.yaml
     assert summary["skipped"] == 0, report["results"].get("skipped_checks")
 
+
+
+def test_the_gateway_follows_every_feature_replica_by_its_pods_name() -> None:
+    def feature_url(**overrides: Any) -> str:
+        gateway = find(manifests(profile_values("default", **overrides)), "Deployment", "gateway")
+        return env(container(gateway, "gateway"))["RTVOL_FEATURE_URL"]
+
+    assert feature_url() == f"{RELEASE}-feature:50052"  # one replica: its Service
+    docs = manifests(profile_values("default", feature={"replicas": 3}))
+    sts, port = find(docs, "StatefulSet", "feature"), 50052
+    # in ordinal order, the form `rtvol feed --target` takes: NAME-i.HEADLESS:PORT
+    assert feature_url(feature={"replicas": 3}) == ",".join(
+        f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}:{port}" for i in range(3))

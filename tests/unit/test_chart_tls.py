@@ -85,7 +85,9 @@ def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc]
                 assert all(c[p]["httpGet"]["scheme"] == "HTTPS" for p in ("startupProbe", "livenessProbe",
                                                                          "readinessProbe"))
                 assert e["RTVOL_REDIS_URL"].startswith("rediss://rtvol-gateway@")
-                assert _host(e["RTVOL_FEATURE_URL"]) == f"{RELEASE}-feature"
+                # its Service, or each replica's pod through the headless Service (checked below)
+                assert all(re.fullmatch(rf"{RELEASE}-feature(-\d+\.{RELEASE}-feature-replicas)?", _host(t))
+                           for t in e["RTVOL_FEATURE_URL"].split(","))
             else:
                 assert e["RTVOL_TLS_CLIENT_CA"] == "/etc/rtvol/tls/ca.crt"
                 health = int(e["RTVOL_HEALTH_PORT"])
@@ -123,6 +125,10 @@ def test_tls_on_every_listener_and_mtls_between_the_services(tls_docs: list[Doc]
             assert "client auth" in certificates[component]["usages"]
         if any(d["metadata"]["name"] == f"{RELEASE}-feature" for d in kinds(tls_docs, "StatefulSet")):
             assert f"*.{RELEASE}-feature-replicas" in certificates["feature"]["dnsNames"]
+            # each replica by the exact name the gateway dials (gRPC's name check refuses `*.` over one label)
+            gateway = env(container(find(tls_docs, "Deployment", "gateway"), "gateway"))
+            dialled = [t.rsplit(":", 1)[0] for t in gateway["RTVOL_FEATURE_URL"].split(",")]
+            assert len(dialled) > 1 and set(dialled) <= set(certificates["feature"]["dnsNames"])
     # the plaintext health port is for the kubelet only: no pod may reach it
     for component in ("feature", *(["model"] if own_model else [])):
         workload = next(d for d in tls_docs if d["kind"] in WORKLOADS and d["metadata"]["name"]
