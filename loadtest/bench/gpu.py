@@ -44,13 +44,16 @@ PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_arti
                 "tests/unit/test_triton_kernels.py", "tests/unit/test_online_limits.py",
                 "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py"]
 # issue 12's pipeline figures on the GPU host: (step, updates/s, stocks, modes, seconds or None
-# for --pipeline-seconds). One Ingest stream of single-update messages carried 2,200-4,900
+# for --pipeline-seconds, then any further bench pipeline flags). One Ingest stream of single-update messages carried 2,200-4,900
 # messages/s on the H200 host (2026-12-02): at 50,000 updates/s, 4 s of them (200,000
 # messages) outran the feeder's 100-s deadline; 200,000 updates/s single (800,000) could never
 # finish. So the full rates go in 100-update messages, and the single-update stream runs 1 s.
 PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
-             ("pipeline_200k", 200_000, 8_000, "batched", None))
+             ("pipeline_200k", 200_000, 8_000, "batched", None),
+             # the same over 4 feature replicas (one feature service was the queue at 200k)
+             ("pipeline_50k_r4", 50_000, 500, "batched", None, "--feature-replicas", "4"),
+             ("pipeline_200k_r4", 200_000, 8_000, "batched", None, "--feature-replicas", "4"))
 # (figure, target, True when higher is better)
 TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per_s": (7e6, True),
            "unary_p50_us": (250, False), "unary_p99_us": (500, False),
@@ -355,8 +358,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipelines = [(name, functools.partial(bench_with_targets, name, [
         "pipeline", *sidecar_on_gpu, "--rate", str(rate), "--stocks", str(stocks),
         "--modes", modes, "--duration", str(seconds or a.pipeline_seconds),
-        f"--feature-arg=--device={a.feature_device}"], a.out))
-        for name, rate, stocks, modes, seconds in PIPELINES]
+        f"--feature-arg=--device={a.feature_device}", *extra], a.out))
+        for name, rate, stocks, modes, seconds, *extra in PIPELINES]
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         # the generic path's compile cache (rtvol_cnn in fp16 runs one fused kernel, compiling
         # nothing); beside the parity tests (both compile); ready_no_artifact needs it

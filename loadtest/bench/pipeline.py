@@ -1,9 +1,11 @@
 """`rtvol bench pipeline`: tick-to-signal latency of the whole pipeline, real processes.
 
-Starts redis-server, the feature service, the model sidecar and a gateway following the feature
+Starts redis-server, the feature service (``--feature-replicas K``: K of them, each owning the
+stocks whose id mod K is its ordinal), the model sidecar and a gateway following every feature
 service's Watch stream, on free loopback ports. A feeder process sends an open-loop feed on ONE
-Ingest stream: ``--rate`` updates/s over ``--stocks`` stocks, round robin, as single-update
-messages and as ``--batch``-update messages (``--modes``). Event time runs ``--speedup`` times
+Ingest stream per feature service (each message split by owner, as `rtvol feed` does):
+``--rate`` updates/s over ``--stocks`` stocks, round robin, as single-update messages and as
+``--batch``-update messages (``--modes``). Event time runs ``--speedup`` times
 faster than the wall clock, so each stock closes a 12-s step every 12 / speedup s and most
 updates close none, as in a replayed market. A SubscribeBatches client (this process) takes
 every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
@@ -12,7 +14,8 @@ every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms
     received_us) -> the signal at the Subscribe client (the issue's definition);
   send-to-signal: the feeder's send of that update -> the signal (adds the client's gRPC hop);
   pushed signals from tier 1, steps closed that got a signal of their own, every stock's last
-  signal computed from its last window, and the Ingest messages/s the stream carried.
+  signal computed from its last window, the Ingest messages/s the streams carried and the CPU
+  of each process (per feature replica and summed), and the sidecar's shadow counters.
 
 Targets (issue 12): tick-to-signal p99 <= 5 ms on the 2-core machine and <= 2 ms on a GPU host
 at 50,000 updates/s over 500 stocks; >= 99 % of pushed signals from tier 1; every signal
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from rtvol import histograms, repository, stack
+from rtvol import histograms, repository, sharding, stack
 from rtvol.features.spec import STEP_SECONDS
 from rtvol.loadtest.bench.gateway import Http, Processes, cpu_seconds, has_gpu, run_info
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
@@ -56,7 +59,7 @@ TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
 
 @dataclass(frozen=True)
 class FeedPlan:
-    target: str
+    targets: tuple[str, ...]  # the feature replicas, in ordinal order
     rate: float  # updates/s
     batch: int  # updates per message
     stocks: int
@@ -65,10 +68,11 @@ class FeedPlan:
     speedup: float
 
 
-def build(plan: FeedPlan) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
-    """The feed's messages (serialised), and for each update that closes a step: the message
-    it is in, its stock and the window version it makes (steps closed: the plan's stocks are
-    fresh, their first update opens a step)."""
+def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndarray, np.ndarray]:
+    """The feed's messages, each split by owner into one part per replica (serialised; None:
+    none of its stocks), and for each update that closes a step: the message it is in, its
+    stock and the window version it makes (steps closed: the plan's stocks are fresh, their
+    first update opens a step)."""
     from rtvol.loadtest.ticks import STEP_US
     from rtvol.proto.v1 import features_pb2 as pb
 
@@ -87,45 +91,61 @@ def build(plan: FeedPlan) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarr
         closes[rows] = np.diff(st, prepend=st[:1]) > 0
         version[rows] = st - st[:1]
     mid = 100.0 + (k % 97) * 1e-3
-    messages = []
-    for lo in range(0, n_updates, plan.batch):
-        sl = slice(lo, lo + plan.batch)
-        m, n = mid[sl], plan.batch
-        messages.append(pb.IngestRequest(columns=pb.UpdateColumns(
-            stock_id=stock[sl].tolist(), event_time_us=event_us[sl].tolist(), sequence=seq[sl].tolist(),
+    owner = sharding.owner(stock, len(plan.targets))
+
+    def part(rows: np.ndarray) -> bytes | None:
+        if not len(rows):
+            return None
+        m, n = mid[rows], len(rows)
+        return pb.IngestRequest(columns=pb.UpdateColumns(
+            stock_id=stock[rows].tolist(), event_time_us=event_us[rows].tolist(), sequence=seq[rows].tolist(),
             kind=[0] * n, bid_price1=(m - 0.01).tolist(), ask_price1=(m + 0.01).tolist(),
             bid_price2=(m - 0.02).tolist(), ask_price2=(m + 0.02).tolist(), bid_size1=[10.0] * n,
-            ask_size1=[12.0] * n, bid_size2=[20.0] * n, ask_size2=[22.0] * n)).SerializeToString())
+            ask_size1=[12.0] * n, bid_size2=[20.0] * n, ask_size2=[22.0] * n)).SerializeToString()
+
+    messages = []
+    for lo in range(0, n_updates, plan.batch):
+        rows = np.arange(lo, lo + plan.batch)
+        messages.append([part(rows[owner[rows] == r]) for r in range(len(plan.targets))])
     at = np.flatnonzero(closes)
     return messages, at // plan.batch, stock[at], version[at]
 
 
 def feed(plan: FeedPlan, out: str) -> None:
-    """The feeder process: paced sends on one Ingest stream; writes each message's send time."""
+    """The feeder process: paced sends on one Ingest stream per replica (each message's part
+    for it at the message's time); writes the send time of each message's part per replica
+    (0: no part) and each stream's summary."""
     import grpc
 
     from rtvol.proto.v1 import features_pb2 as pb
 
     messages, *_ = build(plan)
     interval = plan.batch / plan.rate
-    sent_us = np.zeros(len(messages), np.int64)
+    sent_us = np.zeros((len(messages), len(plan.targets)), np.int64)
+    start = time.perf_counter() + 0.05
 
-    def paced() -> Iterator[bytes]:
-        start = time.perf_counter() + 0.05
-        for i, m in enumerate(messages):
+    def paced(replica: int) -> Iterator[bytes]:
+        for i, parts in enumerate(messages):
+            if (m := parts[replica]) is None:
+                continue
             ahead = start + i * interval - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-            sent_us[i] = time.time_ns() // 1000
+            sent_us[i, replica] = time.time_ns() // 1000
             yield m
 
-    with grpc.insecure_channel(plan.target) as ch:
-        ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
-                                 response_deserializer=pb.IngestSummary.FromString)
+    with contextlib.ExitStack() as channels:
+        calls = []
+        for r, target in enumerate(plan.targets):
+            ch = channels.enter_context(grpc.insecure_channel(target))
+            ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
+                                     response_deserializer=pb.IngestSummary.FromString)
+            calls.append(ingest.future(paced(r), timeout=plan.duration_s * 10 + 60))
         began = time.perf_counter()
-        summary = ingest(paced(), timeout=plan.duration_s * 10 + 60)
+        summaries = [call.result() for call in calls]
         took = time.perf_counter() - began
-    np.savez(out, sent_us=sent_us, accepted=summary.accepted, rejected=summary.rejected, seconds=took)
+    np.savez(out, sent_us=sent_us, accepted=[s.accepted for s in summaries],
+             rejected=[s.rejected for s in summaries], seconds=took)
 
 
 def run_feeder(name: str, plan: FeedPlan, workdir: Path) -> Any:
@@ -146,7 +166,7 @@ def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, floa
     proc = ps.start("ingest floor", [sys.executable, "-m", "rtvol.loadtest.bench.ingest_floor",
                                      "--port", target.rsplit(":", 1)[1]], grpc_ready(target))
     before = cpu_seconds({"floor": proc.pid})["floor"]
-    fed = run_feeder("floor", replace(plan, target=target), workdir)
+    fed = run_feeder("floor", replace(plan, targets=(target,)), workdir)
     messages, spent = len(fed["sent_us"]), cpu_seconds({"floor": proc.pid})["floor"] - before
     return {"messages_per_s": round(messages / float(fed["seconds"])),
             "cpu_us_per_message": round(spent / messages * 1e6, 1)}
@@ -201,12 +221,13 @@ def _samples(base: str) -> Iterator[Any]:
 
 
 def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float], dict[str, float]]:
-    """From the metrics so far: (1) the gateway's shadow work: signals computed in shadow and
-    the tier-1 batches not sent to the shadow, by reason (all 0 without a shadow version);
+    """From the metrics so far: (1) the shadow work: signals computed in shadow and the tier-1
+    batches not sent to the shadow, by reason (gateway), shadow slices that waited for served
+    work and shadow rows dropped uncomputed (sidecar; all 0 without a shadow version);
     (2) tier 1: times the sidecar's breaker opened, the answered batches' summed wall and
     sidecar-reported seconds (gateway), and the sidecar's own summed request, queue and
     compute seconds with their counts."""
-    shadow: dict[str, float] = {"signals": 0.0}
+    shadow: dict[str, float] = {"signals": 0.0, "sidecar_paused": 0.0, "sidecar_dropped_rows": 0.0}
     tier1: dict[str, float] = {"breaker_opened": 0.0}
     for sample in _samples(http_base):
         name, labels = sample.name, sample.labels
@@ -223,6 +244,9 @@ def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float]
         elif name == "rtvol_gateway_tier1_over_budget_total":
             tier1[f"over_budget_{labels['breaker']}"] = sample.value
     for sample in _samples(sidecar_metrics):  # summed over models and backends
+        if sample.name in ("rtvol_model_shadow_paused_total", "rtvol_model_shadow_dropped_rows_total"):
+            key = "sidecar_" + sample.name.removeprefix("rtvol_model_shadow_").removesuffix("_total")
+            shadow[key] += sample.value
         for part in ("request", "queue", "compute"):
             for stat in ("sum", "count"):
                 if sample.name == f"rtvol_model_{part}_seconds_{stat}":
@@ -251,6 +275,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
              sidecar_metrics: str) -> tuple[dict[str, Any], np.ndarray]:
     """One feed; returns its report and its tick-to-signal samples (ms)."""
     _, close_msg, close_stock, close_version = build(plan)
+    close_owner = sharding.owner(close_stock, len(plan.targets))
     sub.take()  # what earlier modes left
     cpu_before, (shadow_before, tier1_before) = cpu_seconds(pids), stack_counts(http_base, sidecar_metrics)
     fed = run_feeder(name, plan, workdir)
@@ -269,15 +294,19 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
 
     settled = wait_until(current, 5, 0.05)
     spent = {k: v - cpu_before.get(k, v) for k, v in cpu_seconds(pids).items()}
+    features = feature_names(len(plan.targets))
     cpu = {k: round(v, 2) for k, v in spent.items()}
+    if len(features) > 1:
+        cpu["features"] = round(sum(spent.get(f, 0.0) for f in features), 2)
     shadow_after, tier1_after = stack_counts(http_base, sidecar_metrics)
     shadow = {k: v - shadow_before.get(k, 0.0) for k, v in shadow_after.items()}
     rows = np.concatenate(got)
     rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
                 & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
     arrived, stock, version, received, tier, at_gateway = rows.T
-    sent = {(s, v): int(fed["sent_us"][m])  # send time of the update that closed each version
-            for m, s, v in zip(close_msg.tolist(), close_stock.tolist(), close_version.tolist(), strict=True)}
+    sent = {(s, v): int(fed["sent_us"][m, r])  # send time of the update that closed each version
+            for m, s, v, r in zip(close_msg.tolist(), close_stock.tolist(), close_version.tolist(),
+                                  close_owner.tolist(), strict=True)}
     t2s, s2s, t2g = histograms.latency_us(), histograms.latency_us(), histograms.latency_us()
     for us in at_gateway.tolist():
         histograms.record_s(t2g, us / 1e6)
@@ -287,20 +316,33 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
         if (t := sent.get((s, v))) is not None:
             histograms.record_s(s2s, (a - t) / 1e6)
             own.add((s, v))
-    messages = len(fed["sent_us"])
     report = {
-        "mode": name, "plan": {k: v for k, v in asdict(plan).items() if k != "target"},
+        "mode": name, "plan": {k: v for k, v in asdict(plan).items() if k != "targets"},
         "tick_to_signal": _ms(t2s), "send_to_signal": _ms(s2s), "tick_to_gateway_write": _ms(t2g),
         "signals": len(rows),
         "tier1_share": round(float((tier == 1).mean()), 4) if len(rows) else None,
         "steps_closed": len(sent), "steps_with_own_signal": len(own), "every_stock_current": bool(settled),
-        "ingest": {"messages": messages, "updates": int(fed["accepted"]), "rejected": int(fed["rejected"]),
-                   "seconds": round(float(fed["seconds"]), 2),
-                   "messages_per_s": round(messages / float(fed["seconds"])),
-                   "offered_messages_per_s": round(plan.rate / plan.batch),
-                   "feature_cpu_us_per_message": round(spent.get("feature", 0.0) / messages * 1e6, 1)},
+        "ingest": ingest_figures(fed, plan, spent, features),
         "cpu_s": cpu, "shadow": shadow, "tier1": _tier1_summary(tier1_before, tier1_after)}
     return report, (arrived - received) / 1000
+
+
+def ingest_figures(fed: Any, plan: FeedPlan, spent: dict[str, float], features: list[str]) -> dict[str, Any]:
+    """The Ingest streams of one feed: messages, updates and rates summed, the feature services'
+    CPU a message, and the same per replica (``features``: their process names)."""
+    per_replica = (fed["sent_us"] > 0).sum(axis=0)  # messages each stream carried
+    messages, seconds = int(per_replica.sum()), float(fed["seconds"])
+    offered_s = len(fed["sent_us"]) * plan.batch / plan.rate  # the schedule's length
+    feature_cpu = sum(spent.get(f, 0.0) for f in features)
+    replicas = [{"messages": int(n), "messages_per_s": round(int(n) / seconds),
+                 "updates": int(fed["accepted"][r]), "rejected": int(fed["rejected"][r]),
+                 "feature_cpu_us_per_message": round(spent.get(f, 0.0) / max(int(n), 1) * 1e6, 1)}
+                for r, (f, n) in enumerate(zip(features, per_replica, strict=True))]
+    return {"messages": messages, "updates": int(fed["accepted"].sum()),
+            "rejected": int(fed["rejected"].sum()), "seconds": round(seconds, 2),
+            "messages_per_s": round(messages / seconds),
+            "offered_messages_per_s": round(messages / offered_s),
+            "feature_cpu_us_per_message": round(feature_cpu / messages * 1e6, 1), "replicas": replicas}
 
 
 def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
@@ -324,10 +366,12 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
         own = f"{r['steps_with_own_signal']}/{r['steps_closed']}"
         row(f"every step closed its own signal ({at})", own, "all",
             r["steps_with_own_signal"] == r["steps_closed"], loaded)
-        if p["batch"] == 1:
-            i = r["ingest"]
-            row("single-update Ingest messages/s on one stream", i["messages_per_s"], INGEST_MESSAGES,
-                i["messages_per_s"] >= INGEST_MESSAGES, i["offered_messages_per_s"] >= INGEST_MESSAGES)
+        if p["batch"] == 1:  # the target is for one stream: with replicas, at its load only when met
+            i, streams = r["ingest"], len(r["ingest"]["replicas"])
+            on = "one stream" if streams == 1 else f"{streams} streams"
+            row(f"single-update Ingest messages/s on {on}",
+                i["messages_per_s"], INGEST_MESSAGES, i["messages_per_s"] >= INGEST_MESSAGES,
+                i["offered_messages_per_s"] >= INGEST_MESSAGES and streams == 1)
     return rows
 
 
@@ -343,9 +387,12 @@ def table(report: dict[str, Any]) -> str:
                      f"own signal {r['steps_with_own_signal']}; Ingest {i['messages_per_s']:,} msg/s "
                      f"(offered {i['offered_messages_per_s']:,}), {i['updates']:,} accepted, "
                      f"{i['rejected']} rejected; CPU s {r['cpu_s']}")
+        if len(i["replicas"]) > 1:
+            lines.append(f"{'':<9}per feature replica: " + "; ".join(
+                f"{n}: {x['messages_per_s']:,} msg/s, {x['updates']:,} accepted, "
+                f"{x['feature_cpu_us_per_message']} µs CPU a message" for n, x in enumerate(i["replicas"])))
         lines.append(f"{'':<9}tier-1 batches {r['tier1']}")
-        if r["shadow"]["signals"] or len(r["shadow"]) > 1:
-            lines.append(f"{'':<9}shadow {r['shadow']}")
+        lines.append(f"{'':<9}shadow {r['shadow']}")
     if (floor := report.get("ingest_floor")) is not None:
         for r in report["modes"]:
             if r["plan"]["batch"] == 1:
@@ -387,25 +434,34 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def feature_names(replicas: int) -> list[str]:
+    """The feature services' process names (one: "feature", as before replicas)."""
+    return ["feature"] if replicas == 1 else [f"feature-{i}" for i in range(replicas)]
+
+
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
-          feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1
-          ) -> tuple[str, str, str, str]:
-    """Starts the stack; returns the feature service's and the gateway's gRPC targets, the
-    gateway's HTTP base and the sidecar's metrics base."""
+          feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1,
+          feature_replicas: int = 1) -> tuple[tuple[str, ...], str, str, str]:
+    """Starts the stack; returns the feature services' gRPC targets (in ordinal order), the
+    gateway's gRPC target, its HTTP base and the sidecar's metrics base."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
-    rport, fport, mport, hport, gport, xport = (free_port() for _ in range(6))
+    rport, mport, hport, gport, xport = (free_port() for _ in range(5))
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
-    feature, model = f"127.0.0.1:{fport}", f"127.0.0.1:{mport}"
-    ps.start("feature", stack.feature_cmd(fport, 0, redis_url, stocks, *feature_args), grpc_ready(feature))
+    features, model = [], f"127.0.0.1:{mport}"
+    for i, name in enumerate(feature_names(feature_replicas)):
+        fport = free_port()
+        features.append(f"127.0.0.1:{fport}")
+        ps.start(name, stack.feature_cmd(fport, 0, redis_url, stocks, "--replicas", str(feature_replicas),
+                                         "--replica", str(i), *feature_args), grpc_ready(features[-1]))
     ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
              grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
-                                          "--feature-url", feature, "--stocks", str(stocks),
+                                          "--feature-url", ",".join(features), "--stocks", str(stocks),
                                           "--workers", str(workers), *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
-    return feature, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}"
+    return tuple(features), f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -425,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--gateway-arg", action="append", default=[], help="extra gateway flag (repeatable)")
     p.add_argument("--workers", type=int, default=1,
                    help="the gateway's worker processes (its --workers; each infers its shard of the stocks)")
+    p.add_argument("--feature-replicas", type=int, default=1,
+                   help="feature services, each owning the stocks whose id mod K is its ordinal (their "
+                        "--replicas K --replica I); the feed is split by owner, the gateway follows all")
     p.add_argument("--feature-arg", action="append", default=[],
                    help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
     p.add_argument("--model-arg", action="append", default=[],
@@ -441,34 +500,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"single", "batched"}:
         raise SystemExit("--modes: single and/or batched")
+    if a.feature_replicas < 1:
+        raise SystemExit("--feature-replicas: at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-pipeline-"))
     ps = Processes(workdir)
     reports: list[dict[str, Any]] = []
     floor: dict[str, float] | None = None
     samples: dict[str, np.ndarray] = {}
     try:
-        feature, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(modes), a.backend,
-                                                             a.gateway_arg, a.feature_arg, a.model_arg,
-                                                             a.workers)
+        features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(modes), a.backend,
+                                                              a.gateway_arg, a.feature_arg, a.model_arg,
+                                                              a.workers, a.feature_replicas)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
             for i, mode in enumerate(modes):
-                plan = FeedPlan(feature, a.rate, 1 if mode == "single" else a.batch, a.stocks,
+                plan = FeedPlan(features, a.rate, 1 if mode == "single" else a.batch, a.stocks,
                                 i * a.stocks, a.duration, a.speedup)
                 result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids, http_base,
                                                    sidecar_metrics)
                 reports.append(result)
             if "single" in modes and a.ingest_floor:
-                floor = ingest_floor(ps, FeedPlan(feature, a.rate, 1, a.stocks, 0, a.duration, a.speedup),
-                                     workdir)
+                single = FeedPlan(features[:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
+                floor = ingest_floor(ps, single, workdir)
         finally:
             sub.close()
     finally:
         ps.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers, "modes": reports,
+    report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers,
+                              "feature_replicas": a.feature_replicas, "modes": reports,
                               "ingest_floor": floor}
     report["targets"] = verdicts(reports, has_gpu())
     print(table(report))

@@ -9,12 +9,13 @@ from rtvol.loadtest.bench.pipeline import verdicts
 
 
 def _report(batch: int, p99_ms: float, own: int, closed: int, msg_s: int,
-            rate: float = 50_000) -> dict[str, Any]:
+            rate: float = 50_000, streams: int = 1) -> dict[str, Any]:
     return {"mode": "single" if batch == 1 else "batched",
             "plan": {"rate": rate, "stocks": 500, "batch": batch},
             "tick_to_signal": {"p99_ms": p99_ms}, "tier1_share": 0.995, "every_stock_current": True,
             "steps_closed": closed, "steps_with_own_signal": own,
-            "ingest": {"messages_per_s": msg_s, "offered_messages_per_s": round(rate / batch)}}
+            "ingest": {"messages_per_s": msg_s, "offered_messages_per_s": round(rate / batch),
+                       "replicas": [{"messages_per_s": msg_s // streams}] * streams}}
 
 
 def test_each_target_has_its_verdict() -> None:
@@ -33,3 +34,10 @@ def test_a_gpu_host_is_held_to_2_ms_and_a_batched_feed_has_no_ingest_row() -> No
     p99 = next(r for r in rows if r["target"].startswith("tick-to-signal"))
     assert p99["limit"] == 2.0 and not p99["met"] and not p99["at_target_load"]
     assert not any("Ingest" in r["target"] for r in rows)
+
+
+def test_single_updates_over_several_feature_replicas_are_not_the_one_stream_target() -> None:
+    (row,) = [r for r in verdicts([_report(1, 4.0, 100, 100, 30_000, streams=2)], gpu=False)
+              if "Ingest" in r["target"]]
+    assert row["target"] == "single-update Ingest messages/s on 2 streams"
+    assert row["met"] and not row["at_target_load"]  # the target's load is one stream
