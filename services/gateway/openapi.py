@@ -63,7 +63,7 @@ class ReadyOut(BaseModel):
     reason: str = Field(description="why this tier, e.g. sidecar breaker open since T; or what "
                         "start-up is waiting for")
     feature_replicas_followed: str | None = Field(
-        None, description="when ready, with --feature-url: 'I of N', the feature replicas whose Watch "
+        None, description="when ready, with several feature replicas: 'I of N', those whose Watch "
                           "stream is open (the others' stocks are answered from the store)")
 
 

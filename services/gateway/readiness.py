@@ -31,8 +31,8 @@ class Readiness:
         self.draining = True
 
     def state(self) -> dict[str, Any]:
-        """The /readyz body: ``ready``, the tier that answers now and why (``reason``), and the
-        feature replicas whose Watch stream is open (``feature_replicas_followed``: i of n)."""
+        """The /readyz body: ``ready``, the tier that answers now and why (``reason``), and with
+        several feature replicas those whose Watch stream is open (``feature_replicas_followed``)."""
         if self.draining:
             return {"ready": False, "reason": "draining"}
         if self.step:
@@ -43,7 +43,7 @@ class Readiness:
         else:
             tier1, why = self.sidecar.status()
             out |= {"tier": 1 if tier1 else 2, "reason": why}
-        if self.watches:
+        if len(self.watches) > 1:  # one replica: the body it always had
             out["feature_replicas_followed"] = (f"{sum(w.connected() for w in self.watches)} of "
                                                 f"{len(self.watches)}")
         return out
