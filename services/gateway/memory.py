@@ -34,6 +34,9 @@ class WindowMemory:
         self.end_step = np.zeros(stocks, np.int64)  # global step the window ends before (0: unknown)
         self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
         self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
+        # the Watch stream of the stock's feature replica delivers: else a held window may be
+        # stale (the replica applies updates no one pushes here) and Predict reads the store
+        self.followed = np.ones(stocks, bool)
         self.signals: list[Signal | None] = [None] * stocks
         self.wake = asyncio.Event()  # set when a window became dirty
         self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
@@ -84,7 +87,7 @@ class WindowMemory:
                        self.event_time_us[idx], written)
 
     def holds(self, sid: int) -> bool:
-        return bool(self.version[sid])
+        return bool(self.version[sid]) and bool(self.followed[sid])
 
     def current(self, sid: int) -> Signal | None:
         """The signal of ``sid`` if it was computed from the latest window held."""

@@ -3,7 +3,9 @@ held in the gateway's memory and acknowledged at once (the feature service ends 
 call only after that acknowledgement: read-your-writes). A broken stream is reopened (the
 first messages of a new one are a snapshot, so nothing is missed). With several feature
 replicas, one WindowWatch follows each (``follow_all``), all into the same memory: each
-replica pushes only the stocks it owns."""
+replica pushes only the stocks it owns. While a replica's stream is down, its stocks' held
+windows may be stale: the memory stops answering for them (Predict reads the store) until a
+new stream has delivered its snapshot."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import logging
 
 import grpc
 
-from rtvol import auth, tls
+from rtvol import auth, sharding, tls
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
@@ -27,8 +29,9 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 class WindowWatch:
     def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
-                 api_key: str = "", retry_s: float = 0.2, replica: int = 0) -> None:
+                 api_key: str = "", retry_s: float = 0.2, replica: int = 0, replicas: int = 1) -> None:
         self.url, self.memory, self.retry_s, self.replica = feature_url, memory, retry_s, str(replica)
+        self.owned = sharding.owned(memory.stocks, replicas, replica)  # the stocks it pushes
         self.client_tls, self.credential = client_tls, auth.metadata(api_key)
         self._task = BackgroundTask()
         self._channel: grpc.aio.Channel | None = None  # while a Watch call is open on it
@@ -50,10 +53,12 @@ class WindowWatch:
                 while (batch := await call.read()) is not grpc.aio.EOF:
                     connected.set(1)
                     self.memory.hold(batch)
+                    self.memory.followed[self.owned] = True  # from the first batch: the snapshot
                     await call.write(fpb.WatchAck(batch=batch.batch))
                     batches.inc()
             finally:
                 self._channel = None
+                self.memory.followed[self.owned] = False  # until a new stream's snapshot
                 connected.set(0)
                 call.cancel()
 
@@ -76,7 +81,8 @@ class WindowWatch:
 def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
                api_key: str = "") -> list[WindowWatch]:
     """One WindowWatch per feature replica (``urls`` in ordinal order), into one memory."""
-    return [WindowWatch(url, memory, client_tls, api_key, replica=i) for i, url in enumerate(urls)]
+    return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls))
+            for i, url in enumerate(urls)]
 
 
 async def wait_connected(watches: list[WindowWatch], timeout_s: float, poll_s: float = 0.02) -> bool:
