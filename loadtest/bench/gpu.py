@@ -45,10 +45,10 @@ PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_arti
                 "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py"]
 # issue 12's pipeline figures on the GPU host: (step, updates/s, stocks, modes, seconds or None
 # for --pipeline-seconds, then any further bench pipeline flags). One Ingest stream of
-# single-update messages carried 2,200-4,900
-# messages/s on the H200 host (2026-12-02): at 50,000 updates/s, 4 s of them (200,000
-# messages) outran the feeder's 100-s deadline; 200,000 updates/s single (800,000) could never
-# finish. So the full rates go in 100-update messages, and the single-update stream runs 1 s.
+# single-update messages carried 2,200-4,900 messages/s on the H200 host (2026-12-02): at
+# 50,000 updates/s, 4 s of them (200,000 messages) outran the feeder's 100-s deadline; 200,000
+# updates/s single (800,000) could never finish. So the full rates go in 100-update messages,
+# and the single-update stream runs 1 s.
 PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
              ("pipeline_200k", 200_000, 8_000, "batched", None),
