@@ -12,6 +12,7 @@ from rtvol.loadtest.openloop import Result
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_US = 3_600_000_000  # one hour: far above any bounded request
+SUSPECT_CORES = 0.8  # a generator process this busy may be late with its sends
 
 
 def histogram(res: Result) -> HdrHistogram:
@@ -29,7 +30,18 @@ def summary(res: Result, target: str) -> dict[str, Any]:
             "error_rate": (res.scheduled - res.ok) / res.scheduled if res.scheduled else 0.0,
             "achieved_rate": res.ok / res.elapsed_s if res.elapsed_s > 0 else 0.0,
             "latency_ms": ms | {"max": h.get_max_value() / 1000 if res.ok else 0.0,
-                                "mean": h.get_mean_value() / 1000 if res.ok else 0.0}}
+                                "mean": h.get_mean_value() / 1000 if res.ok else 0.0},
+            "generator": cpu_report(res)}
+
+
+def cpu_report(res: Result) -> dict[str, Any]:
+    """What the generator itself spent: CPU µs a scheduled request, and the busiest process's
+    share of a core (near 1: the generator, not the target, may be what limits the figures)."""
+    busiest = max(res.generator_cpu_s, default=0.0) / res.elapsed_s if res.elapsed_s > 0 else 0.0
+    return {"processes": len(res.generator_cpu_s),
+            "cpu_us_per_request": round(sum(res.generator_cpu_s) / max(1, res.scheduled) * 1e6, 1),
+            "busiest_process_cores": round(busiest, 2),
+            "suspect": busiest >= SUSPECT_CORES}
 
 
 def line(s: dict[str, Any]) -> str:
@@ -38,7 +50,19 @@ def line(s: dict[str, Any]) -> str:
     return (f"{s['target']} at {s['rate']:,.0f}/s for {s['duration_s']:g} s: "
             f"{s['ok']:,}/{s['scheduled']:,} ok "
             f"({s['achieved_rate']:,.0f}/s); latency ms p50 {lat['p50']:.2f} p90 {lat['p90']:.2f} "
-            f"p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} max {lat['max']:.2f}; errors: {errors}")
+            f"p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} max {lat['max']:.2f}; errors: {errors}; "
+            + (generator_line(s["generator"]) if "generator" in s else "generator not recorded"))
+
+
+def generator_line(g: dict[str, Any]) -> str:
+    """The generator's own cost beside the figures it produced, with a warning when it may be
+    what limited them."""
+    text = (f"generator {g['processes']} process(es), {g['cpu_us_per_request']:g} µs CPU a request, "
+            f"busiest process {g['busiest_process_cores']:.2f} of a core")
+    if g["suspect"]:
+        text += " -- WARNING: a generator process near a full core: these figures may measure the " \
+                "generator (use more --processes)"
+    return text
 
 
 def _plots(res: Result, out: Path, title: str) -> list[Path]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtvol.loadtest import clients, openloop, report
+from rtvol.loadtest import fanout, openloop, report
 from rtvol.tls import ClientTLS
 
 
@@ -23,19 +22,17 @@ class Plan:
     timeout_s: float = 2.0
     client_tls: ClientTLS | None = None  # https:// and grpc over TLS
     api_key: str = ""
-    grpc_connections: int = 1
+    grpc_connections: int = 1  # in all: shared out over the generator processes
+    processes: int = 1  # generator processes the schedule is split over (loadtest/fanout.py)
 
 
-async def measure(plan: Plan, rate: float) -> openloop.Result:
-    async with clients.connect(plan.target, plan.max_inflight, plan.client_tls, plan.api_key,
-                               plan.grpc_connections) as send:
-        return await openloop.run(send, rate, plan.duration_s, plan.stocks, plan.ids_per_request,
-                                  plan.max_inflight, plan.timeout_s)
+def measure(plan: Plan, rate: float) -> openloop.Result:
+    return fanout.run(plan, rate, plan.processes)
 
 
 def once(plan: Plan, rate: float, out: Path) -> dict[str, Any]:
     """Run at ``rate`` and write the report under ``out``; returns the summary."""
-    res = asyncio.run(measure(plan, rate))
+    res = measure(plan, rate)
     s = report.summary(res, plan.target)
     s["files"] = [str(p) for p in report.write(res, s, out)]
     return s

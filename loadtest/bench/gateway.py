@@ -28,7 +28,6 @@ Prints a table and writes JSON (--out). Run latency benchmarks one at a time:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
@@ -49,6 +48,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from rtvol import histograms, localproc, repository, stack
+from rtvol.loadtest import fanout
+from rtvol.loadtest.report import generator_line
 from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 CACHED_MS = 3_600_000  # max_staleness_ms that lets the pre-computed signal answer
@@ -358,14 +359,17 @@ def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: 
 # ---- open loop ------------------------------------------------------------------------------
 
 def open_loop(t: Targets, stocks: list[int], rate: float, duration_s: float, grpc_connections: int,
-              pids: dict[str, int]) -> dict[str, Any]:
+              pids: dict[str, int], processes: int = 1) -> dict[str, Any]:
+    """gRPC then REST at ``rate``, the schedule split over ``processes`` generator processes; the
+    servers' CPU and the generator's own are reported apart."""
     from rtvol.loadtest import report, run
 
     out = {}
     for name, target in (("grpc", f"grpc://{t.gateway_grpc}"), ("http", t.gateway_http)):
-        plan = run.Plan(target, duration_s, stocks, max_inflight=512, grpc_connections=grpc_connections)
+        plan = run.Plan(target, duration_s, stocks, max_inflight=512, grpc_connections=grpc_connections,
+                        processes=processes)
         before = cpu_seconds(pids)
-        res = asyncio.run(run.measure(plan, rate))
+        res = run.measure(plan, rate)
         s = report.summary(res, target)
         s["cpu_us_per_request"] = {k: round((v - before.get(k, v)) / max(1, res.scheduled) * 1e6)
                                    for k, v in cpu_seconds(pids).items() if v - before.get(k, v) > 0}
@@ -424,7 +428,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"open loop {name} {s['rate']:,.0f}/s: {s['ok']:,}/{s['scheduled']:,} ok, p50 "
                      f"{lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms (p99/p50 {s['p99_over_p50']}, limit 3), "
                      f"errors {errors}: {'met' if s['met'] else 'NOT MET'}; CPU µs per request "
-                     + " ".join(f"{k} {v}" for k, v in s["cpu_us_per_request"].items()))
+                     + " ".join(f"{k} {v}" for k, v in s["cpu_us_per_request"].items())
+                     + "; " + generator_line(s["generator"]))
     lines.append(f"cache hits counted by the gateway: {report['cache_hits']} (cached gRPC calls made: "
                  f"{report['cached_grpc_calls']}); load average (1 min) {report['load_average_1m']}; "
                  f"gateway workers {report['gateway_workers']}")
@@ -446,12 +451,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--backend", default="auto", help="model sidecar backend")
     p.add_argument("--workers", type=int, default=1, help="the gateway's worker processes (its --workers)")
     p.add_argument("--grpc-connections", type=int, default=4,
-                   help="open loop: gRPC connections the calls take turns on (REST opens what it needs)")
+                   help="open loop: gRPC connections the calls take turns on, in all (REST opens what it "
+                        "needs)")
+    p.add_argument("--processes", default="1",
+                   help="open loop: generator processes the schedule is split over (N or auto, as "
+                        "`rtvol loadtest --processes`)")
     p.add_argument("--gateway-arg", action="append", default=[],
                    help="extra flag for both gateways, e.g. --gateway-arg=--fanin-max-inflight=2")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     p.add_argument("--out", type=Path, default=Path("bench-gateway.json"))
     a = p.parse_args(argv)
+    try:
+        processes = fanout.processes_arg(a.processes)
+    except ValueError as e:
+        p.error(f"--processes {a.processes!r}: {e}")
     if not repository.versions(a.repo, a.model):
         raise SystemExit(f"no model '{a.model}' in {a.repo}: run `rtvol train` first")
     from rtvol.loadtest.feed import replay
@@ -469,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not wait_until(lambda: all(_probe(cache, f"/v1/signals/{s}") for s in stocks), 30, 0.2):
             raise SystemExit("the gateway pre-computed no signals within 30 s")
         paths, hits = sequential(t, stocks, a.requests, a.rounds, ps.pids)
-        loops = open_loop(t, stocks, a.rate, a.duration, a.grpc_connections, ps.pids) if a.rate > 0 else {}
+        loops = (open_loop(t, stocks, a.rate, a.duration, a.grpc_connections, ps.pids, processes)
+                 if a.rate > 0 else {})
     finally:
         ps.stop()
         if not a.keep:
@@ -477,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gpu = has_gpu()
     report = {**run_info("gateway", argv), "http_parser": PARSER, "sidecar_backend": a.backend,
               "gateway_workers": a.workers, "grpc_connections": a.grpc_connections,
+              "generator_processes": processes,
               "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
               "paths": paths, "targets": verdicts(paths, gpu), "open_loop": loops, **hits}
     print(table(report))

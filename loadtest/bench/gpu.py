@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [
             "gateway", *sidecar_on_gpu, "--rate", str(a.gateway_rate), "--requests", "1000",
-            "--duration", "3", "--workers", str(a.gateway_workers),
+            "--duration", "3", "--workers", str(a.gateway_workers), "--processes", "auto",
             # the kernel spreads connections, not calls, over the workers: two per worker
             "--grpc-connections", str(max(4, 2 * a.gateway_workers))], a.out)),
         ("ready_no_artifact", lambda: without_package(a.repo, vdir, a.out)),

@@ -93,13 +93,17 @@ def _synthetic_session(a: argparse.Namespace, out: Path) -> Path:
 
 
 def _loadtest(a: argparse.Namespace) -> None:
-    from rtvol.loadtest import report, run
+    from rtvol.loadtest import fanout, report, run
 
+    try:
+        processes = fanout.processes_arg(a.processes)
+    except ValueError as e:
+        raise CommandError(f"--processes {a.processes!r}: {e}") from e
     if not a.target.startswith(("grpc://", "http://", "https://")):
         raise CommandError("--target must be grpc://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
     stocks = [int(s) for s in a.stocks.split(",")] if a.stocks else list(range(8))
     plan = run.Plan(a.target, a.duration, stocks, a.ids_per_request, a.max_inflight, a.timeout, *_caller(a),
-                    grpc_connections=a.grpc_connections)
+                    grpc_connections=a.grpc_connections, processes=processes)
     if a.sweep:
         if a.p99_target_ms is None:
             raise CommandError("--sweep needs --p99-target-ms")
@@ -161,8 +165,12 @@ def loadtest_command(sub: Commands) -> None:
     lt.add_argument("--max-inflight", type=int, default=256, help="in-flight bound (over it: an error)")
     lt.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds")
     lt.add_argument("--grpc-connections", type=int, default=4,
-                    help="gRPC connections the calls take turns on (a gateway's workers share its port "
-                         "by connection)")
+                    help="gRPC connections the calls take turns on, in all (a gateway's workers share its "
+                         "port by connection); shared out over --processes")
+    lt.add_argument("--processes", default="1",
+                    help="generator processes the schedule is split over, each with its own event loop and "
+                         "connections (N, or auto: a quarter of the cores); the report gives the "
+                         "generator's CPU a request and warns when a process nears a full core")
     lt.add_argument("--sweep", action="store_true", help="raise the rate until p99 exceeds the target")
     lt.add_argument("--p99-target-ms", type=float, default=None, help="p99 target for --sweep")
     lt.add_argument("--sweep-steps", type=int, default=6, help="at most this many rates")
