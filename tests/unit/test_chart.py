@@ -94,6 +94,9 @@ BAD_VALUES = {
     "feature service under an HPA (replicas own stocks)": {"feature": {"autoscaling": {"enabled": True}}},
     "model server unknown": {"model": {"server": "torchserve"}},
     "tier-1 latency budget of zero": {"gateway": {"modelLatencyBudgetMs": 0}},
+    "tier-1 budget judging neither time": {"gateway": {"modelBudgetJudges": "both"}},
+    "shadow pause of zero": {"model": {"shadowMaxPauseMs": 0}},
+    "sidecar backend misspelt": {"model": {"backend": "cuda-graph"}},
     "Triton image tag latest": {"model": {"tritonserver": {"image": {"tag": "latest"}}}},
     "cert-manager without an issuer": {"tls": {"enabled": True, "certManager": {"enabled": True}}},
     "TLS Secret name not a DNS name": {"tls": {"existingSecret": {"redis": "Redis_TLS"}}},
@@ -275,6 +278,28 @@ def test_default_values_keep_rtvols_sidecar_and_budget() -> None:
     assert e["RTVOL_MODEL_LATENCY_BUDGET_PER_WINDOW_US"] == "25"
     assert (e["RTVOL_MODEL_POLL_S"], e["RTVOL_SHADOW_QUEUE"], e["RTVOL_SHADOW_MAX_BATCH"],
             e["RTVOL_SHADOW_TIMEOUT_MS"]) == ("2", "16", "256", "1000")
+
+
+def test_tier1_and_shadow_knobs_reach_the_gateway_and_sidecar() -> None:
+    def envs(rendered: list[Doc]) -> tuple[dict[str, str], dict[str, str]]:
+        pod = find(rendered, "Deployment", "gateway")
+        return env(container(pod, "gateway")), env(container(pod, "model"))
+
+    gateway, model = envs(manifests(profile_values("default")))
+    assert (gateway["RTVOL_MODEL_BUDGET_JUDGES"], gateway["RTVOL_BREAKER_PROBE_WINDOWS"]) == ("sidecar", "8")
+    assert (model["RTVOL_SHADOW_SLICE_ROWS"], model["RTVOL_SHADOW_MAX_PAUSE_MS"]) == ("16", "250")
+    gateway, model = envs(manifests(profile_values(
+        "default", gateway={"modelBudgetJudges": "wall", "breakerProbeWindows": 0},
+        model={"shadowSliceRows": 0, "shadowMaxPauseMs": 50})))
+    assert (gateway["RTVOL_MODEL_BUDGET_JUDGES"], gateway["RTVOL_BREAKER_PROBE_WINDOWS"]) == ("wall", "0")
+    assert (model["RTVOL_SHADOW_SLICE_ROWS"], model["RTVOL_SHADOW_MAX_PAUSE_MS"]) == ("0", "50")
+
+
+def test_the_schema_takes_exactly_the_sidecars_backends() -> None:
+    from rtvol.services.model.backends import NAMES
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["model"]["properties"]["backend"]["enum"] == list(NAMES)
 
 
 def test_cpu_values_ask_for_no_gpu() -> None:

@@ -382,7 +382,7 @@ resources:
 - name: model
   {{- include "rtvol.image" (dict "root" . "image" $m.image) | nindent 2 }}
   args: [serve, model]
-  {{- $env := dict "RTVOL_PORT" $m.ports.grpc "RTVOL_METRICS_PORT" $m.ports.metrics "RTVOL_MODEL_REPOSITORY" $m.repository.mountPath "RTVOL_BACKEND" $m.backend -}}
+  {{- $env := dict "RTVOL_PORT" $m.ports.grpc "RTVOL_METRICS_PORT" $m.ports.metrics "RTVOL_MODEL_REPOSITORY" $m.repository.mountPath "RTVOL_BACKEND" $m.backend "RTVOL_SHADOW_SLICE_ROWS" $m.shadowSliceRows "RTVOL_SHADOW_MAX_PAUSE_MS" $m.shadowMaxPauseMs -}}
   {{- if eq $m.mode "sidecar" }}
   {{- $_ := set $env "RTVOL_UNIX_SOCKET" (printf "%s/model.sock" $m.socketDir) }}
   {{- end }}
