@@ -3,7 +3,8 @@
 It watches the pids in ``<run_dir>/stack.json``; a process that is gone is started again
 with its recorded command line (same ports, its log appended to), and the component's new
 pid and restart count are written back, so `rtvol status` shows them. Restarts of one
-process back off: 0.5 s, doubling to 30 s, back to 0.5 s once it has stayed up 60 s.
+process back off as the gateway's workers do (rtvol/restarts.py: 0.5 s after its previous
+start, doubling to 30 s, back to 0.5 s once it has stayed up 60 s).
 `rtvol down` stops the supervisor first, then the components.
 """
 
@@ -14,22 +15,12 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtvol import localproc, stack
+from rtvol.restarts import Backoff
 
 log = logging.getLogger("rtvol.supervisor")
-FIRST_BACKOFF_S, MAX_BACKOFF_S, STABLE_S = 0.5, 30.0, 60.0
-
-
-@dataclass
-class _Process:
-    """One supervised process (one pid may serve several components: embedded)."""
-
-    backoff_s: float = FIRST_BACKOFF_S
-    next_start: float = 0.0
-    started: float = field(default_factory=time.monotonic)
 
 
 def run(run_dir: Path, poll_s: float = 0.2) -> None:
@@ -37,26 +28,24 @@ def run(run_dir: Path, poll_s: float = 0.2) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    watched: dict[int, _Process] = {}
+    watched: dict[int, Backoff] = {}  # by pid (one pid may serve several components: embedded)
     while not stop.wait(poll_s):
         comps = stack.load(run_dir)
         for pid in dict.fromkeys(c.pid for c in comps):
-            proc = watched.setdefault(pid, _Process())
+            backoff = watched.setdefault(pid, Backoff(time.monotonic()))
             if localproc.alive(pid):
-                if time.monotonic() - proc.started > STABLE_S:
-                    proc.backoff_s = FIRST_BACKOFF_S
                 continue
-            if time.monotonic() < proc.next_start:
+            now = time.monotonic()
+            if now < backoff.died(now):
                 continue
             members = [c for c in comps if c.pid == pid]
             new = _start(members[0])
-            log.warning("%s (pid %d) died; restarted as pid %d, next restart no sooner than %.1f s after "
-                        "it starts", "+".join(c.name for c in members), pid, new, proc.backoff_s)
+            backoff.started(time.monotonic())
+            log.warning("%s (pid %d) died; restarted as pid %d, a next one no sooner than %.1f s after "
+                        "this start", "+".join(c.name for c in members), pid, new, backoff.delay_s)
             for c in members:
                 c.pid, c.restarts = new, c.restarts + 1
-            watched[new] = _Process(min(proc.backoff_s * 2, MAX_BACKOFF_S),
-                                    time.monotonic() + proc.backoff_s)
-            del watched[pid]
+            watched[new] = watched.pop(pid)
             stack.update(run_dir, comps)
 
 

@@ -9,7 +9,7 @@ The parent serves no request:
 - creates the shared signal table and one eventfd per worker before the first start, so a
   restarted worker maps the same table (and finds the other shards' signals in it);
 - starts the workers with the parent's own flags plus ``--workers 1 --worker I``;
-- restarts a worker that dies, backing off as `rtvol up`'s supervisor does;
+- restarts a worker that dies, backing off as `rtvol up`'s supervisor does (rtvol/restarts.py);
 - on SIGTERM/SIGINT forwards SIGTERM to every worker and waits for them to drain (each ends
   itself within its drain time + rpc.EXIT_MARGIN_S), then SIGKILLs any left;
 - its workers get SIGTERM from the kernel if the parent dies (PR_SET_PDEATHSIG), so killing
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtvol import cpus, rpc, telemetry, tls
+from rtvol.restarts import Backoff
 from rtvol.services.gateway import multiproc, shards, signaltable
 from rtvol.services.gateway.settings import GatewaySettings
-from rtvol.supervisor import FIRST_BACKOFF_S, MAX_BACKOFF_S, STABLE_S
 
 log = logging.getLogger("rtvol.gateway.workers")
 PR_SET_PDEATHSIG = 1
@@ -55,9 +55,7 @@ def count(s: GatewaySettings) -> int:
 class Worker:
     index: int
     proc: subprocess.Popen[bytes] | None = None
-    backoff_s: float = FIRST_BACKOFF_S
-    next_start: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    backoff: Backoff = field(default_factory=lambda: Backoff(time.monotonic()))
     restarts: int = 0
 
 
@@ -82,7 +80,7 @@ class Supervisor:
         w.proc = subprocess.Popen(self.command(w), env=env, stdin=subprocess.DEVNULL,
                                   pass_fds=(self.table_fd, *self.wake_fds),
                                   preexec_fn=_dies_with(os.getpid()))
-        w.started = time.monotonic()
+        w.backoff.started(time.monotonic())
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
 
     def run(self) -> int:
@@ -105,18 +103,14 @@ class Supervisor:
         now = time.monotonic()
         assert w.proc is not None
         if w.proc.poll() is None:
-            if now - w.started > STABLE_S:
-                w.backoff_s = FIRST_BACKOFF_S
             return
-        if not w.next_start:  # just found dead
+        if w.backoff.due is None:  # just found dead
             multiproc.mark_dead(self.metrics_dir, w.proc.pid)
-            w.next_start = now + w.backoff_s
             log.warning("worker %d (pid %d) exited with %s; restarting in %.1f s", w.index, w.proc.pid,
-                        w.proc.returncode, w.backoff_s)
-            return
-        if now >= w.next_start:
-            w.backoff_s, w.next_start, w.restarts = min(w.backoff_s * 2, MAX_BACKOFF_S), 0.0, w.restarts + 1
+                        w.proc.returncode, w.backoff.died(now) - now)
+        if now >= w.backoff.died(now):
             self.start(w)
+            w.restarts += 1
 
     def shut_down(self) -> int:
         """SIGTERM to every worker, wait for their drains (bounded), SIGKILL what is left."""
