@@ -162,7 +162,8 @@ def loadtest_command(sub: Commands) -> None:
     add(lt, "out", "report directory", "reports/loadtest", Path, env="loadtest-out")
     lt.add_argument("--stocks", default=None, help="comma-separated stock ids (default 0..7)")
     lt.add_argument("--ids-per-request", type=int, default=1, help="stock ids per request")
-    lt.add_argument("--max-inflight", type=int, default=256, help="in-flight bound (over it: an error)")
+    lt.add_argument("--max-inflight", type=int, default=256,
+                    help="in-flight bound, in all: shared out over --processes (over it: an error)")
     lt.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds")
     lt.add_argument("--grpc-connections", type=int, default=4,
                     help="gRPC connections the calls take turns on, in all (a gateway's workers share its "
