@@ -1,5 +1,5 @@
 """One open-loop schedule sent by several generator processes, so that the generator is not the
-bottleneck it measures (one Python process spends about 140 µs of CPU a request).
+bottleneck it measures (one Python process spends 140-280 µs of CPU a request).
 
 Each process has its own event loop and connections and sends every n-th request of the shared
 schedule (openloop.schedule) from a start time they all agree on, after all have connected;
@@ -76,11 +76,10 @@ def run(plan: Plan, rate: float, processes: int) -> openloop.Result:
     for p in procs:
         p.start()
     try:
-        _wait(messages, "ready", processes, READY_TIMEOUT_S)
+        _wait(messages, procs, "ready", READY_TIMEOUT_S)
         start_at.value = time.time() + START_MARGIN_S
         go.set()
-        parts = _wait(messages, "done", processes,
-                      START_MARGIN_S + plan.duration_s + plan.timeout_s + 30.0)
+        parts = _wait(messages, procs, "done", START_MARGIN_S + plan.duration_s + plan.timeout_s + 30.0)
         return openloop.merge([parts[k] for k in range(processes)])
     finally:
         for p in procs:  # each has answered (or failed) by now; a stuck one is not waited on forever
@@ -90,16 +89,21 @@ def run(plan: Plan, rate: float, processes: int) -> openloop.Result:
                 p.join(5.0)
 
 
-def _wait(messages: Any, kind: str, count: int, timeout_s: float) -> dict[int, Any]:
-    """``count`` messages of ``kind`` from the parts (their payloads by part), or an error naming
-    the part that failed or the wait that ran out."""
+def _wait(messages: Any, procs: list[Any], kind: str, timeout_s: float) -> dict[int, Any]:
+    """A message of ``kind`` from every part (their payloads by part), or an error naming the
+    part that failed or died, or the wait that ran out."""
     got: dict[int, Any] = {}
     deadline = time.monotonic() + timeout_s
-    while len(got) < count:
+    while len(got) < len(procs):
         try:
-            what, part, payload = messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            what, part, payload = messages.get(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
         except queue.Empty:
-            raise RuntimeError(f"load generator: {count - len(got)} of {count} processes not "
+            if dead := [k for k, p in enumerate(procs) if p.exitcode not in (None, 0)]:
+                raise RuntimeError(f"load generator process {dead[0]} died (exit code "
+                                   f"{procs[dead[0]].exitcode})") from None
+            if time.monotonic() < deadline:
+                continue
+            raise RuntimeError(f"load generator: {len(procs) - len(got)} of {len(procs)} processes not "
                                f"{kind} within {timeout_s:.0f} s") from None
         if what == "failed":
             raise RuntimeError(f"load generator process {part} failed: {payload}")

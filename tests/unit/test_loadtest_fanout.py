@@ -90,3 +90,22 @@ def test_processes_setting() -> None:
     with pytest.raises(ValueError):
         fanout.processes_arg("0")
     assert (fanout.share(512, 3), fanout.share(4, 8)) == (171, 1)
+
+
+def test_processes_count_what_every_one_of_them_scheduled_and_met() -> None:
+    """Two spawned generator processes against a closed port: every request is scheduled once
+    and fails, and the errors of both are summed."""
+    from rtvol.loadtest.run import Plan
+    from rtvol.localproc import free_port
+
+    plan = Plan(f"grpc://127.0.0.1:{free_port()}", 0.5, [0, 1], timeout_s=0.5, processes=2)
+    res = fanout.run(plan, 40, plan.processes)
+    assert (res.scheduled, res.ok, sum(res.errors.values())) == (20, 0, 20), res.errors
+    assert len(res.generator_cpu_s) == 2
+
+
+def test_a_process_that_fails_fails_the_run_with_its_error() -> None:
+    from rtvol.loadtest.run import Plan
+
+    with pytest.raises(RuntimeError, match=r"process [01] failed: ValueError: target 'tcp://x:1'"):
+        fanout.run(Plan("tcp://x:1", 0.5, [0]), 10, 2)
