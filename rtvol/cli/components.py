@@ -22,7 +22,7 @@ SERVICES = {"model": "rtvol.services.model.main", "feature": "rtvol.services.fea
 BENCHES = {"model": "rtvol.loadtest.bench.model", "features": "rtvol.loadtest.bench.features",
            "gateway": "rtvol.loadtest.bench.gateway", "gpu": "rtvol.loadtest.bench.gpu",
            "pipeline": "rtvol.loadtest.bench.pipeline", "auth": "rtvol.loadtest.bench.auth",
-           "ingest-devices": "rtvol.loadtest.bench.ingest_devices"}
+           "ingest-devices": "rtvol.loadtest.bench.ingest_devices", "apply": "rtvol.loadtest.bench.apply"}
 
 
 # what the service images leave out (.dockerignore): a command that needs it says so in one line
