@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtvol.features.online_batch import BOOK, TRADE, R, UpdateBatch, check_values
+from rtvol.features.online_batch import BOOK, TRADE, UpdateBatch, check_values, first_reasons
 from rtvol.features.spec import BUCKET_SECONDS, INDEX, N_FEATURES, STEP_SECONDS, STEPS
 
 # accumulator columns (sums over the open step)
@@ -43,7 +43,10 @@ def rounds(stock: np.ndarray) -> list[np.ndarray]:
         return []
     order = np.argsort(stock, kind="stable")
     s = stock[order]
-    first = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]
+    new_stock = s[1:] != s[:-1]
+    if new_stock.all():  # every stock once (a single update, a round-robin message): one round
+        return [order]
+    first = np.r_[0, np.flatnonzero(new_stock) + 1]
     rank = np.arange(len(s)) - np.repeat(first, np.diff(np.r_[first, len(s)]))
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
@@ -99,7 +102,7 @@ class OnlineState:
         ok = np.flatnonzero(reason == 0)
         for rnd in rounds(batch.stock_id[ok]):
             rows = ok[rnd]
-            reason[rows] = self._apply_round(batch.take(rows))
+            reason[rows] = self._apply_round(batch.select(rows))
         return reason
 
     def advance(self, time: float) -> np.ndarray | None:
@@ -121,18 +124,17 @@ class OnlineState:
         """One update per stock: stateful checks, then close steps, then accumulate."""
         idx = b.stock_id
         g = np.floor(b.time / STEP_SECONDS).astype(np.int64)
-        reason = np.zeros(len(b), np.int8)
-        reason[b.seq == self.seq[idx]] = R["duplicate_sequence"]
-        reason[(reason == 0) & (b.seq < self.seq[idx])] = R["out_of_order"]
-        gap = (self.seq[idx] >= 0) & (b.seq - self.seq[idx] > self.limits.max_sequence_gap)
-        reason[(reason == 0) & gap] = R["sequence_jump"]
-        last = self.time[idx]
+        last_seq, last = self.seq[idx], self.time[idx]
         ref = np.where(np.isnan(last), self.clock, last)  # -inf: no clock yet, any time goes
-        ahead = (ref > -np.inf) & (b.time - ref > self.limits.max_time_ahead_s)
-        reason[(reason == 0) & ahead] = R["time_jump"]
-        reason[(reason == 0) & (g < self.step[idx])] = R["late"]
+        reason = first_reasons(len(b), [
+            (b.seq == last_seq, "duplicate_sequence"),
+            (b.seq < last_seq, "out_of_order"),
+            ((last_seq >= 0) & (b.seq - last_seq > self.limits.max_sequence_gap), "sequence_jump"),
+            ((ref > -np.inf) & (b.time - ref > self.limits.max_time_ahead_s), "time_jump"),
+            (g < self.step[idx], "late")])
         ok = reason == 0
-        b, idx, g = b.take(ok), idx[ok], g[ok]
+        if not ok.all():
+            b, idx, g = b.take(ok), idx[ok], g[ok]
         if len(b):
             self.clock = max(self.clock, float(b.time.max()))
         fresh = self.step[idx] < 0
@@ -140,10 +142,10 @@ class OnlineState:
         moving = g > self.step[idx]
         self._close_until(idx[moving], g[moving])
         self.seq[idx], self.time[idx] = b.seq, b.time
-        book = b.kind == BOOK
-        self._add_book(b.take(book), idx[book])
-        trade = b.kind == TRADE
-        self._add_trade(b.take(trade), idx[trade])
+        for kind, add in ((BOOK, self._add_book), (TRADE, self._add_trade)):
+            mine = b.kind == kind
+            if mine.any():  # a message of book updates only makes no trade pass
+                add(b.select(mine), idx[mine])
         return reason
 
     def _add_book(self, b: UpdateBatch, idx: np.ndarray) -> None:

@@ -6,7 +6,7 @@ state (online.py) only ever sees batches whose rows passed :func:`check_values`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -48,6 +48,16 @@ class UpdateBatch:
     def take(self, index: np.ndarray) -> UpdateBatch:
         return UpdateBatch(**{name: getattr(self, name)[index] for name in FIELDS})
 
+    def select(self, index: np.ndarray) -> UpdateBatch:
+        """``take`` for callers that only read: this batch itself, not a copy of its 15 columns,
+        when ``index`` (a mask or positions) keeps every row in order, as it usually does."""
+        n = len(self)
+        if index.dtype == bool:
+            whole = bool(index.all())
+        else:
+            whole = len(index) == n and (n == 0 or bool((index == np.arange(n)).all()))
+        return self if whole else self.take(index)
+
     @classmethod
     def from_columns(cls, cols: Mapping[str, np.ndarray]) -> UpdateBatch:
         """Missing price/size columns are zeros; every column must have the same length."""
@@ -80,32 +90,40 @@ def check_values(b: UpdateBatch, n_stocks: int) -> np.ndarray:
 
     Checks that need no state: the stateful ones (sequence, lateness) live in the state.
     """
-    reason = np.zeros(len(b), np.int8)
-
-    def flag(mask: np.ndarray, name: str) -> None:
-        reason[(reason == 0) & mask] = R[name]
-
     book, trade = b.kind == BOOK, b.kind == TRADE
-    flag(~(book | trade) | (b.seq < 0), "malformed")
-    flag(b.stock_id < 0, "malformed")
-    flag(b.stock_id >= n_stocks, "unknown_stock")
     book_vals = np.stack([getattr(b, c) for c in BOOK_PRICES + BOOK_SIZES])
     trade_vals = np.stack([b.price, b.size, b.order_count])
     finite = np.isfinite(b.time) & np.where(book, np.isfinite(book_vals).all(0),
                                             np.isfinite(trade_vals).all(0))
-    flag(~finite, "non_finite")
     with np.errstate(invalid="ignore"):
-        flag(b.time < 0, "malformed")
-        flag(np.where(book, (book_vals <= 0).any(0), (trade_vals[:2] <= 0).any(0)
-                      | (trade_vals[2] < 0)), "non_positive")
-        crossed = (b.bid1 > b.ask1) | (b.bid2 > b.bid1) | (b.ask2 < b.ask1)
         def out_of_range(v: np.ndarray) -> np.ndarray:
             return (v < MIN_PRICE) | (v > MAX_PRICE)
 
+        crossed = (b.bid1 > b.ask1) | (b.bid2 > b.bid1) | (b.ask2 < b.ask1)
         book_out = out_of_range(book_vals[:4]).any(0) | (book_vals[4:] > MAX_SIZE).any(0)
         trade_out = out_of_range(trade_vals[0]) | (trade_vals[1:] > MAX_SIZE).any(0)
-        flag(np.where(book, book_out, trade_out) | (b.time > MAX_EVENT_TIME_S) | (b.seq > MAX_SEQUENCE),
-             "out_of_range")
-        flag(book & crossed, "crossed_book")
-        flag(book & (b.bid1 == b.ask1), "locked_book")
+        checks = [
+            (~(book | trade) | (b.seq < 0), "malformed"),
+            (b.stock_id < 0, "malformed"),
+            (b.stock_id >= n_stocks, "unknown_stock"),
+            (~finite, "non_finite"),
+            (b.time < 0, "malformed"),
+            (np.where(book, (book_vals <= 0).any(0), (trade_vals[:2] <= 0).any(0) | (trade_vals[2] < 0)),
+             "non_positive"),
+            (np.where(book, book_out, trade_out) | (b.time > MAX_EVENT_TIME_S) | (b.seq > MAX_SEQUENCE),
+             "out_of_range"),
+            (book & crossed, "crossed_book"),
+            (book & (b.bid1 == b.ask1), "locked_book"),
+        ]
+    return first_reasons(len(b), checks)
+
+
+def first_reasons(n: int, checks: Sequence[tuple[np.ndarray, str]]) -> np.ndarray:
+    """Per row, the reason (index into REASONS) of the first check whose mask is set; 0 if none.
+    The masks are looked at one by one only when one is set somewhere (a bad batch)."""
+    reason = np.zeros(n, np.int8)
+    if not checks or not np.logical_or.reduce([mask for mask, _ in checks]).any():
+        return reason
+    for mask, name in checks:
+        reason[(reason == 0) & mask] = R[name]
     return reason
