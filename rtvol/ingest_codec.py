@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from rtvol.features.online_batch import BOOK, FIELDS, TRADE, UpdateBatch
@@ -11,19 +13,27 @@ COLUMN_FIELDS = {"bid1": "bid_price1", "ask1": "ask_price1", "bid2": "bid_price2
                  "bid_size1": "bid_size1", "ask_size1": "ask_size1", "bid_size2": "bid_size2",
                  "ask_size2": "ask_size2", "price": "price", "size": "size", "order_count": "order_count"}
 BOOK_FIELDS = tuple(COLUMN_FIELDS)[:8]
+FROMITER_MAX = 32  # columns up to this long are read with np.fromiter
 
 
 class Malformed(ValueError):
     """A message whose columns cannot be lined up: every update in it is rejected."""
 
 
+def _array(values: Sequence[float], dtype: type) -> np.ndarray:
+    """A repeated field as an array: np.array walks it as a generic sequence (~3 µs whatever its
+    length), np.fromiter costs ~0.5 µs for a few values but more per value."""
+    n = len(values)
+    return np.fromiter(values, dtype, n) if n <= FROMITER_MAX else np.array(values, dtype)
+
+
 def _from_columns(c: pb.UpdateColumns) -> dict[str, np.ndarray]:
     n = len(c.stock_id)
-    cols = {"stock_id": np.array(c.stock_id, np.int64), "seq": np.array(c.sequence, np.int64),
-            "time": np.array(c.event_time_us, np.float64) / 1e6, "kind": np.array(c.kind, np.int64)}
+    cols = {"stock_id": _array(c.stock_id, np.int64), "seq": _array(c.sequence, np.int64),
+            "time": _array(c.event_time_us, np.float64) / 1e6, "kind": _array(c.kind, np.int64)}
     for dst, src in COLUMN_FIELDS.items():
         v = getattr(c, src)
-        cols[dst] = np.array(v, np.float64) if len(v) else np.zeros(n)
+        cols[dst] = _array(v, np.float64) if len(v) else np.zeros(n)
     if any(len(v) != n for v in cols.values()):
         raise Malformed("update columns have different lengths")
     cols["kind"] = np.where((cols["kind"] == BOOK) | (cols["kind"] == TRADE), cols["kind"], -1)

@@ -39,9 +39,10 @@ class Vwap:
         self._lock = threading.Lock()
 
     def handle(self, item: Ingested) -> None:
-        b = item.batch.take(np.flatnonzero((item.reason == 0) & (item.batch.kind == TRADE)))
-        if not len(b):
+        trades = (item.reason == 0) & (item.batch.kind == TRADE)
+        if not trades.any():  # most messages: book updates only, nothing to copy
             return
+        b = item.batch.take(np.flatnonzero(trades))
         ids, bucket = b.stock_id, np.floor(b.time / BUCKET_SECONDS).astype(np.int64)
         newest = np.full(len(self.bucket), -1, np.int64)
         np.maximum.at(newest, ids, bucket)
