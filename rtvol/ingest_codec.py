@@ -66,7 +66,10 @@ def decode(request: pb.IngestRequest) -> UpdateBatch:
         parts.append(_from_columns(request.columns))
     if not parts:
         return UpdateBatch.from_columns({"stock_id": np.zeros(0, np.int64)})
-    cols = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return _batch(parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def _batch(cols: dict[str, np.ndarray]) -> UpdateBatch:
     cols["kind"] = cols["kind"].astype(np.int8)
     return UpdateBatch.from_columns(cols)
 
@@ -120,16 +123,19 @@ def _merged(run: list[pb.IngestRequest]) -> UpdateBatch | None:
     """Columnar messages merged by protobuf itself (repeated fields concatenate: ~1 µs a
     message), or None when their columns would not line up merged (e.g. book-only and
     trade-only messages leave different columns empty, or one message is malformed)."""
-    merged = pb.UpdateColumns()
-    for request in run:
-        merged.MergeFrom(request.columns)
+    if len(run) == 1:  # nothing to merge: no copy of the message
+        merged = run[0].columns
+    else:
+        merged = pb.UpdateColumns()
+        for request in run:
+            merged.MergeFrom(request.columns)
     n = len(merged.stock_id)
     if any(len(getattr(merged, src)) not in (0, n) for _, src in _LIST_FIELDS[4:]):
         return None
     if sum(len(r.columns.stock_id) for r in run) != n:
         return None
     try:
-        return decode(pb.IngestRequest(columns=merged))
+        return _batch(_from_columns(merged))
     except Malformed:
         return None
 

@@ -52,7 +52,7 @@ class Alerts:
         ok = reason == 0
         self.last_seen[b.stock_id[ok]] = item.wall_s
         self.stale[b.stock_id[ok]] = False
-        book = b.take(np.flatnonzero(ok & (b.kind == BOOK)))
+        book = b.select(ok & (b.kind == BOOK))
         w1 = (book.bid1 * book.ask_size1 + book.ask1 * book.bid_size1) / (book.bid_size1 + book.ask_size1)
         log_w = np.log(w1)
         spikes = [self._returns(book.stock_id[rnd], log_w[rnd]) for rnd in rounds(book.stock_id)]
