@@ -66,7 +66,8 @@ def decode(request: pb.IngestRequest) -> UpdateBatch:
         parts.append(_from_columns(request.columns))
     if not parts:
         return UpdateBatch.from_columns({"stock_id": np.zeros(0, np.int64)})
-    return _batch(parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    return _batch(parts[0] if len(parts) == 1
+                  else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
 def _batch(cols: dict[str, np.ndarray]) -> UpdateBatch:

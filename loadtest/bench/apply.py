@@ -23,12 +23,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from rtvol import histograms
 from rtvol.features.online import OnlineState
-from rtvol.featurestore import InProcessStore
 from rtvol.features.spec import spec_hash
+from rtvol.featurestore import InProcessStore
 from rtvol.loadtest.bench.pipeline import FeedPlan, build
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.services.feature.alerts import Alerts
@@ -56,7 +54,8 @@ def bench_shape(batch: int, group: int, stocks: int, updates: int, speedup: floa
                      Consumer("alerts", alerts.handle, 256, "drop_oldest")] if consumers else [])
     feed = WindowFeed(state, 1024)
     feed.watch()  # a watching gateway: Ingest marks the windows it would push
-    ingestor = Ingestor(state, Publisher(state, InProcessStore(spec_hash()), 0.0), 1 << 16, fanout, None, feed)
+    publisher = Publisher(state, InProcessStore(spec_hash()), 0.0)
+    ingestor = Ingestor(state, publisher, 1 << 16, fanout, None, feed)
     fanout.start()
     h = histograms.latency_us()
     calls = [messages[i:i + group] for i in range(0, len(messages), group)]
@@ -108,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         updates = a.updates // 10 if batch * group == 1 else a.updates
         r = bench_shape(batch, group, a.stocks, updates, a.speedup, not a.no_consumers)
         results.append(r)
-        print(f"{batch:>5} upd/msg x {group:>4} msg/call, {a.stocks} stocks: CPU {r['cpu_us_per_update']:8.2f} "
+        print(f"{batch:>5} upd/msg x {group:>4} msg/call, {a.stocks} stocks: "
+              f"CPU {r['cpu_us_per_update']:8.2f} "
               f"µs/update {r['cpu_us_per_message']:9.2f} µs/msg (consumer threads "
               f"{r['consumer_threads_share']:.0%}); wall {r['wall_us_per_update']:.2f} µs/update; "
               f"call p50 {r['call_us']['p50']} p99 {r['call_us']['p99']} p99.9 {r['call_us']['p99.9']} µs",
