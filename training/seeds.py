@@ -61,7 +61,9 @@ def _data(seed: int, plan: SeedPlan, say: Callable[[str], None]) -> Path:
 def _trained_version(repo: Path, seed: int, plan: SeedPlan) -> int | None:
     for version in reversed(repository.versions(repo, plan.model)):
         cfg = repository.read_metadata(repo, plan.model, version)["training"]
-        if cfg["seed"] == seed and cfg["epochs"] == plan.epochs:
+        # stop_fraction: a version without it was early-stopped on every validation time_id
+        if (cfg["seed"], cfg["epochs"], cfg.get("stop_fraction")) == (
+                seed, plan.epochs, train.TrainConfig.stop_fraction):
             return version
     return None
 
@@ -79,9 +81,9 @@ def evaluate_seed(seed: int, plan: SeedPlan, say: Callable[[str], None],
     if ensemble.served_by(repo, plan.model, version, ensemble.BUILD) is None:  # none, or old
         say(f"seed {seed}: building the ensemble on {plan.model} v{version}")
         fractions = repository.read_metadata(repo, plan.model, version)["training"]
-        cfg = train.TrainConfig(val_fraction=fractions["val_fraction"],
-                                test_fraction=fractions["test_fraction"])
-        ensemble.export_version(repo, train.split(data, cfg)["val"], plan.model, version)
+        cfg = train.TrainConfig(**{k: fractions[k] for k in ("val_fraction", "test_fraction",
+                                                              "stop_fraction")})
+        ensemble.export_version(repo, train.split(data, cfg)["blend"], plan.model, version)
     report = evaluate.evaluate(data, repo, plan.model, version, plan.draws, plan.level)
     return {k: v for k, v in report.items() if not k.startswith("_")}
 

@@ -34,20 +34,34 @@ class TrainConfig:
     momentum_weight: float = 0.2
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    # The earlier part of the validation time_ids early-stops the CNN and LightGBM; the
+    # later part, which no member has seen, fits the ensemble's weights.
+    stop_fraction: float = 0.5
+
+
+# The parts of a split, in time order.
+PARTS = ("train", "stop", "blend", "test")
 
 
 def split(data: Dataset, cfg: TrainConfig) -> dict[str, Dataset]:
-    """Whole time_ids go to one split, so no bucket leaks into another split."""
+    """Whole time_ids go to one part, so no bucket leaks into another, and the parts
+    follow each other in time: train, stop (early stopping), blend (the ensemble's
+    weights), test. The blend part comes after the stop part, as test comes after both:
+    the weights are judged on time_ids later than any the members were chosen on, as in
+    production."""
+    if not 0 < cfg.stop_fraction < 1:
+        raise ValueError(f"stop_fraction must be in (0, 1), got {cfg.stop_fraction}")
     ids = np.unique(data.time_id)
     n_test = max(1, round(len(ids) * cfg.test_fraction))
-    n_val = max(1, round(len(ids) * cfg.val_fraction))
+    n_val = max(2, round(len(ids) * cfg.val_fraction))
+    n_stop = min(n_val - 1, max(1, round(n_val * cfg.stop_fraction)))
     if len(ids) < n_test + n_val + 1:
-        raise ValueError(f"need at least {n_test + n_val + 1} time_ids to split, have {len(ids)}")
-    test_ids, val_ids = ids[-n_test:], ids[-n_test - n_val:-n_test]
-    is_test = np.isin(data.time_id, test_ids)
-    is_val = np.isin(data.time_id, val_ids)
-    return {"train": data.subset(~is_test & ~is_val), "val": data.subset(is_val),
-            "test": data.subset(is_test)}
+        raise ValueError(f"need at least {n_test + n_val + 1} time_ids to split (train, "
+                         f"{n_stop} to early-stop, {n_val - n_stop} to fit the ensemble's "
+                         f"weights, {n_test} to test), have {len(ids)}")
+    bounds = np.cumsum([len(ids) - n_test - n_val, n_stop, n_val - n_stop])
+    part_of = np.searchsorted(bounds, np.searchsorted(ids, data.time_id), side="right")
+    return {name: data.subset(part_of == i) for i, name in enumerate(PARTS)}
 
 
 def _tensors(data: Dataset, device: torch.device) -> list[torch.Tensor]:
@@ -127,12 +141,12 @@ def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFA
     the repository; returns the CNN's new version number."""
     started = time.time()
     parts = split(data, cfg)
-    train, val = parts["train"], parts["val"]
+    train, stop = parts["train"], parts["stop"]
     har = baselines.Har.fit(train.windows, train.target)
-    gbm = baselines.GradientBoosting.fit(train.windows, train.target, val.windows, val.target)
-    model, history = train_cnn(train, val, cfg, progress)
+    gbm = baselines.GradientBoosting.fit(train.windows, train.target, stop.windows, stop.target)
+    model, history = train_cnn(train, stop, cfg, progress)
     onnx_model = export.to_onnx(model)
-    parity = export.check_parity(onnx_model, model, val.windows[:512])
+    parity = export.check_parity(onnx_model, model, stop.windows[:512])
 
     metadata = {
         "feature_spec_hash": spec_hash(),
@@ -157,5 +171,5 @@ def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFA
         version = repository.write_version(repo, name, onnx_model, metadata, export.SERVING,
                                            {baselines.LIGHTGBM_FILE: gbm_path,
                                             baselines.HAR_FILE: har_path})
-    ensemble.export_version(repo, val, name, version)
+    ensemble.export_version(repo, parts["blend"], name, version)
     return version

@@ -1,5 +1,6 @@
 """Training and evaluation end to end on the tiny dataset (a few epochs)."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -11,11 +12,13 @@ from rtvol.training import dataset, ensemble, train
 
 
 def test_split_never_shares_a_time_id(tiny_data: Path) -> None:
-    parts = train.split(dataset.load(tiny_data, progress=False), train.TrainConfig())
-    ids = {k: set(v.time_id.tolist()) for k, v in parts.items()}
-    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"])
-    assert not (ids["val"] & ids["test"])
-    assert max(ids["train"]) < min(ids["val"]) <= max(ids["val"]) < min(ids["test"])
+    data = dataset.load(tiny_data, progress=False)
+    parts = train.split(data, train.TrainConfig())
+    assert list(parts) == list(train.PARTS)
+    ids = [sorted(set(v.time_id.tolist())) for v in parts.values()]
+    assert all(ids)
+    assert all(a[-1] < b[0] for a, b in itertools.pairwise(ids))  # in time order
+    assert sum(len(v) for v in parts.values()) == len(data)
 
 
 def test_evaluate_command_writes_report_and_plot(tiny_data: Path, tiny_repo: Path,
@@ -79,7 +82,7 @@ def test_training_is_reproducible(tiny_data: Path, tmp_path: Path) -> None:
     data = dataset.load(tiny_data, progress=False)
     parts = train.split(data, train.TrainConfig())
     cfg = train.TrainConfig(epochs=2)
-    a, _ = train.train_cnn(parts["train"], parts["val"], cfg, progress=False)
-    b, _ = train.train_cnn(parts["train"], parts["val"], cfg, progress=False)
+    a, _ = train.train_cnn(parts["train"], parts["stop"], cfg, progress=False)
+    b, _ = train.train_cnn(parts["train"], parts["stop"], cfg, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert np.array_equal(va.numpy(), vb.numpy()), k
