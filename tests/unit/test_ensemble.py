@@ -18,7 +18,7 @@ from rtvol.features.aggregates import AGGREGATE_NAMES, aggregates
 from rtvol.services.model import backends
 from rtvol.services.model.backends import tree_lowering
 from rtvol.services.model.backends.torch_onnx import TorchGraph
-from rtvol.training import baselines, dataset, ensemble, evaluate, export, trees_onnx
+from rtvol.training import baselines, dataset, ensemble, evaluate, export, train, trees_onnx
 from rtvol.training.cnn import OUTPUTS
 
 
@@ -151,7 +151,15 @@ def test_training_exports_the_ensemble_and_evaluate_scores_it(tiny_data: Path, t
     meta = repository.read_metadata(tiny_repo, ensemble.MODEL, version)["ensemble"]
     assert set(meta["weights"]) == set(ensemble.MEMBERS) and min(meta["weights"].values()) >= 0
     assert meta["val_rmspe"]["ensemble"] <= min(meta["val_rmspe"][m] for m in ensemble.MEMBERS) + 1e-9
-    report = evaluate.evaluate(dataset.load(tiny_data, progress=False), tiny_repo, draws=200)
+    data = dataset.load(tiny_data, progress=False)
+    cnn_meta = repository.read_metadata(tiny_repo, repository.DEFAULT_MODEL, 1)["training"]
+    parts = train.split(data, train.TrainConfig(**{k: cnn_meta[k] for k in (
+        "val_fraction", "test_fraction", "stop_fraction")}))
+    # the weights see only time_ids after those the members were stopped on
+    assert cnn_meta["time_ids"]["stop"][1] < meta["fit_time_ids"][0]
+    assert meta["fit_time_ids"] == [int(parts["blend"].time_id.min()),
+                                    int(parts["blend"].time_id.max())]
+    report = evaluate.evaluate(data, tiny_repo, draws=200)
     assert report["ensemble"]["version"] == version
     assert {"ensemble - cnn", "ensemble - lightgbm", "cnn - lightgbm"} <= set(
         report["intervals"]["difference"])

@@ -21,6 +21,18 @@ def test_split_never_shares_a_time_id(tiny_data: Path) -> None:
     assert sum(len(v) for v in parts.values()) == len(data)
 
 
+def test_split_refuses_too_few_time_ids_and_a_bad_stop_fraction(tiny_data: Path) -> None:
+    data = dataset.load(tiny_data, progress=False)
+    few = data.subset(data.time_id < np.unique(data.time_id)[3])  # 3 time_ids
+    with pytest.raises(ValueError, match=r"need at least 4 time_ids to split .*1 to early-stop, "
+                                         r"1 to fit the ensemble's weights, 1 to test"):
+        train.split(few, train.TrainConfig())
+    parts = train.split(data.subset(data.time_id < np.unique(data.time_id)[4]), train.TrainConfig())
+    assert [len(np.unique(p.time_id)) for p in parts.values()] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="stop_fraction must be in"):
+        train.split(data, train.TrainConfig(stop_fraction=1.0))
+
+
 def test_evaluate_command_writes_report_and_plot(tiny_data: Path, tiny_repo: Path,
                                                  tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "report.json"
