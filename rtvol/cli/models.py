@@ -143,14 +143,17 @@ def _set_policy(a: argparse.Namespace) -> None:
 
 def train_command(sub: Commands) -> None:
     train = sub.add_parser("train", help="train baselines and the CNN, export to the repository",
-                           description="Split by time_id (train/validation/test), fit naive, "
-                                       "HAR and LightGBM baselines and the multi-task CNN, "
-                                       "and export a new model version (ONNX, parity-checked) "
-                                       "and rtvol_ensemble on it: CNN + LightGBM (+ HAR) in one "
-                                       "ONNX graph, weights fit on the validation time_ids.")
+                           description="Split by time_id (train/validation/test; the "
+                                       "validation time_ids' first half early-stops the CNN "
+                                       "and LightGBM, the later half fits the ensemble's "
+                                       "weights), fit naive, HAR and LightGBM baselines and "
+                                       "the multi-task CNN, and export a new model version "
+                                       "(ONNX, parity-checked) and rtvol_ensemble on it: CNN + "
+                                       "LightGBM (+ HAR) in one ONNX graph.")
     add(train, "data", "Optiver-layout data directory", type=Path)
     add(train, "repo", "model repository", type=Path, env="model-repository")
-    add(train, "epochs", "maximum CNN epochs (early stopping on validation)", "60", int)
+    add(train, "epochs", "maximum CNN epochs (early stopping on the validation time_ids' "
+                          "first half)", "60", int)
     add(train, "device", "cpu or cuda: where the CNN trains and the windows are built (cuda: the "
                           "feature service's Triton kernels)", "cpu")
     add(train, "seed", "random seed", "0", int)
