@@ -59,7 +59,8 @@ def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
         "model": name, "version": version, "params": meta["params"],
         "ensemble": None if served is None else {
             "model": ensemble.MODEL, "version": served,
-            "weights": repository.read_metadata(repo, ensemble.MODEL, served)["ensemble"]["weights"]},
+            **{k: v for k, v in repository.read_metadata(repo, ensemble.MODEL, served)[
+                "ensemble"].items() if k in ("weights", "fit_time_ids")}},
         "rows": len(test), "time_ids": [int(test.time_id.min()), int(test.time_id.max())],
         "rmspe": {k: baselines.rmspe(test.target, p) for k, p in preds.items()},
         "intervals": intervals.bootstrap(test.target, preds, test.time_id,
@@ -124,7 +125,9 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"{k:<10} {rm[k]:>8.4f} {bracket:>18} {r}")
     if report.get("ensemble"):
         e = report["ensemble"]
-        lines.append(f"ensemble: {e['model']} v{e['version']}, weights fit on validation: "
+        fit = e.get("fit_time_ids")  # absent before the stop / blend split
+        where = f"time_ids {fit[0]}-{fit[1]}" if fit else "validation"
+        lines.append(f"ensemble: {e['model']} v{e['version']}, weights fit on {where}: "
                      + ", ".join(f"{m} {w:.3f}" for m, w in e["weights"].items()))
     if iv:
         lines += differences_table(iv)
