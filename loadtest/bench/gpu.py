@@ -345,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
     p.add_argument("--gateway-workers", type=int, default=1,
                    help="the gateway's worker processes in the gateway step (bench gateway --workers)")
+    p.add_argument("--generator-processes", default="auto",
+                   help="the open-loop generator's processes in the gateway step (bench gateway "
+                        "--processes: a count or auto); raise it when the bench warns a generator "
+                        "process neared a full core")
     p.add_argument("--out", type=Path, default=Path("bench-gpu"))
     p.add_argument("--steps", default="", help="only these steps, comma-separated (default: all)")
     a = p.parse_args(argv)
@@ -374,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [
             "gateway", *sidecar_on_gpu, "--rate", str(a.gateway_rate), "--requests", "1000",
-            "--duration", "3", "--workers", str(a.gateway_workers), "--processes", "auto",
+            "--duration", "3", "--workers", str(a.gateway_workers), "--processes", a.generator_processes,
             # the kernel spreads connections, not calls, over the workers: two per worker
             "--grpc-connections", str(max(4, 2 * a.gateway_workers))], a.out)),
         ("ready_no_artifact", lambda: without_package(a.repo, vdir, a.out)),
