@@ -18,7 +18,8 @@ Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if 
   u16, reserved u16, computed at µs i64, count i32) + int32 stock ids + float32 estimates of
   that replica's stocks; a read merges the fields of the newest sharding (``merge_vol``).
 Writes are pipelined and non-transactional (a reader may see part of a batch; every window
-is self-consistent); a read of many stocks is one MGET through rtvol.redis_mget (its reply
+is self-consistent): on a standalone Redis one pre-encoded RESP buffer through
+rtvol.redis_write, on a cluster or over TLS redis-py's pipeline (the same commands); a read of many stocks is one MGET through rtvol.redis_mget (its reply
 decoded in place), or on a cluster one pipelined round trip per node holding an MGET per slot.
 
 URLs: ``redis://``, ``rediss://`` and ``unix:///path/redis.sock?db=N`` (standalone), and
@@ -31,7 +32,7 @@ import itertools
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +48,7 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sHHHHqqq")
 VOL_HEADER = struct.Struct("<4sHHqi")
 WINDOW_BYTES = STEPS * N_FEATURES * 4
+CRLF = b"\r\n"
 
 
 def now_us() -> int:
@@ -95,6 +97,8 @@ HEADER_RECORD = np.dtype([("magic", "S4"), ("version", "<u2"), ("steps", "<u2"),
                           ("reserved", "<u2"), ("sequence", "<i8"), ("event_time_us", "<i8"),
                           ("written_us", "<i8")])
 assert HEADER_RECORD.itemsize == HEADER.size
+_HEAD_BYTES = HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, 0, 0, 0)  # sequence and times zero
+_HEAD_TEMPLATE = np.frombuffer(_HEAD_BYTES, HEADER_RECORD)[0]
 
 
 # One stored value as a numpy record: a whole MGET reply is decoded by a single frombuffer.
@@ -124,7 +128,7 @@ def decode_reply(reply: Reply) -> Windows:
 _PREFIX_BYTES = struct.calcsize("<4sHHH")  # HEADER up to (not including) reserved
 _PREFIX_RECORD = np.dtype({"names": ["prefix"], "formats": [f"V{_PREFIX_BYTES}"], "offsets": [0],
                            "itemsize": VALUE_RECORD.itemsize})
-_EXPECTED_PREFIX = np.void(HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, 0, 0, 0)[:_PREFIX_BYTES])
+_EXPECTED_PREFIX = np.void(_HEAD_BYTES[:_PREFIX_BYTES])
 
 
 def windows_from_records(rec: np.ndarray, found: np.ndarray) -> Windows:
@@ -209,10 +213,25 @@ class FeatureStore(Protocol):
     async def close(self) -> None: ...
 
 
-def _encode_batch(stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                  event_time_us: np.ndarray, written_us: int) -> list[bytes]:
-    return [encode_window(windows[i], sequence[i], event_time_us[i], written_us)
-            for i in range(len(stock_ids))]
+def encode_values(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
+                  written_us: int) -> bytes:
+    """The stored values of a batch, back to back (each ``VALUE_RECORD.itemsize`` bytes, as
+    ``encode_window`` would make them), built by numpy in one go."""
+    if windows.shape[1:] != (STEPS, N_FEATURES):
+        raise ValueError(f"window shape {windows.shape[1:]}, expected ({STEPS}, {N_FEATURES})")
+    rec = np.empty(len(windows), VALUE_RECORD)
+    rec["head"] = _HEAD_TEMPLATE
+    rec["head"]["sequence"] = sequence
+    rec["head"]["event_time_us"] = event_time_us
+    rec["head"]["written_us"] = written_us
+    rec["window"] = windows
+    return rec.tobytes()
+
+
+def _encode_batch(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
+                  written_us: int) -> list[bytes]:
+    values, size = encode_values(windows, sequence, event_time_us, written_us), VALUE_RECORD.itemsize
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 CLUSTER_SCHEME = "redis+cluster://"
@@ -232,10 +251,28 @@ def redis_client(url: str, cluster: bool = False, sync: bool = False, **kw: Any)
     return (aioredis.RedisCluster if cluster else aioredis.Redis).from_url(url, **kw)
 
 
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+def _cached(cache: dict[int, bytes], ids: list[int], make: Callable[[int], bytes]) -> list[bytes]:
+    """``make(i)`` of every id, remembered: formatting 100 keys costs ~25 µs."""
+    try:
+        return list(map(cache.__getitem__, ids))  # no Python loop once every id is cached
+    except KeyError:
+        return [cache.get(i) or cache.setdefault(i, make(i)) for i in ids]
+
+
+def _rows(values: bytes, size: int) -> list[memoryview]:
+    view = memoryview(values)
+    return [view[i:i + size] for i in range(0, len(view), size)]
+
+
 class RedisStore:
     """Redis (standalone or redis-py's RedisCluster client: same commands, cluster-safe keys).
 
-    Standalone reads go through rtvol.redis_mget (its own connections, to the endpoint the
+    On a standalone Redis without TLS (``Endpoint.of``), reads go through rtvol.redis_mget and
+    the window writes through rtvol.redis_write (their own connections, to the endpoint the
     given client is configured for, with its timeouts); everything else through ``client``.
     """
 
@@ -243,19 +280,47 @@ class RedisStore:
         from redis.asyncio.cluster import RedisCluster
 
         from rtvol.redis_mget import Endpoint, MgetReader
+        from rtvol.redis_write import PipelineWriter
 
         self.client, self.spec_hash = client, spec_hash
         self.ttl_s, self.stream_maxlen = ttl_s, stream_maxlen
         self.cluster = isinstance(client, RedisCluster)
         endpoint = None if self.cluster else Endpoint.of(client)
         self.reader = MgetReader(endpoint) if endpoint is not None else None  # None: redis-py MGET
-        self._keys: dict[int, bytes] = {}  # key bytes per stock: formatting 100 keys costs ~25 µs
+        self.writer = PipelineWriter(endpoint, 4) if endpoint is not None else None  # None: redis-py
+        self._keys: dict[int, bytes] = {}  # key per stock
+        self._set_heads: dict[int, bytes] = {}  # RESP of "SET key" and the value's length, per stock
+        self._fields: dict[int, bytes] = {}  # RESP of the stock id as a checkpoint field
+        self._set_tail = CRLF + _bulk(b"EX") + _bulk(b"%d" % ttl_s)
 
     def _key(self, stock_id: int) -> bytes:
-        key = self._keys.get(stock_id)
-        if key is None:
-            key = self._keys[stock_id] = window_key(self.spec_hash, stock_id)
-        return key
+        return window_key(self.spec_hash, stock_id)
+
+    def _set_head(self, stock_id: int) -> bytes:
+        return b"*5\r\n$3\r\nSET\r\n" + _bulk(self._key(stock_id)) + b"$%d\r\n" % VALUE_RECORD.itemsize
+
+    def _write_payload(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
+                       event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> tuple[bytes, int]:
+        """The write as one RESP buffer and its number of commands: the commands redis-py's
+        pipeline sends (``write``), framed per stock from cached pieces, values from numpy."""
+        from rtvol.redis_mget import resp_command
+
+        ids, parts = stock_ids.tolist(), list[bytes | memoryview]()
+        if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
+            key, records = checkpoint_key(self.spec_hash), np.ascontiguousarray(checkpoints)
+            parts.append(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(key))
+            parts += itertools.chain.from_iterable(zip(
+                _cached(self._fields, ids, lambda s: _bulk(b"%d" % s)),
+                itertools.repeat(b"$%d\r\n" % records.itemsize),
+                _rows(records.tobytes(), records.itemsize), itertools.repeat(CRLF)))
+            parts.append(resp_command(b"EXPIRE", key, b"%d" % self.ttl_s))
+        values = encode_values(windows, sequence, event_time_us, now_us())
+        parts += itertools.chain.from_iterable(zip(
+            _cached(self._set_heads, ids, self._set_head), _rows(values, VALUE_RECORD.itemsize),
+            itertools.repeat(self._set_tail)))
+        parts.append(resp_command(b"XADD", stream_key(self.spec_hash), b"MAXLEN", b"~",
+                                  b"%d" % self.stream_maxlen, b"*", b"ids", encode_ids(stock_ids)))
+        return b"".join(parts), len(ids) + 1 + (2 if checkpoints is not None else 0)
 
     @classmethod
     def connect(cls, url: str, spec_hash: str, cluster: bool = False, **kw: Any) -> RedisStore:
@@ -265,24 +330,24 @@ class RedisStore:
                     event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
         if len(stock_ids) == 0:
             return
-        values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
+        if self.writer is not None:
+            await self.writer.execute(*self._write_payload(stock_ids, windows, sequence, event_time_us,
+                                                           checkpoints))
+            return
+        values = _encode_batch(windows, sequence, event_time_us, now_us())
         pipe = self.client.pipeline(transaction=False)
         if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
             pipe.hset(checkpoint_key(self.spec_hash), mapping=dict(zip(
                 stock_ids.tolist(), (c.tobytes() for c in checkpoints), strict=True)))
             pipe.expire(checkpoint_key(self.spec_hash), self.ttl_s)
         for sid, value in zip(stock_ids.tolist(), values, strict=True):
-            pipe.set(self._key(sid), value, ex=self.ttl_s)
+            pipe.set(window_key(self.spec_hash, sid), value, ex=self.ttl_s)
         pipe.xadd(stream_key(self.spec_hash), {b"ids": encode_ids(stock_ids)},
                   maxlen=self.stream_maxlen, approximate=True)
         await pipe.execute()
 
     async def read(self, stock_ids: np.ndarray) -> Windows:
-        ids = np.asarray(stock_ids).tolist()
-        try:
-            keys = list(map(self._keys.__getitem__, ids))  # no Python loop once every key is cached
-        except KeyError:
-            keys = [self._key(s) for s in ids]
+        keys = _cached(self._keys, np.asarray(stock_ids).tolist(), self._key)
         if not keys:
             return decode_windows([])
         if self.reader is not None:
@@ -309,8 +374,9 @@ class RedisStore:
         return merge_vol(await self.client.hgetall(vol_key(self.spec_hash)))
 
     async def close(self) -> None:
-        if self.reader is not None:
-            await self.reader.close()
+        for pool in (self.reader, self.writer):
+            if pool is not None:
+                await pool.close()
         await self.client.aclose()
 
 
@@ -335,7 +401,7 @@ class InProcessStore:
         if len(stock_ids) == 0:
             return
         expires = time.monotonic() + self.ttl_s
-        values = _encode_batch(stock_ids, windows, sequence, event_time_us, now_us())
+        values = _encode_batch(windows, sequence, event_time_us, now_us())
         if checkpoints is not None:
             self.checkpoints.update(zip(stock_ids.tolist(), (c.tobytes() for c in checkpoints), strict=True))
         for sid, value in zip(stock_ids.tolist(), values, strict=True):

@@ -7,16 +7,17 @@ StreamReader copies, one bytes object per value, then a join to decode. This is 
 calls, the reply is walked once to find where each value starts, and when every value has
 the expected size the caller gets a strided numpy view of the buffer (no per-value object).
 
-One job: MGET on a standalone Redis over TCP or a Unix socket, RESP2, no TLS. Everything
-else (writes, streams, cluster, TLS) stays on redis-py; ``Endpoint.of`` says when this
-reader applies. Errors are redis-py's exception types, so callers handle both alike.
+One job: MGET on a standalone Redis over TCP or a Unix socket, RESP2, no TLS. Its pool of
+connections (``Connections``) also carries the store's window writes (rtvol.redis_write);
+everything else (other reads, cluster, TLS) stays on redis-py; ``Endpoint.of`` says when
+these apply. Errors are redis-py's exception types, so callers handle both alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -285,29 +286,19 @@ class ArrayWalk:
         return self.left == 0
 
 
-class MgetReader:
-    """A small pool of connections, each doing one MGET at a time; bounded by ``max_connections``.
+class Connections:
+    """A small pool of connections to one endpoint, each doing one request at a time; bounded
+    by ``max_connections``. Shared by the MGET reader and the store's writer (rtvol.redis_write).
 
-    A call that is cancelled (a caller's ``wait_for``) or fails closes its connection, so a
-    half-read reply never leaks into the next call.
+    A request that is cancelled (a caller's ``wait_for``) or fails closes its connection, so a
+    half-read reply never leaks into the next one; a connection the server closed while idle
+    is skipped, and the next request opens a new one.
     """
 
     def __init__(self, endpoint: Endpoint, max_connections: int = 16) -> None:
         self.endpoint = endpoint
         self._idle: list[MgetProtocol] = []
         self._slots = asyncio.Semaphore(max_connections)
-        self._args: dict[bytes, bytes] = {}  # key -> its RESP bulk string
-
-    def _payload(self, keys: list[bytes]) -> bytes:
-        head = b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)
-        try:
-            return head + b"".join(map(self._args.__getitem__, keys))  # no Python loop when cached
-        except KeyError:
-            if len(self._args) > _KEY_CACHE_MAX:
-                self._args.clear()
-            for k in keys:
-                self._args[k] = b"$%d\r\n%s\r\n" % (len(k), k)
-            return head + b"".join(map(self._args.__getitem__, keys))
 
     async def _connect(self) -> MgetProtocol:
         e, loop = self.endpoint, asyncio.get_running_loop()
@@ -333,17 +324,13 @@ class MgetReader:
                 return proto
         return None
 
-    async def mget(self, keys: list[bytes], value_size: int, decode: Callable[[Reply], T]) -> T:
-        """MGET ``keys``; ``decode`` turns the reply into a result before the buffer is reused.
-
-        ``value_size`` is the size most values have (the fast path); others still work.
-        """
-        payload = self._payload(keys)
+    async def use(self, request: Callable[[MgetProtocol], Awaitable[T]]) -> T:
+        """``request`` on a connection of the pool (a new one if none is idle)."""
         async with self._slots:
             proto = self._take_idle() or await self._connect()
             ok = False
             try:
-                result = decode(await proto.mget(payload, len(keys), value_size, self.endpoint.timeout_s))
+                result = await request(proto)
                 ok = True
                 return result
             finally:
@@ -355,3 +342,34 @@ class MgetReader:
     async def close(self) -> None:
         while self._idle:
             self._idle.pop().abort(rx.ConnectionError("closed"))
+
+
+class MgetReader(Connections):
+    """MGET through the pool; a key's RESP encoding is cached."""
+
+    def __init__(self, endpoint: Endpoint, max_connections: int = 16) -> None:
+        super().__init__(endpoint, max_connections)
+        self._args: dict[bytes, bytes] = {}  # key -> its RESP bulk string
+
+    def _payload(self, keys: list[bytes]) -> bytes:
+        head = b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)
+        try:
+            return head + b"".join(map(self._args.__getitem__, keys))  # no Python loop when cached
+        except KeyError:
+            if len(self._args) > _KEY_CACHE_MAX:
+                self._args.clear()
+            for k in keys:
+                self._args[k] = b"$%d\r\n%s\r\n" % (len(k), k)
+            return head + b"".join(map(self._args.__getitem__, keys))
+
+    async def mget(self, keys: list[bytes], value_size: int, decode: Callable[[Reply], T]) -> T:
+        """MGET ``keys``; ``decode`` turns the reply into a result before the buffer is reused.
+
+        ``value_size`` is the size most values have (the fast path); others still work.
+        """
+        payload = self._payload(keys)
+
+        async def request(proto: MgetProtocol) -> T:
+            return decode(await proto.mget(payload, len(keys), value_size, self.endpoint.timeout_s))
+
+        return await self.use(request)

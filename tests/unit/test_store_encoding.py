@@ -34,6 +34,16 @@ def test_window_value_encoding_is_pinned() -> None:
     assert not got.windows[1].any()
 
 
+def test_a_batch_encodes_as_its_windows_one_by_one() -> None:
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(3, STEPS, N_FEATURES))  # float64: stored as float32 either way
+    seq, event_us = np.array([1, 2**40, 3]), np.array([5, 6, 2**50])
+    assert fs.encode_values(windows, seq, event_us, 99) == b"".join(
+        fs.encode_window(windows[i], seq[i], event_us[i], 99) for i in range(3))
+    with pytest.raises(ValueError, match="window shape"):
+        fs.encode_values(windows[:, 1:], seq, event_us, 99)
+
+
 @pytest.mark.parametrize("at", [0, 4, 6, 8], ids=["magic", "version", "steps", "features"])
 def test_decode_rejects_an_unknown_encoding(at: int) -> None:
     good = fs.encode_window(np.zeros((STEPS, N_FEATURES), np.float32), 1, 1, 1)
