@@ -19,8 +19,9 @@ Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if 
   that replica's stocks; a read merges the fields of the newest sharding (``merge_vol``).
 Writes are pipelined and non-transactional (a reader may see part of a batch; every window
 is self-consistent): on a standalone Redis one pre-encoded RESP buffer through
-rtvol.redis_write, on a cluster or over TLS redis-py's pipeline (the same commands); a read of many stocks is one MGET through rtvol.redis_mget (its reply
-decoded in place), or on a cluster one pipelined round trip per node holding an MGET per slot.
+rtvol.redis_write, on a cluster or over TLS redis-py's pipeline (the same commands). A read
+of many stocks is one MGET through rtvol.redis_mget (its reply decoded in place), or on a
+cluster one pipelined round trip per node holding an MGET per slot.
 
 URLs: ``redis://``, ``rediss://`` and ``unix:///path/redis.sock?db=N`` (standalone), and
 ``redis+cluster://host:port`` (any node of a Redis Cluster: redis-py's RedisCluster client).
