@@ -29,6 +29,7 @@ URLs: ``redis://``, ``rediss://`` and ``unix:///path/redis.sock?db=N`` (standalo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
 import time
@@ -218,15 +219,22 @@ def encode_values(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.n
                   written_us: int) -> bytes:
     """The stored values of a batch, back to back (each ``VALUE_RECORD.itemsize`` bytes, as
     ``encode_window`` would make them), built by numpy in one go."""
+    rec = np.empty(len(windows), VALUE_RECORD)
+    _fill_values(rec, windows, sequence, event_time_us, written_us)
+    return rec.tobytes()
+
+
+def _fill_values(rec: np.ndarray, windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
+                 written_us: int) -> None:
+    """Fill ``rec`` (VALUE_RECORDs, possibly a strided view into a RESP buffer)."""
     if windows.shape[1:] != (STEPS, N_FEATURES):
         raise ValueError(f"window shape {windows.shape[1:]}, expected ({STEPS}, {N_FEATURES})")
-    rec = np.empty(len(windows), VALUE_RECORD)
-    rec["head"] = _HEAD_TEMPLATE
-    rec["head"]["sequence"] = sequence
-    rec["head"]["event_time_us"] = event_time_us
-    rec["head"]["written_us"] = written_us
+    head = rec["head"]
+    head[...] = _HEAD_TEMPLATE
+    head["sequence"] = sequence
+    head["event_time_us"] = event_time_us
+    head["written_us"] = written_us
     rec["window"] = windows
-    return rec.tobytes()
 
 
 def _encode_batch(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
@@ -256,17 +264,16 @@ def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
+def _decimal_bulk(number: int) -> bytes:
+    return _bulk(b"%d" % number)
+
+
 def _cached(cache: dict[int, bytes], ids: list[int], make: Callable[[int], bytes]) -> list[bytes]:
     """``make(i)`` of every id, remembered: formatting 100 keys costs ~25 µs."""
     try:
         return list(map(cache.__getitem__, ids))  # no Python loop once every id is cached
     except KeyError:
         return [cache.get(i) or cache.setdefault(i, make(i)) for i in ids]
-
-
-def _rows(values: bytes, size: int) -> list[memoryview]:
-    view = memoryview(values)
-    return [view[i:i + size] for i in range(0, len(view), size)]
 
 
 class RedisStore:
@@ -281,7 +288,7 @@ class RedisStore:
         from redis.asyncio.cluster import RedisCluster
 
         from rtvol.redis_mget import Endpoint, MgetReader
-        from rtvol.redis_write import PipelineWriter
+        from rtvol.redis_write import Frames, PipelineWriter
 
         self.client, self.spec_hash = client, spec_hash
         self.ttl_s, self.stream_maxlen = ttl_s, stream_maxlen
@@ -293,6 +300,8 @@ class RedisStore:
         self._set_heads: dict[int, bytes] = {}  # RESP of "SET key" and the value's length, per stock
         self._fields: dict[int, bytes] = {}  # RESP of the stock id as a checkpoint field
         self._set_tail = CRLF + _bulk(b"EX") + _bulk(b"%d" % ttl_s)
+        self._frames = Frames()  # the write's RESP buffer, reused: one write at a time
+        self._write_lock = asyncio.Lock()
 
     def _key(self, stock_id: int) -> bytes:
         return window_key(self.spec_hash, stock_id)
@@ -300,28 +309,31 @@ class RedisStore:
     def _set_head(self, stock_id: int) -> bytes:
         return b"*5\r\n$3\r\nSET\r\n" + _bulk(self._key(stock_id)) + b"$%d\r\n" % VALUE_RECORD.itemsize
 
-    def _write_payload(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                       event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> tuple[bytes, int]:
-        """The write as one RESP buffer and its number of commands: the commands redis-py's
-        pipeline sends (``write``), framed per stock from cached pieces, values from numpy."""
+    def _frame_write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
+                     event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> int:
+        """Put the write into ``self._frames`` as RESP; returns its number of commands: those
+        redis-py's pipeline sends (``write``), framed per run of stocks by numpy."""
         from rtvol.redis_mget import resp_command
 
-        ids, parts = stock_ids.tolist(), list[bytes | memoryview]()
+        frames, ids = self._frames, stock_ids.tolist()
+        frames.clear()
         if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
-            key, records = checkpoint_key(self.spec_hash), np.ascontiguousarray(checkpoints)
-            parts.append(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(key))
-            parts += itertools.chain.from_iterable(zip(
-                _cached(self._fields, ids, lambda s: _bulk(b"%d" % s)),
-                itertools.repeat(b"$%d\r\n" % records.itemsize),
-                _rows(records.tobytes(), records.itemsize), itertools.repeat(CRLF)))
-            parts.append(resp_command(b"EXPIRE", key, b"%d" % self.ttl_s))
-        values = encode_values(windows, sequence, event_time_us, now_us())
-        parts += itertools.chain.from_iterable(zip(
-            _cached(self._set_heads, ids, self._set_head), _rows(values, VALUE_RECORD.itemsize),
-            itertools.repeat(self._set_tail)))
-        parts.append(resp_command(b"XADD", stream_key(self.spec_hash), b"MAXLEN", b"~",
-                                  b"%d" % self.stream_maxlen, b"*", b"ids", encode_ids(stock_ids)))
-        return b"".join(parts), len(ids) + 1 + (2 if checkpoints is not None else 0)
+            key = checkpoint_key(self.spec_hash)
+            size = b"$%d\r\n" % checkpoints.dtype.itemsize
+            body = np.dtype({"names": ["size", "record"], "formats": [f"V{len(size)}", checkpoints.dtype],
+                             "offsets": [0, len(size)]})
+            frames.raw(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(key))
+            for rows, fields in frames.rows(_cached(self._fields, ids, _decimal_bulk), body, CRLF):
+                fields["size"] = np.void(size)
+                fields["record"] = checkpoints[rows]
+            frames.raw(resp_command(b"EXPIRE", key, b"%d" % self.ttl_s))
+        written_us = now_us()
+        for rows, values in frames.rows(_cached(self._set_heads, ids, self._set_head), VALUE_RECORD,
+                                        self._set_tail):
+            _fill_values(values, windows[rows], sequence[rows], event_time_us[rows], written_us)
+        frames.raw(resp_command(b"XADD", stream_key(self.spec_hash), b"MAXLEN", b"~",
+                                b"%d" % self.stream_maxlen, b"*", b"ids", encode_ids(stock_ids)))
+        return len(ids) + 1 + (2 if checkpoints is not None else 0)
 
     @classmethod
     def connect(cls, url: str, spec_hash: str, cluster: bool = False, **kw: Any) -> RedisStore:
@@ -332,8 +344,9 @@ class RedisStore:
         if len(stock_ids) == 0:
             return
         if self.writer is not None:
-            await self.writer.execute(*self._write_payload(stock_ids, windows, sequence, event_time_us,
-                                                           checkpoints))
+            async with self._write_lock:
+                replies = self._frame_write(stock_ids, windows, sequence, event_time_us, checkpoints)
+                await self.writer.execute(self._frames.view(), replies)
             return
         values = _encode_batch(windows, sequence, event_time_us, now_us())
         pipe = self.client.pipeline(transaction=False)

@@ -143,8 +143,8 @@ class MgetProtocol(asyncio.BufferedProtocol):
         self.lost = self.lost or exc
         if self.done is not None and not self.done.done():
             self.done.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is not None:  # abort, not close: nothing still queued is sent, as the
+            self.transport.abort()      # buffer it may view (rtvol.redis_write.Frames) gets reused
 
     # ---- requests
     def begin(self, parse: Callable[[], bool], expect: int) -> asyncio.Future[None]:
@@ -156,7 +156,7 @@ class MgetProtocol(asyncio.BufferedProtocol):
         self.done = asyncio.get_running_loop().create_future()
         return self.done
 
-    async def request(self, payload: bytes, parse: Callable[[], bool], expect: int,
+    async def request(self, payload: bytes | memoryview, parse: Callable[[], bool], expect: int,
                       idle_timeout_s: float | None = None) -> None:
         """Send ``payload`` and wait for its reply; with ``idle_timeout_s``, fail (and close)
         when no bytes arrive for that long, however long a large reply takes in all."""

@@ -1,13 +1,15 @@
-"""The raw store write's reply check (rtvol.redis_write.ReplyLines): complete only once every
-reply has arrived, however the bytes are cut; the first error as redis-py's exception type."""
+"""The raw store write's RESP (rtvol.redis_write): the reply check is complete only once every
+reply has arrived, however the bytes are cut, and gives the first error as redis-py's type;
+the frames are the bytes a join of the pieces would give."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from redis import exceptions as rx
 
 from rtvol.redis_mget import MgetProtocol
-from rtvol.redis_write import ReplyLines
+from rtvol.redis_write import Frames, ReplyLines
 
 OK_REPLY = b":2\r\n:1\r\n+OK\r\n+OK\r\n$15\r\n1764655200000-0\r\n"  # HSET, EXPIRE, 2 SET, XADD
 
@@ -54,3 +56,17 @@ def test_more_lines_than_replies_is_an_error() -> None:
     proto.n = 15
     with pytest.raises(ValueError, match="3 reply lines for 1 commands"):
         ReplyLines(proto, 1).complete()
+
+
+def test_frames_lay_out_rows_of_mixed_head_lengths_as_a_join_would() -> None:
+    frames = Frames()
+    frames.buf = np.empty(8, np.uint8)  # too small: it grows, and the views it returns stay valid
+    frames.raw(b"*3\r\n")
+    heads = [b"a", b"bc", b"de", b"f"]
+    for rows, bodies in frames.rows(heads, np.dtype("<i4"), b"\r\n"):
+        bodies[:] = np.arange(4)[rows] + 10
+    assert bytes(frames.view()) == b"".join([b"*3\r\n"] + [
+        h + (i + 10).to_bytes(4, "little") + b"\r\n" for i, h in enumerate(heads)])
+    frames.clear()
+    frames.raw(b"x")
+    assert bytes(frames.view()) == b"x"
