@@ -264,10 +264,6 @@ def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
-def _decimal_bulk(number: int) -> bytes:
-    return _bulk(b"%d" % number)
-
-
 def _cached(cache: dict[int, bytes], ids: list[int], make: Callable[[int], bytes]) -> list[bytes]:
     """``make(i)`` of every id, remembered: formatting 100 keys costs ~25 µs."""
     try:
@@ -287,7 +283,7 @@ class RedisStore:
     def __init__(self, client: Any, spec_hash: str, ttl_s: int = 3600, stream_maxlen: int = 10_000) -> None:
         from redis.asyncio.cluster import RedisCluster
 
-        from rtvol.redis_mget import Endpoint, MgetReader
+        from rtvol.redis_mget import Endpoint, MgetReader, resp_command
         from rtvol.redis_write import Frames, PipelineWriter
 
         self.client, self.spec_hash = client, spec_hash
@@ -298,8 +294,11 @@ class RedisStore:
         self.writer = PipelineWriter(endpoint, 4) if endpoint is not None else None  # None: redis-py
         self._keys: dict[int, bytes] = {}  # key per stock
         self._set_heads: dict[int, bytes] = {}  # RESP of "SET key" and the value's length, per stock
-        self._fields: dict[int, bytes] = {}  # RESP of the stock id as a checkpoint field
-        self._set_tail = CRLF + _bulk(b"EX") + _bulk(b"%d" % ttl_s)
+        self._fields: dict[int, dict[int, bytes]] = {}  # per record size, per stock: RESP of the
+        self._set_tail = CRLF + _bulk(b"EX") + _bulk(b"%d" % ttl_s)  # field and the record's length
+        self._expire = resp_command(b"EXPIRE", checkpoint_key(spec_hash), b"%d" % ttl_s)
+        self._xadd_head = b"*8\r\n" + b"".join(map(_bulk, (  # the ids' bulk string follows
+            b"XADD", stream_key(spec_hash), b"MAXLEN", b"~", b"%d" % stream_maxlen, b"*", b"ids")))
         self._frames = Frames()  # the write's RESP buffer, reused: one write at a time
         self._write_lock = asyncio.Lock()
 
@@ -313,26 +312,21 @@ class RedisStore:
                      event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> int:
         """Put the write into ``self._frames`` as RESP; returns its number of commands: those
         redis-py's pipeline sends (``write``), framed per run of stocks by numpy."""
-        from rtvol.redis_mget import resp_command
-
         frames, ids = self._frames, stock_ids.tolist()
         frames.clear()
         if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
-            key = checkpoint_key(self.spec_hash)
-            size = b"$%d\r\n" % checkpoints.dtype.itemsize
-            body = np.dtype({"names": ["size", "record"], "formats": [f"V{len(size)}", checkpoints.dtype],
-                             "offsets": [0, len(size)]})
-            frames.raw(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(key))
-            for rows, fields in frames.rows(_cached(self._fields, ids, _decimal_bulk), body, CRLF):
-                fields["size"] = np.void(size)
-                fields["record"] = checkpoints[rows]
-            frames.raw(resp_command(b"EXPIRE", key, b"%d" % self.ttl_s))
+            size = checkpoints.dtype.itemsize
+            fields = self._fields.setdefault(size, {})
+            frames.raw(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(checkpoint_key(self.spec_hash)))
+            heads = _cached(fields, ids, lambda s: _bulk(b"%d" % s) + b"$%d\r\n" % size)
+            for rows, records in frames.rows(heads, checkpoints.dtype, CRLF):
+                records[...] = checkpoints[rows]
+            frames.raw(self._expire)
         written_us = now_us()
         for rows, values in frames.rows(_cached(self._set_heads, ids, self._set_head), VALUE_RECORD,
                                         self._set_tail):
             _fill_values(values, windows[rows], sequence[rows], event_time_us[rows], written_us)
-        frames.raw(resp_command(b"XADD", stream_key(self.spec_hash), b"MAXLEN", b"~",
-                                b"%d" % self.stream_maxlen, b"*", b"ids", encode_ids(stock_ids)))
+        frames.raw(self._xadd_head + _bulk(encode_ids(stock_ids)))
         return len(ids) + 1 + (2 if checkpoints is not None else 0)
 
     @classmethod
