@@ -143,3 +143,28 @@ def test_only_tls_and_cluster_clients_keep_redis_py_for_writes() -> None:
     assert fs.RedisStore(fs.redis_client("rediss://127.0.0.1:1"), "x").writer is None
     assert fs.RedisStore(fs.redis_client("redis+cluster://127.0.0.1:1"), "x").writer is None
     assert fs.RedisStore(fs.redis_client("unix:///nowhere.sock"), "x").writer is not None
+
+
+async def test_the_publisher_keeps_windows_dirty_while_redis_is_gone_and_writes_them_after(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from rtvol.features.online import OnlineState
+    from rtvol.services.feature.publisher import Publisher
+
+    proc, tcp, _ = redis_servers.with_retries(lambda i: redis_servers.unix(
+        tmp_path_factory.mktemp(f"redis-restart-{i}")))
+    store = fs.RedisStore.connect(tcp, uuid.uuid4().hex[:16])
+    publisher = Publisher(OnlineState(4), store, 0.0)
+    try:
+        publisher.mark(np.array([1]))
+        assert await publisher.flush() == 1  # a pooled connection now exists
+        proc.stop(timeout_s=10)
+        publisher.mark(np.array([2]))
+        with pytest.raises(rx.ConnectionError):
+            await publisher.flush()
+        assert publisher.dirty.tolist() == [False, False, True, False]  # kept for the next flush
+        proc.restart()  # the same port, empty (no persistence)
+        assert await publisher.flush() == 1
+        assert (await store.read(np.arange(4))).found.tolist() == [False, False, True, False]
+    finally:
+        proc.stop(timeout_s=10)
+        await store.close()
