@@ -1,10 +1,12 @@
 """A pipeline of writes sent as one pre-encoded RESP buffer: the feature store's write path.
 
 Why not redis-py here: its pipeline packs every command and parses every reply in Python,
-~30 µs of CPU a window and ~180 µs a call for the feature service's flush (docs/BENCHMARKS.md,
-"The store write as one RESP buffer"). The caller builds the whole buffer (numpy for the
-values); this sends it on a connection of rtvol.redis_mget's pool and checks the replies in
-one pass: it counts their lines instead of walking them one by one.
+~20 µs of CPU a window and ~150 µs a call for the feature service's flush (docs/BENCHMARKS.md,
+"The store write as one RESP buffer"; here ~3 and ~70). The caller frames the whole pipeline
+into ``Frames`` (numpy fills the values in place); ``PipelineWriter`` sends it on a connection
+of rtvol.redis_mget's pool and checks the replies in one pass, counting their lines instead
+of walking them one by one. redis-py's error parser (``BaseParser.parse_error``) maps error
+replies to its exception types, so callers handle both paths alike.
 
 The replies it reads are status or integer lines, or errors, with at most the LAST one a bulk
 string without a CRLF inside (XADD's stream id): exactly what SET, HSET, EXPIRE and XADD
@@ -27,8 +29,9 @@ class Frames:
 
     Why reused: a fresh buffer of a few hundred KB (100 windows and their checkpoints are
     ~500 KB) comes from mmap, and faulting its pages in cost more than everything else the
-    write does (~5 µs a window on our 2-core box). A buffer is only written again once the
-    reply to what was sent from it has arrived, i.e. Redis has read all of it.
+    write does (~5 µs a window on our 2-core box). The buffer is only written again once the
+    reply to what was sent from it has arrived (Redis has read all of it) or its connection
+    was aborted (nothing queued on it is sent); callers frame one pipeline at a time.
     """
 
     def __init__(self) -> None:
