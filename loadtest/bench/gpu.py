@@ -344,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "than cuda at every size bench ingest-devices measured, docs/BENCHMARKS.md)")
     p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
     p.add_argument("--gateway-workers", type=int, default=1,
-                   help="the gateway's worker processes in the gateway step (bench gateway --workers)")
+                   help="the gateway's worker processes in the gateway and pipeline steps (their "
+                        "--workers): at 200,000 upd/s one worker is the queue once the feature "
+                        "service keeps up")
     p.add_argument("--generator-processes", default="auto",
                    help="the open-loop generator's processes in the gateway step (bench gateway "
                         "--processes: a count or auto); raise it when the bench warns a generator "
@@ -363,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipelines = [(name, functools.partial(bench_with_targets, name, [
         "pipeline", *sidecar_on_gpu, "--rate", str(rate), "--stocks", str(stocks),
         "--modes", modes, "--duration", str(seconds or a.pipeline_seconds),
-        f"--feature-arg=--device={a.feature_device}", *extra], a.out))
+        f"--feature-arg=--device={a.feature_device}", "--workers", str(a.gateway_workers), *extra], a.out))
         for name, rate, stocks, modes, seconds, *extra in PIPELINES]
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         # the generic path's compile cache (rtvol_cnn in fp16 runs one fused kernel, compiling
