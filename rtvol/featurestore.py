@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rtvol.features.spec import N_FEATURES, STEPS
+from rtvol.resp import CRLF, bulk, resp_command
 
 if TYPE_CHECKING:
     from rtvol.redis_mget import Reply
@@ -50,7 +51,6 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sHHHHqqq")
 VOL_HEADER = struct.Struct("<4sHHqi")
 WINDOW_BYTES = STEPS * N_FEATURES * 4
-CRLF = b"\r\n"
 
 
 def now_us() -> int:
@@ -260,10 +260,6 @@ def redis_client(url: str, cluster: bool = False, sync: bool = False, **kw: Any)
     return (aioredis.RedisCluster if cluster else aioredis.Redis).from_url(url, **kw)
 
 
-def _bulk(arg: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(arg), arg)
-
-
 def _cached(cache: dict[int, bytes], ids: list[int], make: Callable[[int], bytes]) -> list[bytes]:
     """``make(i)`` of every id, remembered: formatting 100 keys costs ~25 µs."""
     try:
@@ -283,7 +279,7 @@ class RedisStore:
     def __init__(self, client: Any, spec_hash: str, ttl_s: int = 3600, stream_maxlen: int = 10_000) -> None:
         from redis.asyncio.cluster import RedisCluster
 
-        from rtvol.redis_mget import Endpoint, MgetReader, resp_command
+        from rtvol.redis_mget import Endpoint, MgetReader
         from rtvol.redis_write import Frames, PipelineWriter
 
         self.client, self.spec_hash = client, spec_hash
@@ -295,9 +291,9 @@ class RedisStore:
         self._keys: dict[int, bytes] = {}  # key per stock
         self._set_heads: dict[int, bytes] = {}  # RESP of "SET key" and the value's length, per stock
         self._fields: dict[int, dict[int, bytes]] = {}  # per record size, per stock: RESP of the
-        self._set_tail = CRLF + _bulk(b"EX") + _bulk(b"%d" % ttl_s)  # field and the record's length
+        self._set_tail = CRLF + bulk(b"EX") + bulk(b"%d" % ttl_s)  # field and the record's length
         self._expire = resp_command(b"EXPIRE", checkpoint_key(spec_hash), b"%d" % ttl_s)
-        self._xadd_head = b"*8\r\n" + b"".join(map(_bulk, (  # the ids' bulk string follows
+        self._xadd_head = b"*8\r\n" + b"".join(map(bulk, (  # the ids' bulk string follows
             b"XADD", stream_key(spec_hash), b"MAXLEN", b"~", b"%d" % stream_maxlen, b"*", b"ids")))
         self._frames = Frames()  # the write's RESP buffer, reused: one write at a time
         self._write_lock = asyncio.Lock()
@@ -306,7 +302,7 @@ class RedisStore:
         return window_key(self.spec_hash, stock_id)
 
     def _set_head(self, stock_id: int) -> bytes:
-        return b"*5\r\n$3\r\nSET\r\n" + _bulk(self._key(stock_id)) + b"$%d\r\n" % VALUE_RECORD.itemsize
+        return b"*5\r\n$3\r\nSET\r\n" + bulk(self._key(stock_id)) + b"$%d\r\n" % VALUE_RECORD.itemsize
 
     def _frame_write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
                      event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> int:
@@ -317,8 +313,8 @@ class RedisStore:
         if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
             size = checkpoints.dtype.itemsize
             fields = self._fields.setdefault(size, {})
-            frames.raw(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + _bulk(checkpoint_key(self.spec_hash)))
-            heads = _cached(fields, ids, lambda s: _bulk(b"%d" % s) + b"$%d\r\n" % size)
+            frames.raw(b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(ids)) + bulk(checkpoint_key(self.spec_hash)))
+            heads = _cached(fields, ids, lambda s: bulk(b"%d" % s) + b"$%d\r\n" % size)
             for rows, records in frames.rows(heads, checkpoints.dtype, CRLF):
                 records[...] = checkpoints[rows]
             frames.raw(self._expire)
@@ -326,7 +322,7 @@ class RedisStore:
         for rows, values in frames.rows(_cached(self._set_heads, ids, self._set_head), VALUE_RECORD,
                                         self._set_tail):
             _fill_values(values, windows[rows], sequence[rows], event_time_us[rows], written_us)
-        frames.raw(self._xadd_head + _bulk(encode_ids(stock_ids)))
+        frames.raw(self._xadd_head + bulk(encode_ids(stock_ids)))
         return len(ids) + 1 + (2 if checkpoints is not None else 0)
 
     @classmethod

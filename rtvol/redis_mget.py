@@ -24,13 +24,12 @@ from typing import Any, TypeVar
 import numpy as np
 from redis import exceptions as rx
 
+from rtvol.resp import CRLF, bulk, resp_command
+
 T = TypeVar("T")
-CRLF = b"\r\n"
 _KEY_CACHE_MAX = 1 << 17  # encoded keys kept; beyond it the cache starts over
 
 
-def resp_command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 @dataclass(frozen=True)
@@ -359,7 +358,7 @@ class MgetReader(Connections):
             if len(self._args) > _KEY_CACHE_MAX:
                 self._args.clear()
             for k in keys:
-                self._args[k] = b"$%d\r\n%s\r\n" % (len(k), k)
+                self._args[k] = bulk(k)
             return head + b"".join(map(self._args.__getitem__, keys))
 
     async def mget(self, keys: list[bytes], value_size: int, decode: Callable[[Reply], T]) -> T:

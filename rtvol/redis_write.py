@@ -21,7 +21,8 @@ import itertools
 import numpy as np
 from redis._parsers.base import BaseParser
 
-from rtvol.redis_mget import CRLF, Connections, MgetProtocol
+from rtvol.redis_mget import Connections, MgetProtocol
+from rtvol.resp import CRLF
 
 
 class Frames:

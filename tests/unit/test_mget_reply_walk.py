@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import exceptions as rx
 
-from rtvol.redis_mget import ArrayWalk, MgetProtocol, resp_command
+from rtvol.redis_mget import ArrayWalk, MgetProtocol
+from rtvol.resp import resp_command
 
 SIZE = 24  # the "expected" value size of these tests
 
