@@ -1,6 +1,6 @@
 """`rtvol bench apply`: the feature service's CPU per update on its apply path, in process.
 
-Feeds the messages `rtvol bench pipeline` sends (its ``build``: round robin over ``--stocks``,
+Feeds the messages `rtvol bench pipeline` sends (pipeline_feed's ``build``: round robin over ``--stocks``,
 event time ``--speedup`` times the wall clock, so steps close as in that bench) to
 ``Ingestor.apply_many``, with what the service has around it: a Publisher marking dirty
 windows (no flush), a WindowFeed with one watcher (marks only; nothing is sent) and the
@@ -32,7 +32,7 @@ from rtvol import histograms
 from rtvol.features.online import OnlineState
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, InProcessStore, RedisStore
-from rtvol.loadtest.bench.pipeline import FeedPlan, build
+from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.services.feature.alerts import Alerts
 from rtvol.services.feature.fanout import Consumer, FanOut

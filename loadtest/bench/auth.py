@@ -4,7 +4,7 @@ Two gateways, identical but for --api-keys-file (one engine key; the other check
 read one redis-server fed by one feature service (tier 2 answers fresh predicts: no sidecar,
 so the comparison is not diluted by a model hop). The cheapest paths are timed, where the
 check is the largest share: the cached signal over REST and gRPC, and a fresh REST predict.
-One call at a time, interleaved rounds (loadtest/bench/gateway.py's `measure`), p50/p99/p99.9
+One call at a time, interleaved rounds (loadtest/bench/harness.py's `measure`), p50/p99/p99.9
 from HDR histograms. Target (issue 17): with keys p50 <= 1.1 x without, on every path.
 
     flock /tmp/rtvol-bench.lock rtvol bench auth --repo MODELS [--out FILE]
@@ -26,17 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from rtvol import auth, repository, stack
-from rtvol.loadtest.bench.gateway import (
-    CACHED_MS,
-    Http,
-    Processes,
-    Timed,
-    _answered,
-    _probe,
-    _rest_tier,
-    dataset,
-    measure,
-)
+from rtvol.loadtest.bench.gateway import CACHED_MS, _answered, _probe, _rest_tier, dataset
+from rtvol.loadtest.bench.harness import Http, Processes, Timed, measure
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
 
 LIMIT = 1.1

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -40,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,115 +47,13 @@ import numpy as np
 
 from rtvol import histograms, repository, sharding, stack
 from rtvol.features.spec import STEP_SECONDS
-from rtvol.loadtest.bench.gateway import Http, Processes, cpu_seconds, has_gpu, run_info
+from rtvol.loadtest.bench.harness import Http, Processes, cpu_seconds, has_gpu, run_info
+from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
 
-INGEST = "/rtvol.proto.v1.Features/Ingest"
 P99_LIMIT_MS = {"cpu": 5.0, "gpu": 2.0}
 TARGET_RATE, TARGET_STOCKS = 50_000, 500
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
-
-
-@dataclass(frozen=True)
-class FeedPlan:
-    targets: tuple[str, ...]  # the feature replicas, in ordinal order
-    rate: float  # updates/s
-    batch: int  # updates per message
-    stocks: int
-    first_stock: int  # stocks first_stock .. first_stock + stocks - 1: fresh ones for each mode
-    duration_s: float
-    speedup: float
-
-
-def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndarray, np.ndarray]:
-    """The feed's messages, each split by owner into one part per replica (serialised; None:
-    none of its stocks), and for each update that closes a step: the message it is in, its
-    stock and the window version it makes (steps closed: the plan's stocks are fresh, their
-    first update opens a step)."""
-    from rtvol.loadtest.ticks import STEP_US
-    from rtvol.proto.v1 import features_pb2 as pb
-
-    n_updates = int(plan.rate * plan.duration_s) // plan.batch * plan.batch
-    k = np.arange(n_updates)
-    stock = plan.first_stock + k % plan.stocks
-    event_us = (STEP_US + k / plan.rate * plan.speedup * 1e6).astype(np.int64)
-    step = event_us // STEP_US
-    seq = k // plan.stocks
-    closes = np.zeros(n_updates, bool)
-    version = np.zeros(n_updates, np.int64)
-    # a stock's update closes (step - its previous step) steps; its version counts them all
-    for s in range(plan.stocks):
-        rows = np.arange(s, n_updates, plan.stocks)
-        st = step[rows]
-        closes[rows] = np.diff(st, prepend=st[:1]) > 0
-        version[rows] = st - st[:1]
-    mid = 100.0 + (k % 97) * 1e-3
-    owner = sharding.owner(stock, len(plan.targets))
-
-    def part(rows: np.ndarray) -> bytes | None:
-        if not len(rows):
-            return None
-        m, n = mid[rows], len(rows)
-        return pb.IngestRequest(columns=pb.UpdateColumns(
-            stock_id=stock[rows].tolist(), event_time_us=event_us[rows].tolist(), sequence=seq[rows].tolist(),
-            kind=[0] * n, bid_price1=(m - 0.01).tolist(), ask_price1=(m + 0.01).tolist(),
-            bid_price2=(m - 0.02).tolist(), ask_price2=(m + 0.02).tolist(), bid_size1=[10.0] * n,
-            ask_size1=[12.0] * n, bid_size2=[20.0] * n, ask_size2=[22.0] * n)).SerializeToString()
-
-    messages = []
-    for lo in range(0, n_updates, plan.batch):
-        rows = np.arange(lo, lo + plan.batch)
-        messages.append([part(rows[owner[rows] == r]) for r in range(len(plan.targets))])
-    at = np.flatnonzero(closes)
-    return messages, at // plan.batch, stock[at], version[at]
-
-
-def feed(plan: FeedPlan, out: str) -> None:
-    """The feeder process: paced sends on one Ingest stream per replica (each message's part
-    for it at the message's time); writes the send time of each message's part per replica
-    (0: no part) and each stream's summary."""
-    import grpc
-
-    from rtvol.proto.v1 import features_pb2 as pb
-
-    messages, *_ = build(plan)
-    interval = plan.batch / plan.rate
-    sent_us = np.zeros((len(messages), len(plan.targets)), np.int64)
-    start = time.perf_counter() + 0.05
-
-    def paced(replica: int) -> Iterator[bytes]:
-        for i, parts in enumerate(messages):
-            if (m := parts[replica]) is None:
-                continue
-            ahead = start + i * interval - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-            sent_us[i, replica] = time.time_ns() // 1000
-            yield m
-
-    with contextlib.ExitStack() as channels:
-        calls = []
-        for r, target in enumerate(plan.targets):
-            ch = channels.enter_context(grpc.insecure_channel(target))
-            ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
-                                     response_deserializer=pb.IngestSummary.FromString)
-            calls.append(ingest.future(paced(r), timeout=plan.duration_s * 10 + 60))
-        began = time.perf_counter()
-        summaries = [call.result() for call in calls]
-        took = time.perf_counter() - began
-    np.savez(out, sent_us=sent_us, accepted=[s.accepted for s in summaries],
-             rejected=[s.rejected for s in summaries], seconds=took)
-
-
-def run_feeder(name: str, plan: FeedPlan, workdir: Path) -> Any:
-    """Runs the feeder process to its end; what it wrote (``feed``)."""
-    out = workdir / f"feed-{name}.npz"
-    feeder = mp.get_context("spawn").Process(target=feed, args=(plan, str(out)))
-    feeder.start()
-    feeder.join(plan.duration_s * 10 + 120)
-    if feeder.exitcode != 0:
-        raise RuntimeError(f"feeder ({name}) exited with {feeder.exitcode}")
-    return np.load(out)
 
 
 def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, float]:
