@@ -418,3 +418,13 @@ resources:
 {{- end -}}
 {{- toJson $d -}}
 {{- end -}}
+
+{{- /* The feature replicas' pod names through the headless Service, in ordinal order and
+     comma-separated: what the gateway dials and what the feature certificate names (the two
+     must match exactly: gRPC refuses the wildcard). */}}
+{{- define "rtvol.featureReplicaHosts" -}}
+{{- $svc := include "rtvol.componentName" (dict "root" . "component" "feature") -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .Values.feature.replicas) }}{{ $hosts = append $hosts (printf "%s-%d.%s-replicas" $svc $i $svc) }}{{ end -}}
+{{- join "," $hosts -}}
+{{- end }}
