@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtvol import sharding
 from rtvol.services.gateway import metrics
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.memory import WindowMemory
@@ -55,7 +56,7 @@ class Layout:
 
     def mine(self, stocks: int) -> np.ndarray:
         """Per stock id: whether this worker infers it (stable: the id mod the worker count)."""
-        return np.arange(stocks) % self.count == self.index
+        return sharding.owned(stocks, self.count, self.index)
 
 
 def new_wake_fds(count: int) -> tuple[int, ...]:
@@ -85,8 +86,7 @@ class Shards:
         """Copy the other shards' changed slots into memory (and to Subscribe clients); returns
         how many. A slot written twice since the last look gives its newest signal only, as the
         pipeline itself infers only the newest window of a stock (counted)."""
-        words = self.table.words.copy()
-        idx = np.flatnonzero((words != self.seen) & self.others)
+        idx = np.flatnonzero((self.table.words != self.seen) & self.others)  # read() reads the words again
         if not len(idx):
             return 0
         read_words, signals = self.table.read(idx)
