@@ -22,8 +22,9 @@ class GatewaySettings(ServiceSettings):
     """/metrics is on the HTTP port; a separate port only when set."""
     workers: int = 0
     """Worker processes sharing the HTTP and gRPC ports (SO_REUSEPORT), each holding every
-    signal; 0: one per core this process may use (CPU affinity, cgroup CPU limit); 1: one
-    process, no supervisor."""
+    signal; 0: one per core this process may use (CPU affinity, cgroup CPU limit), one on a
+    CPU other than x86-64 (the shared signal table needs its memory ordering); 1: one process,
+    no supervisor."""
     worker: int = 0
     """Set by the supervisor for the process it starts as worker 1..workers; 0: not a worker."""
     redis_url: str = ""

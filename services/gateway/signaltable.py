@@ -35,9 +35,14 @@ RECORD = np.dtype([
 ORDERED_CPUS = frozenset({"x86_64", "amd64", "i386", "i686"})
 
 
+def supported() -> bool:
+    """Whether this CPU orders memory as the seqlock needs (x86-64)."""
+    return platform.machine().lower() in ORDERED_CPUS
+
+
 def create(stocks: int) -> int:
     """A new zeroed table for ``stocks`` slots; returns its file descriptor (inheritable)."""
-    if platform.machine().lower() not in ORDERED_CPUS:
+    if not supported():
         raise SystemExit(f"--workers above 1 shares signals through a seqlock that needs x86-64 memory "
                          f"ordering; this CPU is {platform.machine()}: run --workers 1")
     fd = os.memfd_create("rtvol-gateway-signals", 0)

@@ -47,8 +47,11 @@ POLL_S = 0.1
 
 
 def count(s: GatewaySettings) -> int:
-    """The worker processes to run: the setting, or one per core this process may use."""
-    return s.workers if s.workers > 0 else cpus.available()
+    """The worker processes to run: the setting, or one per core this process may use where
+    workers can share signals (signaltable.supported), else one: the default never refuses."""
+    if s.workers > 0:
+        return s.workers
+    return cpus.available() if signaltable.supported() else 1
 
 
 @dataclass

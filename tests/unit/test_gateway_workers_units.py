@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtvol import cpus
-from rtvol.services.gateway import multiproc, workers
+from rtvol.services.gateway import multiproc, signaltable, workers
 from rtvol.services.gateway.settings import GatewaySettings
 
 
@@ -43,6 +43,15 @@ def test_available_cores_are_the_affinity_capped_by_the_limit_rounded_up(tmp_pat
 def test_workers_zero_means_the_cores_and_a_number_is_kept() -> None:
     assert workers.count(GatewaySettings(workers=3)) == 3
     assert workers.count(GatewaySettings(workers=0)) == cpus.available()
+
+
+def test_workers_zero_means_one_process_where_workers_cannot_share_signals(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert workers.count(GatewaySettings(workers=0)) == 1  # the default starts (one process)
+    assert workers.count(GatewaySettings(workers=3)) == 3  # asked for: refused at start, as before
+    with pytest.raises(SystemExit, match="x86-64"):
+        signaltable.create(8)
 
 
 def test_clean_empties_the_metrics_directory_and_the_totals_find_live_pids(tmp_path: Path) -> None:
