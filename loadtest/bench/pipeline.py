@@ -50,10 +50,12 @@ from rtvol.features.spec import STEP_SECONDS
 from rtvol.loadtest.bench.harness import Http, Processes, cpu_seconds, has_gpu, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
+from rtvol.pipeline_hops import HOPS
 
 P99_LIMIT_MS = {"cpu": 5.0, "gpu": 2.0}
 TARGET_RATE, TARGET_STOCKS = 50_000, 500
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
+NO_HOPS = (0,) * len(HOPS)
 
 
 def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, float]:
@@ -79,9 +81,11 @@ class Subscriber:
         from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 
         self.channel = grpc.insecure_channel(target)
-        self.stream = pb_grpc.SignalsStub(self.channel).SubscribeBatches(pb.SubscribeRequest(all=True))
-        # arrived, stock, version, received, tier, µs from receipt to the gateway's write
-        self.rows: list[tuple[int, int, int, int, int, int]] = []
+        request = pb.SubscribeRequest(all=True, hops=True)
+        self.stream = pb_grpc.SignalsStub(self.channel).SubscribeBatches(request)
+        # arrived, stock, version, received, tier, µs from receipt to the gateway's write, then
+        # the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
+        self.rows: list[tuple[int, ...]] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -92,11 +96,12 @@ class Subscriber:
             for batch in self.stream:
                 now = time.time_ns() // 1000
                 self.rows.extend((now, sig.stock_id, sig.window_version, sig.received_us, sig.tier,
-                                  int(sig.feature_age_ms * 1000)) for sig in batch.signals)
+                                  int(sig.feature_age_ms * 1000), *(sig.hops_us or NO_HOPS))
+                                 for sig in batch.signals)
 
     def take(self) -> np.ndarray:
         rows, self.rows = self.rows, []
-        return np.array(rows, np.int64).reshape(-1, 6)
+        return np.array(rows, np.int64).reshape(-1, 6 + len(HOPS))
 
     def close(self) -> None:
         self.stream.cancel()
@@ -200,7 +205,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
     rows = np.concatenate(got)
     rows = rows[(rows[:, 1] >= plan.first_stock) & (rows[:, 1] < plan.first_stock + plan.stocks)
                 & (rows[:, 3] > 0)]  # this mode's signals, not the snapshot's
-    arrived, stock, version, received, tier, at_gateway = rows.T
+    arrived, stock, version, received, tier, at_gateway = rows[:, :6].T
     sent = {(s, v): int(fed["sent_us"][m, r])  # send time of the update that closed each version
             for m, s, v, r in zip(close_msg.tolist(), close_stock.tolist(), close_version.tolist(),
                                   close_owner.tolist(), strict=True)}
@@ -216,12 +221,35 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
     report = {
         "mode": name, "plan": {k: v for k, v in asdict(plan).items() if k != "targets"},
         "tick_to_signal": _ms(t2s), "send_to_signal": _ms(s2s), "tick_to_gateway_write": _ms(t2g),
+        "hops": hop_breakdown(np.column_stack([rows[:, 6:], arrived])),
         "signals": len(rows),
         "tier1_share": round(float((tier == 1).mean()), 4) if len(rows) else None,
         "steps_closed": len(sent), "steps_with_own_signal": len(own), "every_stock_current": bool(settled),
         "ingest": ingest_figures(fed, plan, spent, features),
         "cpu_s": cpu, "shadow": shadow, "tier1": _tier1_summary(tier1_before, tier1_after)}
     return report, (arrived - received) / 1000
+
+
+def hop_breakdown(stamps: np.ndarray) -> dict[str, Any]:
+    """Per hop (rtvol/pipeline_hops.py, then the client's arrival): the time from the known hop
+    before it, p50/p99/p99.9 ms over the signals that carry hops; ``stored_before_push`` is the
+    share of those whose store write ended before the Watch push (the hop is skipped otherwise)."""
+    stamps = stamps[stamps[:, 0] > 0]  # signals with hops (a redo, another worker's shard: none)
+    names = (*HOPS[1:], "arrived")
+    out: dict[str, Any] = {"signals": len(stamps)}
+    if not len(stamps):
+        return out
+    before = stamps[:, 0].copy()
+    for i, name in enumerate(names, start=1):
+        at = stamps[:, i]
+        known = at > 0
+        h = histograms.latency_us()
+        for us in np.maximum(at[known] - before[known], 0).tolist():
+            histograms.record_s(h, us / 1e6)
+        out[name] = _ms(h)
+        before = np.where(known, at, before)
+    out["stored_before_push"] = round(float((stamps[:, HOPS.index("stored")] > 0).mean()), 3)
+    return out
 
 
 def ingest_figures(fed: Any, plan: FeedPlan, spent: dict[str, float], features: list[str]) -> dict[str, Any]:
@@ -279,6 +307,14 @@ def table(report: dict[str, Any]) -> str:
             s = r[what]
             lines.append(f"{r['mode']:<9}{what:<22}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
                          f"{s['n']:>9}")
+        hops = r["hops"]
+        for what in (*HOPS[1:], "arrived"):
+            if (h := hops.get(what)) is not None:
+                lines.append(f"{'':<9}{'hop ' + what:<22}{h['p50_ms']:>9.2f}{h['p99_ms']:>9.2f}"
+                             f"{h['p99_9_ms']:>10.2f}{h['n']:>9}")
+        if hops["signals"]:
+            lines.append(f"{'':<9}hops: each from the one before it, {hops['signals']} signals; the store "
+                         f"write came before the Watch push for {hops['stored_before_push']:.0%}")
         i = r["ingest"]
         lines.append(f"{'':<9}tier 1 {r['tier1_share']}, steps closed {r['steps_closed']}, with their "
                      f"own signal {r['steps_with_own_signal']}; Ingest {i['messages_per_s']:,} msg/s "

@@ -36,6 +36,7 @@ class Publisher:
         self.dirty = np.zeros(state.n_stocks, bool)
         self.touched = np.zeros(state.n_stocks, bool)  # state moved, window unchanged
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each window's last change
+        self.stored_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each stock's last write
         self.dirty_since: float | None = None
         self._wake = asyncio.Event()
         self._task = BackgroundTask()
@@ -94,6 +95,7 @@ class Publisher:
                 log.exception("feature store write failed (%d windows)", len(idx))
                 raise
             metrics.STORE.labels("write").observe(time.perf_counter() - started)
+            self.stored_us[idx] = now_us()
             if since is not None:
                 metrics.STALENESS.set(time.monotonic() - since)
             return len(idx)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from rtvol.features.online import OnlineState
+from rtvol.featurestore import now_us
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.services.feature import metrics
 from rtvol.tasks import BackgroundTask
@@ -65,10 +66,14 @@ class Watcher:
 
 class WindowFeed:
     def __init__(self, state: OnlineState, max_batch: int, depth: int = 1024,
-                 ack_timeout_s: float = 1.0) -> None:
+                 ack_timeout_s: float = 1.0, stored_us: np.ndarray | None = None) -> None:
+        """``stored_us``: per stock, when the store last wrote its window (the publisher's), for
+        the batches' hop stamps (rtvol/pipeline_hops.py); None: not known."""
         self.state, self.max_batch, self.depth, self.ack_timeout_s = state, max_batch, depth, ack_timeout_s
         self.pending = np.zeros(state.n_stocks, bool)
         self.received_us = np.zeros(state.n_stocks, np.int64)  # earliest unsent receipt per stock
+        self.applied_us = np.zeros(state.n_stocks, np.int64)  # the end of that receipt's apply
+        self.stored_us = np.zeros(state.n_stocks, np.int64) if stored_us is None else stored_us
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # receipt that last changed each window
         self.watchers: set[Watcher] = set()
         self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
@@ -84,6 +89,7 @@ class WindowFeed:
             return
         fresh = idx[~self.pending[idx]]
         self.received_us[fresh] = received_us
+        self.applied_us[fresh] = now_us()  # marks are made as an apply (or a watermark) ends
         self.pending[idx] = True
         self._wake.set()
 
@@ -93,22 +99,26 @@ class WindowFeed:
         if not len(idx):
             return
         self.pending[idx] = False
-        for message in self._messages(idx, self.received_us[idx]):
+        for message in self._messages(idx, self.received_us[idx], self.applied_us[idx]):
             self._push(message)
             metrics.WATCH_BATCH.observe(len(message.stock_ids))
 
-    def _messages(self, idx: np.ndarray, received_us: np.ndarray) -> list[pb.WindowBatch]:
+    def _messages(self, idx: np.ndarray, received_us: np.ndarray, applied_us: np.ndarray
+                  ) -> list[pb.WindowBatch]:
         s = self.state
+        stored = self.stored_us[idx]
+        stored[stored < applied_us] = 0  # that write held an older window: this one is not stored yet
         out = []
         for lo in range(0, len(idx), self.max_batch):
-            part = idx[lo:lo + self.max_batch]
+            part, hi = idx[lo:lo + self.max_batch], lo + self.max_batch
             out.append(pb.WindowBatch(
                 batch=next(self._batches), stock_ids=part.tolist(),
                 windows=s.windows(part).astype("<f4").tobytes(),
                 version=s.closed[part].tolist(), sequence=s.seq[part].tolist(),
                 event_time_us=np.nan_to_num(np.round(s.time[part] * 1e6)).astype(np.int64).tolist(),
-                received_us=received_us[lo:lo + self.max_batch].tolist(),
-                end_step=np.maximum(s.step[part], 0).tolist()))
+                received_us=received_us[lo:hi].tolist(),
+                end_step=np.maximum(s.step[part], 0).tolist(),
+                applied_us=applied_us[lo:hi].tolist(), stored_us=stored[lo:hi].tolist()))
         return out
 
     def _push(self, message: pb.WindowBatch) -> None:
@@ -141,7 +151,8 @@ class WindowFeed:
         """A new watcher, its queue starting with a snapshot of every stock that has a window."""
         w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1)
         idx = np.flatnonzero(self.state.closed > 0)
-        for message in self._messages(idx, self.changed_us[idx]):  # 0: not known (restored state)
+        known = self.changed_us[idx]  # 0: not known (restored state)
+        for message in self._messages(idx, known, np.zeros_like(known)):
             w.push(message)
         self.watchers.add(w)
         return w
@@ -157,6 +168,7 @@ class WindowFeed:
         reader = asyncio.create_task(read_acks())
         try:
             while (message := await w.queue.get()) is not None:
+                message.sent_us = now_us()  # shared by the streams: each serialises it as it yields
                 yield message
         finally:
             reader.cancel()

@@ -73,14 +73,14 @@ class SignalsServicer(pb_grpc.SignalsServicer):
             metrics.REJECTS.labels("subscribe", "too_many_ids").inc()
             raise InvalidInput(f"stock_ids: {len(request.stock_ids)} ids, at most {self.max_ids} "
                                "(set all = true for every stock)", "too_many_ids")
-        return self.hub.subscribe(None if request.all else frozenset(request.stock_ids))
+        return self.hub.subscribe(None if request.all else frozenset(request.stock_ids), request.hops)
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[pb.Signal]:
         sub = self._subscribe(request)
         try:
             while (sig := await sub.queue.get()) is not None:
-                yield _pushed(sig, now_us())
+                yield _pushed(sig, now_us(), sub.hops)
         finally:
             self.hub.unsubscribe(sub)
 
@@ -90,13 +90,17 @@ class SignalsServicer(pb_grpc.SignalsServicer):
         try:
             while (waiting := await sub.take()) is not None:
                 now = now_us()
-                yield pb.SignalBatch(signals=[_pushed(sig, now) for sig in waiting])
+                yield pb.SignalBatch(signals=[_pushed(sig, now, sub.hops) for sig in waiting])
         finally:
             self.hub.unsubscribe(sub)
 
 
-def _pushed(sig: Signal, now: int) -> pb.Signal:
-    """The message of a pushed signal, its tick-to-signal observed as it leaves."""
+def _pushed(sig: Signal, now: int, hops: bool = False) -> pb.Signal:
+    """The message of a pushed signal, its tick-to-signal observed as it leaves; with ``hops``
+    it carries the pipeline's hops, this push the last (rtvol/pipeline_hops.py)."""
     if sig.received_us:
         metrics.TICK_TO_SIGNAL.observe(max(0, now - sig.received_us) / 1e6)
-    return sig.to_proto(now)
+    msg = sig.to_proto(now)
+    if hops and sig.hops_us:
+        msg.hops_us.extend((*sig.hops_us, now))
+    return msg

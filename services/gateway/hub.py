@@ -10,8 +10,9 @@ from rtvol.services.gateway.signal import Signal
 
 
 class Subscription:
-    def __init__(self, stock_ids: frozenset[int] | None, depth: int) -> None:
+    def __init__(self, stock_ids: frozenset[int] | None, depth: int, hops: bool = False) -> None:
         self.stock_ids = stock_ids  # None: all
+        self.hops = hops  # each signal carries its pipeline hops (rtvol/pipeline_hops.py)
         self.queue: asyncio.Queue[Signal | None] = asyncio.Queue(depth)  # None: the stream ends
 
     def offer(self, sig: Signal | None) -> None:
@@ -41,14 +42,17 @@ class Hub:
     def __init__(self, depth: int = 4096) -> None:
         self.depth = depth
         self.subscriptions: set[Subscription] = set()
+        self.wants_hops = False  # some subscription asked for the pipeline's hops
 
-    def subscribe(self, stock_ids: frozenset[int] | None) -> Subscription:
-        sub = Subscription(stock_ids, self.depth)
+    def subscribe(self, stock_ids: frozenset[int] | None, hops: bool = False) -> Subscription:
+        sub = Subscription(stock_ids, self.depth, hops)
         self.subscriptions.add(sub)
+        self.wants_hops = self.wants_hops or hops
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subscriptions.discard(sub)
+        self.wants_hops = any(s.hops for s in self.subscriptions)
 
     def close(self) -> None:
         """End every stream (on drain): a subscriber reconnects to a replica that is serving."""

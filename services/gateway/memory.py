@@ -31,6 +31,8 @@ class WindowMemory:
         self.sequence = np.zeros(stocks, np.int64)
         self.event_time_us = np.zeros(stocks, np.int64)
         self.received_us = np.zeros(stocks, np.int64)  # the feature service's receipt (0: unknown)
+        # the feature service's hops after that receipt (rtvol/pipeline_hops.py): applied, stored, sent
+        self.feature_hops_us = np.zeros((stocks, 3), np.int64)
         self.end_step = np.zeros(stocks, np.int64)  # global step the window ends before (0: unknown)
         self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
         self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
@@ -56,6 +58,12 @@ class WindowMemory:
         self.sequence[idx] = np.asarray(batch.sequence, np.int64)[newer]
         self.event_time_us[idx] = np.asarray(batch.event_time_us, np.int64)[newer]
         self.received_us[idx] = np.asarray(batch.received_us, np.int64)[newer]
+        if len(batch.applied_us) == len(ids):  # a feature service older than the hop stamps sends none
+            self.feature_hops_us[idx, 0] = np.asarray(batch.applied_us, np.int64)[newer]
+            self.feature_hops_us[idx, 1] = np.asarray(batch.stored_us, np.int64)[newer]
+            self.feature_hops_us[idx, 2] = batch.sent_us
+        else:
+            self.feature_hops_us[idx] = 0
         if len(batch.end_step) == len(ids):  # a feature service older than live scoring sends none
             self.end_step[idx] = np.asarray(batch.end_step, np.int64)[newer]
         if self.scorer is not None:

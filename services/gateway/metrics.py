@@ -48,6 +48,10 @@ TICK_TO_SIGNAL = Histogram("rtvol_gateway_tick_to_signal_seconds",
 PIPELINE_STAGE = Histogram("rtvol_gateway_pipeline_stage_seconds",
                            "Tick-to-signal by stage: feature (update received -> window held here), "
                            "gateway (window held -> signal pushed)", ["stage"], buckets=LATENCY_BUCKETS)
+PIPELINE_HOP = Histogram("rtvol_gateway_pipeline_hop_seconds",
+                         "Tick-to-signal hop by hop, per pipeline batch (its oldest receipt): each hop of "
+                         "rtvol/pipeline_hops.py from the one before it (stored only when the store write "
+                         "came before the Watch push)", ["hop"], buckets=LATENCY_BUCKETS)
 WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
                         "Window batches received from each feature-service replica (its ordinal)",
                         ["replica"])

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rtvol.featurestore import now_us
+from rtvol.pipeline_hops import HOPS
 from rtvol.services.gateway import metrics
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.hub import Hub
@@ -32,6 +33,7 @@ from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 FEATURE_STAGE, GATEWAY_STAGE = (metrics.PIPELINE_STAGE.labels(s) for s in ("feature", "gateway"))
+HOP_SECONDS = [metrics.PIPELINE_HOP.labels(h) for h in HOPS]
 
 
 class Pipeline:
@@ -43,12 +45,23 @@ class Pipeline:
         self._task = BackgroundTask()
 
     async def step(self, idx: np.ndarray) -> None:
-        held_us, received_us = self.memory.held_us[idx], self.memory.received_us[idx]
-        signals = await self.predictor.infer_held(idx, time.perf_counter() + self.deadline_s)
+        mem = self.memory
+        formed = now_us()
+        held_us, received_us, feature_hops = mem.held_us[idx], mem.received_us[idx], mem.feature_hops_us[idx]
+        call_us: list[int] = []
+        signals = await self.predictor.infer_held(idx, time.perf_counter() + self.deadline_s, call_us)
+        settled = now_us()
         if self.share is not None:
             self.share(signals)
-        self.hub.publish(signals)
         pushed = now_us()
+        hops = np.zeros((len(idx), len(HOPS) - 1), np.int64)  # all but the Subscribe stream's own
+        hops[:, 0], hops[:, 1:4], hops[:, 4] = received_us, feature_hops, held_us
+        hops[:, 5:] = [formed, *call_us, settled, pushed]
+        _observe_hops(hops[np.argmin(np.where(received_us > 0, received_us, np.iinfo(np.int64).max))])
+        if self.hub.wants_hops:
+            for sig, row in zip(signals, hops.tolist(), strict=True):
+                sig.hops_us = tuple(row)
+        self.hub.publish(signals)
         for held, received in zip(held_us.tolist(), received_us.tolist(), strict=True):
             GATEWAY_STAGE.observe((pushed - held) / 1e6)
             if received:
@@ -85,3 +98,14 @@ class Pipeline:
 
     async def stop(self) -> None:
         await self._task.stop()
+
+
+def _observe_hops(row: np.ndarray) -> None:
+    """Each known hop of one signal from the known hop before it (a redo has no receipt: none)."""
+    if not row[0]:
+        return
+    before = int(row[0])
+    for hop, at in zip(HOP_SECONDS[1:], row[1:].tolist(), strict=False):
+        if at:
+            hop.observe(max(0, at - before) / 1e6)
+            before = at

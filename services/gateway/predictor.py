@@ -120,9 +120,11 @@ class Predictor:
             metrics.ANSWERS.labels(str(sig.tier)).inc()
         return [answers[sid] for sid in ids]
 
-    async def infer_held(self, idx: np.ndarray, deadline: float) -> list[Signal]:
+    async def infer_held(self, idx: np.ndarray, deadline: float, call_us: list[int] | None = None
+                         ) -> list[Signal]:
         """Signals of the windows held for ``idx``, each stamped with its window's version and
-        receipt time and kept in memory (what the pipeline pushes)."""
+        receipt time and kept in memory (what the pipeline pushes); the model call's start and
+        end (wall µs) are appended to ``call_us`` if given."""
         assert self.memory is not None
         if not len(idx):
             return []
@@ -130,7 +132,7 @@ class Predictor:
         # read before the await: newer windows may arrive meanwhile
         version, received, end = mem.version[idx], mem.received_us[idx], mem.end_step[idx]
         held = mem.read(idx)
-        signals = await self._infer(idx.tolist(), held, np.arange(len(idx)), deadline)
+        signals = await self._infer(idx.tolist(), held, np.arange(len(idx)), deadline, call_us)
         for sig, v, r, e in zip(signals, version.tolist(), received.tolist(), end.tolist(), strict=True):
             sig.window_version, sig.received_us, sig.window_end_step = v, r, e
         mem.settle(signals)
@@ -186,9 +188,11 @@ class Predictor:
         source.breaker.record(True)
         return windows
 
-    async def _infer(self, ids: list[int], windows: Windows, rows: np.ndarray, deadline: float
-                     ) -> list[Signal]:
+    async def _infer(self, ids: list[int], windows: Windows, rows: np.ndarray, deadline: float,
+                     call_us: list[int] | None = None) -> list[Signal]:
         x = windows.windows[rows] if len(rows) != len(windows.found) else windows.windows
+        if call_us is not None:
+            call_us.append(now_us())
         sidecar, fanin, local = self.tiers.sidecar, self.tiers.fanin, self.tiers.local
         outputs, tier, version = None, 2, local.version
         remaining = deadline - time.perf_counter() - TIER2_RESERVE_S
@@ -206,6 +210,8 @@ class Predictor:
         written = windows.written_us[rows].tolist()
         if outputs is None:
             outputs = local.infer(x)
+        if call_us is not None:
+            call_us.append(now_us())
         metrics.MODEL_SIGNALS.labels(local.name, version, str(tier), "serving").inc(len(ids))
         made = from_outputs(outputs, ids, local.name, version, tier, written, now_us())
         return [sig if sig is not None else self._not_finite(sid) for sid, sig in zip(ids, made, strict=True)]

@@ -28,6 +28,7 @@ class Signal:
     window_version: int = 0  # steps closed in the window it was computed from; 0: not known
     received_us: int = 0  # the feature service's receipt of the update behind it; 0: not known
     window_end_step: int = 0  # global step its window ends before (live scoring); 0: not known
+    hops_us: tuple[int, ...] = ()  # the pipeline's hops (rtvol/pipeline_hops.py) up to its publication
 
     def to_json(self, now_us: int) -> dict[str, Any]:
         if self.error:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crtvol/proto/v1/signals.proto\x12\x0ertvol.proto.v1\"3\n\tDirection\x12\x0c\n\x04\x64own\x18\x01 \x01(\x01\x12\x0c\n\x04\x66lat\x18\x02 \x01(\x01\x12\n\n\x02up\x18\x03 \x01(\x01\"\xb9\x02\n\x06Signal\x12\x10\n\x08stock_id\x18\x01 \x01(\x05\x12\n\n\x02rv\x18\x02 \x01(\x01\x12,\n\tdirection\x18\x03 \x01(\x0b\x32\x19.rtvol.proto.v1.Direction\x12\x15\n\x08momentum\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0ekelly_fraction\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x0c\n\x04tier\x18\x08 \x01(\x05\x12\x16\n\x0e\x66\x65\x61ture_age_ms\x18\t \x01(\x01\x12\r\n\x05stale\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x16\n\x0ewindow_version\x18\x0c \x01(\x03\x12\x13\n\x0breceived_us\x18\r \x01(\x03\x42\x0b\n\t_momentumB\x11\n\x0f_kelly_fraction\"u\n\x0ePredictRequest\x12\x11\n\tstock_ids\x18\x01 \x03(\x05\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\x03\x12\r\n\x05kelly\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"]\n\x0fPredictResponse\x12\'\n\x07signals\x18\x01 \x03(\x0b\x32\x16.rtvol.proto.v1.Signal\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"6\n\x0bSignalBatch\x12\'\n\x07signals\x18\x01 \x03(\x0b\x32\x16.rtvol.proto.v1.Signal\"2\n\x10SubscribeRequest\x12\x11\n\tstock_ids\x18\x01 \x03(\x05\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x32\xc9\x02\n\x07Signals\x12J\n\x07Predict\x12\x1e.rtvol.proto.v1.PredictRequest\x1a\x1f.rtvol.proto.v1.PredictResponse\x12T\n\rPredictStream\x12\x1e.rtvol.proto.v1.PredictRequest\x1a\x1f.rtvol.proto.v1.PredictResponse(\x01\x30\x01\x12G\n\tSubscribe\x12 .rtvol.proto.v1.SubscribeRequest\x1a\x16.rtvol.proto.v1.Signal0\x01\x12S\n\x10SubscribeBatches\x12 .rtvol.proto.v1.SubscribeRequest\x1a\x1b.rtvol.proto.v1.SignalBatch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crtvol/proto/v1/signals.proto\x12\x0ertvol.proto.v1\"3\n\tDirection\x12\x0c\n\x04\x64own\x18\x01 \x01(\x01\x12\x0c\n\x04\x66lat\x18\x02 \x01(\x01\x12\n\n\x02up\x18\x03 \x01(\x01\"\xca\x02\n\x06Signal\x12\x10\n\x08stock_id\x18\x01 \x01(\x05\x12\n\n\x02rv\x18\x02 \x01(\x01\x12,\n\tdirection\x18\x03 \x01(\x0b\x32\x19.rtvol.proto.v1.Direction\x12\x15\n\x08momentum\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0ekelly_fraction\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x0c\n\x04tier\x18\x08 \x01(\x05\x12\x16\n\x0e\x66\x65\x61ture_age_ms\x18\t \x01(\x01\x12\r\n\x05stale\x18\n \x01(\x08\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x16\n\x0ewindow_version\x18\x0c \x01(\x03\x12\x13\n\x0breceived_us\x18\r \x01(\x03\x12\x0f\n\x07hops_us\x18\x0e \x03(\x03\x42\x0b\n\t_momentumB\x11\n\x0f_kelly_fraction\"u\n\x0ePredictRequest\x12\x11\n\tstock_ids\x18\x01 \x03(\x05\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\x03\x12\r\n\x05kelly\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"]\n\x0fPredictResponse\x12\'\n\x07signals\x18\x01 \x03(\x0b\x32\x16.rtvol.proto.v1.Signal\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"6\n\x0bSignalBatch\x12\'\n\x07signals\x18\x01 \x03(\x0b\x32\x16.rtvol.proto.v1.Signal\"@\n\x10SubscribeRequest\x12\x11\n\tstock_ids\x18\x01 \x03(\x05\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0c\n\x04hops\x18\x03 \x01(\x08\x32\xc9\x02\n\x07Signals\x12J\n\x07Predict\x12\x1e.rtvol.proto.v1.PredictRequest\x1a\x1f.rtvol.proto.v1.PredictResponse\x12T\n\rPredictStream\x12\x1e.rtvol.proto.v1.PredictRequest\x1a\x1f.rtvol.proto.v1.PredictResponse(\x01\x30\x01\x12G\n\tSubscribe\x12 .rtvol.proto.v1.SubscribeRequest\x1a\x16.rtvol.proto.v1.Signal0\x01\x12S\n\x10SubscribeBatches\x12 .rtvol.proto.v1.SubscribeRequest\x1a\x1b.rtvol.proto.v1.SignalBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIRECTION']._serialized_start=48
   _globals['_DIRECTION']._serialized_end=99
   _globals['_SIGNAL']._serialized_start=102
-  _globals['_SIGNAL']._serialized_end=415
-  _globals['_PREDICTREQUEST']._serialized_start=417
-  _globals['_PREDICTREQUEST']._serialized_end=534
-  _globals['_PREDICTRESPONSE']._serialized_start=536
-  _globals['_PREDICTRESPONSE']._serialized_end=629
-  _globals['_SIGNALBATCH']._serialized_start=631
-  _globals['_SIGNALBATCH']._serialized_end=685
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=687
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=737
-  _globals['_SIGNALS']._serialized_start=740
-  _globals['_SIGNALS']._serialized_end=1069
+  _globals['_SIGNAL']._serialized_end=432
+  _globals['_PREDICTREQUEST']._serialized_start=434
+  _globals['_PREDICTREQUEST']._serialized_end=551
+  _globals['_PREDICTRESPONSE']._serialized_start=553
+  _globals['_PREDICTRESPONSE']._serialized_end=646
+  _globals['_SIGNALBATCH']._serialized_start=648
+  _globals['_SIGNALBATCH']._serialized_end=702
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=704
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=768
+  _globals['_SIGNALS']._serialized_start=771
+  _globals['_SIGNALS']._serialized_end=1100
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ class Direction(_message.Message):
     def __init__(self, down: _Optional[float] = ..., flat: _Optional[float] = ..., up: _Optional[float] = ...) -> None: ...
 
 class Signal(_message.Message):
-    __slots__ = ("stock_id", "rv", "direction", "momentum", "kelly_fraction", "model", "version", "tier", "feature_age_ms", "stale", "error", "window_version", "received_us")
+    __slots__ = ("stock_id", "rv", "direction", "momentum", "kelly_fraction", "model", "version", "tier", "feature_age_ms", "stale", "error", "window_version", "received_us", "hops_us")
     STOCK_ID_FIELD_NUMBER: _ClassVar[int]
     RV_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Signal(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WINDOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_US_FIELD_NUMBER: _ClassVar[int]
+    HOPS_US_FIELD_NUMBER: _ClassVar[int]
     stock_id: int
     rv: float
     direction: Direction
@@ -44,7 +45,8 @@ class Signal(_message.Message):
     error: str
     window_version: int
     received_us: int
-    def __init__(self, stock_id: _Optional[int] = ..., rv: _Optional[float] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ..., momentum: _Optional[float] = ..., kelly_fraction: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[int] = ..., feature_age_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., window_version: _Optional[int] = ..., received_us: _Optional[int] = ...) -> None: ...
+    hops_us: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, stock_id: _Optional[int] = ..., rv: _Optional[float] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ..., momentum: _Optional[float] = ..., kelly_fraction: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[int] = ..., feature_age_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., error: _Optional[str] = ..., window_version: _Optional[int] = ..., received_us: _Optional[int] = ..., hops_us: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("stock_ids", "max_staleness_ms", "kelly", "request_id", "traceparent")
@@ -77,9 +79,11 @@ class SignalBatch(_message.Message):
     def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stock_ids", "all")
+    __slots__ = ("stock_ids", "all", "hops")
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
     stock_ids: _containers.RepeatedScalarFieldContainer[int]
     all: bool
-    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., all: _Optional[bool] = ...) -> None: ...
+    hops: bool
+    def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., all: _Optional[bool] = ..., hops: _Optional[bool] = ...) -> None: ...

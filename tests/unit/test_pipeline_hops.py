@@ -1,0 +1,103 @@
+"""The tick-to-signal hop stamps (rtvol/pipeline_hops.py): the feature service's Watch batches
+carry apply, store and send times; the gateway's pipeline adds its own and hands them only to a
+subscription that asked; the bench turns them into one latency per hop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from rtvol.loadtest.bench.pipeline import hop_breakdown
+from rtvol.pipeline_hops import HOPS
+from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.feature.watch import WindowFeed
+from rtvol.services.gateway.grpc_api import _pushed
+from rtvol.services.gateway.hub import Hub
+from rtvol.services.gateway.memory import WindowMemory
+from rtvol.services.gateway.pipeline import Pipeline
+from rtvol.services.gateway.signal import Signal
+from tests.unit.test_pipeline_units import _batch, _state
+
+
+def test_a_watch_batch_carries_apply_store_and_send_times() -> None:
+    async def run() -> None:
+        stored = np.zeros(4, np.int64)
+        feed = WindowFeed(_state(4, 1), max_batch=10, stored_us=stored)
+
+        async def no_acks() -> Any:
+            await asyncio.Event().wait()
+            yield fpb.WatchAck()
+
+        stream = feed.stream(no_acks())
+        await anext(stream)  # the snapshot
+        stored[1] = 1  # stock 1's last write held an older window
+        feed.mark(np.array([0, 1]), received_us=100)
+        stored[0] = int(feed.applied_us[0]) + 5  # stock 0's new window written before the push
+        feed.send()
+        batch = await anext(stream)
+        applied = list(batch.applied_us)
+        assert list(batch.stock_ids) == [0, 1] and all(a >= 100 for a in applied)
+        assert list(batch.stored_us) == [applied[0] + 5, 0]  # 0: not in the store when sent
+        assert batch.sent_us >= max(applied)
+        await stream.aclose()
+
+    asyncio.run(run())
+
+
+class _Predictor:
+    """Answers every held window at once, as tier 1 would."""
+
+    def __init__(self, memory: WindowMemory) -> None:
+        self.memory = memory
+
+    async def infer_held(self, idx: np.ndarray, deadline: float, call_us: list[int]) -> list[Signal]:
+        call_us.append(1)
+        await asyncio.sleep(0)
+        call_us.append(2)
+        signals = [Signal(int(s), rv=0.1, tier=1, window_version=int(self.memory.version[s])) for s in idx]
+        self.memory.settle(signals)
+        return signals
+
+
+class _Cache:
+    async def put(self, signals: list[Signal]) -> None:
+        pass
+
+
+def test_the_pipeline_hands_its_hops_only_to_a_subscription_that_asked() -> None:
+    async def run() -> None:
+        mem, hub = WindowMemory(3), Hub()
+        pipeline = Pipeline(mem, _Predictor(mem), _Cache(), hub, max_batch=10, deadline_s=1.0)  # type: ignore[arg-type]
+        plain = hub.subscribe(None)
+        assert not hub.wants_hops
+        batch = _batch([0, 2], [1, 1], received=10)
+        batch.applied_us[:], batch.stored_us[:], batch.sent_us = [20, 21], [0, 30], 40
+        mem.hold(batch)
+        await pipeline.step(mem.take(10))
+        assert [s.hops_us for s in await plain.take() or []] == [(), ()]  # nobody asked: no cost
+        traced = hub.subscribe(None, hops=True)
+        assert hub.wants_hops
+        mem.hold(_batch([0], [2], received=50))  # a feature service without hop stamps
+        await pipeline.step(mem.take(10))
+        (sig,) = await traced.take() or []
+        assert len(sig.hops_us) == len(HOPS) - 1 and sig.hops_us[:4] == (50, 0, 0, 0)
+        assert sig.hops_us[HOPS.index("call_start"):HOPS.index("settled")] == (1, 2)
+        message = _pushed(sig, now=sig.hops_us[-1] + 7, hops=True)
+        assert list(message.hops_us) == [*sig.hops_us, sig.hops_us[-1] + 7]
+        assert not _pushed(sig, now=0).hops_us
+        hub.unsubscribe(traced)
+        assert not hub.wants_hops
+
+    asyncio.run(run())
+
+
+def test_the_bench_times_each_hop_from_the_known_hop_before_it() -> None:
+    row = [1000, 1100, 0, 1300, 1600, 1700, 1800, 2800, 2900, 3000, 3100, 3500]  # stored unknown
+    without = [0] * (len(HOPS) + 1)  # a signal without hops (another worker's shard)
+    out = hop_breakdown(np.array([row, without], np.int64))
+    assert out["signals"] == 1 and out["stored_before_push"] == 0.0
+    assert out["stored"]["n"] == 0
+    assert round(out["sent"]["p50_ms"], 2) == 0.2  # from applied: the store write came after
+    assert round(out["call_end"]["p50_ms"], 2) == 1.0 and round(out["arrived"]["p50_ms"], 2) == 0.4
