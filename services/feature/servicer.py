@@ -51,8 +51,11 @@ class Ingestor:
         self.feed = feed or WindowFeed(state, max_batch)  # without watchers: marks nothing
 
     def _changed(self, idx: np.ndarray, received_us: int) -> None:
-        self.publisher.mark(idx)
+        # the Watch push first: woken first, its task queues the batch and the Watch stream
+        # writes it on the loop turn before the store's flush (windows copied, checkpoints
+        # exported, a Redis write encoded), which no signal waits for
         self.feed.mark(idx, received_us)
+        self.publisher.mark(idx)
 
     def _apply(self, batch: UpdateBatch) -> np.ndarray:
         """Reasons of ``batch``'s updates; another replica's stocks are not_owned."""

@@ -42,7 +42,9 @@ class Pipeline:
                  share: Callable[[list[Signal]], None] | None = None) -> None:
         self.memory, self.predictor, self.cache, self.hub, self.share = memory, predictor, cache, hub, share
         self.max_batch, self.deadline_s, self.redo_s = max_batch, deadline_s, redo_s
-        self._task = BackgroundTask()
+        self._task, self._writer = BackgroundTask(), BackgroundTask()
+        self._unwritten: dict[int, Signal] = {}  # per stock, the newest signal the shared hash lacks
+        self._write = asyncio.Event()
 
     async def step(self, idx: np.ndarray) -> None:
         mem = self.memory
@@ -70,7 +72,21 @@ class Pipeline:
         for tier in (1, 2):
             if n := sum(s.tier == tier for s in signals):
                 metrics.PIPELINE_SIGNALS.labels(str(tier)).inc(n)
-        await self.cache.put(signals)  # the shared hash: what another replica can read
+        self.cache.put_local(signals)
+        self._unwritten.update((s.stock_id, s) for s in signals)
+        self._write.set()  # the shared hash (what another replica reads) beside the next batch
+
+    async def _write_forever(self) -> None:
+        """One writer, so a stock's newer signal is never overtaken by an older one in the hash;
+        signals of several batches that waited meanwhile go in one write."""
+        while True:
+            await self._write.wait()
+            self._write.clear()
+            signals = list(self._unwritten.values())
+            await self.cache.put(signals)  # never raises: a failed write is counted
+            for sig in signals:  # kept until written (a stop meanwhile writes them); a newer stays
+                if self._unwritten.get(sig.stock_id) is sig:
+                    del self._unwritten[sig.stock_id]
 
     def _redo_fallbacks(self) -> None:
         """Fallback-tier signals become dirty again when the sidecar may be called (closed, or
@@ -95,9 +111,13 @@ class Pipeline:
 
     def start(self) -> None:
         self._task.start(self._run())
+        self._writer.start(self._write_forever())
 
     async def stop(self) -> None:
         await self._task.stop()
+        await self._writer.stop()
+        if self._unwritten:  # what a restarted worker or another replica reads next
+            await self.cache.put(list(self._unwritten.values()))
 
 
 def _observe_hops(row: np.ndarray) -> None:

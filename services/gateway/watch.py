@@ -49,14 +49,16 @@ class WindowWatch:
         async with tls.channel(self.url, self.client_tls, CHANNEL_OPTIONS) as channel:
             call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.credential)
             self._channel = channel
+            acks = _Acks(call)
             try:
                 while (batch := await call.read()) is not grpc.aio.EOF:
                     connected.set(1)
                     self.memory.hold(batch)
                     self.memory.followed[self.owned] = True  # from the first batch: the snapshot
-                    await call.write(fpb.WatchAck(batch=batch.batch))
+                    acks.held(batch.batch)
                     batches.inc()
             finally:
+                acks.stop()
                 self._channel = None
                 self.memory.followed[self.owned] = False  # until a new stream's snapshot
                 connected.set(0)
@@ -76,6 +78,36 @@ class WindowWatch:
 
     async def stop(self) -> None:
         await self._task.stop()
+
+
+class _Acks:
+    """Acknowledges held batches beside the reads: the next batch is read while an
+    acknowledgement is being written (a write waits for grpc's completion), and the batches
+    held meanwhile are acknowledged together by the newest one (an acknowledgement covers
+    every batch up to it). Only held batches are acknowledged, so read-your-writes holds."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call, self.newest, self.written = call, 0, 0
+        self._more = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    def held(self, batch: int) -> None:
+        self.newest = batch
+        self._more.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._more.wait()
+                self._more.clear()
+                if self.newest > self.written:
+                    self.written = self.newest
+                    await self.call.write(fpb.WatchAck(batch=self.written))
+        except Exception as e:  # the stream broke: the reads see it end (and the feature service
+            log.debug("Watch acknowledgement not written: %r", e)  # drops an unacknowledging watcher)
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,

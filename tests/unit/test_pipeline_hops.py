@@ -62,7 +62,7 @@ class _Predictor:
 
 
 class _Cache:
-    async def put(self, signals: list[Signal]) -> None:
+    def put_local(self, signals: list[Signal]) -> None:
         pass
 
 
@@ -101,3 +101,81 @@ def test_the_bench_times_each_hop_from_the_known_hop_before_it() -> None:
     assert out["stored"]["n"] == 0
     assert round(out["sent"]["p50_ms"], 2) == 0.2  # from applied: the store write came after
     assert round(out["call_end"]["p50_ms"], 2) == 1.0 and round(out["arrived"]["p50_ms"], 2) == 0.4
+
+
+def test_the_watch_push_is_written_before_the_store_flush_that_the_same_apply_woke() -> None:
+    from rtvol.featurestore import InProcessStore
+    from rtvol.loadtest.ticks import StepTicks
+    from rtvol.services.feature.publisher import Publisher
+    from rtvol.services.feature.servicer import Ingestor
+
+    order: list[str] = []
+
+    class Store(InProcessStore):
+        async def write(self, *args: Any, **kw: Any) -> None:
+            order.append("store")
+            await super().write(*args, **kw)
+
+    async def run() -> None:
+        state, ticks = _state(2, 1), StepTicks(2)
+        for _ in range(2):  # the same ticks as _state's: this feed starts where it ended
+            ticks.message([0, 1])
+        publisher = Publisher(state, Store("x"), 0.0)
+        feed = WindowFeed(state, max_batch=10)
+        ingestor = Ingestor(state, publisher, 1000, feed=feed)
+
+        async def no_acks() -> Any:
+            await asyncio.Event().wait()
+            yield fpb.WatchAck()
+
+        stream = feed.stream(no_acks())
+        await anext(stream)  # the snapshot
+        publisher.start()
+        feed.start()
+        await asyncio.sleep(0)  # both tasks wait for work, as they do while a service runs
+        ingestor.apply(ticks.message([0, 1]))  # closes a step of both
+        assert list((await anext(stream)).stock_ids) == [0, 1]
+        order.append("watch")
+        await asyncio.sleep(0.01)
+        assert order == ["watch", "store"]
+        await stream.aclose()
+        await feed.stop()
+        await publisher.stop()
+
+    asyncio.run(run())
+
+
+def test_the_shared_hash_is_written_beside_the_next_batch_newest_signal_last() -> None:
+    class SlowCache:
+        def __init__(self) -> None:
+            self.local: list[int] = []
+            self.hash: dict[int, int] = {}
+            self.writes: list[list[int]] = []
+            self.gate = asyncio.Event()
+
+        def put_local(self, signals: list[Signal]) -> None:
+            self.local += [s.window_version for s in signals]
+
+        async def put(self, signals: list[Signal]) -> None:
+            self.writes.append([s.window_version for s in signals])
+            await self.gate.wait()  # Redis slow: the pipeline goes on meanwhile
+            self.hash.update((s.stock_id, s.window_version) for s in signals)
+
+    async def run() -> None:
+        mem, cache = WindowMemory(2), SlowCache()
+        pipeline = Pipeline(mem, _Predictor(mem), cache, Hub(), max_batch=10, deadline_s=1.0)  # type: ignore[arg-type]
+        pipeline.start()
+        for version in (1, 2, 3):
+            mem.hold(_batch([0], [version]))
+            await pipeline.step(mem.take(10))  # returns with the hash write still out
+            await asyncio.sleep(0)
+        assert cache.local == [1, 2, 3] and cache.writes == [[1]]  # 2 and 3 wait, coalesced
+        cache.gate.set()
+        await asyncio.sleep(0.01)
+        assert cache.writes == [[1], [3]] and cache.hash == {0: 3}
+        mem.hold(_batch([1], [1]))
+        await pipeline.step(mem.take(10))
+        await pipeline.stop()  # what is still unwritten goes before the stop ends
+        assert cache.hash == {0: 3, 1: 1}
+
+    asyncio.run(run())
