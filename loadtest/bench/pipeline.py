@@ -12,6 +12,9 @@ every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms
 
   tick-to-signal: the feature service's receipt of the update that closed a step (the signal's
     received_us) -> the signal at the Subscribe client (the issue's definition);
+  the same hop by hop (rtvol/pipeline_hops.py: applied, stored, sent, held, formed, model call,
+    settled, published, pushed, arrived), each from the hop before it (the subscription asks
+    for the signals' hop stamps; JSON "hops");
   send-to-signal: the feeder's send of that update -> the signal (adds the client's gRPC hop);
   pushed signals from tier 1, steps closed that got a signal of their own, every stock's last
   signal computed from its last window, the Ingest messages/s the streams carried and the CPU

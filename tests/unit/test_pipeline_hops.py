@@ -179,3 +179,32 @@ def test_the_shared_hash_is_written_beside_the_next_batch_newest_signal_last() -
         assert cache.hash == {0: 3, 1: 1}
 
     asyncio.run(run())
+
+
+def test_watch_acknowledgements_are_written_beside_the_reads_newest_held_batch_only() -> None:
+    from rtvol.services.gateway.watch import _Acks
+
+    class Call:
+        def __init__(self) -> None:
+            self.acks: list[int] = []
+            self.gate = asyncio.Event()
+
+        async def write(self, ack: fpb.WatchAck) -> None:
+            self.acks.append(ack.batch)
+            await self.gate.wait()  # grpc's completion: the reads go on meanwhile
+
+    async def run() -> None:
+        call = Call()
+        acks = _Acks(call)  # type: ignore[arg-type]
+        acks.held(1)
+        await asyncio.sleep(0)
+        acks.held(2)  # held while the first acknowledgement is being written
+        acks.held(3)
+        await asyncio.sleep(0)
+        assert call.acks == [1]
+        call.gate.set()
+        await asyncio.sleep(0.01)
+        assert call.acks == [1, 3]  # 3 covers 2; nothing before it was held
+        acks.stop()
+
+    asyncio.run(run())
