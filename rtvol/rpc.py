@@ -100,6 +100,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, guard: auth.Guard | None = None) -> None:
         self.guard = guard
+        # method -> (the service's handler, its wrapped form): wrapping inspects and builds
+        # closures, tens of µs a call; the service's handler per method never changes
+        self.wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -109,15 +112,26 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         denial = (None if self.guard is None
                   else self.guard.check(details.method, auth.key_from(details.invocation_metadata or ())))
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            fn = getattr(handler, kind)
-            if fn is not None:
-                if denial is not None:
-                    return handler._replace(**{kind: _refusal(denial)})
-                streaming = kind.startswith("stream_")
-                return handler._replace(**{kind: _wrap(fn, details.method, streaming)},
-                                        request_deserializer=_tolerant(handler.request_deserializer))
-        return handler
+        kind = _kind(handler)
+        if kind is None:
+            return handler
+        if denial is not None:
+            return handler._replace(**{kind: _refusal(denial)})
+        cached = self.wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler._replace(**{kind: _wrap(getattr(handler, kind), details.method,
+                                                  kind.startswith("stream_"))},
+                                   request_deserializer=_tolerant(handler.request_deserializer))
+        self.wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> str | None:
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        if getattr(handler, kind) is not None:
+            return kind
+    return None
 
 
 def _refusal(denial: auth.Denial) -> Callable[..., Any]:

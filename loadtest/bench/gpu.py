@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rtvol import repository
-from rtvol.loadtest.bench.launch import Sidecar
+from rtvol.loadtest.bench.launch import Child, Sidecar
 from rtvol.localproc import grpc_ready, wait_until
 
 SIDECAR = ["--backend", "cudagraph", "--precision", "fp16"]  # ready once its graphs are warm
@@ -55,6 +55,14 @@ PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              # the same over 4 feature replicas (one feature service was the queue at 200k)
              ("pipeline_50k_r4", 50_000, 500, "batched", None, "--feature-replicas", "4"),
              ("pipeline_200k_r4", 200_000, 8_000, "batched", None, "--feature-replicas", "4"))
+# the transport step's server shapes (label, echo_kserve.py arguments, environment)
+TRANSPORT_SHAPES: tuple[tuple[str, list[str], dict[str, str]], ...] = (
+    ("aio-pb", ["--shape", "aio-pb"], {}),
+    ("aio-raw", ["--shape", "aio-raw"], {}),
+    ("aio-pb-intercepted", ["--shape", "aio-pb", "--intercept"], {}),
+    ("sync-pb", ["--shape", "sync-pb"], {}),
+    ("sync-raw", ["--shape", "sync-raw"], {}),
+    ("sync-raw-1thread", ["--shape", "sync-raw", "--threads", "1"], {}))
 # (figure, target, True when higher is better)
 TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per_s": (7e6, True),
            "unary_p50_us": (250, False), "unary_p99_us": (500, False),
@@ -221,17 +229,29 @@ def replay_profile(vdir: Path, out: Path) -> dict[str, Any]:
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def perf_analyzer(binary: Path, url: str, inputs: Path, streaming: bool, out: Path,
-                  py_spy: Path | None, pid: int) -> dict[str, Any]:
-    mode = "stream" if streaming else "unary"
+                  py_spy: Path | None, pid: int, label: str = "", timeout_s: float = 120) -> dict[str, Any]:
+    """perf_analyzer c1 batch 1 against ``url``; also the server's CPU per call (its CPU time
+    over the run divided by the calls perf_analyzer counted, warm-up trials included)."""
+    mode = f"{label}{'stream' if streaming else 'unary'}"
     cmd = [str(binary), "-m", repository.DEFAULT_MODEL, "-u", url, "-i", "grpc",
            *(["--streaming"] if streaming else []), "--input-data", str(inputs), "--shape", "window:50,12",
            "-b", "1", "--measurement-mode", "count_windows", "--measurement-request-count", "3000",
            "--max-trials", "3", "--stability-percentage", "100"]
     profiler = spy_on(py_spy, pid, 6, 500, out / f"py-spy-{mode}.txt")
     env = {**os.environ, "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    start, cpu_before = time.perf_counter(), cpu_seconds(pid)
+    try:  # a bounded run: a server that never answers must not hold the other steps
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"perf_analyzer still running after {timeout_s:g} s"}
+    cpu = cpu_seconds(pid) - cpu_before
     text = done.stdout + done.stderr
     (out / f"perf-analyzer-{mode}.log").write_text(text)
     if profiler is not None:
@@ -240,8 +260,10 @@ def perf_analyzer(binary: Path, url: str, inputs: Path, streaming: bool, out: Pa
     throughput = re.search(r"Throughput: ([\d.]+) infer/sec", text)
     if done.returncode != 0 or not all(found.values()) or throughput is None:
         return {"error": f"perf_analyzer exit {done.returncode}: {text[-500:]}"}
+    calls = sum(int(n) for n in re.findall(r"Request count: (\d+)", text))
     return {**{f"p{q}_us": int(m.group(1)) for q, m in found.items() if m},
-            "per_s": float(throughput.group(1)), "seconds": round(time.perf_counter() - start, 1)}
+            "per_s": float(throughput.group(1)), "seconds": round(time.perf_counter() - start, 1),
+            "server_cpu_us_per_call": round(cpu / calls * 1e6) if calls else None}
 
 
 def perf_inputs(out: Path) -> Path:
@@ -320,6 +342,23 @@ def perf_analyzers(repo: Path, out: Path, binary: Path, py_spy: Path | None) -> 
         sidecar.stop()
 
 
+def transport_floors(repo: Path, out: Path, binary: Path) -> dict[str, Any]:
+    """perf_analyzer against each KServe echo shape (echo_kserve.py): the transport's floor."""
+    inputs = perf_inputs(out)
+    result: dict[str, Any] = {}
+    for label, args, env in TRANSPORT_SHAPES:
+        echo = Child([sys.executable, "-m", "rtvol.loadtest.bench.echo_kserve", "--repo", str(repo), *args],
+                     30, env)
+        try:
+            result[label] = {mode: perf_analyzer(binary, echo.url, inputs, mode == "stream", out, None,
+                                                 echo.proc.pid, f"echo-{label}-")
+                             for mode in ("unary", "stream")}
+        finally:
+            echo.stop()
+        print(f"transport {label}: {result[label]}", flush=True)
+    return result
+
+
 def without_package(repo: Path, vdir: Path, out: Path) -> dict[str, Any]:
     compiled, off = vdir / "compiled", vdir / "compiled.off"
     compiled.rename(off)
@@ -376,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("ready_warm", lambda: time_to_ready(a.repo, a.out, "warm", backend=SIDECAR)),
         ("model", lambda: model_bench(a.repo, a.out, a.requests)),
         ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy)),
+        ("transport", lambda: transport_floors(a.repo, a.out, a.perf_analyzer)),
         ("ingest", lambda: ingest_devices(a.out)),
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [

@@ -41,7 +41,8 @@ class ModelSettings(ServiceSettings):
     sidecar stops reading it (gRPC flow control then holds the client back)."""
     shadow_slice_rows: NonNegativeInt = 16
     """A shadow version's batch is computed this many windows at a time, checking between
-    slices for served requests and pausing while there are some (0: whole, no yielding)."""
+    slices for served requests and pausing while there are some (0: whole, no yielding).
+    CPU backends only: a GPU backend computes on a stream of its own and is never sliced."""
     shadow_max_pause_ms: PositiveFloat = 250.0
     """A shadow batch paused longer than this for served work is dropped (counted)."""
     ort_threads: int = 1

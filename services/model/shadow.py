@@ -9,6 +9,10 @@ by ``ServedWork``) and, while there is some, pauses (counted). A served request 
 cores with at most the one slice already running, never with the rest of the shadow batch.
 A pause longer than ``max_pause_s`` drops the rest of the shadow batch (counted): its callers
 get UNAVAILABLE, and the gateway counts a shadow error; served signals never depend on it.
+
+Only a backend on the CPU is sliced: on a GPU (a backend whose ``on_gpu`` is true) the shadow
+computes on a stream of its own and shares no cores with served work, so slices would only add
+launches.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class ShadowBatcher(Batcher):
 
     async def _run_backend(self, x: np.ndarray) -> dict[str, np.ndarray]:
         step = self.policy.slice_rows
-        if not step:
+        if not step or getattr(self.backend, "on_gpu", False):
             return await super()._run_backend(x)
         parts = []
         for start in range(0, x.shape[0], step):

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from helpers.models import MODEL, export_random
 
-from rtvol.loadtest.bench.launch import Sidecar
+from rtvol.loadtest.bench.launch import Child, Sidecar
 from rtvol.localproc import grpc_ready, wait_until
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,13 @@ def input_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("mode", [[], ["--streaming"]], ids=["unary", "streaming"])
 def test_perf_analyzer_runs_against_the_sidecar(sidecar: str, input_data: Path, mode: list[str]) -> None:
-    cmd = [str(BINARY), "-m", MODEL, "-u", sidecar, "-i", "grpc", *mode, "--input-data", str(input_data),
+    out = _perf_analyzer(sidecar, input_data, mode)
+    assert "error" not in out.lower(), out[-3000:]
+
+
+def _perf_analyzer(url: str, input_data: Path, mode: list[str]) -> str:
+    """perf_analyzer's output for a short c1 run against ``url``; asserts it measured."""
+    cmd = [str(BINARY), "-m", MODEL, "-u", url, "-i", "grpc", *mode, "--input-data", str(input_data),
            "--shape", "window:50,12", "-b", "1", "--measurement-mode", "count_windows",
            "--measurement-request-count", "200", "--max-trials", "4", "--stability-percentage", "100"]
     env = {**os.environ, "LD_LIBRARY_PATH": str(PA_DIR)}
@@ -62,4 +69,22 @@ def test_perf_analyzer_runs_against_the_sidecar(sidecar: str, input_data: Path, 
     throughput = float(re.search(r"Throughput: ([\d.]+) infer/sec", out).group(1))  # type: ignore[union-attr]
     p50 = int(re.search(r"p50 latency: (\d+) usec", out).group(1))  # type: ignore[union-attr]
     assert throughput > 0 and p50 > 0, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("mode", [[], ["--streaming"]], ids=["unary", "streaming"])
+@pytest.mark.parametrize("shape", ["aio-pb", "sync-raw"])
+def test_perf_analyzer_runs_against_the_kserve_echo(tmp_path: Path, input_data: Path, shape: str,
+                                                    mode: list[str]) -> None:
+    """The transport floors of `rtvol bench gpu --steps transport` (echo_kserve.py) answer
+    perf_analyzer in both modes (a stream's answers must carry their requests' ids)."""
+    if not BINARY.exists():
+        pytest.skip(f"{BINARY} missing: run `make perf-analyzer`")
+    export_random(tmp_path, seed=5)
+    echo = Child([sys.executable, "-m", "rtvol.loadtest.bench.echo_kserve", "--repo", str(tmp_path),
+                  "--shape", shape], 30)
+    try:
+        out = _perf_analyzer(echo.url, input_data, mode)
+    finally:
+        echo.stop()
     assert "error" not in out.lower(), out[-3000:]

@@ -223,3 +223,26 @@ async def test_a_lone_request_on_a_quiet_model_waits_only_without_idle_dispatch(
     await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert backend.calls[-1] == 3
     await batcher.close()
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_on_its_own_stream_not_behind_the_callers(files: ModelFiles) -> None:
+    """A served replay never queues behind other work on the caller's stream (the default
+    one, where a shadow version's or anyone's kernels may be): the default stream is kept
+    busy with a long kernel while the backend answers, right, and well before it ends."""
+    try:
+        backend = backends.create("cudagraph", files, precision="fp16")
+    except BackendUnavailable as e:
+        pytest.skip(f"cudagraph unavailable here: {e}")
+    backend.warmup(backends.batch_buckets(MAX_BATCH))
+    x = windows(7, seed=3)
+    want = {k: v.copy() for k, v in backend.infer(x).items()}
+    caller = torch.cuda.current_stream()
+    torch.cuda._sleep(2_000_000_000)  # about a second of GPU time on the caller's stream
+    got = {k: v.copy() for k, v in backend.infer(x).items()}
+    busy = not caller.query()  # the long kernel is still running: infer did not wait for it
+    caller.synchronize()
+    assert busy, "the backend waited for the caller's stream"
+    assert torch.cuda.current_stream() == caller  # the caller's stream is restored
+    for out in OUTPUTS:
+        np.testing.assert_array_equal(got[out], want[out], err_msg=out)

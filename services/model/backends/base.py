@@ -34,6 +34,8 @@ class Backend(Protocol):
     # Optional (read with getattr): a [max_batch_size, ...] float32 array that ``infer``
     # reads from without a copy when its ``window`` is a leading slice of it (a GPU backend's
     # pinned input buffer); the batcher concatenates a batch of requests straight into it.
+    # Optional ``on_gpu`` (read with getattr, default False): true when ``infer`` computes on
+    # a GPU stream of its own, not on the CPU's cores (shadow.py slices CPU backends only).
 
     def infer(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """``window`` is C-contiguous float32 [n, ...] with 1 <= n <= max_batch_size.

@@ -83,6 +83,9 @@ class CudaGraphBackend:
         self.host_out = torch.zeros((self.max_batch, sum(self.model.widths)), pin_memory=True)
         self.outputs = self.model.unpack(self.host_out.numpy())
         self.stream = torch.cuda.Stream()
+        self._stream_ids = (self.stream.stream_id, self.stream.device_index, self.stream.device_type)
+        self._device_index = self.stream.device_index
+        self.on_gpu = True  # shadow.py does not slice a GPU backend's shadow batches
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.buckets: list[int] = []
 
@@ -160,11 +163,24 @@ class CudaGraphBackend:
             self.host_in[:n].copy_(torch.from_numpy(window))
         else:
             self.host_in_np[:n] = window
-        # on the caller's current stream (any stream may launch a graph): entering
-        # torch.cuda.stream() and leaving it cost more than the fused kernel's whole replay
-        self.graphs[b].replay()
-        torch.cuda.current_stream().synchronize()
+        # on the backend's own stream, never the caller's (the default stream, shared with
+        # any other backend in the process, e.g. a shadow version's): a served replay then
+        # never queues on the GPU behind another model's work. torch.cuda.stream() (or
+        # current_stream()/set_stream()) builds Stream objects, µs each on the batch-1 path:
+        # the ids go to the same C functions those call
+        caller = torch._C._cuda_getCurrentStream(self._device_index)  # (id, device index, type)
+        _set_stream(self._stream_ids)
+        try:
+            self.graphs[b].replay()
+        finally:
+            _set_stream(caller)
+        self.stream.synchronize()
         return {name: arr[:n] for name, arr in self.outputs.items()}
+
+
+def _set_stream(ids: tuple[int, int, int]) -> None:
+    """The calling thread's current CUDA stream, by (stream id, device index, device type)."""
+    torch._C._cuda_setStream(stream_id=ids[0], device_index=ids[1], device_type=ids[2])
 
 
 def export_compiled(version_dir: Path, precision: str, max_batch: int) -> Path:

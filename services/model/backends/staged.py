@@ -66,6 +66,10 @@ class StagedBackend:
         """The serving backend's (the GPU's, once it took over: it never hands back)."""
         return getattr(self.current, "input_buffer", None)
 
+    @property
+    def on_gpu(self) -> bool:
+        return bool(getattr(self.current, "on_gpu", False))
+
     def warmup(self, buckets: Sequence[int]) -> None:
         self.cpu.warmup(buckets)
         self.thread = threading.Thread(target=self._take_over, args=(tuple(buckets),),

@@ -26,6 +26,7 @@ class TensorRTBackend:
             raise BackendUnavailable(f"{plan} missing: build it with `rtvol export --tensorrt`")
         self.torch = torch
         self.name = "tensorrt"
+        self.on_gpu = True  # its own stream: a shadow version is not sliced (shadow.py)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
