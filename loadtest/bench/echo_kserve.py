@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -95,34 +95,27 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class AioServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """grpc.aio's servicer: the thread-pool one's answers, from coroutines (UNARY below)."""
+
     def __init__(self, answers: Answers) -> None:
         self.sync = Servicer(answers)
-        self.a = answers
-
-    async def ServerLive(self, request: Any, context: Any) -> Any:
-        return self.sync.ServerLive(request, context)
-
-    async def ServerReady(self, request: Any, context: Any) -> Any:
-        return self.sync.ServerReady(request, context)
-
-    async def ModelReady(self, request: Any, context: Any) -> Any:
-        return self.sync.ModelReady(request, context)
-
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return self.sync.ServerMetadata(request, context)
-
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        return self.sync.ModelMetadata(request, context)
-
-    async def ModelConfig(self, request: Any, context: Any) -> Any:
-        return self.sync.ModelConfig(request, context)
-
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        return self.a.infer
 
     async def ModelStreamInfer(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         async for request in requests:
-            yield self.a.stream(request.id)
+            yield self.sync.a.stream(request.id)
+
+
+def _coroutine(name: str) -> Callable[..., Any]:
+    async def method(self: AioServicer, request: Any, context: Any) -> Any:
+        return getattr(self.sync, name)(request, context)
+    method.__name__ = name
+    return method
+
+
+UNARY = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
+         "ModelInfer")
+for _name in UNARY:
+    setattr(AioServicer, _name, _coroutine(_name))
 
 
 def raw_handler(answers: Answers, aio: bool) -> grpc.GenericRpcHandler:
