@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make gpu-bench`: on a GPU host, every figure of the GPU path against its target
 # (rtvol bench gpu: parity, compile at export, time to ready, model batch 1 / 1024,
-# perf_analyzer unary and streaming, feature ingest on both devices, issue 12's pipeline and
+# perf_analyzer unary and streaming against the sidecar and bare echoes, feature ingest on both devices, issue 12's pipeline and
 # gateway benches with the sidecar on the GPU). Run where python3 has torch with CUDA and Triton.
 #   WHEELS=DIR          first install these wheels (the project's other dependencies, py-spy)
 #                       into a private folder: for a host without a package index

@@ -2,7 +2,9 @@
 its target: parity (model backends, the stored compile cache, the Triton feature kernels and
 the online state on both devices), compile-at-export time, sidecar time-to-ready (with the
 stored compile cache and without), model-only batch 1 and batch 1024, perf_analyzer unary
-and streaming (with a py-spy profile of the sidecar during each), the feature service's
+and streaming (with a py-spy profile of the sidecar during each, and the server's CPU per
+call), the same against a bare KServe echo in each gRPC server shape (`transport`: the
+floor under the sidecar, loadtest/bench/echo_kserve.py), the feature service's
 ingest on both devices and their crossover (`rtvol bench ingest-devices`), and issue 12's
 figures with the sidecar on the GPU: `rtvol bench pipeline` (50,000 updates/s over 500
 stocks, 200,000 over 8,000; single and batched) and `rtvol bench gateway` (open loop).
