@@ -7,8 +7,12 @@ only if many are applied at once. The stream is read in one task and nothing spi
 - a message that comes after a pause (nothing for ``quiet_s`` since the previous message or
   the last apply) is applied on the next loop turn, with whatever else that turn delivered: a
   feed of isolated updates waits for no timer;
-- a message that comes in a run waits at most ``max_wait_s`` (the event loop's timers fire at
-  millisecond granularity) for the rest of the run, or until ``max_messages`` are pending.
+- a message that comes in a run waits for the rest of the run, or until ``max_messages`` are
+  pending: ``max_wait_s`` (the event loop's timers fire at millisecond granularity), or longer
+  when applying is slow, so that applying takes at most ``apply_share`` of the stream's time
+  (never longer than ``max_hold_s``). Under a load the reader can barely keep up with, batches
+  grow until the apply's fixed cost per call (fan-out wake-ups, store and Watch marks, a few
+  hundred µs of numpy calls) is a small part of each message's cost.
 
 A message that carries a watermark ends a batch, so updates after it are still judged against it.
 """
@@ -29,9 +33,14 @@ ApplyFn = Callable[[list[pb.IngestRequest], int], np.ndarray]  # (messages, rece
 
 class StreamBatcher:
     def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 1e-3,
-                 max_wait_s: float = 1e-3) -> None:
+                 max_wait_s: float = 1e-3, apply_share: float = 0.25, max_hold_s: float = 5e-3) -> None:
         self.apply, self.max_messages = apply, max_messages
-        self.quiet_s, self.max_wait_s = quiet_s, max_wait_s
+        self.quiet_s, self.max_wait_s, self.max_hold_s = quiet_s, max_wait_s, max_hold_s
+        self.reading_per_applying = (1 - apply_share) / apply_share
+
+    def _wait_s(self, stream: _Stream) -> float:
+        """How long a message in a run waits for the rest of it."""
+        return min(self.max_hold_s, max(self.max_wait_s, stream.apply_s * self.reading_per_applying))
 
     async def consume(self, requests: AsyncIterator[pb.IngestRequest]) -> tuple[np.ndarray, int]:
         """Counts per reason over the whole stream, and the number of messages."""
@@ -46,7 +55,7 @@ class StreamBatcher:
                     stream.flush()
                 elif stream.due is None:
                     in_run = now - last < self.quiet_s
-                    stream.due = (loop.call_at(loop.time() + self.max_wait_s, stream.flush) if in_run
+                    stream.due = (loop.call_at(loop.time() + self._wait_s(stream), stream.flush) if in_run
                                   else loop.call_soon(stream.flush))
                 last = max(now, stream.flushed_at)
         finally:
@@ -65,6 +74,7 @@ class _Stream:
         self.due: asyncio.Handle | None = None  # the scheduled flush
         self.counts: np.ndarray | None = None
         self.messages, self.flushed_at = 0, -1.0
+        self.apply_s = 0.0  # wall time of the last flush that applied something
         self.error: BaseException | None = None  # raised by an apply that ran as a loop callback
 
     def add(self, request: pb.IngestRequest) -> None:
@@ -75,6 +85,7 @@ class _Stream:
         if self.due is not None:
             self.due.cancel()
             self.due = None
+        started, applying = time.monotonic(), bool(self.pending)
         try:
             while self.pending:
                 batch = _cut(self.pending, self.max_messages)
@@ -88,6 +99,8 @@ class _Stream:
             self.pending.clear()
             self.received.clear()
         self.flushed_at = time.monotonic()
+        if applying:
+            self.apply_s = self.flushed_at - started
 
     def raise_error(self) -> None:
         if self.error is not None:

@@ -5,6 +5,7 @@ updates after it; and the Ingest stream's batcher groups what arrives together."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -16,7 +17,7 @@ from rtvol.featurestore import InProcessStore
 from rtvol.ingest_codec import decode, decode_many
 from rtvol.loadtest.ticks import STEP_US, StepTicks
 from rtvol.proto.v1 import features_pb2 as pb
-from rtvol.services.feature.batching import StreamBatcher
+from rtvol.services.feature.batching import StreamBatcher, _Stream
 from rtvol.services.feature.publisher import Publisher
 from rtvol.services.feature.servicer import Ingestor
 
@@ -121,3 +122,28 @@ def test_the_batcher_passes_on_the_clients_error_after_applying_what_came() -> N
     with pytest.raises(ConnectionResetError):
         asyncio.run(StreamBatcher(apply).consume(failing()))
     assert applied == [1]
+
+
+def test_a_run_waits_longer_when_applying_is_slow_so_applying_stays_a_quarter_of_the_time() -> None:
+    batcher = StreamBatcher(lambda batch, received_us: np.zeros(len(REASONS), np.int64))
+    stream = _Stream(batcher.apply, batcher.max_messages)
+    assert batcher._wait_s(stream) == batcher.max_wait_s  # nothing applied yet: the shortest wait
+    stream.apply_s = 1e-4  # a cheap apply: a run still waits only max_wait_s
+    assert batcher._wait_s(stream) == batcher.max_wait_s
+    stream.apply_s = 1e-3  # three times as long reading as applying
+    assert batcher._wait_s(stream) == pytest.approx(3e-3)
+    stream.apply_s = 1.0  # never longer than max_hold_s
+    assert batcher._wait_s(stream) == batcher.max_hold_s
+
+
+def test_a_flush_records_how_long_its_apply_took() -> None:
+    def slow(batch: list[pb.IngestRequest], received_us: int) -> np.ndarray:
+        time.sleep(0.002)
+        return np.zeros(len(REASONS), np.int64)
+
+    stream = _Stream(slow, 16)
+    stream.flush()  # nothing pending: not an apply
+    assert stream.apply_s == 0.0
+    stream.add(StepTicks(2).message([0]))
+    stream.flush()
+    assert stream.apply_s >= 0.002 and stream.messages == 1
