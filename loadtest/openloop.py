@@ -31,6 +31,8 @@ class Result:
     latency_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     generator_cpu_s: list[float] = field(default_factory=list)  # CPU each generator process spent
+    # how late the generator sent each scheduled request (its own loop's lag): a client-side tail
+    send_late_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -55,6 +57,7 @@ def merge(results: Sequence[Result]) -> Result:
         out.latency_s += r.latency_s
         out.errors += r.errors
         out.generator_cpu_s += r.generator_cpu_s
+        out.send_late_s += r.send_late_s
     return out
 
 
@@ -98,6 +101,7 @@ async def run(send: Send, rate: float, duration_s: float, stocks: Sequence[int],
         delay = intended - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        res.send_late_s.append(time.perf_counter() - intended)
         res.scheduled += 1
         if len(inflight) >= max_inflight:
             res.errors["inflight_limit"] += 1

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from rtvol.loadtest.openloop import Result
@@ -38,7 +39,9 @@ def cpu_report(res: Result) -> dict[str, Any]:
     """What the generator itself spent: CPU µs a scheduled request, and the busiest process's
     share of a core (near 1: the generator, not the target, may be what limits the figures)."""
     busiest = max(res.generator_cpu_s, default=0.0) / res.elapsed_s if res.elapsed_s > 0 else 0.0
+    late = np.percentile(res.send_late_s, PERCENTILES[2:]) * 1000 if res.send_late_s else [0.0, 0.0]
     return {"processes": len(res.generator_cpu_s),
+            "send_late_ms": {"p99": round(float(late[0]), 3), "p99.9": round(float(late[1]), 3)},
             "cpu_us_per_request": round(sum(res.generator_cpu_s) / max(1, res.scheduled) * 1e6, 1),
             "busiest_process_cores": round(busiest, 2),
             "suspect": busiest >= SUSPECT_CORES}
@@ -59,6 +62,8 @@ def generator_line(g: dict[str, Any]) -> str:
     what limited them."""
     text = (f"generator {g['processes']} process(es), {g['cpu_us_per_request']:g} µs CPU a request, "
             f"busiest process {g['busiest_process_cores']:.2f} of a core")
+    if "send_late_ms" in g:  # the generator's own lag is in every latency it measured
+        text += f", sends late p99 {g['send_late_ms']['p99']:.2f} p99.9 {g['send_late_ms']['p99.9']:.2f} ms"
     if g["suspect"]:
         text += " -- WARNING: a generator process near a full core: these figures may measure the " \
                 "generator (use more --processes)"

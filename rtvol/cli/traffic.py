@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rtvol.cli.common import CommandError, add, env_value, optional_path
 
@@ -111,9 +112,29 @@ def _loadtest(a: argparse.Namespace) -> None:
         print(f"highest rate with p99 <= {a.p99_target_ms:g} ms: {doc['best_rate']:,.0f}/s "
               f"({a.out / 'sweep.json'})")
         return
+    before = _scrape(a, plan.api_key)
     s = run.once(plan, a.rate, a.out)
     print(report.line(s))
+    if before is not None:
+        from rtvol.loadtest import server_metrics
+
+        seen = server_metrics.delta(before, _scrape(a, plan.api_key))
+        print(server_metrics.line(seen))
+        (a.out / "server.json").write_text(json.dumps(seen, indent=2))
+        s["files"].append(str(a.out / "server.json"))
     print("report: " + ", ".join(s["files"]))
+
+
+def _scrape(a: argparse.Namespace, api_key: str) -> Any:
+    """--server-metrics' histograms now (None without the option)."""
+    if not a.server_metrics:
+        return None
+    from rtvol.loadtest import server_metrics
+
+    try:
+        return server_metrics.scrape(a.server_metrics, api_key)
+    except OSError as e:
+        raise CommandError(f"--server-metrics {a.server_metrics}: {e}") from e
 
 
 def feed_command(sub: Commands) -> None:
@@ -172,6 +193,10 @@ def loadtest_command(sub: Commands) -> None:
                     help="generator processes the schedule is split over, each with its own event loop and "
                          "connections (N, or auto: a quarter of the cores); the report gives the "
                          "generator's CPU a request and warns when a process nears a full core")
+    lt.add_argument("--server-metrics", default="", metavar="URL",
+                    help="the target's /metrics (e.g. http://127.0.0.1:8080/metrics): scraped before and "
+                         "after the run, its handler time, event-loop lag and GC pauses over the run are "
+                         "printed beside the client's figures and written to server.json")
     lt.add_argument("--sweep", action="store_true", help="raise the rate until p99 exceeds the target")
     lt.add_argument("--p99-target-ms", type=float, default=None, help="p99 target for --sweep")
     lt.add_argument("--sweep-steps", type=int, default=6, help="at most this many rates")

@@ -165,6 +165,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     readiness.started()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
+    lag = telemetry.LoopLag()  # rtvol_event_loop_lag_seconds: what a ready request waits for this loop
+    lag.start()
     print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
     log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
              type(store).__name__ if store else "none")
@@ -179,6 +181,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         http.should_exit = True
 
     async def stop() -> None:
+        lag.stop()
         await http_task
         if precompute:
             await precompute.stop()
