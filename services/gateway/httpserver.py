@@ -144,7 +144,7 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 return await self._too_large(send)
-        await self.app(scope, functools.partial(_replay, bytes(body), receive, [False]), send)
+        await self.app(scope, functools.partial(replay_body, bytes(body), receive, [False]), send)
 
     async def _too_large(self, send: Send) -> None:
         REFUSED.labels("body_size").inc()
@@ -155,7 +155,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": content})
 
 
-async def _replay(body: bytes, receive: Receive, given: list[bool]) -> dict[str, Any]:
+async def replay_body(body: bytes, receive: Receive, given: list[bool]) -> dict[str, Any]:
     """The buffered body once, then whatever the connection says next (a disconnect)."""
     if given[0]:
         return dict(await receive())

@@ -6,7 +6,7 @@ on the hot path; services/gateway/openapi.py describes them in the OpenAPI docum
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt
 from rtvol.errors import InvalidInput, NotFound
 from rtvol.featurestore import now_us
 from rtvol.services.gateway import metrics, multiproc, validation
+from rtvol.services.gateway.hotpath import HotPredict
 from rtvol.services.gateway.openapi import (
     ErrorOut,
     LiveOut,
@@ -66,8 +67,38 @@ def _reject(request: Request, status: int, reason: str, message: str) -> Respons
     return json_response({"error": message}, status)
 
 
+class PredictHandler:
+    """POST /v1/predict once its body is parsed, for FastAPI's route and the plain ASGI path in
+    front of it (hotpath.py): checks (InvalidInput names the field), the caller's trace
+    context, the prediction, the JSON answer."""
+
+    def __init__(self, predictor: Predictor, max_ids: int) -> None:
+        self.predictor, self.max_ids, self.traced = predictor, max_ids, exports_traces()
+
+    async def __call__(self, stock_ids: list[int], max_staleness_ms: float | None, kelly: bool,
+                       headers: Callable[[], Mapping[str, str]]) -> bytes:
+        ids = validation.check_ids(stock_ids, self.max_ids)
+        staleness = validation.check_staleness(max_staleness_ms)
+        token = otel_context.attach(extract_headers(headers())) if self.traced else None
+        try:
+            signals = await self.predictor.predict(ids, staleness, kelly, "rest")
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        now = now_us()
+        return orjson.dumps({"signals": [s.to_json(now) for s in signals]})
+
+
 def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str, Any]],
-               universe: UniverseFn, docs: bool = True) -> FastAPI:
+               universe: UniverseFn, docs: bool = True) -> HotPredict:
+    """The gateway's HTTP application: POST /v1/predict on a plain ASGI path when its body is
+    plain (hotpath.py), everything else (and the OpenAPI document) FastAPI."""
+    answer = PredictHandler(predictor, max_ids)
+    return HotPredict(_fastapi(predictor, max_ids, ready, universe, docs, answer), answer)
+
+
+def _fastapi(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str, Any]], universe: UniverseFn,
+             docs: bool, answer: PredictHandler) -> FastAPI:
     # No FastAPI native telemetry: its server and per-operation spans repeat what `predict`
     # shows (and cost ~150 µs a request here, against a 10 % budget of the p50); the handler
     # continues the caller's W3C context itself. Metrics and logs: Prometheus and logging.
@@ -75,7 +106,6 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
-    traced = exports_traces()
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> Response:
@@ -97,16 +127,8 @@ def create_app(predictor: Predictor, max_ids: int, ready: Callable[[], dict[str,
 
     @app.post("/v1/predict", response_model=None, responses={200: {"model": PredictOut}, **BAD_INPUT})
     async def predict(body: PredictBody, request: Request) -> Response:
-        ids = validation.check_ids(body.stock_ids, max_ids)
-        staleness = validation.check_staleness(body.max_staleness_ms)
-        token = otel_context.attach(extract_headers(request.headers)) if traced else None
-        try:
-            signals = await predictor.predict(ids, staleness, body.kelly, "rest")
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        now = now_us()
-        return json_response({"signals": [s.to_json(now) for s in signals]})
+        content = await answer(body.stock_ids, body.max_staleness_ms, body.kelly, lambda: request.headers)
+        return Response(content, media_type="application/json")
 
     @app.get("/v1/signals/{stock_id}", response_model=None,
              responses={200: {"model": SignalOut}, 404: {"model": ErrorOut}, **BAD_INPUT})

@@ -87,3 +87,21 @@ def test_http_headers_carry_the_trace(tracer: trace.Tracer) -> None:
     assert remote.trace_id == caller.get_span_context().trace_id
     assert remote.span_id == caller.get_span_context().span_id
     assert not trace.get_current_span(telemetry.extract_headers({})).get_span_context().is_valid
+
+
+async def test_loop_lag_records_how_long_the_loop_was_held() -> None:
+    import asyncio
+    import time
+
+    seen: list[float] = []
+    lag = telemetry.LoopLag(0.005, seen.append)
+    lag.start()
+    await asyncio.sleep(0.02)  # an idle loop: timers run about on time (epoll waits in whole ms)
+    assert seen and max(seen) < 0.02
+    time.sleep(0.05)  # a callback holding the loop, as a long GC pause would
+    await asyncio.sleep(0.02)
+    lag.stop()
+    assert max(seen) >= 0.04
+    count = len(seen)
+    await asyncio.sleep(0.02)
+    assert len(seen) == count  # stopped
