@@ -107,4 +107,4 @@ async def test_other_routes_go_to_fastapi_untouched() -> None:
     calls: list[Any] = []
     behind = Recorder()
     await _post(HotPredict(behind, _answer(calls)), b'{"stock_ids": [1]}', path="/v1/predict/")
-    assert behind.bodies == [b'{"st'] and calls == []  # the first chunk, as the connection sent it
+    assert behind.bodies == [b'{"sto'] and calls == []  # the first chunk, as the connection sent it

@@ -37,6 +37,7 @@ def test_merged_percentiles_are_those_of_all_samples() -> None:
                                                                             for _ in range(100)],
                            errors=Counter(), generator_cpu_s=[0.3])
     fast.intended_s, slow.intended_s = [0.0] * fast.ok, [0.0] * slow.ok
+    fast.send_late_s, slow.send_late_s = [0.0001] * 900, [0.01] * 100  # the slow part sent late
     merged = openloop.merge([fast, slow])
     assert (merged.scheduled, merged.ok, merged.elapsed_s) == (1000, 995, 1.1)
     assert merged.errors == Counter(timeout=5)
@@ -48,6 +49,7 @@ def test_merged_percentiles_are_those_of_all_samples() -> None:
     # 10 fast, the true p50 is under 2 ms
     assert got.get_value_at_percentile(50.0) < 3_000
     assert report.cpu_report(merged) == {"processes": 2, "cpu_us_per_request": 500.0,
+                                         "send_late_ms": {"p99": 10.0, "p99.9": 10.0},
                                          "busiest_process_cores": 0.27, "suspect": False}
 
 
