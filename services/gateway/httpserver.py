@@ -31,6 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 # "auto" picks it when installed (a pinned dependency), this names the one in use
 PARSER = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
+# churn shows here: after a stall a client opens connections, each one accepted on the loop
+OPENED = Counter("rtvol_gateway_http_connections_total", "HTTP connections accepted")
 REFUSED = Counter("rtvol_gateway_http_refused_total", "HTTP connections or requests refused by a "
                   "bound (connections, read_timeout, body_size)", ["reason"])
 
@@ -86,6 +88,7 @@ def _protocol(limits: Limits) -> Any:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            OPENED.inc()
             if len(self.connections) > limits.max_connections:
                 REFUSED.labels("connections").inc()
                 transport.abort()
