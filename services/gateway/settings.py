@@ -16,6 +16,9 @@ class GatewaySettings(ServiceSettings):
     """HTTP port: REST, /metrics, /livez, /readyz, /docs."""
     api_docs: bool = True
     """Serve /docs, /redoc and /openapi.json (operators only when auth is on)."""
+    freeze_gc: bool = True
+    """gc.freeze() after warm-up: a full collection then skips the warm-up heap (modules, models,
+    clients), which unfrozen paused the loop for 50-100 ms under load (docs/BENCHMARKS.md, TAIL)."""
     grpc_port: int = 50051
     """gRPC port of rtvol.v1.Signals (Predict, PredictStream, Subscribe)."""
     metrics_port: int = 0
