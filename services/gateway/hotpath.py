@@ -1,6 +1,6 @@
 """POST /v1/predict as plain ASGI in front of FastAPI: the hot route skips Starlette's
-middleware stack, routing, request object and pydantic model (most of a REST predict's CPU
-in the gateway, whose own handler is a few per cent of it).
+middleware stack, routing, request object and pydantic model (~40 % of the gateway's CPU a
+REST predict, measured: docs/BENCHMARKS.md, "The gateway's open-loop tail").
 
 Only a body this path can take exactly as FastAPI would is served here: JSON (no content
 type, or application/json) whose stock_ids are JSON integers in int32, max_staleness_ms a
