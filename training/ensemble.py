@@ -1,6 +1,7 @@
-"""The served ensemble: CNN + LightGBM (+ HAR) folded into ONE ONNX graph.
+"""The served ensemble: CNN + LightGBM + MLP (+ HAR) folded into ONE ONNX graph.
 
-    rv = w_cnn * cnn + w_lightgbm * lightgbm + w_har * har      (w >= 0, fit on validation)
+    rv = w_cnn * cnn + w_lightgbm * lightgbm + w_mlp * mlp + w_har * har
+         (w >= 0, sum 1, fit on validation)
 
 One graph rather than two models combined in the sidecar: every backend (ONNX Runtime,
 the torch interpreter behind CUDA graphs, TensorRT) serves it unchanged, one request is
@@ -32,17 +33,17 @@ from onnx import TensorProto, helper
 from rtvol import repository
 from rtvol.features.aggregates import ACTIVITY, AGGREGATE_NAMES, MEANS, RV_TAILS
 from rtvol.features.spec import INDEX, N_FEATURES, STEPS
-from rtvol.training import baselines, export, trees_onnx
+from rtvol.training import baselines, export, mlp, trees_onnx
 from rtvol.training.cnn import INPUT, OUTPUTS
 from rtvol.training.dataset import Dataset
 from rtvol.training.trees_onnx import GraphBuilder
 
 MODEL = "rtvol_ensemble"
-MEMBERS = ("cnn", "lightgbm", "har")
+MEMBERS = ("cnn", "lightgbm", "mlp", "har")
 # What the graph and the weights are built by; a version from an older build is rebuilt
 # by `rtvol evaluate --seeds` (2: the trees as one node, float32 sums; 3: weights fit on
-# the blend part only).
-BUILD = 3
+# the blend part only; 4: the MLP member).
+BUILD = 4
 PARITY_RELATIVE = 1e-5  # served rv vs the python ensemble (float32 output of float64 sums)
 
 
@@ -101,6 +102,7 @@ class Aggregates:
     table: str
     rv_tails: str
     columns: dict[str, int]
+    width: int  # the table's columns
 
 
 def add_aggregates(g: GraphBuilder, window64: str) -> Aggregates:
@@ -120,7 +122,7 @@ def add_aggregates(g: GraphBuilder, window64: str) -> Aggregates:
     order = [*_SQRT, *_PLAIN, *_LOG1P]
     columns = {name: order.index(name) for name in order}
     columns["max_step_rv"] = len(order) + INDEX["wap1_rv"]
-    return Aggregates(table, rv_tails, columns)
+    return Aggregates(table, rv_tails, columns, len(order) + N_FEATURES)
 
 
 def add_har(g: GraphBuilder, rv_tails: str, coef: np.ndarray, weight: float) -> str:
@@ -132,6 +134,29 @@ def add_har(g: GraphBuilder, rv_tails: str, coef: np.ndarray, weight: float) -> 
     slopes[:len(RV_TAILS), 0] = coef[1:]
     z = g.op("Gemm", logs, g.const(slopes), g.const(np.array([coef[0] + np.log(weight)])))
     return g.op("Cast", g.op("Exp", z), to=TensorProto.FLOAT, hint="har")
+
+
+def add_mlp(g: GraphBuilder, aggs: Aggregates, net: mlp.Mlp, weight: float) -> str:
+    """``weight`` * net.predict, [batch, 1] float32, from the aggregates' table, in float64:
+    the logs of every column (only the RV-like ones get a non-zero weight; the others'
+    floored logs stay finite), the standardisation folded into the first Gemm, and the
+    weight riding in the last bias as log(weight)."""
+    first = net.weights[0] / net.std  # [hidden, features] on the unstandardised inputs
+    bias = net.biases[0] - first @ net.mean
+    raw, logged = np.zeros((aggs.width, len(bias))), np.zeros((aggs.width, len(bias)))
+    for j, name in enumerate(AGGREGATE_NAMES):
+        (logged if j in mlp.LOG_COLUMNS else raw)[aggs.columns[name]] = first[:, j]
+    logs = g.op("Log", g.op("Max", aggs.table, g.const(np.array(baselines.RV_FLOOR))))
+    h = g.op("Relu", g.op("Gemm", g.op("Concat", aggs.table, logs, axis=1),
+                          g.const(np.vstack([raw, logged])), g.const(bias)))
+    for w, b in zip(net.weights[1:-1], net.biases[1:-1], strict=True):
+        h = g.op("Relu", g.op("Gemm", h, g.const(w.T), g.const(b)))
+    # the residual log rv_full and the last bias, as the last Gemm's C input
+    pick = np.zeros((aggs.width, 1))
+    pick[aggs.columns["rv_full"], 0] = 1.0
+    base = g.op("Gemm", logs, g.const(pick), g.const(net.biases[-1] + np.log(weight)))
+    z = g.op("Gemm", h, g.const(net.weights[-1].T), base)
+    return g.op("Cast", g.op("Exp", z), to=TensorProto.FLOAT, hint="mlp")
 
 
 def _prefixed(cnn: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
@@ -155,11 +180,13 @@ def _prefixed(cnn: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
 
 
 def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
-          weights: dict[str, float]) -> bytes:
+          weights: dict[str, float], net: mlp.Mlp | None = None) -> bytes:
     """One ONNX model: window -> rv (weighted members), direction, momentum (the CNN's)."""
     unknown = set(weights) - set(MEMBERS)
     if unknown:
         raise ValueError(f"unknown ensemble members {sorted(unknown)}")
+    if weights.get("mlp", 0) > 0 and net is None:
+        raise ValueError("the MLP has a weight but no MLP was given")
     cnn = onnx.load_from_string(cnn_onnx)
     graph = _prefixed(cnn, "cnn")
     g = GraphBuilder("ensemble")
@@ -177,6 +204,8 @@ def build(cnn_onnx: bytes, gbm: baselines.GradientBoosting, har: baselines.Har,
         w = weights["lightgbm"]
         terms.append(g.op("Max", trees_onnx.add_tree_ensemble(g, trees, aggs.table, w),
                           g.const(np.array(w * baselines.RV_FLOOR, np.float32))))
+    if net is not None and weights.get("mlp", 0) > 0:
+        terms.append(add_mlp(g, aggs, net, weights["mlp"]))
     if weights.get("har", 0) > 0:
         terms.append(add_har(g, aggs.rv_tails, har.coef, weights["har"]))
     total = terms[0]
@@ -215,11 +244,15 @@ def export_version(repo: Path, val: Dataset, cnn_name: str = repository.DEFAULT_
     cnn_meta = repository.read_metadata(repo, cnn_name, cnn_version)
     cnn_onnx = (vdir / repository.MODEL_FILE).read_bytes()
     har, gbm = baselines.load(vdir)
+    net = mlp.load(vdir)
+    if net is None:
+        raise FileNotFoundError(f"{vdir / mlp.MLP_FILE}: {cnn_name} v{cnn_version} was trained "
+                                "before the MLP member; train it again")
     cnn_out = export.run(cnn_onnx, val.windows)
     preds = {"cnn": cnn_out["rv"][:, 0], "lightgbm": gbm.predict(val.windows),
-             "har": har.predict(val.windows)}
+             "mlp": net.predict(val.windows), "har": har.predict(val.windows)}
     weights = fit_weights(val.target, preds)
-    model = build(cnn_onnx, gbm, har, weights)
+    model = build(cnn_onnx, gbm, har, weights, net)
     served = export.run(model, val.windows)
     want = combine(weights, preds)
     parity = float(np.max(np.abs(served["rv"][:, 0] / want - 1)))

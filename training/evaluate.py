@@ -14,7 +14,7 @@ import numpy as np
 
 from rtvol import repository
 from rtvol.features.spec import DIRECTIONS, spec_hash
-from rtvol.training import baselines, ensemble, export, intervals
+from rtvol.training import baselines, ensemble, export, intervals, mlp
 from rtvol.training.dataset import Dataset
 from rtvol.training.train import TrainConfig, split
 
@@ -24,11 +24,13 @@ class EvaluationError(RuntimeError):
 
 
 def paired_differences(models: list[str]) -> list[tuple[str, str]]:
-    """The comparisons the report's intervals answer: CNN vs LightGBM, the ensemble vs each
-    of its members."""
+    """The comparisons the report's intervals answer: CNN and MLP vs LightGBM, the ensemble
+    vs each of its members."""
     pairs = [("cnn", "lightgbm")] if {"cnn", "lightgbm"} <= set(models) else []
+    if {"mlp", "lightgbm"} <= set(models):
+        pairs.append(("mlp", "lightgbm"))
     if "ensemble" in models:
-        pairs += [("ensemble", m) for m in ("cnn", "lightgbm", "har") if m in models]
+        pairs += [("ensemble", m) for m in ("cnn", "lightgbm", "mlp", "har") if m in models]
     return pairs
 
 
@@ -48,6 +50,9 @@ def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
     cnn = export.run((vdir / repository.MODEL_FILE).read_bytes(), test.windows)
     preds = {"naive": baselines.naive(test.windows), "har": har.predict(test.windows),
              "lightgbm": gbm.predict(test.windows), "cnn": cnn["rv"][:, 0]}
+    net = mlp.load(vdir)
+    if net is not None:  # versions trained before the MLP member have none
+        preds["mlp"] = net.predict(test.windows)
     served = ensemble.served_by(repo, name, version)
     if served is not None:
         onnx_model = (repository.version_dir(repo, ensemble.MODEL, served)
@@ -83,7 +88,7 @@ def evaluate(data: Dataset, repo: Path, name: str = repository.DEFAULT_MODEL,
     return report
 
 
-MODEL_ORDER = ("naive", "har", "lightgbm", "cnn", "ensemble", "oracle")
+MODEL_ORDER = ("naive", "har", "lightgbm", "mlp", "cnn", "ensemble", "oracle")
 
 
 def verdict(diff: dict[str, float]) -> str:

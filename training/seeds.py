@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rtvol import repository
-from rtvol.training import dataset, ensemble, evaluate, intervals, synth, train
+from rtvol.training import dataset, ensemble, evaluate, intervals, mlp, synth, train
 
 SYNTH_FILE = "synth.json"  # the generator's settings, beside the data it wrote
 
@@ -61,9 +61,11 @@ def _data(seed: int, plan: SeedPlan, say: Callable[[str], None]) -> Path:
 def _trained_version(repo: Path, seed: int, plan: SeedPlan) -> int | None:
     for version in reversed(repository.versions(repo, plan.model)):
         cfg = repository.read_metadata(repo, plan.model, version)["training"]
-        # stop_fraction: a version without it was early-stopped on every validation time_id
-        if (cfg["seed"], cfg["epochs"], cfg.get("stop_fraction")) == (
-                seed, plan.epochs, train.TrainConfig.stop_fraction):
+        # stop_fraction: a version without it was early-stopped on every validation time_id;
+        # one without the MLP was trained before that member existed
+        if ((cfg["seed"], cfg["epochs"], cfg.get("stop_fraction")) == (
+                seed, plan.epochs, train.TrainConfig.stop_fraction)
+                and mlp.load(repository.version_dir(repo, plan.model, version)) is not None):
             return version
     return None
 

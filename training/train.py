@@ -1,8 +1,7 @@
-"""`rtvol train`: baselines and the CNN on a split by time_id, exported to the repository."""
+"""`rtvol train`: baselines, the MLP and the CNN on a split by time_id, exported to the repository."""
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -12,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from rtvol import repository
 from rtvol.features.spec import spec_dict, spec_hash
-from rtvol.training import baselines, ensemble, export
+from rtvol.training import baselines, ensemble, export, fitting, mlp
 from rtvol.training.cnn import VolCNN, parameter_count
 from rtvol.training.dataset import Dataset
 
@@ -79,7 +77,7 @@ def _loss(model: VolCNN, batch: list[torch.Tensor], cfg: TrainConfig,
           has_labels: bool) -> torch.Tensor:
     x, y, direction, momentum = batch
     log_rv, logits, pre_momentum = model.logits(x)
-    loss = (((y - torch.exp(log_rv.squeeze(1).float())) / y) ** 2).mean()  # RMSPE^2
+    loss = fitting.rmspe_squared(y, log_rv.squeeze(1))
     if has_labels:
         loss = loss + cfg.direction_weight * F.cross_entropy(logits.float(), direction)
         loss = loss + cfg.momentum_weight * F.mse_loss(torch.tanh(pre_momentum.squeeze(1)).float(),
@@ -101,37 +99,17 @@ def train_cnn(train: Dataset, val: Dataset, cfg: TrainConfig,
     model = VolCNN()
     model.set_normalisation(train.windows)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     tr, va = _tensors(train, device), _tensors(val, device)
     has_labels = train.next_return is not None
     amp = device.type == "cuda"
-    gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_state, stale, history = np.inf, copy.deepcopy(model.state_dict()), 0, []
-    bar = tqdm(range(cfg.epochs), desc="cnn", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(train), generator=gen).to(device)
-        total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = _loss(model, [t[idx] for t in tr], cfg, has_labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        sched.step()
-        val_rmspe = baselines.rmspe(val.target, _predict(model, va[0]))
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_rmspe": val_rmspe})
-        bar.set_postfix(val_rmspe=f"{val_rmspe:.4f}", best=f"{min(best, val_rmspe):.4f}")
-        if val_rmspe < best:
-            best, best_state, stale = val_rmspe, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return _loss(model, [t[idx] for t in tr], cfg, has_labels)
+
+    history = fitting.early_stopping(
+        model, len(train), batch_loss, lambda: baselines.rmspe(val.target, _predict(model, va[0])),
+        cfg, device, "cnn", progress)
     return model.cpu().eval(), history
 
 
@@ -144,6 +122,7 @@ def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFA
     train, stop = parts["train"], parts["stop"]
     har = baselines.Har.fit(train.windows, train.target)
     gbm = baselines.GradientBoosting.fit(train.windows, train.target, stop.windows, stop.target)
+    net, net_history = mlp.train(train, stop, cfg, progress)
     model, history = train_cnn(train, stop, cfg, progress)
     onnx_model = export.to_onnx(model)
     parity = export.check_parity(onnx_model, model, stop.windows[:512])
@@ -163,13 +142,18 @@ def run(data: Dataset, repo: Path, cfg: TrainConfig, name: str = repository.DEFA
                                   for k, v in parts.items()}},
         "onnx_parity_max_abs_diff": parity,
         "history": history,
+        "mlp": {"epochs_run": len(net_history),
+                "best_val_rmspe": min(h["val_rmspe"] for h in net_history)},
     }
     with tempfile.TemporaryDirectory() as tmp:
         gbm_path, har_path = Path(tmp) / "lightgbm.txt", Path(tmp) / "har.json"
+        mlp_path = Path(tmp) / "mlp.npz"
         gbm.save(gbm_path)
         har.save(har_path)
+        net.save(mlp_path)
         version = repository.write_version(repo, name, onnx_model, metadata, export.SERVING,
                                            {baselines.LIGHTGBM_FILE: gbm_path,
-                                            baselines.HAR_FILE: har_path})
+                                            baselines.HAR_FILE: har_path,
+                                            mlp.MLP_FILE: mlp_path})
     ensemble.export_version(repo, parts["blend"], name, version)
     return version
