@@ -5,9 +5,9 @@ depth 19: 5 µs at batch 1; the former walk in standard ops, one GatherElements 
 level, took 58 µs). The sidecar's torch backend lowers the node to that walk in tensor ops
 when it loads the graph (rtvol.services.model.backends.tree_lowering).
 
-FlatTrees holds every node of every tree in one flat table (split feature, threshold,
-left and right child, leaf value); a leaf points to itself, so after ``depth`` steps every
-tree has reached its leaf: the numpy reference walk below, and the torch lowering's.
+``flatten`` turns LightGBM's dump into rtvol.trees.FlatTrees (every node of every tree in
+one flat table, the definition the sidecar's lowering shares); its ``predict`` is the numpy
+reference walk.
 
 Only numerical ``<=`` splits are converted. LightGBM sends a missing (NaN) value down a
 default branch; the served windows are finite (the sidecar refuses others), so the
@@ -17,11 +17,12 @@ value takes the default branch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from rtvol.trees import FlatTrees
 
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # TreeEnsembleRegressor with double thresholds (nodes_values_as_tensor)
@@ -29,28 +30,6 @@ ML_OPSET = 3  # TreeEnsembleRegressor with double thresholds (nodes_values_as_te
 
 class TreeConversionError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class FlatTrees:
-    """Every node of every tree; indices are global (into these arrays)."""
-
-    feature: np.ndarray  # int64 [nodes]; 0 at leaves (any feature: a leaf's children are itself)
-    threshold: np.ndarray  # float64 [nodes]
-    left: np.ndarray  # int64 [nodes]
-    right: np.ndarray  # int64 [nodes]
-    value: np.ndarray  # float64 [nodes]; leaf values, 0 at internal nodes
-    roots: np.ndarray  # int64 [trees]
-    depth: int  # internal nodes on the longest root-to-leaf path
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """The same walk in numpy (the reference the ONNX graph is tested against)."""
-        node = np.broadcast_to(self.roots, (len(features), len(self.roots)))
-        rows = np.arange(len(features))[:, None]
-        for _ in range(self.depth):
-            go_left = features[rows, self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return self.value[node].sum(axis=1)
 
 
 def flatten(dump: dict[str, Any]) -> FlatTrees:
@@ -126,7 +105,7 @@ def add_tree_ensemble(g: GraphBuilder, trees: FlatTrees, features: str, scale: f
     The thresholds and leaf values are double tensors (opset 3's ``*_as_tensor``), so the
     splits compare in float64 as LightGBM does; ONNX Runtime then sums in double and hands
     back float32 (relative error ~6e-8). Node ids are local to each tree."""
-    internal = trees.left != np.arange(len(trees.left))
+    internal = ~trees.leaves()
     tree_of = np.searchsorted(trees.roots, np.arange(len(trees.feature)), side="right") - 1
     base = trees.roots[tree_of]
     leaves = np.flatnonzero(~internal)

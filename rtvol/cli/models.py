@@ -142,17 +142,19 @@ def _set_policy(a: argparse.Namespace) -> None:
 
 
 def train_command(sub: Commands) -> None:
-    train = sub.add_parser("train", help="train baselines and the CNN, export to the repository",
+    train = sub.add_parser("train", help="train baselines, the MLP and the CNN, export to the "
+                                         "repository",
                            description="Split by time_id (train/validation/test; the "
-                                       "validation time_ids' first half early-stops the CNN "
-                                       "and LightGBM, the later half fits the ensemble's "
-                                       "weights), fit naive, HAR and LightGBM baselines and "
-                                       "the multi-task CNN, and export a new model version "
-                                       "(ONNX, parity-checked) and rtvol_ensemble on it: CNN + "
-                                       "LightGBM (+ HAR) in one ONNX graph.")
+                                       "validation time_ids' first half early-stops the CNN, "
+                                       "LightGBM and the MLP, the later half fits the "
+                                       "ensemble's weights), fit naive, HAR and LightGBM "
+                                       "baselines, an MLP on LightGBM's aggregates and the "
+                                       "multi-task CNN, and export a new model version (ONNX, "
+                                       "parity-checked) and rtvol_ensemble on it: CNN + "
+                                       "LightGBM + MLP (+ HAR) in one ONNX graph.")
     add(train, "data", "Optiver-layout data directory", type=Path)
     add(train, "repo", "model repository", type=Path, env="model-repository")
-    add(train, "epochs", "maximum CNN epochs (early stopping on the validation time_ids' "
+    add(train, "epochs", "maximum CNN and MLP epochs (early stopping on the validation time_ids' "
                           "first half)", "60", int)
     add(train, "device", "cpu or cuda: where the CNN trains and the windows are built (cuda: the "
                           "feature service's Triton kernels)", "cpu")
@@ -169,9 +171,10 @@ def evaluate_command(sub: Commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prints a table of each model's RMSPE with a bootstrap confidence interval\n"
                     "(held-out time_ids resampled with replacement, not rows: buckets of one\n"
-                    "time_id share the market) and the paired differences CNN - LightGBM and\n"
-                    "ensemble - each member. Writes report.json, a PNG of predicted vs realized\n"
-                    "RV and REPORT_intervals.png (intervals as error bars) beside it.\n\n"
+                    "time_id share the market) and the paired differences CNN - LightGBM,\n"
+                    "MLP - LightGBM and ensemble - each member. Writes report.json, a PNG of\n"
+                    "predicted vs realized RV and REPORT_intervals.png (intervals as error\n"
+                    "bars) beside it.\n\n"
                     "--seeds S1,S2,...: for each seed, synthetic data (--stocks x --time-ids,\n"
                     "that seed) and a model trained with that seed, under --work/seed<S>/\n"
                     "(reused when already there); per-seed rows plus the across-seed summary.",
@@ -193,7 +196,7 @@ def evaluate_command(sub: Commands) -> None:
     ev.add_argument("--stocks", type=int, default=50, help="--seeds: stocks (default 50)")
     ev.add_argument("--time-ids", type=int, default=800, help="--seeds: time_ids (default 800)")
     ev.add_argument("--epochs", type=int, default=60,
-                    help="--seeds: maximum CNN epochs when training (default 60)")
+                    help="--seeds: maximum CNN and MLP epochs when training (default 60)")
     ev.set_defaults(run=_evaluate)
 
 

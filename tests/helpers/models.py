@@ -13,7 +13,7 @@ import torch
 from rtvol.features.aggregates import aggregates
 from rtvol.repository import MODEL_FILE, version_dir, write_version
 from rtvol.services.model.backends import ModelFiles
-from rtvol.training import baselines, dataset, ensemble, export, train
+from rtvol.training import baselines, dataset, ensemble, export, mlp, train
 from rtvol.training.cnn import OUTPUTS, VolCNN
 from rtvol.training.export import SERVING, to_onnx
 
@@ -45,21 +45,24 @@ class TinyEnsemble:
 
 
 def tiny_ensemble(tiny_data: Path, tiny_repo: Path) -> TinyEnsemble:
-    """The tiny repository's CNN and HAR with a LightGBM that has real depth (on the tiny
-    data the production parameters grow no more than a stump), fixed weights on all three."""
+    """The tiny repository's CNN, MLP and HAR with a LightGBM that has real depth (on the
+    tiny data the production parameters grow no more than a stump), fixed weights on all
+    four."""
     vdir = version_dir(tiny_repo, MODEL)
     cnn_onnx = (vdir / MODEL_FILE).read_bytes()
     har, _ = baselines.load(vdir)
+    net = mlp.load(vdir)
+    assert net is not None
     data = dataset.load(tiny_data, progress=False)
     tr = train.split(data, train.TrainConfig())["train"]
     params = {**baselines.LGBM_PARAMS, "num_leaves": 15, "min_data_in_leaf": 5, "num_threads": 1}
     gbm = baselines.GradientBoosting(lgb.train(
         params, lgb.Dataset(aggregates(tr.windows), label=tr.target), num_boost_round=25))
-    weights = {"cnn": 0.4, "lightgbm": 0.35, "har": 0.25}
+    weights = {"cnn": 0.3, "lightgbm": 0.3, "mlp": 0.25, "har": 0.15}
     cnn = export.run(cnn_onnx, data.windows)
     preds = {"cnn": cnn["rv"][:, 0], "lightgbm": gbm.predict(data.windows),
-             "har": har.predict(data.windows)}
-    return TinyEnsemble(ensemble.build(cnn_onnx, gbm, har, weights), data.windows,
+             "mlp": net.predict(data.windows), "har": har.predict(data.windows)}
+    return TinyEnsemble(ensemble.build(cnn_onnx, gbm, har, weights, net), data.windows,
                         ensemble.combine(weights, preds), cnn)
 
 

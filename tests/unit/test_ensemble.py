@@ -20,6 +20,7 @@ from rtvol.services.model.backends import tree_lowering
 from rtvol.services.model.backends.torch_onnx import TorchGraph
 from rtvol.training import baselines, dataset, ensemble, evaluate, export, train, trees_onnx
 from rtvol.training.cnn import OUTPUTS
+from rtvol.trees import FlatTrees
 
 
 def _booster(x: np.ndarray, y: np.ndarray, rounds: int = 40) -> lgb.Booster:
@@ -40,7 +41,7 @@ def _one_output_model(g: trees_onnx.GraphBuilder, inp: onnx.ValueInfoProto, outp
     return helper.make_model(graph, opset_imports=opsets, ir_version=10)  # this ONNX Runtime's
 
 
-def _trees_graph(trees: trees_onnx.FlatTrees, n_features: int) -> onnx.ModelProto:
+def _trees_graph(trees: FlatTrees, n_features: int) -> onnx.ModelProto:
     g = trees_onnx.GraphBuilder("t")
     trees_onnx.add_tree_ensemble(g, trees, "x")
     return _one_output_model(
@@ -48,7 +49,7 @@ def _trees_graph(trees: trees_onnx.FlatTrees, n_features: int) -> onnx.ModelProt
         [None, 1], TensorProto.FLOAT)
 
 
-def _on_thresholds(trees: trees_onnx.FlatTrees, x: np.ndarray) -> np.ndarray:
+def _on_thresholds(trees: FlatTrees, x: np.ndarray) -> np.ndarray:
     """``x`` with one value per row set exactly on some split's threshold ('<=' goes left)."""
     internal = np.flatnonzero(trees.left != np.arange(len(trees.left)))
     pick = np.random.default_rng(1).choice(internal, size=len(x))
@@ -190,3 +191,13 @@ def test_torch_lowering_refuses_trees_it_would_get_wrong(trees_and_data) -> None
         changed.attribute.extend([*kept, helper.make_attribute(name, value)])
         with pytest.raises(ValueError, match="only summed BRANCH_LEQ trees"):
             tree_lowering.lower_tree_ensembles([changed], {})
+
+
+def test_the_lowering_reads_back_the_flat_trees_training_wrote(trees_and_data) -> None:  # type: ignore[no-untyped-def]
+    booster, x = trees_and_data
+    trees = trees_onnx.flatten(booster.dump_model())
+    read = tree_lowering.flat_trees(_trees_graph(trees, x.shape[1]).graph.node[0])
+    for field in ("feature", "threshold", "left", "right", "value", "roots"):
+        np.testing.assert_array_equal(getattr(read, field), getattr(trees, field), err_msg=field)
+    assert read.depth == trees.depth
+    np.testing.assert_array_equal(read.predict(x), trees.predict(x))

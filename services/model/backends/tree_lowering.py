@@ -1,9 +1,10 @@
 """ai.onnx.ml TreeEnsembleRegressor lowered to standard ONNX nodes that the torch
 interpreter runs (the served ensemble's trees are one such node: rtvol.training.trees_onnx).
 
-Every node of every tree sits in one flat table (split feature, threshold, true and false
-child, leaf value); a leaf points to itself. Every split is decided up front, in a few
-ops over [nodes, batch]: ``step`` holds, per node and row, the child it leads to. The
+The node's attributes become rtvol.trees.FlatTrees, the flat table training built them
+from (every node of every tree a row; a leaf points to itself). Every split is decided up
+front, in a few ops over [nodes, batch]: ``step`` holds, per node and row, the child it
+leads to. The
 walk is then one GatherElements per tree level over [trees, batch], so after ``depth``
 steps every tree has reached its leaf: a fixed list of tensor ops, no host
 synchronisation, which CUDA graph capture needs.
@@ -21,6 +22,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from rtvol.trees import FlatTrees
+
 OP = "TreeEnsembleRegressor"
 
 
@@ -35,9 +38,9 @@ def _text(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _flat_table(attrs: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The attributes as one table of global node indices: feature, threshold, true, false,
-    value [nodes], roots [trees] and the depth (as a 0-d array)."""
+def flat_trees(node: onnx.NodeProto) -> FlatTrees:
+    """The node's trees as one table of global node indices."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     settings = {k: _text(attrs.get(k, default)) for k, default in
                 (("n_targets", 1), ("aggregate_function", "SUM"), ("post_transform", "NONE"))}
     modes = [_text(m) for m in attrs["nodes_modes"]]
@@ -66,15 +69,13 @@ def _flat_table(attrs: dict[str, Any]) -> dict[str, np.ndarray]:
         level = np.concatenate([true[level[~leaf[level]]], false[level[~leaf[level]]]])
         depth += 1
     feature = np.where(leaf, 0, np.asarray(attrs["nodes_featureids"], np.int64))
-    return {"feature": feature, "threshold": _attr(attrs, "nodes_values"), "true": true,
-            "false": false, "value": value, "roots": roots, "depth": np.array(depth)}
+    return FlatTrees(feature, _attr(attrs, "nodes_values"), true, false, value, roots, depth)
 
 
 def lower(node: onnx.NodeProto, consts: dict[str, torch.Tensor]) -> list[onnx.NodeProto]:
     """Standard nodes computing ``node``'s output [batch, 1] float32 from its input
     [batch, features]; the tables go into ``consts``."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    t = _flat_table(attrs)
+    t = flat_trees(node)
     stem = f"{node.output[0]}::lowered"
 
     def const(name: str, array: np.ndarray) -> str:
@@ -89,15 +90,15 @@ def lower(node: onnx.NodeProto, consts: dict[str, torch.Tensor]) -> list[onnx.No
         return out
 
     rows = op("Transpose", node.input[0], perm=[1, 0])  # [features, batch]
-    at_node = op("Gather", rows, const("feature", t["feature"]), axis=0)
-    go_true = op("Cast", op("LessOrEqual", at_node, const("threshold", t["threshold"][:, None])),
+    at_node = op("Gather", rows, const("feature", t.feature), axis=0)
+    go_left = op("Cast", op("LessOrEqual", at_node, const("threshold", t.threshold[:, None])),
                  to=TensorProto.INT64)
-    step = op("Add", op("Mul", go_true, const("true-false", (t["true"] - t["false"])[:, None])),
-              const("false", t["false"][:, None]))
-    walk = op("Gather", step, const("roots", t["roots"]), axis=0)
-    for _ in range(int(t["depth"]) - 1):
+    step = op("Add", op("Mul", go_left, const("left-right", (t.left - t.right)[:, None])),
+              const("right", t.right[:, None]))
+    walk = op("Gather", step, const("roots", t.roots), axis=0)
+    for _ in range(t.depth - 1):
         walk = op("GatherElements", step, walk, axis=0)
-    leaves = op("Gather", const("value", t["value"]), walk, axis=0)  # [trees, batch]
+    leaves = op("Gather", const("value", t.value), walk, axis=0)  # [trees, batch]
     total = op("ReduceSum", leaves, const("axis", np.array([0], np.int64)), keepdims=1)
     nodes.append(helper.make_node("Cast", [op("Transpose", total, perm=[1, 0])],
                                   [node.output[0]], to=TensorProto.FLOAT))
