@@ -6,33 +6,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-
-class LoopConfig(Protocol):
-    """What the loop reads of train.TrainConfig."""
-
-    @property
-    def epochs(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def lr(self) -> float: ...
-    @property
-    def weight_decay(self) -> float: ...
-    @property
-    def patience(self) -> int: ...
-    @property
-    def seed(self) -> int: ...
+if TYPE_CHECKING:  # train imports this module
+    from rtvol.training.train import TrainConfig
 
 
 def early_stopping(model: nn.Module, rows: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
-                   score: Callable[[], float], cfg: LoopConfig, device: torch.device,
+                   score: Callable[[], float], cfg: TrainConfig, device: torch.device,
                    desc: str, progress: bool = True) -> list[dict[str, float]]:
     """Train ``model`` in place (it ends in eval mode with its best epoch's weights);
     ``batch_loss(rows' indices)`` is a mini-batch's loss, ``score()`` the stop part's

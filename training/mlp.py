@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from torch import nn
 from rtvol.features.aggregates import AGGREGATE_NAMES, RV_TAILS, aggregates
 from rtvol.training import baselines, fitting
 from rtvol.training.dataset import Dataset
+
+if TYPE_CHECKING:  # train imports this module
+    from rtvol.training.train import TrainConfig
 
 MLP_FILE = "baselines/mlp.npz"  # beside the other members, relative to the version directory
 HIDDEN = (64, 32)
@@ -119,7 +122,7 @@ def load(version_dir: Path) -> Mlp | None:
     return Mlp.load(path) if path.is_file() else None
 
 
-def train(train_part: Dataset, stop: Dataset, cfg: fitting.LoopConfig, progress: bool = True
+def train(train_part: Dataset, stop: Dataset, cfg: TrainConfig, progress: bool = True
           ) -> tuple[Mlp, list[dict[str, float]]]:
     """Fit on ``train_part``, keep the epoch with the best RMSPE on ``stop``."""
     torch.manual_seed(cfg.seed)
