@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rtvol import cli, repository
-from rtvol.training import dataset, ensemble, train
+from rtvol.training import dataset, ensemble, mlp, train
 
 
 def test_split_never_shares_a_time_id(tiny_data: Path) -> None:
@@ -39,7 +39,8 @@ def test_evaluate_command_writes_report_and_plot(tiny_data: Path, tiny_repo: Pat
     assert cli.main(["evaluate", "--data", str(tiny_data), "--repo", str(tiny_repo),
                      "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["rmspe"]) == {"naive", "har", "lightgbm", "cnn", "ensemble", "oracle"}
+    assert set(report["rmspe"]) == {"naive", "har", "lightgbm", "mlp", "cnn", "ensemble",
+                                    "oracle"}
     assert all(np.isfinite(v) and v > 0 for v in report["rmspe"].values())
     for model, iv in report["intervals"]["rmspe"].items():
         assert iv["low"] <= report["rmspe"][model] <= iv["high"], model
@@ -50,6 +51,7 @@ def test_evaluate_command_writes_report_and_plot(tiny_data: Path, tiny_repo: Pat
     assert out.with_suffix(".png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "lightgbm" in printed and "oracle" in printed and "cnn - lightgbm" in printed
+    assert "mlp - lightgbm" in printed and "ensemble - mlp" in printed
 
 
 def test_evaluate_over_seeds_generates_trains_and_summarises(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -81,6 +83,11 @@ def test_evaluate_over_seeds_generates_trains_and_summarises(tmp_path: Path, cap
     assert cli.main(args) == 0
     assert "seed 3: building the ensemble" in capsys.readouterr().out
     assert ensemble.served_by(repo, repository.DEFAULT_MODEL, 1, ensemble.BUILD) == version + 1
+    # a version trained before the MLP member existed is trained again, not reused
+    (repository.version_dir(repo, repository.DEFAULT_MODEL, 1) / mlp.MLP_FILE).unlink()
+    assert cli.main(args) == 0
+    assert "seed 3: training" in capsys.readouterr().out
+    assert repository.versions(repo, repository.DEFAULT_MODEL) == [1, 2]
 
 
 def test_evaluate_refuses_bad_seed_arguments(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
