@@ -22,13 +22,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from rtvol.config import SecuritySettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 def _read(path: str) -> bytes | None:
     return Path(path).read_bytes() if path else None
@@ -53,15 +55,7 @@ class ServerTLS:
         files = self.files()
 
         def fetch() -> Any:  # grpcio calls this before every handshake; None: keep the current one
-            if not files.changed():
-                return None
-            try:
-                config = self._grpc_config()
-            except (OSError, RuntimeError) as e:  # half-written files: keep serving the old ones
-                log.error("keeping the previous gRPC certificate: %s", e)
-                return None
-            log.info("gRPC certificate reloaded from %s", self.cert)
-            return config
+            return files.reload(self._grpc_config, "gRPC certificate", (OSError, RuntimeError))
 
         return grpc.dynamic_ssl_server_credentials(self._grpc_config(), fetch,
                                                    require_client_authentication=bool(self.client_ca))
@@ -117,6 +111,21 @@ class FileStamps:
         self.stamp = stamp
         return True
 
+    def reload(self, make: Callable[[], T], what: str, errors: tuple[type[Exception], ...]) -> T | None:
+        """``make()`` when the files have changed since the last look, else None (keep the
+        current ``what``). Files ``make`` fails on (``errors``) are logged once: their stamps
+        are kept, so they are read again only once they change again (a swap that completes,
+        or new files), not at every handshake while they stay bad."""
+        if not self.changed():
+            return None
+        try:
+            made = make()
+        except errors as e:
+            log.error("keeping the previous %s: %s", what, e)
+            return None
+        log.info("%s reloaded from %s", what, self.paths[0])
+        return made
+
 
 def consistent(make: Callable[[], ssl.SSLContext], tries: int = 5) -> ssl.SSLContext:
     """``make()``, read again when it fails: a certificate and its key read while a Secret
@@ -138,13 +147,7 @@ def reloading(ctx: ssl.SSLContext, make: Callable[[], ssl.SSLContext], files: Fi
 
     def on_hello(conn: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
         nonlocal current
-        if files.changed():
-            try:
-                current = make()
-                log.info("HTTPS certificate reloaded from %s", files.paths[0])
-            except (OSError, ssl.SSLError) as e:  # half-written files: keep serving the old ones
-                files.forget()  # and read them again at the next handshake
-                log.error("keeping the previous HTTPS certificate: %s", e)
+        current = files.reload(make, "HTTPS certificate", (OSError, ssl.SSLError)) or current
         if current is not ctx:
             conn.context = current
 
