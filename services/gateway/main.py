@@ -13,7 +13,7 @@ from rtvol import auth, config, rpc, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-from rtvol.services.gateway import httpserver, shards, workers
+from rtvol.services.gateway import httpserver, labels, shards, workers
 from rtvol.services.gateway.breaker import Breaker
 from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.fanin import Coalescer
@@ -68,6 +68,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     version = s.model_version if s.model_version is not None else served_version(s.model_repository,
                                                                                   s.model_name)
     local = LocalModel(s.model_repository, s.model_name, version, s.ort_threads)
+    if why := labels.too_long(local.name, local.version):  # nothing older to keep serving
+        raise SystemExit(f"tier 2 cannot serve {local.name} version {local.version}: {why}")
     tier1 = fanin = client = shadow = shadow_client = None
     client_tls, api_key = tls.client(s), auth.read_key(s.api_key_file)  # to the sidecar and feature service
     if s.model_url:

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from rtvol.services.gateway.labels import MODEL_BYTES, VERSION_BYTES
 from rtvol.services.gateway.signal import Signal
 
-MODEL_BYTES, VERSION_BYTES, ERROR_BYTES = 64, 32, 192
+ERROR_BYTES = 192  # an error message may be cut short; names never are (labels.py)
 RECORD = np.dtype([
     ("rv", "<f8"), ("direction", "<f8", (3,)), ("momentum", "<f8"),  # NaN: None (never served NaN)
     ("feature_written_us", "<i8"), ("computed_us", "<i8"), ("window_version", "<i8"),
@@ -93,15 +94,7 @@ def _row(s: Signal) -> tuple[Any, ...]:
     d = s.direction if s.direction is not None else (np.nan, np.nan, np.nan)
     return (s.rv, d, np.nan if s.momentum is None else s.momentum, s.feature_written_us, s.computed_us,
             s.window_version, s.received_us, s.window_end_step, s.tier, s.stale,
-            _fit(s.model, MODEL_BYTES, "model"), _fit(s.version, VERSION_BYTES, "version"),
-            s.error.encode()[:ERROR_BYTES])
-
-
-def _fit(text: str, width: int, field: str) -> bytes:
-    raw = text.encode()
-    if len(raw) > width:  # a name cut short would be served as another name
-        raise ValueError(f"shared signal table: {field} {text!r} is longer than {width} bytes")
-    return raw
+            s.model.encode(), s.version.encode(), s.error.encode()[:ERROR_BYTES])
 
 
 def _signal(sid: int, row: np.void) -> Signal:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rtvol.services.gateway import metrics
+from rtvol.services.gateway import labels, metrics
 from rtvol.services.gateway.breaker import Breaker, State
 from rtvol.tasks import BackgroundTask
 
@@ -143,7 +143,11 @@ class Tier1:
         self.idle.clear()
         try:
             async with asyncio.timeout(self.timeout_s + allowance):
-                out, self.version, server_s = await self.client.infer(windows)
+                out, version, server_s = await self.client.infer(windows)
+            if version != self.version:  # a version refused fails every call: tier 2 answers
+                if labels.refuses(self.client.model, version, "the sidecar"):
+                    raise UpstreamError(f"the sidecar's {self.client.model} version {version!r} is refused")
+                self.version = version
         except Exception as e:
             metrics.UPSTREAM_ERRORS.labels("sidecar", type(e).__name__).inc()
             self._record(state, False, len(windows), time.perf_counter() - start, None, allowance)

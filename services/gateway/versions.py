@@ -1,7 +1,8 @@
 """The gateway follows the repository's version policy (rtvol/version_policy.py) as the
 sidecar does: tier 2 loads the served version (tier 1's answers carry the sidecar's own), and
 the shadow is pointed at the shadow version. Checked every ``poll_s``; a version that fails its
-digest check is refused (logged and counted once) and the loaded one stays."""
+digest check, or whose labels the workers' shared signal table cannot hold, is refused
+(logged and counted once) and the loaded one stays."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtvol import version_policy
-from rtvol.services.gateway import metrics
+from rtvol.services.gateway import labels, metrics
 from rtvol.services.gateway.predictor import Predictor
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.tier2 import LocalModel
@@ -42,7 +43,8 @@ class VersionFollower:
                                           shadowing)
         if targets is None:
             return
-        if self.follow_tier2 and targets.serve is not None and str(targets.serve) != local.version:
+        if (self.follow_tier2 and targets.serve is not None and str(targets.serve) != local.version
+                and not labels.refuses(local.name, str(targets.serve), "the repository")):
             loaded = await asyncio.to_thread(LocalModel, self.repo, local.name, targets.serve,
                                              self.ort_threads)
             self.predictor.tiers = replace(self.predictor.tiers, local=loaded)  # one assignment
