@@ -5,8 +5,8 @@ Why not redis-py here: its pipeline packs every command and parses every reply i
 "The store write as one RESP buffer"; here ~3 and ~70). The caller frames the whole pipeline
 into ``Frames`` (numpy fills the values in place); ``PipelineWriter`` sends it on a connection
 of rtvol.redis_mget's pool and checks the replies in one pass, counting their lines instead
-of walking them one by one. redis-py's error parser (``BaseParser.parse_error``) maps error
-replies to its exception types, so callers handle both paths alike.
+of walking them one by one. An error reply becomes the exception type of redis.exceptions
+that redis-py raises for it (``reply_error``), so callers handle both paths alike.
 
 The replies it reads are status or integer lines, or errors, with at most the LAST one a bulk
 string without a CRLF inside (XADD's stream id): exactly what SET, HSET, EXPIRE and XADD
@@ -19,10 +19,27 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from redis._parsers.base import BaseParser
+from redis import exceptions as rx
 
 from rtvol.redis_mget import Connections, MgetProtocol
 from rtvol.resp import CRLF
+
+# the error codes a pipeline of SET, HSET, EXPIRE and XADD can be answered with outside a
+# cluster (which keeps redis-py), by the redis.exceptions type redis-py raises for each (its
+# own table is private); an "ERR" reply is a ResponseError unless Redis refused the connection
+ERROR_TYPES: dict[str, type[rx.RedisError]] = {
+    "NOPERM": rx.NoPermissionError, "NOAUTH": rx.AuthenticationError, "WRONGPASS": rx.AuthenticationError,
+    "OOM": rx.OutOfMemoryError, "READONLY": rx.ReadOnlyError, "LOADING": rx.BusyLoadingError,
+    "MASTERDOWN": rx.MasterDownError}
+ERR_TYPES: dict[str, type[rx.RedisError]] = {"max number of clients reached": rx.ConnectionError}
+
+
+def reply_error(line: str) -> rx.RedisError:
+    """The exception redis-py raises for an error reply (its line without the "-"): a known
+    code's type with the message after the code, else a ResponseError with the whole line."""
+    code, _, message = line.partition(" ")
+    kind = ERR_TYPES.get(message, rx.ResponseError) if code == "ERR" else ERROR_TYPES.get(code)
+    return kind(message) if kind is not None else rx.ResponseError(line)
 
 
 class Frames:
@@ -115,7 +132,7 @@ class ReplyLines:
             return None
         command = buf.count(CRLF, 0, at) + 1  # every reply before it is one line
         message = bytes(buf[at + 1:buf.find(CRLF, at, n)]).decode(errors="replace")
-        err = BaseParser.parse_error(message)
+        err = reply_error(message)
         err.args = (f"Command # {command} of pipeline caused error: {err.args[0]}", *err.args[1:])
         return err
 

@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as rx
 
 from rtvol.redis_mget import MgetProtocol
-from rtvol.redis_write import Frames, ReplyLines
+from rtvol.redis_write import Frames, ReplyLines, reply_error
 
 OK_REPLY = b":2\r\n:1\r\n+OK\r\n+OK\r\n$15\r\n1764655200000-0\r\n"  # HSET, EXPIRE, 2 SET, XADD
 
@@ -70,3 +70,21 @@ def test_frames_lay_out_rows_of_mixed_head_lengths_as_a_join_would() -> None:
     frames.clear()
     frames.raw(b"x")
     assert bytes(frames.view()) == b"x"
+
+
+@pytest.mark.parametrize(("line", "kind", "message"), [
+    ("NOPERM User x has no permissions", rx.NoPermissionError, "User x has no permissions"),
+    ("OOM command not allowed", rx.OutOfMemoryError, "command not allowed"),
+    ("READONLY You can't write against a read only replica.", rx.ReadOnlyError,
+     "You can't write against a read only replica."),
+    ("LOADING Redis is loading the dataset in memory", rx.BusyLoadingError,
+     "Redis is loading the dataset in memory"),
+    ("NOAUTH Authentication required.", rx.AuthenticationError, "Authentication required."),
+    ("ERR max number of clients reached", rx.ConnectionError, "max number of clients reached"),
+    ("ERR wrong number of arguments for 'hset' command", rx.ResponseError,
+     "wrong number of arguments for 'hset' command"),
+    ("WRONGTYPE Operation against a key", rx.ResponseError, "WRONGTYPE Operation against a key"),
+])
+def test_an_error_reply_is_the_exception_redis_py_raises_for_it(line: str, kind: type, message: str) -> None:
+    err = reply_error(line)
+    assert type(err) is kind and err.args == (message,)
