@@ -65,7 +65,7 @@ MODEL_VERSION = Gauge("rtvol_gateway_model_version", "Version of the repository'
                       "(serving: tier 2's, which tier 1's follows; shadow: 0 when none)", ["model", "role"],
                       multiprocess_mode="livemax")
 MODEL_REFUSED = Counter("rtvol_gateway_model_refused_total", "Versions the gateway refused to follow "
-                        "(digest check, missing, malformed policy)", ["model", "reason"])
+                        "(digest check, missing, malformed policy, label_too_long)", ["model", "reason"])
 SHADOW_DROPPED = Counter("rtvol_gateway_shadow_dropped_total",
                          "Tier-1 batches not sent to the shadow version, by reason (queue_full; "
                          "breaker: the sidecar's not closed; served_slow: the last served call used over "
