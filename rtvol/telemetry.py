@@ -23,7 +23,9 @@ import asyncio
 import gc
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
@@ -50,19 +52,39 @@ GC_FROZEN = Gauge("rtvol_gc_frozen_objects", "Objects moved to the permanent gen
 
 
 class GcPauseTimer:
-    """A ``gc.callbacks`` hook timing each collection into GC_PAUSE (children looked up once:
-    the callback runs inside the collector, so it must stay cheap)."""
+    """A ``gc.callbacks`` hook timing each collection into GC_PAUSE.
+
+    The callback runs inside the collector, which may start on any allocation, including one
+    prometheus-client makes while it holds its value lock (in multiprocess mode ONE lock for
+    every value of the process; creating a labelled child allocates under it). Observing
+    there takes that lock again on the same thread: a deadlock (a restarted gateway worker
+    hung so before it listened). So the callback only queues the pause; ``flush``, on a
+    thread of its own every FLUSH_S, observes them."""
+
+    FLUSH_S = 1.0
 
     def __init__(self) -> None:
-        self._children = [GC_PAUSE.labels(str(g)) for g in range(3)]
+        self._children = [GC_PAUSE.labels(str(g)) for g in range(3)]  # looked up once
         self._started = 0.0
+        self._pauses: deque[tuple[int, float]] = deque(maxlen=100_000)  # append/popleft: no lock
 
     def __call__(self, phase: str, info: Mapping[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         elif self._started:
-            self._children[info["generation"]].observe(time.perf_counter() - self._started)
+            self._pauses.append((info["generation"], time.perf_counter() - self._started))
             self._started = 0.0
+
+    def flush(self) -> None:
+        """Observe the pauses queued since the last flush."""
+        while self._pauses:
+            generation, seconds = self._pauses.popleft()
+            self._children[generation].observe(seconds)
+
+    def flush_forever(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_S)
+            self.flush()
 
 
 # a timer's lateness: ~0-1 ms on an idle loop (epoll waits in whole ms), a stall's length on a busy one
@@ -112,6 +134,13 @@ def install_runtime_metrics() -> None:
     if _gc_timer is None:
         _gc_timer = GcPauseTimer()
         gc.callbacks.append(_gc_timer)
+        threading.Thread(target=_gc_timer.flush_forever, name="gc-pause-flush", daemon=True).start()
+
+
+def flush_gc_pauses() -> None:
+    """Observe the GC pauses queued so far now (tests; the flush thread does it every second)."""
+    if _gc_timer is not None:
+        _gc_timer.flush()
 
 
 def after_warmup(freeze: bool) -> int:

@@ -4,7 +4,11 @@ W3C trace context over HTTP headers and single-value carriers."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -26,10 +30,38 @@ def test_gc_pauses_are_timed_per_generation() -> None:
     before = [_pauses(g) for g in range(3)]
     gc.collect(1)
     gc.collect(2)
+    telemetry.flush_gc_pauses()  # queued by the callback, observed outside the collector
     assert _pauses(1) == before[1] + 1
     assert _pauses(2) == before[2] + 1
     total = REGISTRY.get_sample_value("rtvol_gc_pause_seconds_sum", {"generation": "2"})
     assert total is not None and total > 0
+
+
+# a collection on every allocation, while labelled children are created: in multiprocess mode
+# prometheus-client allocates under its one value lock, so an observe from the GC callback
+# took that lock again on the same thread and hung (a restarted gateway worker, before it
+# listened: tests/integration/test_gateway_workers.py)
+_GC_INSIDE_THE_LOCK = """
+import gc, os
+from rtvol import telemetry
+telemetry.install_runtime_metrics()
+from prometheus_client import Gauge
+gauge = Gauge("rtvol_unit_gc_lock", "unit", ["n"], multiprocess_mode="livesum")
+gc.set_threshold(1)
+for n in range(200):
+    gauge.labels(str(n)).set(n)
+gc.set_threshold(700)
+telemetry.flush_gc_pauses()
+print("done")
+"""
+
+
+def test_a_collection_inside_prometheus_clients_lock_does_not_hang(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _GC_INSIDE_THE_LOCK], env=env, capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    assert list(tmp_path.glob("histogram_*.db"))  # the pauses were observed (into the shared files)
 
 
 def test_start_metrics_without_port_still_exposes_runtime_metrics() -> None:
