@@ -57,13 +57,6 @@ def test_a_slot_left_half_written_is_skipped_until_its_writer_writes_it_again(
     table.close()
 
 
-def test_a_name_longer_than_its_field_is_refused(fds: tuple[int, tuple[int, ...]]) -> None:
-    table = SignalTable(fds[0], STOCKS)
-    with pytest.raises(ValueError, match="model"):
-        table.write([Signal(0, 0.1, None, None, "m" * 65, "1", 2)])
-    table.close()
-
-
 def test_the_layout_travels_in_one_variable_and_shards_split_by_stock_id() -> None:
     layout = Layout(1, 3, 7, (8, 9, 10))
     assert Layout.decode(layout.encode()) == layout
