@@ -77,7 +77,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     await recover(state, store, publisher, np.flatnonzero(owned))  # a store it cannot read: no start
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
-    feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s,
+    feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s, lease_s=s.lease_s,
                       stored_us=publisher.stored_us)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server.secured([SERVICE_NAME], s, "feature", ACCESS)

@@ -41,3 +41,6 @@ WATCH_ACK = Histogram("rtvol_feature_watch_ack_seconds",
                       buckets=LATENCY_BUCKETS)
 WATCH_DROPPED = Counter("rtvol_feature_watch_dropped_total",
                         "Watchers dropped (queue full or no acknowledgement in time)", ["reason"])
+WATCH_LEASE_WAITS = Counter("rtvol_feature_watch_lease_waits_total",
+                            "Ingest calls that waited out the lease of a watcher that left (dropped or "
+                            "disconnected) before returning")

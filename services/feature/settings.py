@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
+
+from pydantic import model_validator
 
 from rtvol.config import ServiceSettings
 
@@ -51,6 +53,24 @@ class FeatureSettings(ServiceSettings):
     watch_ack_timeout_s: float = 1.0
     """How long the end of an Ingest call waits for every watching gateway to acknowledge the
     windows it changed; a watcher slower than this is dropped (it reconnects)."""
+    watch_lease_s: float = 0.0
+    """How long a watching gateway may answer from the windows it holds after sending its last
+    acknowledgement (the Watch stream tells it; idle streams get heartbeats every quarter of
+    it). An Ingest call that dropped a watcher ends only once that watcher's lease ran out.
+    0: half of watch_ack_timeout_s; must be below it."""
+
+    @model_validator(mode="after")
+    def _lease_below_ack_timeout(self) -> Self:
+        """A lease at least the ack timeout would let a dropped gateway answer from old windows
+        for longer than an Ingest call waits for it."""
+        if not 0 <= self.watch_lease_s < self.watch_ack_timeout_s:
+            raise ValueError(f"watch_lease_s ({self.watch_lease_s:g}) must be at least 0 and below "
+                             f"watch_ack_timeout_s ({self.watch_ack_timeout_s:g})")
+        return self
+
+    @property
+    def lease_s(self) -> float:
+        return self.watch_lease_s or self.watch_ack_timeout_s / 2
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the online state lives: cpu (numpy) or cuda (every stock's state on the GPU, each
     Ingest batch applied by Triton kernels; needs torch with CUDA and triton)."""

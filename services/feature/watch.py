@@ -8,7 +8,15 @@ the batches it holds; an Ingest call ends only once every watcher acknowledged t
 changed (read-your-writes at step granularity: a Predict sent after the acknowledgement finds
 the gateway knowing the new window). A watcher that does not acknowledge within
 ``ack_timeout_s`` is dropped (it reconnects and gets a snapshot), never holding Ingest back
-for longer.
+for much longer.
+
+A dropped watcher may not know it yet (a stalled gateway still answers from the windows it
+holds), so each one holds a lease: every message tells it the newest acknowledgement this
+stream had received and ``lease_s``, and it answers from memory only until ``lease_s`` after it
+SENT that acknowledgement (docs/ARCHITECTURE.md, read-your-writes). Ingest calls that end after
+a watcher left wait until ``lease_s`` after the last message it was sent (which came after that
+acknowledgement arrived): its lease has surely run out, and Predict reads the store, written
+before. An idle stream gets a heartbeat (an empty batch) every quarter lease to keep it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class Watcher:
         self.sent = 0  # the last batch number queued
         self.acked = 0
         self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
+        self.granted_at = 0.0  # monotonic: when it was last sent a message (and so a lease)
 
     def push(self, message: pb.WindowBatch) -> bool:
         """Queue ``message``; False when the watcher is too far behind."""
@@ -66,10 +75,18 @@ class Watcher:
 
 class WindowFeed:
     def __init__(self, state: OnlineState, max_batch: int, depth: int = 1024,
-                 ack_timeout_s: float = 1.0, stored_us: np.ndarray | None = None) -> None:
+                 ack_timeout_s: float = 1.0, stored_us: np.ndarray | None = None,
+                 lease_s: float | None = None) -> None:
         """``stored_us``: per stock, when the store last wrote its window (the publisher's), for
-        the batches' hop stamps (rtvol/pipeline_hops.py); None: not known."""
+        the batches' hop stamps (rtvol/pipeline_hops.py); None: not known. ``lease_s`` (below
+        ``ack_timeout_s``): a watcher's lease; None: half the ack timeout."""
         self.state, self.max_batch, self.depth, self.ack_timeout_s = state, max_batch, depth, ack_timeout_s
+        self.lease_s = ack_timeout_s / 2 if lease_s is None else lease_s
+        if not 0 < self.lease_s < ack_timeout_s:
+            raise ValueError(f"lease_s ({self.lease_s:g}) must be above 0 and below ack_timeout_s "
+                             f"({ack_timeout_s:g})")
+        self.lease_us = round(self.lease_s * 1e6)
+        self.fenced_until = 0.0  # monotonic: until then a watcher that left may hold a lease
         self.pending = np.zeros(state.n_stocks, bool)
         self.received_us = np.zeros(state.n_stocks, np.int64)  # earliest unsent receipt per stock
         self.applied_us = np.zeros(state.n_stocks, np.int64)  # the end of that receipt's apply
@@ -129,15 +146,26 @@ class WindowFeed:
     def _drop(self, w: Watcher, why: str) -> None:
         log.warning("dropping a window watcher (%s); it gets a snapshot when it reconnects", why)
         metrics.WATCH_DROPPED.labels(why).inc()
+        self._leave(w)
+
+    def _leave(self, w: Watcher) -> None:
+        """``w`` gets nothing more; Ingest calls wait out the lease it may still hold."""
         self.watchers.discard(w)
         w.end()
+        self.fenced_until = max(self.fenced_until, fence(w.granted_at, self.lease_s))
 
     async def settled(self) -> None:
-        """Send what is pending and wait until every watcher acknowledged it (bounded)."""
+        """Send what is pending and wait until every watcher acknowledged it, and until no
+        watcher that left may still answer from older windows (bounded: ack timeout + lease)."""
         self.send()
         targets = [(w, w.sent) for w in self.watchers]
-        if not targets:
-            return
+        if targets:
+            await self._acknowledged(targets)
+        if (left := self.fenced_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)  # a watcher that left may hold a lease until then
+            metrics.WATCH_LEASE_WAITS.inc()
+
+    async def _acknowledged(self, targets: list[tuple[Watcher, int]]) -> None:
         started = time.perf_counter()
         waits = [asyncio.ensure_future(w.caught_up(batch)) for w, batch in targets]
         _, late = await asyncio.wait(waits, timeout=self.ack_timeout_s)
@@ -167,13 +195,27 @@ class WindowFeed:
 
         reader = asyncio.create_task(read_acks())
         try:
-            while (message := await w.queue.get()) is not None:
-                message.sent_us = now_us()  # shared by the streams: each serialises it as it yields
+            while (message := await self._next(w)) is not None:
+                # shared by the streams: each serialises it as it yields
+                message.sent_us, message.acked, message.lease_us = now_us(), w.acked, self.lease_us
+                w.granted_at = time.monotonic()  # after that acknowledgement arrived
                 yield message
         finally:
             reader.cancel()
-            self.watchers.discard(w)
+            if w in self.watchers:
+                self._leave(w)
             w.ack(w.sent)
+
+    async def _next(self, w: Watcher) -> pb.WindowBatch | None:
+        """The next queued message, or a heartbeat after a quarter lease with none."""
+        if not w.queue.empty():
+            return w.queue.get_nowait()
+        try:
+            async with asyncio.timeout(self.lease_s / 4):
+                return await w.queue.get()
+        except TimeoutError:
+            w.sent = next(self._batches)
+            return pb.WindowBatch(batch=w.sent)
 
     async def _run(self) -> None:
         while True:
@@ -188,9 +230,15 @@ class WindowFeed:
         """End every Watch stream (on drain: they never end by themselves; gateways reconnect
         to a replica that is serving, or warm from the store)."""
         for w in list(self.watchers):
-            self.watchers.discard(w)
-            w.end()
+            self._leave(w)
 
     async def stop(self) -> None:
         await self._task.stop()
         self.end_streams()
+
+
+def fence(granted_at: float, lease_s: float) -> float:
+    """When a watcher last sent a message at ``granted_at`` (monotonic) has surely lost its
+    lease: that message echoed an acknowledgement the watcher had sent before, and its lease
+    runs ``lease_s`` from that sending."""
+    return granted_at + lease_s if granted_at else 0.0

@@ -11,12 +11,14 @@ others' signals arrive from the worker that infers them (services/gateway/shards
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import Windows, now_us
 from rtvol.proto.v1 import features_pb2 as fpb
+from rtvol.services.gateway import metrics
 from rtvol.services.gateway.scorer import LiveScorer
 from rtvol.services.gateway.signal import Signal
 
@@ -36,9 +38,10 @@ class WindowMemory:
         self.end_step = np.zeros(stocks, np.int64)  # global step the window ends before (0: unknown)
         self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
         self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
-        # the Watch stream of the stock's feature replica delivers: else a held window may be
+        # monotonic time until which the Watch stream of the stock's feature replica vouches for
+        # its held window (its lease; 0 while no stream delivers): past it a held window may be
         # stale (the replica applies updates no one pushes here) and Predict reads the store
-        self.followed = np.ones(stocks, bool)
+        self.valid_until = np.full(stocks, np.inf)
         self.signals: list[Signal | None] = [None] * stocks
         self.wake = asyncio.Event()  # set when a window became dirty
         self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
@@ -95,7 +98,14 @@ class WindowMemory:
                        self.event_time_us[idx], written)
 
     def holds(self, sid: int) -> bool:
-        return bool(self.version[sid]) and bool(self.followed[sid])
+        if not self.version[sid]:
+            return False
+        until = self.valid_until[sid]
+        if until > time.monotonic():
+            return True
+        if until:  # followed, but no message renewed the lease in time: the stream stalls
+            metrics.LEASE_LAPSED.inc()
+        return False
 
     def current(self, sid: int) -> Signal | None:
         """The signal of ``sid`` if it was computed from the latest window held."""

@@ -55,6 +55,9 @@ PIPELINE_HOP = Histogram("rtvol_gateway_pipeline_hop_seconds",
 WATCH_BATCHES = Counter("rtvol_gateway_watch_batches_total",
                         "Window batches received from each feature-service replica (its ordinal)",
                         ["replica"])
+LEASE_LAPSED = Counter("rtvol_gateway_memory_lease_lapsed_total",
+                       "Stocks of a Predict read from the store although their window is held: the "
+                       "Watch stream's lease ran out (a stalled stream; read-your-writes)")
 WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected",
                         "1 while a feature-service replica's Watch stream is open and delivering",
                         ["replica"], multiprocess_mode="livemin")

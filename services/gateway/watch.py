@@ -5,12 +5,17 @@ first messages of a new one are a snapshot, so nothing is missed). With several 
 replicas, one WindowWatch follows each (``follow_all``), all into the same memory: each
 replica pushes only the stocks it owns. While a replica's stream is down, its stocks' held
 windows may be stale: the memory stops answering for them (Predict reads the store) until a
-new stream has delivered its snapshot."""
+new stream has delivered its snapshot. A stream that stalls unnoticed is covered by the lease
+each message grants: the held windows answer only until the lease runs out, counted from the
+sending of the acknowledgement the message echoes (services/feature/watch.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
+import time
 
 import grpc
 
@@ -47,20 +52,22 @@ class WindowWatch:
         connected = metrics.WATCH_CONNECTED.labels(self.replica)
         batches = metrics.WATCH_BATCHES.labels(self.replica)
         async with tls.channel(self.url, self.client_tls, CHANNEL_OPTIONS) as channel:
+            opened = time.monotonic()  # before the feature service can send the first message
             call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.credential)
             self._channel = channel
-            acks = _Acks(call)
+            acks = _Acks(call, opened)
             try:
                 while (batch := await call.read()) is not grpc.aio.EOF:
                     connected.set(1)
                     self.memory.hold(batch)
-                    self.memory.followed[self.owned] = True  # from the first batch: the snapshot
+                    # from the first batch (the snapshot) until the lease it grants runs out
+                    self.memory.valid_until[self.owned] = acks.lease_end(batch.acked, batch.lease_us)
                     acks.held(batch.batch)
                     batches.inc()
             finally:
                 acks.stop()
                 self._channel = None
-                self.memory.followed[self.owned] = False  # until a new stream's snapshot
+                self.memory.valid_until[self.owned] = 0.0  # until a new stream's snapshot
                 connected.set(0)
                 call.cancel()
 
@@ -84,12 +91,23 @@ class _Acks:
     """Acknowledges held batches beside the reads: the next batch is read while an
     acknowledgement is being written (a write waits for grpc's completion), and the batches
     held meanwhile are acknowledged together by the newest one (an acknowledgement covers
-    every batch up to it). Only held batches are acknowledged, so read-your-writes holds."""
+    every batch up to it). Only held batches are acknowledged, so read-your-writes holds.
+    Remembers when each acknowledgement was sent: the start of the lease a message echoing it
+    grants."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, call: grpc.aio.StreamStreamCall, opened: float) -> None:
         self.call, self.newest, self.written = call, 0, 0
+        self.unechoed: collections.deque[tuple[int, float]] = collections.deque()  # (batch, sent)
+        self.lease_start = opened  # what a message echoing no acknowledgement grants from
         self._more = asyncio.Event()
         self._task = asyncio.create_task(self._run())
+
+    def lease_end(self, acked: int, lease_us: int) -> float:
+        """Until when (monotonic) a message echoing acknowledgement ``acked`` lets the held
+        windows answer; a feature service older than leases (``lease_us`` 0) grants no end."""
+        while self.unechoed and self.unechoed[0][0] <= acked:  # echoes only grow
+            self.lease_start = self.unechoed.popleft()[1]
+        return self.lease_start + lease_us / 1e6 if lease_us > 0 else math.inf
 
     def held(self, batch: int) -> None:
         self.newest = batch
@@ -102,6 +120,7 @@ class _Acks:
                 self._more.clear()
                 if self.newest > self.written:
                     self.written = self.newest
+                    self.unechoed.append((self.written, time.monotonic()))  # before it can arrive
                     await self.call.write(fpb.WatchAck(batch=self.written))
         except Exception as e:  # the stream broke: the reads see it end (and the feature service
             log.debug("Watch acknowledgement not written: %r", e)  # drops an unacknowledging watcher)
