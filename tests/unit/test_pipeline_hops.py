@@ -195,7 +195,7 @@ def test_watch_acknowledgements_are_written_beside_the_reads_newest_held_batch_o
 
     async def run() -> None:
         call = Call()
-        acks = _Acks(call)  # type: ignore[arg-type]
+        acks = _Acks(call, opened=0.0)  # type: ignore[arg-type]
         acks.held(1)
         await asyncio.sleep(0)
         acks.held(2)  # held while the first acknowledgement is being written
