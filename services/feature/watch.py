@@ -47,6 +47,7 @@ class Watcher:
         self.acked = 0
         self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
         self.granted_at = 0.0  # monotonic: when it was last sent a message (and so a lease)
+        self.ended = False
 
     def push(self, message: pb.WindowBatch) -> bool:
         """Queue ``message``; False when the watcher is too far behind."""
@@ -58,6 +59,7 @@ class Watcher:
 
     def end(self) -> None:
         """No more batches: the stream ends and nobody waits for its acknowledgements."""
+        self.ended = True
         self.ack(self.sent)
         while not self.queue.empty():
             self.queue.get_nowait()
@@ -214,6 +216,8 @@ class WindowFeed:
             async with asyncio.timeout(self.lease_s / 4):
                 return await w.queue.get()
         except TimeoutError:
+            if w.ended:  # it ended as the wait timed out: no lease after the fence was set
+                return None
             w.sent = next(self._batches)
             return pb.WindowBatch(batch=w.sent)
 
