@@ -1,4 +1,4 @@
-"""API keys and roles, checked by every service: an ASGI wrapper here, a gRPC interceptor in rpc.py.
+"""API keys and roles, checked by every service: an ASGI wrapper here, gRPC handlers wrapped in rpc.py.
 
 Identities hold one role: ``engine`` (trading engines: read signals), ``feeder`` (Ingest),
 ``operator`` (admin, metrics, docs) and ``service`` (one rtvol service calling another).

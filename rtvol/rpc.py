@@ -1,7 +1,8 @@
 """gRPC server scaffolding shared by every service (docs/ARCHITECTURE.md):
 
-grpc.aio on TCP and optionally a Unix socket, grpc.health.v1, reflection, an interceptor
-that maps rtvol.errors to status codes, and a graceful drain on SIGTERM/SIGINT.
+grpc.aio on TCP and optionally a Unix socket, grpc.health.v1, reflection, method handlers
+wrapped once at registration to map rtvol.errors to status codes (and check API keys), and a
+graceful drain on SIGTERM/SIGINT.
 `Server.secured` adds what the security settings ask for: API keys checked by role
 (rtvol/auth.py), TLS or mTLS on TCP listeners (rtvol/tls.py), reflection on or off.
 """
@@ -91,40 +92,83 @@ async def _decoded_stream(requests: AsyncIterator[Any], method: str) -> AsyncIte
         yield _decoded(message, method)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns a raised RtvolError into its status code and message; anything else becomes
-    INTERNAL with the error logged, and the server keeps serving. An undecodable request
-    message is INVALID_ARGUMENT. Given a ``guard`` (rtvol/auth.py), it first refuses calls
-    whose metadata carries no key of an allowed role: one interceptor, not two, as each one
-    is a coroutine hop on every call."""
+class WrappingServer(grpc.aio.Server):
+    """A grpc.aio server whose method handlers are wrapped once, as they are registered: a
+    raised RtvolError becomes its status code and message; anything else becomes INTERNAL
+    with the error logged, and the server keeps serving. An undecodable request message is
+    INVALID_ARGUMENT. Given a ``guard`` (rtvol/auth.py), each call whose metadata carries no
+    key of an allowed role is refused before the service's handler runs.
 
-    def __init__(self, guard: auth.Guard | None = None) -> None:
+    Why not a grpc.aio ServerInterceptor: it is one more coroutine hop and handler lookup on
+    every call (~120 µs a unary call on the H200 host, docs/BENCHMARKS.md); here a call goes
+    straight to its wrapped handler. It is a grpc.aio.Server, so the generated
+    ``add_*Servicer_to_server`` functions and grpc_reflection register through it unchanged."""
+
+    def __init__(self, server: grpc.aio.Server, guard: auth.Guard | None = None) -> None:
+        self.inner = server
         self.guard = guard
-        # method -> (the service's handler, its wrapped form): wrapping inspects and builds
-        # closures, tens of µs a call; the service's handler per method never changes
+        # method -> (the service's handler, its wrapped form): the generated code registers
+        # the same handler twice (generic and registered), it is wrapped once
         self.wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self.made: set[grpc.RpcMethodHandler] = set()  # handlers this server built: never rewrapped
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
-                                                             Awaitable[grpc.RpcMethodHandler]],
-                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        """``handler`` with the error mapping and the key check for ``method``, built once."""
+        if handler is None or handler in self.made:
             return handler
-        denial = (None if self.guard is None
-                  else self.guard.check(details.method, auth.key_from(details.invocation_metadata or ())))
+        cached = self.wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         kind = _kind(handler)
         if kind is None:
             return handler
-        if denial is not None:
-            return handler._replace(**{kind: _refusal(denial)})
-        cached = self.wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(**{kind: _wrap(getattr(handler, kind), details.method,
-                                                  kind.startswith("stream_"))},
+        guard = None if self.guard is None or self.guard.rules.allowed(method) is auth.OPEN else self.guard
+        wrapped = handler._replace(**{kind: _wrap(getattr(handler, kind), method,
+                                                  kind.startswith("stream_"), guard)},
                                    request_deserializer=_tolerant(handler.request_deserializer))
-        self.wrapped[details.method] = (handler, wrapped)
+        self.wrapped[method] = (handler, wrapped)
+        self.made.add(wrapped)
         return wrapped
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.inner.add_generic_rpc_handlers([_WrappedGeneric(h, self) for h in generic_rpc_handlers])
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        # what the generated code registers is looked up before generic handlers, by name
+        self.inner.add_registered_method_handlers(service_name, {
+            name: self.wrap(f"/{service_name}/{name}", handler) for name, handler in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return self.inner.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self.inner.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self.inner.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self.inner.wait_for_termination(timeout)
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    """A generic handler's answers, wrapped (once per method) by ``server``."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, server: WrappingServer) -> None:
+        self.inner, self.server = inner, server
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self.server.wrap(handler_call_details.method, self.inner.service(handler_call_details))
+
+
+def wrapping_server(guard: auth.Guard | None = None,
+                    options: Sequence[tuple[str, Any]] = ()) -> WrappingServer:
+    """A grpc.aio server (rtvol's OPTIONS, ``options`` winning) with wrapped handlers."""
+    return WrappingServer(grpc.aio.server(options=list(dict([*OPTIONS, *options]).items())), guard)
 
 
 def _kind(handler: grpc.RpcMethodHandler) -> str | None:
@@ -134,12 +178,6 @@ def _kind(handler: grpc.RpcMethodHandler) -> str | None:
     return None
 
 
-def _refusal(denial: auth.Denial) -> Callable[..., Any]:
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(denial.code, denial.message)
-    return refuse
-
-
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
     if isinstance(error, RtvolError):
         await context.abort(status_of(error), str(error))
@@ -147,12 +185,23 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: st
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
 
 
-def _wrap(fn: Callable[..., Any], method: str, streaming_requests: bool) -> Callable[..., Any]:
+async def _refuse_unless_allowed(guard: auth.Guard, method: str, context: grpc.aio.ServicerContext) -> None:
+    """Aborts the call (counted by the guard) when its metadata carries no allowed key."""
+    denial = guard.check(method, auth.key_from(context.invocation_metadata() or ()))
+    if denial is not None:
+        await context.abort(denial.code, denial.message)
+
+
+def _wrap(fn: Callable[..., Any], method: str, streaming_requests: bool,
+          guard: auth.Guard | None) -> Callable[..., Any]:
+    """``guard``: None where the method is open to all (health) or no keys are set."""
     def decoded(request: Any) -> Any:
         return _decoded_stream(request, method) if streaming_requests else _decoded(request, method)
 
     if inspect.isasyncgenfunction(fn):
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if guard is not None:
+                await _refuse_unless_allowed(guard, method, context)
             try:
                 async for item in fn(decoded(request), context):
                     yield item
@@ -161,6 +210,8 @@ def _wrap(fn: Callable[..., Any], method: str, streaming_requests: bool) -> Call
         return stream
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if guard is not None:
+            await _refuse_unless_allowed(guard, method, context)
         try:
             return await fn(decoded(request), context)
         except (RtvolError, ValueError) as e:
@@ -174,8 +225,7 @@ class Server:
     def __init__(self, service_names: Sequence[str], options: Sequence[tuple[str, Any]] = (),
                  guard: auth.Guard | None = None, reflect: bool = True,
                  server_tls: tls.ServerTLS | None = None) -> None:
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor(guard)],
-                                      options=list(dict([*OPTIONS, *options]).items()))  # later ones win
+        self.server = wrapping_server(guard, options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)

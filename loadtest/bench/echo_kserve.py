@@ -10,7 +10,8 @@ model's output shapes. ``--shape`` picks the server:
   sync-pb     grpc.server on a thread pool, the generated servicer
   sync-raw    grpc.server on a thread pool, raw bytes
 
-``--intercept`` adds the services' rtvol.rpc.ErrorInterceptor (no API keys), as the sidecar has.
+``--wrapped`` serves an aio shape through rtvol.rpc.WrappingServer (no API keys), as every rtvol
+service is: each handler wrapped once at registration (error mapping, tolerant decoding).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from rtvol.rpc import ErrorInterceptor
+from rtvol.rpc import wrapping_server
 from rtvol.services.model.model import DATATYPES, read_config
 
 SHAPES = ("aio-pb", "aio-raw", "sync-pb", "sync-raw")
@@ -148,11 +149,11 @@ def raw_handler(answers: Answers, aio: bool) -> grpc.GenericRpcHandler:
 
 
 def build(shape: str, answers: Answers, options: Sequence[tuple[str, Any]], threads: int,
-          intercept: bool = False) -> Any:
+          wrapped: bool = False) -> Any:
     """A grpc.aio shape must be built on its running event loop."""
     aio = shape.startswith("aio")
-    interceptors = [ErrorInterceptor()] if intercept else []
-    server: Any = (grpc.aio.server(options=list(options), interceptors=interceptors) if aio
+    server: Any = (wrapping_server(options=options) if aio and wrapped
+                   else grpc.aio.server(options=list(options)) if aio
                    else grpc.server(futures.ThreadPoolExecutor(threads), options=list(options)))
     if shape.endswith("raw"):  # registered first: grpc asks generic handlers in order
         server.add_generic_rpc_handlers((raw_handler(answers, aio),))
@@ -168,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--model", default="rtvol_cnn")
     p.add_argument("--shape", choices=SHAPES, default="aio-pb")
     p.add_argument("--threads", type=int, default=4, help="sync shapes: thread pool size")
-    p.add_argument("--intercept", action="store_true",
-                   help="aio shapes: with rtvol.rpc.ErrorInterceptor, as every rtvol service")
+    p.add_argument("--wrapped", action="store_true",
+                   help="aio shapes: through rtvol.rpc.WrappingServer, as every rtvol service")
     p.add_argument("--option", action="append", default=[], metavar="KEY=INT",
                    help="grpc server option (integer value), repeatable")
     a = p.parse_args(argv)
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     answers = Answers(a.repo, a.model)
     if a.shape.startswith("aio"):
         async def run() -> None:  # a grpc.aio server belongs to the loop it is made on
-            server = build(a.shape, answers, options, a.threads, a.intercept)
+            server = build(a.shape, answers, options, a.threads, a.wrapped)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             print(f"echo listening on 127.0.0.1:{port}", flush=True)

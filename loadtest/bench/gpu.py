@@ -39,6 +39,10 @@ from rtvol.loadtest.bench.launch import Child, Sidecar
 from rtvol.localproc import grpc_ready, wait_until
 
 SIDECAR = ["--backend", "cudagraph", "--precision", "fp16"]  # ready once its graphs are warm
+# the steps that also run without a GPU (the sidecar then on ONNX Runtime's CPU provider): to try
+# them before a device call, and to compare server changes on the CPU machine
+CPU_STEPS = {"perf_analyzer", "transport"}
+CPU_SIDECAR = ["--backend", "onnxruntime-cpu"]
 # ready on ONNX Runtime (CPU) at once, then the CUDA graphs take over
 STAGED = ["--backend", "cudagraph-staged", "--precision", "fp16"]
 TAKE_OVER = "serves from now on"  # the staged backend's log line
@@ -61,7 +65,7 @@ PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
 TRANSPORT_SHAPES: tuple[tuple[str, list[str], dict[str, str]], ...] = (
     ("aio-pb", ["--shape", "aio-pb"], {}),
     ("aio-raw", ["--shape", "aio-raw"], {}),
-    ("aio-pb-intercepted", ["--shape", "aio-pb", "--intercept"], {}),
+    ("aio-pb-rtvol-wrapped", ["--shape", "aio-pb", "--wrapped"], {}),
     ("sync-pb", ["--shape", "sync-pb"], {}),
     ("sync-raw", ["--shape", "sync-raw"], {}),
     ("sync-raw-1thread", ["--shape", "sync-raw", "--threads", "1"], {}))
@@ -332,9 +336,10 @@ def model_bench(repo: Path, out: Path, requests: int) -> dict[str, Any]:
     return {"model_only": bench["model_only"], "round_trip": bench["round_trip"]}
 
 
-def perf_analyzers(repo: Path, out: Path, binary: Path, py_spy: Path | None) -> dict[str, Any]:
+def perf_analyzers(repo: Path, out: Path, binary: Path, py_spy: Path | None,
+                   sidecar_args: Sequence[str] = SIDECAR) -> dict[str, Any]:
     inputs = perf_inputs(out)
-    sidecar = Sidecar(repo, SIDECAR, timeout_s=120)
+    sidecar = Sidecar(repo, sidecar_args, timeout_s=120)
     try:
         if not wait_until(grpc_ready(sidecar.url), 120):
             raise RuntimeError("sidecar not ready in 120 s")
@@ -395,11 +400,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench-gpu"))
     p.add_argument("--steps", default="", help="only these steps, comma-separated (default: all)")
     a = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("rtvol bench gpu needs a CUDA device")
+    gpu = torch.cuda.is_available()
+    if not gpu and not (a.steps and set(a.steps.split(",")) <= CPU_STEPS):
+        raise SystemExit("rtvol bench gpu needs a CUDA device (without one: --steps "
+                         f"{','.join(sorted(CPU_STEPS))})")
     a.out.mkdir(parents=True, exist_ok=True)
     vdir = repository.version_dir(a.repo, repository.DEFAULT_MODEL)
-    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name() if gpu
+                              else "none (the sidecar on ONNX Runtime, CPU)", "torch": torch.__version__,
                               "date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "command": "rtvol bench gpu " + " ".join(argv or [])}
     sidecar_on_gpu = ["--repo", str(a.repo), "--backend", "cudagraph"]
@@ -416,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("ready_artifact", lambda: time_to_ready(a.repo, a.out, "artifact", a.py_spy)),
         ("ready_warm", lambda: time_to_ready(a.repo, a.out, "warm", backend=SIDECAR)),
         ("model", lambda: model_bench(a.repo, a.out, a.requests)),
-        ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy)),
+        ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy,
+                                                 SIDECAR if gpu else CPU_SIDECAR)),
         ("transport", lambda: transport_floors(a.repo, a.out, a.perf_analyzer)),
         ("ingest", lambda: ingest_devices(a.out)),
         *pipelines,

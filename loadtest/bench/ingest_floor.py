@@ -2,7 +2,7 @@
 floor that `rtvol bench pipeline` reports the feature service's single-update Ingest against
 (same feeder, same machine, same run). No deserializer, no interceptor, no work per message
 but the read itself, so what the feature service spends beyond it is its own. ``--rpc``: the
-same count served through rtvol/rpc.py's server (its interceptor, the message decoded), to
+same count served through rtvol/rpc.py's server (its wrapped handlers, the message decoded), to
 measure what that layer adds per message.
 
     python -m rtvol.loadtest.bench.ingest_floor --port PORT [--rpc]
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--rpc", action="store_true",
-                   help="served through rtvol.rpc's server: its interceptor, the messages decoded")
+                   help="served through rtvol.rpc's server: its wrapped handlers, the messages decoded")
     a = p.parse_args(argv)
     asyncio.run(serve(a.port, a.rpc))
 
