@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from rtvol.errors import InvalidInput
@@ -34,7 +36,7 @@ def decode_input(request: pb.ModelInferRequest, model: LoadedModel) -> np.ndarra
     if not 1 <= shape[0] <= model.max_batch_size:
         raise InvalidInput(f"input '{spec.name}': batch size {shape[0]} outside 1.."
                            f"{model.max_batch_size} (max_batch_size)", "batch_size")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # np.prod of a tuple builds an array first: ~4 µs a call
     x = _raw(request, spec, count) if request.raw_input_contents else _typed(tensor, spec, count)
     x = x.reshape(shape)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
