@@ -2,9 +2,13 @@
 up to max_batch_size rows within max_queue_delay of the oldest one; each request gets back
 exactly its own rows.
 
-Idle dispatch (default): a request that finds the model quiet (empty queue and no batch
-finished within the last max_queue_delay) goes out on the batcher's next turn, together
-with whatever arrived in the same event-loop turn, without waiting. While traffic flows
+Idle dispatch (default): a request that finds the model quiet (empty queue, nothing
+computing and no batch finished within the last max_queue_delay) is computed at once, in
+its caller's turn, when it is small enough to compute on the event loop: a lone request
+pays no hop to the batcher's task and back (the common case at low load, e.g. one client
+at a time). Requests arriving right after it find traffic flowing and batch as below. A
+quiet request that must go to the backend's thread goes out on the batcher's next turn,
+together with whatever arrived in the same event-loop turn, without waiting. While traffic flows
 (a batch finished less than max_queue_delay ago, or one is executing) requests wait up to
 max_queue_delay for the batch to fill, as in Triton. Triton always waits unless a preferred
 or maximum batch forms; `idle_dispatch=False` restores that. Waiting when no one else is
@@ -40,6 +44,10 @@ class _Item:
 
 
 class Batcher:
+    # a lone request on a quiet model may be computed in its caller's turn (subclasses that
+    # compute in awaited slices, shadow.py, cannot)
+    lone_inline = True
+
     def __init__(self, model: str, backend: Backend, input_dims: tuple[int, ...], max_batch_size: int,
                  max_queue_delay_s: float, executor: Executor | None, inline_max_rows: int = 8,
                  idle_dispatch: bool = True, max_queue_rows: int = 16_384,
@@ -63,6 +71,7 @@ class Batcher:
         self.wakeup = asyncio.Event()
         self.closed = False
         self.last_done = -float("inf")  # perf_counter when the previous batch finished
+        self.computing = False  # a batch is in the backend (maybe on its thread): none beside it
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{model}")
         self._queue = metrics.QUEUE.labels(model)
         self._compute = metrics.COMPUTE.labels(model, backend.name)
@@ -78,7 +87,12 @@ class Batcher:
                 f"model '{self.model}': queue full ({self.pending_rows} rows, {self.pending_bytes} bytes "
                 f"waiting; at most {self.max_queue_rows} rows, {self.max_queue_bytes} bytes); retry later")
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        self.pending.append(_Item(x, future, time.perf_counter()))
+        now = time.perf_counter()
+        if (self.lone_inline and self.idle_dispatch and not self.pending and not self.computing
+                and now - self.last_done > self.delay and rows <= self.inline_max_rows):
+            self._answer_alone(_Item(x, future, now))
+            return future
+        self.pending.append(_Item(x, future, now))
         self.pending_rows += rows
         self.pending_bytes += size
         if self.served is not None:
@@ -129,11 +143,33 @@ class Batcher:
         return items
 
     async def _execute(self, items: list[_Item]) -> None:
+        self.computing = True
         try:
             await self._answer(items)
         finally:
+            self.computing = False
             if self.served is not None:
                 self.served.leave(len(items))
+
+    def _answer_alone(self, item: _Item) -> None:
+        """``_answer`` for one request, on the loop, now: its future is done on return."""
+        if self.served is not None:
+            self.served.enter()
+        start = time.perf_counter()
+        self._queue.observe(start - item.enqueued)
+        try:
+            outs = self.backend.infer(item.x)
+        except Exception as e:
+            item.future.set_exception(e)
+        else:
+            self._compute.observe(time.perf_counter() - start)
+            self._batch.observe(item.x.shape[0])
+            # copies: backend outputs are only valid until its next call
+            item.future.set_result({k: v.copy() for k, v in outs.items()})
+        finally:
+            self.last_done = time.perf_counter()
+            if self.served is not None:
+                self.served.leave(1)
 
     async def _run_backend(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The backend's outputs for ``x`` (valid until its next call)."""

@@ -36,6 +36,8 @@ class ShadowPolicy:
 
 
 class ShadowBatcher(Batcher):
+    lone_inline = False  # every batch goes through the sliced _run_backend below
+
     def __init__(self, *args: Any, yield_to: ServedWork, policy: ShadowPolicy, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.yield_to, self.policy = yield_to, policy

@@ -116,6 +116,8 @@ async def test_concurrent_requests_coalesce_and_get_their_own_rows(files: ModelF
     backend = Recording(backends.create("onnxruntime-cpu", files))
     executor = ThreadPoolExecutor(1) if threaded else None
     batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, executor)
+    await batcher.infer(windows(1))  # computed alone (a quiet model): now traffic flows
+    backend.calls.clear()
     sizes = [1, 3, 1, 2, 5, 1, 1, 4]
     xs = [windows(n, seed=i) for i, n in enumerate(sizes)]
     results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs)), 10)
@@ -146,9 +148,10 @@ async def test_a_batch_is_concatenated_straight_into_the_backends_input_buffer(f
 
     backend = WithBuffer(backends.create("onnxruntime-cpu", files))
     batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 5e-3, None)
+    await batcher.infer(windows(1))  # computed alone (a quiet model): now traffic flows
     xs = [windows(n, seed=i) for i, n in enumerate((2, 3, 1))]
     results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(x) for x in xs)), 10)
-    assert backend.calls == [6] and backend.in_buffer == [True]
+    assert backend.calls == [1, 6] and backend.in_buffer == [False, True]
     np.testing.assert_array_equal(backend.input_buffer[:6], np.concatenate(xs))
     whole = reference(files, np.concatenate(xs))["rv"]
     np.testing.assert_array_equal(np.concatenate([got["rv"] for got in results]), whole)
@@ -223,6 +226,40 @@ async def test_a_lone_request_on_a_quiet_model_waits_only_without_idle_dispatch(
     await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert backend.calls[-1] == 3
     await batcher.close()
+
+
+async def test_a_lone_request_on_a_quiet_model_is_answered_in_its_callers_turn(files: ModelFiles) -> None:
+    """No hop to the batcher's task and back: the future is done when submit returns. Right
+    after it traffic flows, and the next requests queue to share a batch."""
+    backend = Recording(backends.create("onnxruntime-cpu", files))
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 0.05, None)
+    x = windows(2, seed=3)
+    alone = batcher.submit(x)
+    assert alone.done() and backend.calls == [2]
+    np.testing.assert_array_equal(alone.result()["rv"], reference(files, x)["rv"])
+    queued = [batcher.submit(windows(1, seed=i)) for i in range(3)]
+    assert not any(f.done() for f in queued)
+    await asyncio.wait_for(asyncio.gather(*queued), 10)
+    assert backend.calls == [2, 3]
+    await batcher.close()
+
+
+async def test_a_request_too_big_for_the_loop_or_beside_a_batch_is_never_computed_inline(
+        files: ModelFiles) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = Recording(backends.create("onnxruntime-cpu", files))
+    executor = ThreadPoolExecutor(1)
+    batcher = Batcher("m", backend, (50, 12), MAX_BATCH, 0.0, executor, inline_max_rows=4)
+    big = batcher.submit(windows(5))  # for the backend's thread, on the batcher's turn
+    assert not big.done()
+    await asyncio.sleep(0)  # the batch of 5 is now computing on the thread
+    beside = batcher.submit(windows(1))
+    assert not beside.done() and batcher.computing
+    await asyncio.wait_for(asyncio.gather(big, beside), 10)
+    assert backend.calls == [5, 1]
+    await batcher.close()
+    executor.shutdown()
 
 
 @pytest.mark.gpu
