@@ -30,6 +30,7 @@ from rtvol.features.online_batch import UpdateBatch
 from rtvol.features.online_replay import merge, stock_updates
 from rtvol.features.spec import BUCKET_SECONDS
 from rtvol.ingest_codec import encode_columns
+from rtvol.ingest_frames import AsyncClient
 from rtvol.loadtest.pacing import TokenBucket
 from rtvol.loadtest.tickserver import TickServer, TickStats
 from rtvol.localproc import wait_until
@@ -135,14 +136,56 @@ async def _write(call: Any, msg: pb.IngestRequest) -> None:
 targets_of = sharding.targets  # HOST:PORT[,HOST:PORT...]: the replicas in ordinal order
 
 
+class _GrpcIngest:
+    """One gRPC Ingest call."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def write(self, msg: pb.IngestRequest) -> None:
+        await _write(self.call, msg)
+
+    async def finish(self) -> pb.IngestSummary:
+        await self.call.done_writing()
+        return await self.call
+
+
+class _StreamIngest:
+    """One framed Ingest connection (the feature service's --stream-port)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def write(self, msg: pb.IngestRequest) -> None:
+        await self.client.send([msg])
+
+    async def finish(self) -> pb.IngestSummary:
+        return await self.client.end()
+
+
+async def _open(stack: contextlib.AsyncExitStack, target: str, transport: str,
+                client_tls: tls.ClientTLS | None, api_key: str, timeout_s: float
+                ) -> _GrpcIngest | _StreamIngest:
+    if transport == "stream":
+        host, port = target.rsplit(":", 1)
+        client = await AsyncClient.connect(host, int(port), api_key,
+                                           client_tls.ssl_context() if client_tls is not None else None)
+        stack.push_async_callback(client.close)
+        return _StreamIngest(client)
+    channel = await stack.enter_async_context(tls.channel(target, client_tls))
+    ingest = pb_grpc.FeaturesStub(channel).Ingest
+    return _GrpcIngest(ingest(timeout=timeout_s, metadata=auth.metadata(api_key)))
+
+
 async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000,
                progress: Progress | None = None, metrics: Metrics | None = None,
                timeout_s: float = 600.0, progress_every_s: float = 0.5,
                ticks: TickServer | None = None, client_tls: tls.ClientTLS | None = None,
-               api_key: str = "") -> FeedReport:
+               api_key: str = "", transport: str = "grpc") -> FeedReport:
     """Send ``msgs`` on one Ingest stream per target (``targets_of``) at ``rate`` updates/s
     (0: unpaced); bounded by ``timeout_s``. ``client_tls`` and ``api_key``: how to reach a
-    secured feature service.
+    secured feature service. ``transport``: gRPC Ingest, or the framed stream ("stream": the
+    targets are the feature services' --stream-port).
 
     ``ticks`` gets each message's updates as it is sent (a hand-over: its subscribers never
     hold the stream back). ``client_tls`` and ``api_key``: how to reach a secured feature service."""
@@ -152,7 +195,7 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
     started = time.perf_counter()
     shown = started
 
-    async def send(calls: list[Any]) -> None:
+    async def send(calls: list[_GrpcIngest | _StreamIngest]) -> list[pb.IngestSummary]:
         nonlocal shown
         for part, watermark in msgs:
             n = len(part)
@@ -164,7 +207,7 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
                 ticks.publish(part)
             for call, msg in zip(calls, split(part, watermark, len(calls)), strict=True):
                 if msg is not None:
-                    await _write(call, msg)
+                    await call.write(msg)
             report.updates += n
             report.messages += 1
             if metrics is not None:
@@ -176,15 +219,11 @@ async def pump(target: str, msgs: Messages, rate: float = 0.0, batch: int = 2000
                 report.seconds = now - started
                 report.rate = report.updates / report.seconds
                 progress(report)
-        for call in calls:
-            await call.done_writing()
+        return [await call.finish() for call in calls]
 
     async with contextlib.AsyncExitStack() as stack:
-        channels = [await stack.enter_async_context(tls.channel(t, client_tls)) for t in targets_of(target)]
-        calls = [pb_grpc.FeaturesStub(ch).Ingest(timeout=timeout_s, metadata=auth.metadata(api_key))
-                 for ch in channels]
-        await send(calls)
-        summaries = [await call for call in calls]
+        calls = [await _open(stack, t, transport, client_tls, api_key, timeout_s) for t in targets_of(target)]
+        summaries = await asyncio.wait_for(send(calls), timeout_s)
     report.seconds = time.perf_counter() - started
     report.rate = report.updates / report.seconds if report.seconds > 0 else 0.0
     report.accepted = sum(int(s.accepted) for s in summaries)
@@ -214,7 +253,7 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
         progress: Progress | None = None, ticks: TickServer | None = None,
         wait_subscribers: int = 0, wait_s: float = 30.0,
         drain_s: float = 5.0, client_tls: tls.ClientTLS | None = None,
-        api_key: str = "") -> tuple[list[int], FeedReport]:
+        api_key: str = "", transport: str = "grpc") -> tuple[list[int], FeedReport]:
     """Load, then pump, serving ``ticks`` (started) meanwhile and stopping it after; returns
     (stock ids, report)."""
     try:
@@ -226,7 +265,8 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
         if ticks is not None:
             serve_ticks(ticks, metrics, wait_subscribers, wait_s)
         report = asyncio.run(pump(target, messages(updates, batch), rate, batch, progress, metrics,
-                                  ticks=ticks, client_tls=client_tls, api_key=api_key))
+                                  ticks=ticks, client_tls=client_tls, api_key=api_key,
+                                  transport=transport))
     finally:
         if ticks is not None:
             ticks.stop(drain_s)
@@ -236,9 +276,9 @@ def run(target: str, data: Path, buckets: range | None = None, rate: float = 0.0
 
 
 def replay(target: str, data: Path, buckets: range, client_tls: tls.ClientTLS | None = None,
-           api_key: str = "") -> list[int]:
+           api_key: str = "", transport: str = "grpc") -> list[int]:
     """Ingest the given buckets of every stock, unpaced (tests); returns the stocks."""
-    return run(target, data, buckets, client_tls=client_tls, api_key=api_key)[0]
+    return run(target, data, buckets, client_tls=client_tls, api_key=api_key, transport=transport)[0]
 
 
 def report_dict(r: FeedReport) -> dict[str, Any]:

@@ -74,6 +74,19 @@ class ServerTLS:
         ctx.load_cert_chain(self.cert, self.key)
         return ctx
 
+    def _listener_context(self) -> ssl.SSLContext:
+        ctx = self.ssl_context()
+        if self.client_ca:  # mTLS, as the gRPC listeners
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(self.client_ca)
+        return ctx
+
+    def listener(self) -> ssl.SSLContext:
+        """A context for a plain TCP listener (the feature service's framed Ingest stream):
+        a client certificate demanded when a client CA is set; follows the files (reloading)."""
+        files = self.files()  # stamped before the read: a swap during the read counts as a change
+        return reloading(consistent(self._listener_context), self._listener_context, files)
+
     def prometheus(self) -> dict[str, Any]:
         """prometheus_client.start_http_server arguments."""
         return {"certfile": self.cert, "keyfile": self.key}

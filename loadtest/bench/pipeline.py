@@ -5,8 +5,10 @@ stocks whose id mod K is its ordinal), the model sidecar and a gateway following
 service's Watch stream, on free loopback ports. A feeder process sends an open-loop feed on ONE
 Ingest stream per feature service (each message split by owner, as `rtvol feed` does):
 ``--rate`` updates/s over ``--stocks`` stocks, round robin, as single-update messages and as
-``--batch``-update messages (``--modes``). Event time runs ``--speedup`` times
-faster than the wall clock, so each stock closes a 12-s step every 12 / speedup s and most
+``--batch``-update messages (``--modes``), over gRPC Ingest and/or the framed Ingest stream
+(``--transports``: each mode once per transport, "-stream" appended to its name). Event time
+runs ``--speedup`` times faster than the wall clock, so each stock closes a 12-s step every
+12 / speedup s and most
 updates close none, as in a replayed market. A SubscribeBatches client (this process) takes
 every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
 
@@ -18,7 +20,8 @@ every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms
   send-to-signal: the feeder's send of that update -> the signal (adds the client's gRPC hop);
   pushed signals from tier 1, steps closed that got a signal of their own, every stock's last
   signal computed from its last window, the Ingest messages/s the streams carried and the CPU
-  of each process (per feature replica and summed), and the sidecar's shadow counters.
+  of each process (per feature replica and summed) and the feeder's CPU a message, and the
+  sidecar's shadow counters.
 
 Targets (issue 12): tick-to-signal p99 <= 5 ms on the 2-core machine and <= 2 ms on a GPU host
 at 50,000 updates/s over 500 stocks; >= 99 % of pushed signals from tier 1; every signal
@@ -68,7 +71,7 @@ def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, floa
     proc = ps.start("ingest floor", [sys.executable, "-m", "rtvol.loadtest.bench.ingest_floor",
                                      "--port", target.rsplit(":", 1)[1]], grpc_ready(target))
     before = cpu_seconds({"floor": proc.pid})["floor"]
-    fed = run_feeder("floor", replace(plan, targets=(target,)), workdir)
+    fed = run_feeder("floor", replace(plan, targets=(target,), transport="grpc"), workdir)
     messages, spent = len(fed["sent_us"]), cpu_seconds({"floor": proc.pid})["floor"] - before
     return {"messages_per_s": round(messages / float(fed["seconds"])),
             "cpu_us_per_message": round(spent / messages * 1e6, 1)}
@@ -270,7 +273,9 @@ def ingest_figures(fed: Any, plan: FeedPlan, spent: dict[str, float], features: 
             "rejected": int(fed["rejected"].sum()), "seconds": round(seconds, 2),
             "messages_per_s": round(messages / seconds),
             "offered_messages_per_s": round(messages / offered_s),
-            "feature_cpu_us_per_message": round(feature_cpu / messages * 1e6, 1), "replicas": replicas}
+            "feature_cpu_us_per_message": round(feature_cpu / messages * 1e6, 1),
+            "feeder_cpu_us_per_message": round(float(fed["cpu_s"]) / messages * 1e6, 1),
+            "transport": plan.transport, "replicas": replicas}
 
 
 def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
@@ -297,7 +302,7 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
         if p["batch"] == 1:  # the target is for one stream: with replicas, at its load only when met
             i, streams = r["ingest"], len(r["ingest"]["replicas"])
             on = "one stream" if streams == 1 else f"{streams} streams"
-            row(f"single-update Ingest messages/s on {on}",
+            row(f"single-update Ingest messages/s on {on} ({i.get('transport', 'grpc')})",
                 i["messages_per_s"], INGEST_MESSAGES, i["messages_per_s"] >= INGEST_MESSAGES,
                 i["offered_messages_per_s"] >= INGEST_MESSAGES and streams == 1)
     return rows
@@ -333,8 +338,10 @@ def table(report: dict[str, Any]) -> str:
         for r in report["modes"]:
             if r["plan"]["batch"] == 1:
                 i = r["ingest"]
-                lines.append(f"{'':<9}single-update Ingest: {i['messages_per_s']:,} msg/s, feature service "
-                             f"{i['feature_cpu_us_per_message']} µs CPU a message; count-only floor "
+                lines.append(f"{'':<9}single-update Ingest ({i['transport']}): {i['messages_per_s']:,} "
+                             f"msg/s, "
+                             f"feature service {i['feature_cpu_us_per_message']} µs CPU a message, feeder "
+                             f"{i['feeder_cpu_us_per_message']} µs; gRPC count-only floor "
                              f"{floor['messages_per_s']:,} msg/s, {floor['cpu_us_per_message']} µs "
                              f"(ratio {i['messages_per_s'] / max(floor['messages_per_s'], 1):.2f})")
     lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
@@ -377,27 +384,31 @@ def feature_names(replicas: int) -> list[str]:
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
           feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1,
-          feature_replicas: int = 1) -> tuple[tuple[str, ...], str, str, str]:
-    """Starts the stack; returns the feature services' gRPC targets (in ordinal order), the
-    gateway's gRPC target, its HTTP base and the sidecar's metrics base."""
+          feature_replicas: int = 1) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
+    """Starts the stack; returns the feature services' targets (in ordinal order) by transport
+    (gRPC and the framed stream), the gateway's gRPC target, its HTTP base and the sidecar's
+    metrics base."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
     rport, mport, hport, gport, xport = (free_port() for _ in range(5))
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
-    features, model = [], f"127.0.0.1:{mport}"
+    features, streams, model = [], [], f"127.0.0.1:{mport}"
     for i, name in enumerate(feature_names(feature_replicas)):
-        fport = free_port()
+        fport, sport = free_port(), free_port()
         features.append(f"127.0.0.1:{fport}")
+        streams.append(f"127.0.0.1:{sport}")
         ps.start(name, stack.feature_cmd(fport, 0, redis_url, stocks, "--replicas", str(feature_replicas),
-                                         "--replica", str(i), *feature_args), grpc_ready(features[-1]))
+                                         "--replica", str(i), "--stream-port", str(sport), *feature_args),
+                 grpc_ready(features[-1]))
     ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
              grpc_ready(model))
     ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
                                           "--feature-url", ",".join(features), "--stocks", str(stocks),
                                           "--workers", str(workers), *gateway_args),
              http_ready(f"http://127.0.0.1:{hport}/readyz"))
-    return tuple(features), f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}"
+    return ({"grpc": tuple(features), "stream": tuple(streams)}, f"127.0.0.1:{gport}",
+            f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -410,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per mode")
     p.add_argument("--batch", type=int, default=100, help="updates per message in the batched mode")
     p.add_argument("--modes", default="single,batched", help="single and/or batched, comma-separated")
+    p.add_argument("--transports", default="grpc",
+                   help="grpc and/or stream (the framed Ingest stream), comma-separated: each mode runs "
+                        "once per transport, in this order")
     p.add_argument("--speedup", type=float, default=100.0,
                    help=f"event time / wall time: each stock closes a {STEP_SECONDS}-s step every "
                         f"{STEP_SECONDS}/speedup s")
@@ -436,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not modes or set(modes) - {"single", "batched"}:
         raise SystemExit("--modes: single and/or batched")
+    transports = [x.strip() for x in a.transports.split(",") if x.strip()]
+    if not transports or set(transports) - {"grpc", "stream"}:
+        raise SystemExit("--transports: grpc and/or stream")
+    runs = [(mode, transport) for mode in modes for transport in transports]
     if a.feature_replicas < 1:
         raise SystemExit("--feature-replicas: at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-pipeline-"))
@@ -444,20 +462,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     floor: dict[str, float] | None = None
     samples: dict[str, np.ndarray] = {}
     try:
-        features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(modes), a.backend,
+        features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(runs), a.backend,
                                                               a.gateway_arg, a.feature_arg, a.model_arg,
                                                               a.workers, a.feature_replicas)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
-            for i, mode in enumerate(modes):
-                plan = FeedPlan(features, a.rate, 1 if mode == "single" else a.batch, a.stocks,
-                                i * a.stocks, a.duration, a.speedup)
-                result, samples[mode] = run_mode(mode, plan, sub, workdir, ps.pids, http_base,
+            for i, (mode, transport) in enumerate(runs):
+                name = mode if transport == "grpc" else f"{mode}-{transport}"
+                plan = FeedPlan(features[transport], a.rate, 1 if mode == "single" else a.batch, a.stocks,
+                                i * a.stocks, a.duration, a.speedup, transport)
+                result, samples[name] = run_mode(name, plan, sub, workdir, ps.pids, http_base,
                                                    sidecar_metrics)
                 reports.append(result)
             if "single" in modes and a.ingest_floor:
-                single = FeedPlan(features[:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
+                single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
                 floor = ingest_floor(ps, single, workdir)
         finally:
             sub.close()

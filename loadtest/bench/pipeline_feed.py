@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class FeedPlan:
     first_stock: int  # stocks first_stock .. first_stock + stocks - 1: fresh ones for each mode
     duration_s: float
     speedup: float
+    transport: str = "grpc"  # or "stream": the framed Ingest stream (targets: the --stream-port ones)
 
 
 def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndarray, np.ndarray]:
@@ -74,14 +75,45 @@ def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndar
     return messages, at // plan.batch, stock[at], version[at]
 
 
-def feed(plan: FeedPlan, out: str) -> None:
-    """The feeder process: paced sends on one Ingest stream per replica (each message's part
-    for it at the message's time); writes the send time of each message's part per replica
-    (0: no part) and each stream's summary."""
+def _grpc_streams(plan: FeedPlan, paced: Callable[[int], Iterator[bytes]]) -> list[Any]:
+    """One gRPC Ingest call per replica, sending ``paced(replica)``: the summaries."""
     import grpc
 
     from rtvol.proto.v1 import features_pb2 as pb
 
+    with contextlib.ExitStack() as channels:
+        calls = []
+        for r, target in enumerate(plan.targets):
+            ch = channels.enter_context(grpc.insecure_channel(target))
+            ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
+                                     response_deserializer=pb.IngestSummary.FromString)
+            calls.append(ingest.future(paced(r), timeout=plan.duration_s * 10 + 60))
+        return [call.result() for call in calls]
+
+
+def _framed_streams(plan: FeedPlan, paced: Callable[[int], Iterator[bytes]]) -> list[Any]:
+    """One framed Ingest connection per replica (a thread each), each message its own
+    ``sendall`` as a tick feed's would be: the summaries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rtvol.ingest_frames import BlockingClient
+
+    def one(r: int) -> Any:
+        host, port = plan.targets[r].rsplit(":", 1)
+        with BlockingClient(host, int(port), timeout_s=plan.duration_s * 10 + 60) as client:
+            for m in paced(r):
+                client.send(m)
+            return client.end()
+
+    with ThreadPoolExecutor(len(plan.targets)) as pool:
+        return list(pool.map(one, range(len(plan.targets))))
+
+
+def feed(plan: FeedPlan, out: str) -> None:
+    """The feeder process: paced sends on one Ingest stream per replica (each message's part
+    for it at the message's time), over gRPC or the framed stream (``plan.transport``); writes
+    the send time of each message's part per replica (0: no part), each stream's summary, and
+    the feeder's own CPU seconds while sending."""
     messages, *_ = build(plan)
     interval = plan.batch / plan.rate
     sent_us = np.zeros((len(messages), len(plan.targets)), np.int64)
@@ -97,18 +129,11 @@ def feed(plan: FeedPlan, out: str) -> None:
             sent_us[i, replica] = time.time_ns() // 1000
             yield m
 
-    with contextlib.ExitStack() as channels:
-        calls = []
-        for r, target in enumerate(plan.targets):
-            ch = channels.enter_context(grpc.insecure_channel(target))
-            ingest = ch.stream_unary(INGEST, request_serializer=None,  # the messages are serialised
-                                     response_deserializer=pb.IngestSummary.FromString)
-            calls.append(ingest.future(paced(r), timeout=plan.duration_s * 10 + 60))
-        began = time.perf_counter()
-        summaries = [call.result() for call in calls]
-        took = time.perf_counter() - began
+    began, cpu_began = time.perf_counter(), time.process_time()
+    summaries = (_framed_streams if plan.transport == "stream" else _grpc_streams)(plan, paced)
+    took, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     np.savez(out, sent_us=sent_us, accepted=[s.accepted for s in summaries],
-             rejected=[s.rejected for s in summaries], seconds=took)
+             rejected=[s.rejected for s in summaries], seconds=took, cpu_s=cpu)
 
 
 def run_feeder(name: str, plan: FeedPlan, workdir: Path) -> Any:

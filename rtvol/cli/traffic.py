@@ -26,6 +26,7 @@ def _buckets(text: str | None) -> range | None:
 def _feed(a: argparse.Namespace) -> None:
     import grpc
 
+    from rtvol.ingest_frames import StreamRefused
     from rtvol.loadtest import feed
     from rtvol.loadtest.tickserver import TickServer
     from rtvol.training import optiver
@@ -45,9 +46,13 @@ def _feed(a: argparse.Namespace) -> None:
         try:
             _, report = feed.run(a.target, data, _buckets(a.buckets), a.rate, a.batch, a.freeze_gc,
                                  a.metrics_port, feed.print_progress, ticks, a.ws_wait,
-                                 a.ws_wait_timeout, a.ws_drain, *_caller(a))
+                                 a.ws_wait_timeout, a.ws_drain, *_caller(a), a.transport)
         except optiver.DataError as e:
             raise CommandError(str(e)) from e
+        except (StreamRefused, OSError) as e:  # the framed stream's refusal or connection error
+            if a.transport != "stream" or isinstance(e, FileNotFoundError):
+                raise
+            raise CommandError(f"feature service stream at {a.target}: {e}") from e
         except grpc.RpcError as e:  # unreachable or refusing: one line, not a traceback
             raise CommandError(f"feature service at {a.target}: {e.code().name}: {e.details()}") from e
     print(report.line())
@@ -146,6 +151,9 @@ def feed_command(sub: Commands) -> None:
          "(each gets the stocks it owns: stock id mod replicas)", "127.0.0.1:50052", env="feature-url")
     add(fd, "rate", "updates per second (0: as fast as possible)", "0", float, env="feed-rate")
     add(fd, "batch", "updates per message", "2000", int, env="feed-batch")
+    fd.add_argument("--transport", choices=("grpc", "stream"), default="grpc",
+                    help="grpc: the Ingest call (--target: the gRPC port); stream: the framed Ingest "
+                         "stream (--target: the feature service's --stream-port), far less CPU a message")
     fd.add_argument("--synthetic", type=int, default=None, metavar="STOCKS",
                     help="instead of --data: generate a fresh synthetic market of STOCKS stocks "
                          "(the demo's generator) and feed it")

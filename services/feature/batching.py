@@ -88,7 +88,7 @@ class _Stream:
         started, applying = time.monotonic(), bool(self.pending)
         try:
             while self.pending:
-                batch = _cut(self.pending, self.max_messages)
+                batch = next_batch(self.pending, self.max_messages)
                 first_us = self.received[0]
                 del self.pending[:len(batch)], self.received[:len(batch)]
                 c = self.apply(batch, first_us)
@@ -107,7 +107,7 @@ class _Stream:
             raise self.error
 
 
-def _cut(pending: list[pb.IngestRequest], limit: int) -> list[pb.IngestRequest]:
+def next_batch(pending: list[pb.IngestRequest], limit: int) -> list[pb.IngestRequest]:
     """The next batch: up to ``limit`` messages, ending at the first that carries a watermark."""
     for i, request in enumerate(pending[:limit]):
         if request.watermark_us > 0:

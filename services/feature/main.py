@@ -23,6 +23,7 @@ from rtvol.services.feature.publisher import Publisher
 from rtvol.services.feature.recovery import recover
 from rtvol.services.feature.servicer import SERVICE_NAME, FeaturesServicer, Ingestor
 from rtvol.services.feature.settings import FeatureSettings
+from rtvol.services.feature.stream import IngestStreamServer
 from rtvol.services.feature.ticklog import TickLog
 from rtvol.services.feature.volatility import VolEstimator
 from rtvol.services.feature.vwap import Vwap
@@ -30,8 +31,8 @@ from rtvol.services.feature.watch import WindowFeed
 
 log = logging.getLogger("rtvol.feature")
 # Ingest only from feeders; reads (the gateway's /v1/universe) from services and operators
-ACCESS = auth.grpc_rules(frozenset({auth.SERVICE, auth.OPERATOR}),
-                         {f"/{SERVICE_NAME}/Ingest": frozenset({auth.FEEDER})})
+INGEST = f"/{SERVICE_NAME}/Ingest"
+ACCESS = auth.grpc_rules(frozenset({auth.SERVICE, auth.OPERATOR}), {INGEST: frozenset({auth.FEEDER})})
 
 
 def make_store(s: FeatureSettings) -> FeatureStore:
@@ -62,6 +63,17 @@ def make_fanout(s: FeatureSettings, vwap: Vwap) -> tuple[FanOut, list[Callable[[
     return FanOut(consumers), closers
 
 
+def stream_server(s: FeatureSettings, ingestor: Ingestor) -> IngestStreamServer | None:
+    """The framed Ingest listener the settings ask for (--stream-port), with the gRPC port's
+    keys (the same rule as gRPC Ingest) and TLS (mTLS with a client CA); None: off."""
+    if not s.stream_port:
+        return None
+    server_tls = tls.server(s)
+    return IngestStreamServer(ingestor, auth.guard("feature", s.api_keys_file, ACCESS), INGEST,
+                              s.stream_max_connections, s.stream_max_frame_bytes,
+                              server_tls.listener() if server_tls is not None else None)
+
+
 async def serve(s: FeatureSettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when another component shares the process
@@ -81,25 +93,32 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
                       stored_us=publisher.stored_us)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server.secured([SERVICE_NAME], s, "feature", ACCESS)
+    ingestor = Ingestor(state, publisher, s.max_batch, fanout, None if s.replicas == 1 else owned, feed)
+    stream = stream_server(s, ingestor)
     pb_grpc.add_FeaturesServicer_to_server(
-        FeaturesServicer(state, store, Ingestor(state, publisher, s.max_batch, fanout,
-                                                None if s.replicas == 1 else owned, feed),
+        FeaturesServicer(state, store, ingestor,
                          telemetry.tracer("rtvol-feature"),
                          s.features_from != "store" and s.replicas == 1, vwap),  # memory holds only its own
         server.server)
     port = server.listen(f"{s.host}:{s.port}")
     server.listen_health(s.host, s.health_port)
     await server.start()
+    stream_port = await stream.start(s.host, s.stream_port) if stream is not None else 0
     publisher.start()
     feed.start()
     vol.start()
     fanout.start()
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
-    log.info("feature service ready: grpc %s:%d, metrics %d, store %s, spec %s, replica %d of %d, "
-             "state on %s",
-             s.host, port, s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash(), ordinal,
-             s.replicas, s.device)
+    log.info("feature service ready: grpc %s:%d, stream %d, metrics %d, store %s, spec %s, replica %d "
+             "of %d, state on %s",
+             s.host, port, stream_port, s.metrics_port, "redis" if s.redis_url else "in-process", spec_hash(),
+             ordinal, s.replicas, s.device)
+
+    def drain() -> None:
+        if stream is not None:
+            stream.close()
+        feed.end_streams()
 
     async def stop() -> None:
         await vol.stop()
@@ -111,7 +130,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
         if own_store:
             await store.close()
 
-    await server.serve_forever(s.drain_seconds, stop, on_drain=feed.end_streams, stop=shutdown)
+    await server.serve_forever(s.drain_seconds, stop, on_drain=drain, stop=shutdown)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -67,6 +67,13 @@ class Ingestor:
         reason[mine] = self.state.apply(batch.take(mine))
         return reason
 
+    async def settle(self) -> None:
+        """Read-your-writes at the end of an Ingest call (gRPC or framed stream): returns once
+        the windows and sequence numbers it changed are in the store and every watching gateway
+        holds its windows."""
+        await self.publisher.flush(touched=True)
+        await self.feed.settled()
+
     def apply(self, request: pb.IngestRequest) -> np.ndarray:
         """Counts per reason (index into REASONS) for this message."""
         return self.apply_many([request], now_us())
@@ -109,6 +116,13 @@ class Ingestor:
         return counts
 
 
+def summary(counts: np.ndarray, messages: int) -> pb.IngestSummary:
+    """An Ingest call's answer: counts per reason (index into REASONS) over its messages."""
+    return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
+                            rejected_by_reason={REASONS[i]: int(counts[i])
+                                                for i in np.flatnonzero(counts[1:]) + 1})
+
+
 class FeaturesServicer(pb_grpc.FeaturesServicer):
     def __init__(self, state: OnlineState, store: FeatureStore, ingestor: Ingestor,
                  tracer: trace.Tracer, from_memory: bool = True, vwap: Vwap | None = None) -> None:
@@ -120,13 +134,8 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> pb.IngestSummary:
         counts, messages = await self.batcher.consume(request_iterator)
-        # read-your-writes: when the stream ends its windows and sequence numbers are in the
-        # store, and every watching gateway holds its windows
-        await self.ingestor.publisher.flush(touched=True)
-        await self.ingestor.feed.settled()
-        return pb.IngestSummary(accepted=int(counts[0]), rejected=int(counts[1:].sum()), messages=messages,
-                                rejected_by_reason={REASONS[i]: int(counts[i])
-                                                    for i in np.flatnonzero(counts[1:]) + 1})
+        await self.ingestor.settle()
+        return summary(counts, messages)
 
     def _stock_ids(self, ids: list[int], method: str) -> np.ndarray:
         idx = np.asarray(ids, np.int64)

@@ -12,6 +12,13 @@ from rtvol.config import ServiceSettings
 class FeatureSettings(ServiceSettings):
     port: int = 50052
     """gRPC port (Ingest, GetFeatures, GetVwap, Universe); 0 picks a free one."""
+    stream_port: int = 0
+    """Framed Ingest stream port (feeders: frames of a length and a serialized IngestRequest, far
+    cheaper a message than gRPC; rtvol/ingest_frames.py); TLS and API keys as the gRPC port; 0: off."""
+    stream_max_connections: int = 16
+    """Framed Ingest connections open at once; one more is answered an ERROR frame and closed."""
+    stream_max_frame_bytes: int = 16 << 20
+    """Largest framed Ingest frame; a longer one is answered an ERROR frame and the connection closed."""
     metrics_port: int = 9102
     """Prometheus /metrics port; 0: none."""
     redis_url: str = ""

@@ -9,7 +9,7 @@ with its log tail. A process keeps its port across ``kill``/``restart``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -76,11 +76,11 @@ def sidecar(log_dir: Path, repo: Path, *extra: str, port: int | None = None) -> 
                 log_dir / "sidecar.log", grpc_ready(target)), target
 
 
-def upstreams(log_dir: Path, redis_url: str, repo: Path, stocks: int, started: list[Proc]
-              ) -> tuple[str, str]:
+def upstreams(log_dir: Path, redis_url: str, repo: Path, stocks: int, started: list[Proc],
+              feature_extra: Sequence[str] = ()) -> tuple[str, str]:
     """A feature service and a model sidecar for a gateway, each added to ``started`` as it
     comes up (for ``stop_all``): (feature target, model target)."""
-    feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH)
+    feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH, *feature_extra)
     started.append(feature)
     model, model_url = sidecar(log_dir, repo)
     started.append(model)
@@ -106,19 +106,22 @@ def grpc_channels(target: str, n: int) -> Iterator[list[grpc.Channel]]:
 
 @contextlib.contextmanager
 def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str,
-                   model_url: str = "") -> Iterator[tuple[str, str, str, Proc]]:
+                   model_url: str = "", feature_extra: Sequence[str] = ()
+                   ) -> Iterator[tuple[str, str, str, Proc]]:
     """Feature service, sidecar and a gateway following the feature service's Watch stream,
     with budgets generous for a busy machine (the tests check answers, not budgets). Yields
     (feature service target, gateway base URL, gateway gRPC target, gateway process); every process
     is stopped at the end, even when another fails to stop, and a non-zero exit fails the test.
-    ``model_url``: a model server the caller runs (e.g. tritonserver) instead of our sidecar."""
+    ``model_url``: a model server the caller runs (e.g. tritonserver) instead of our sidecar;
+    ``feature_extra``: more feature service flags."""
     started: list[Proc] = []
     try:
         if model_url:
-            feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH)
+            feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH,
+                                                   *feature_extra)
             started.append(feature)
         else:
-            feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started)
+            feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started, feature_extra)
         gw, base, grpc_target = gateway(
             log_dir, repo, "--redis-url", redis_url, "--model-url", model_url, "--feature-url", feature_url,
             "--stocks", str(stocks), *BUSY_MACHINE_BUDGETS, *gateway_extra)

@@ -39,5 +39,5 @@ def test_a_gpu_host_is_held_to_2_ms_and_a_batched_feed_has_no_ingest_row() -> No
 def test_single_updates_over_several_feature_replicas_are_not_the_one_stream_target() -> None:
     (row,) = [r for r in verdicts([_report(1, 4.0, 100, 100, 30_000, streams=2)], gpu=False)
               if "Ingest" in r["target"]]
-    assert row["target"] == "single-update Ingest messages/s on 2 streams"
+    assert row["target"] == "single-update Ingest messages/s on 2 streams (grpc)"
     assert row["met"] and not row["at_target_load"]  # the target's load is one stream
