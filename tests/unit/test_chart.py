@@ -359,6 +359,19 @@ def test_network_policies_fence_the_model_and_redis() -> None:
     assert model_grpc == [[_component_peer("gateway")]]
 
 
+def test_the_framed_ingest_stream_is_open_to_feeders_only() -> None:
+    docs = manifests(profile_values("default"))
+    feature = container(find(docs, "Deployment", "feature"), "feature")
+    assert env(feature)["RTVOL_STREAM_PORT"] == "50053"
+    assert {"name": "stream", "containerPort": 50053, "protocol": "TCP"} in feature["ports"]
+    service = find(docs, "Service", "feature")
+    stream = {"name": "stream", "port": 50053, "targetPort": "stream", "protocol": "TCP"}
+    assert stream in service["spec"]["ports"]
+    feeders = [{"podSelector": {"matchLabels": {"rtvol.io/role": "feeder"}}}]
+    assert [peers for port, peers in ingress(docs, "feature") if port == 50053] == [feeders]
+    assert 50053 not in {port for port, _ in _egress(docs, "gateway")}  # the gateway calls gRPC only
+
+
 def _egress(docs: list[Doc], component: str) -> list[tuple[int, str, list[Doc]]]:
     """(port, protocol, peers) for every destination a component's NetworkPolicy lets it reach."""
     policy = find(docs, "NetworkPolicy", component)
