@@ -169,8 +169,14 @@ class _Connection(asyncio.Protocol):
             self.messages += len(batch)
 
     async def _end(self) -> None:
-        await self.owner.ingestor.settle()
         assert self.transport is not None
+        try:
+            await self.owner.ingestor.settle()
+        except Exception as e:  # the store or a watcher failed: no summary can promise read-your-writes
+            log.exception("framed ingest: settling an END failed")
+            self.fail(FrameError(f"service: the updates were applied but not settled ({type(e).__name__})",
+                                 "settle"))
+            return
         if self.transport.is_closing():
             return
         answer = summary(self.counts, self.messages)
