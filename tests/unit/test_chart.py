@@ -214,7 +214,8 @@ def test_one_feature_replica_is_a_deployment_several_a_statefulset_owning_stocks
     assert "RTVOL_REPLICA" not in env(container(sts, "feature"))
     headless = next(d for d in kinds(docs, "Service") if d["metadata"]["name"] == sts["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
-    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]  # metrics: scraped once, elsewhere
+    # the Ingest ports (gRPC, the framed stream) per pod; metrics: scraped once, elsewhere
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc", "stream"]
     assert headless["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     assert not [d for d in kinds(docs, "HorizontalPodAutoscaler")
                 if d["metadata"]["labels"]["app.kubernetes.io/component"] == "feature"]
