@@ -370,7 +370,7 @@ def test_the_framed_ingest_stream_is_open_to_feeders_only() -> None:
     assert stream in service["spec"]["ports"]
     feeders = [{"podSelector": {"matchLabels": {"rtvol.io/role": "feeder"}}}]
     assert [peers for port, peers in ingress(docs, "feature") if port == 50053] == [feeders]
-    assert 50053 not in {port for port, _ in _egress(docs, "gateway")}  # the gateway calls gRPC only
+    assert 50053 not in {port for port, _, _ in _egress(docs, "gateway")}  # the gateway calls gRPC only
 
 
 def _egress(docs: list[Doc], component: str) -> list[tuple[int, str, list[Doc]]]:
