@@ -78,7 +78,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
                       s.model_latency_budget_per_window_us / 1e6, judge_wall=s.model_budget_judges == "wall",
                       probe_windows=s.breaker_probe_windows)
-        fanin = Coalescer(tier1.batch, s.max_batch, s.fanin_max_inflight)
+        # the pipeline's batches go out through the fan-in too: a lower limit would queue them there
+        fanin = Coalescer(tier1.batch, s.max_batch, max(s.fanin_max_inflight, s.pipeline_inflight))
         # a channel of its own: shadow calls never queue behind (or ahead of) served ones
         shadow_client = SidecarClient(s.model_url, s.model_name, 1, client_tls, api_key)
         shadow = Shadow(shadow_client, s.shadow_max_batch, s.shadow_timeout_ms / 1000, s.shadow_queue,
@@ -109,7 +110,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         if layout:  # a worker: infers its shard, shares those signals with the other workers
             shared = shards.Shards(layout, SignalTable(layout.table_fd, s.stocks), predictor.memory, hub)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
-                            share=shared.publish if shared else None)
+                            share=shared.publish if shared else None, inflight=s.pipeline_inflight)
     readiness = Readiness(tier1, watches)
 
     # a worker shares both ports with the others (services/gateway/workers.py)

@@ -38,6 +38,9 @@ class WindowMemory:
         self.end_step = np.zeros(stocks, np.int64)  # global step the window ends before (0: unknown)
         self.held_us = np.zeros(stocks, np.int64)  # when this gateway got the window
         self.dirty = np.zeros(stocks, bool)  # a window newer than its signal, in no batch yet
+        # in a pipeline batch whose call has not settled: not taken again until it has, so a
+        # stock is never in two calls at once (its signals settle in window-version order)
+        self.busy = np.zeros(stocks, bool)
         # monotonic time until which the Watch stream of the stock's feature replica vouches for
         # its held window (its lease; 0 while no stream delivers): past it a held window may be
         # stale (the replica applies updates no one pushes here) and Predict reads the store
@@ -77,17 +80,26 @@ class WindowMemory:
         return len(idx)
 
     def take(self, limit: int) -> np.ndarray:
-        """Up to ``limit`` dirty stocks, now part of a batch."""
-        idx = np.flatnonzero(self.dirty)[:limit]
+        """Up to ``limit`` dirty stocks in no unsettled batch, now part of a batch (busy until
+        ``release``)."""
+        idx = np.flatnonzero(self.dirty & ~self.busy)[:limit]
         self.dirty[idx] = False
+        self.busy[idx] = True
         return idx
+
+    def release(self, idx: np.ndarray) -> None:
+        """The batch of ``idx`` settled: those of them that got a newer window meanwhile may
+        leave in the next batch."""
+        self.busy[idx] = False
+        if self.dirty[idx].any():
+            self.wake.set()
 
     def redo(self, limit: int) -> int:
         """Up to ``limit`` stocks whose current signal came from a fallback tier become dirty
         again (to be inferred anew once tier 1 is back); returns how many."""
         idx = [sid for sid, sig in enumerate(self.signals)
                if sig is not None and sig.tier > 1 and self.mine[sid] and not self.dirty[sid]
-               and sig.window_version >= self.version[sid]][:limit]
+               and not self.busy[sid] and sig.window_version >= self.version[sid]][:limit]
         self.dirty[idx] = True
         return len(idx)
 

@@ -1,12 +1,18 @@
 """The gateway's half of the tick-to-signal pipeline: infer the stocks whose windows changed,
-ONE batch per wake-up through the breaker and tiers (tier 1 sidecar, tier 2 ONNX Runtime
-when it is down or slow), keep each signal in memory and push it to Subscribe clients.
+in batches through the breaker and tiers (tier 1 sidecar, tier 2 ONNX Runtime when it is
+down or slow), keep each signal in memory and push it to Subscribe clients.
 
-No timer on the signal path: the loop wakes when the Watch stream holds a newer window;
-windows that arrive while a batch is being inferred leave together in the next one, so batches
-grow with load. Only when nothing arrives for ``redo_s`` does it look back: signals a fallback
-tier computed (the sidecar was down) are inferred anew once the sidecar's breaker lets a call
-through again, so tier 1 resumes without waiting for each stock's next window.
+No timer on the signal path: the loop wakes when the Watch stream holds a newer window and
+takes the dirty stocks into a batch while fewer than ``inflight`` batches are out; windows
+that arrive while that many are out leave together when one settles, so batches grow with
+load. Several batches out at once let a window that arrives during a call leave at once
+instead of waiting for the whole call (the sidecar batches concurrent calls itself). A stock
+is in at most one unsettled batch (``WindowMemory.busy``): a newer window of a stock in
+flight waits for the batch after its call settles, so per stock the signals settle, are
+shared, pushed and written in window-version order, and no version is inferred twice.
+Only when nothing arrives for ``redo_s`` does it look back: signals a fallback tier computed
+(the sidecar was down) are inferred anew once the sidecar's breaker lets a call through
+again, so tier 1 resumes without waiting for each stock's next window.
 
 With gateway workers it infers only this worker's shard and ``share`` hands each batch's
 signals to the others (services/gateway/shards.py) before they go to Redis.
@@ -39,14 +45,25 @@ HOP_SECONDS = [metrics.PIPELINE_HOP.labels(h) for h in HOPS]
 class Pipeline:
     def __init__(self, memory: WindowMemory, predictor: Predictor, cache: SignalCache, hub: Hub,
                  max_batch: int, deadline_s: float, redo_s: float = 1.0,
-                 share: Callable[[list[Signal]], None] | None = None) -> None:
+                 share: Callable[[list[Signal]], None] | None = None, inflight: int = 1) -> None:
         self.memory, self.predictor, self.cache, self.hub, self.share = memory, predictor, cache, hub, share
         self.max_batch, self.deadline_s, self.redo_s = max_batch, deadline_s, redo_s
+        self.inflight = max(1, inflight)  # batches out at once
         self._task, self._writer = BackgroundTask(), BackgroundTask()
+        self._batches: set[asyncio.Task[None]] = set()  # out now (held until done: a stop cancels them)
+        self._out = 0  # of them, not settled yet (a done callback would come a loop turn late)
         self._unwritten: dict[int, Signal] = {}  # per stock, the newest signal the shared hash lacks
         self._write = asyncio.Event()
 
     async def step(self, idx: np.ndarray) -> None:
+        """Infer and publish the batch ``idx`` (taken from memory); its stocks are free to be
+        taken again once it has ended, whatever the outcome."""
+        try:
+            await self._step(idx)
+        finally:
+            self.memory.release(idx)
+
+    async def _step(self, idx: np.ndarray) -> None:
         mem = self.memory
         formed = now_us()
         held_us, received_us, feature_hops = mem.held_us[idx], mem.received_us[idx], mem.feature_hops_us[idx]
@@ -73,7 +90,10 @@ class Pipeline:
             if n := sum(s.tier == tier for s in signals):
                 metrics.PIPELINE_SIGNALS.labels(str(tier)).inc(n)
         self.cache.put_local(signals)
-        self._unwritten.update((s.stock_id, s) for s in signals)
+        for sig in signals:  # a stock is in one batch at a time: this holds only if that changed
+            unwritten = self._unwritten.get(sig.stock_id)
+            if unwritten is None or sig.window_version >= unwritten.window_version:
+                self._unwritten[sig.stock_id] = sig
         self._write.set()  # the shared hash (what another replica reads) beside the next batch
 
     async def _write_forever(self) -> None:
@@ -103,11 +123,20 @@ class Pipeline:
             except TimeoutError:
                 self._redo_fallbacks()
             self.memory.wake.clear()
-            while len(idx := self.memory.take(self.max_batch)):
-                try:
-                    await self.step(idx)
-                except Exception:  # keep pushing; a Predict for these stocks computes them itself
-                    log.exception("pipeline batch of %d stocks failed", len(idx))
+            while self._out < self.inflight and len(idx := self.memory.take(self.max_batch)):
+                self._out += 1
+                task = asyncio.create_task(self._settle(idx))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+
+    async def _settle(self, idx: np.ndarray) -> None:
+        try:
+            await self.step(idx)
+        except Exception:  # keep pushing; a Predict for these stocks computes them itself
+            log.exception("pipeline batch of %d stocks failed", len(idx))
+        finally:
+            self._out -= 1
+            self.memory.wake.set()  # a batch may leave now: windows waited for this one to settle
 
     def start(self) -> None:
         self._task.start(self._run())
@@ -115,6 +144,11 @@ class Pipeline:
 
     async def stop(self) -> None:
         await self._task.stop()
+        batches = list(self._batches)
+        for task in batches:
+            task.cancel()
+        if batches:
+            await asyncio.wait(batches, timeout=1.0)
         await self._writer.stop()
         if self._unwritten:  # what a restarted worker or another replica reads next
             await self.cache.put(list(self._unwritten.values()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import NonNegativeInt, field_validator, model_validator
+from pydantic import NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from rtvol import sharding
 from rtvol.config import ServiceSettings
@@ -97,7 +97,12 @@ class GatewaySettings(ServiceSettings):
     model_streams: int = 2
     """Long-lived ModelStreamInfer streams (spread over sidecar replicas)."""
     fanin_max_inflight: int = 1
-    """Tier-1 batches out at once; requests arriving meanwhile share the next."""
+    """Tier-1 batches out at once; requests arriving meanwhile share the next (at least
+    pipeline_inflight: the pipeline's batches go through the same fan-in)."""
+    pipeline_inflight: PositiveInt = 2
+    """Tick-to-signal pipeline batches out at once per worker: a window that arrives during a
+    tier-1 call leaves in a call of its own instead of waiting for that one (a stock waits for
+    its own batch to settle: its signals stay in window-version order)."""
     max_batch: int = 1024
     """The sidecar's max_batch_size."""
     store_timeout_ms: float = 20.0

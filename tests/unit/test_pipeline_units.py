@@ -107,11 +107,14 @@ def test_memory_keeps_newer_windows_and_knows_which_signals_are_current() -> Non
 def test_fallback_signals_are_taken_again_so_tier_1_resumes_without_new_windows() -> None:
     mem = WindowMemory(4)
     mem.hold(_batch([0, 1, 2], [3, 3, 3]))
-    mem.take(10)
+    mem.release(mem.take(10))
     mem.settle([Signal(0, rv=1.0, tier=1, window_version=3), Signal(1, rv=1.0, tier=2, window_version=3),
                 Signal(2, rv=1.0, tier=2, window_version=3)])
-    assert mem.redo(1) == 1 and mem.take(10).tolist() == [1]  # bounded by the limit
-    assert mem.redo(10) == 2 and mem.take(10).tolist() == [1, 2]  # tier 1's stays as it is
+    out = mem.take(10) if mem.redo(1) == 1 else None
+    assert out is not None and out.tolist() == [1]  # bounded by the limit
+    assert mem.redo(10) == 1 and mem.take(10).tolist() == [2]  # 1 is in a batch out: not twice
+    mem.release(out)
+    assert mem.redo(10) == 1 and mem.take(10).tolist() == [1]  # tier 1's stays as it is
     mem.settle([Signal(1, rv=1.0, tier=1, window_version=3), Signal(2, rv=1.0, tier=1, window_version=3)])
     assert mem.redo(10) == 0
 
@@ -120,7 +123,8 @@ def test_a_worker_holds_every_window_but_infers_only_its_shard() -> None:
     async def run() -> None:
         mem = WindowMemory(4, mine=np.array([True, False, True, False]))
         assert mem.hold(_batch([0, 1, 2, 3], [1, 1, 1, 1])) == 4  # every window held (read-your-writes)
-        assert mem.take(10).tolist() == [0, 2]
+        mem.release(taken := mem.take(10))
+        assert taken.tolist() == [0, 2]
         mem.settle([Signal(sid, 0.1, None, None, "m", "1", 2, window_version=1) for sid in range(4)])
         assert mem.redo(10) == 2 and mem.take(10).tolist() == [0, 2]  # fallback signals of its shard only
 
