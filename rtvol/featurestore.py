@@ -3,9 +3,13 @@
 Encoding (pinned by tests/unit/test_store_encoding.py; change FORMAT_VERSION if you change it):
 * key ``rtvol:fw:{spec_hash}:{stock_id}`` — one plain key per stock, so Redis Cluster spreads
   stocks over slots (no hash tag); a new feature spec never reads an old spec's windows;
-* value = HEADER (little-endian: magic ``RTVW``, format version u16, steps u16, features
-  u16, reserved u16, sequence i64, event time µs i64, written at µs i64 (wall clock)) + the
-  window as ``steps x features`` little-endian float32, oldest step first;
+* value = HEADER (little-endian: magic ``RTVW``, format version u16 (2), steps u16, features
+  u16, reserved u16, sequence i64, event time µs i64, written at µs i64 (wall clock), window
+  version i64 (steps closed: what a signal computed from it carries), received at µs i64 (the
+  feature service's receipt of the update that last changed it; 0: not known)) + the window
+  as ``steps x features`` little-endian float32, oldest step first. A format-1 value (the
+  header without the last two fields) is still read, as window version 0, so gateways can be
+  upgraded before the feature service that writes format 2;
 * change stream ``rtvol:fw:{spec_hash}:changes``: one entry per written batch, field ``ids``
   = the stock ids as little-endian int32, trimmed to about ``stream_maxlen`` entries;
 * online checkpoints ``rtvol:fs:{spec_hash}``: a hash, field = the stock id as decimal text,
@@ -47,8 +51,10 @@ if TYPE_CHECKING:
     from rtvol.redis_mget import Reply
 
 MAGIC, VOL_MAGIC = b"RTVW", b"RTVV"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sHHHHqqq")
+FORMAT_VERSION = 2  # of the window values
+VOL_FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sHHHHqqqqq")
+V1_HEADER_BYTES = struct.calcsize("<4sHHHHqqq")  # format 1: no window version, no receipt
 VOL_HEADER = struct.Struct("<4sHHqi")
 WINDOW_BYTES = STEPS * N_FEATURES * 4
 
@@ -73,12 +79,14 @@ def vol_key(spec_hash: str) -> bytes:
     return f"rtvol:vol:{spec_hash}".encode()
 
 
-def encode_window(window: np.ndarray, sequence: int, event_time_us: int, written_us: int) -> bytes:
+def encode_window(window: np.ndarray, sequence: int, event_time_us: int, written_us: int,
+                  version: int = 0, received_us: int = 0) -> bytes:
     payload = np.ascontiguousarray(window, "<f4")
     if payload.shape != (STEPS, N_FEATURES):
         raise ValueError(f"window shape {payload.shape}, expected ({STEPS}, {N_FEATURES})")
-    return HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, int(sequence),
-                       int(event_time_us), int(written_us)) + payload.tobytes()
+    head = HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, int(sequence), int(event_time_us),
+                       int(written_us), int(version), int(received_us))
+    return head + payload.tobytes()
 
 
 @dataclass
@@ -90,16 +98,18 @@ class Windows:
     sequence: np.ndarray  # int64
     event_time_us: np.ndarray  # int64
     written_us: np.ndarray  # int64
+    version: np.ndarray  # int64: steps closed in the window (0: not known)
+    received_us: np.ndarray  # int64: receipt of the update that last changed it (0: not known)
 
     def age_ms(self, at_us: int | None = None) -> np.ndarray:
         return ((at_us or now_us()) - self.written_us) / 1000.0
 
 
-HEADER_RECORD = np.dtype([("magic", "S4"), ("version", "<u2"), ("steps", "<u2"), ("features", "<u2"),
+HEADER_RECORD = np.dtype([("magic", "S4"), ("format", "<u2"), ("steps", "<u2"), ("features", "<u2"),
                           ("reserved", "<u2"), ("sequence", "<i8"), ("event_time_us", "<i8"),
-                          ("written_us", "<i8")])
+                          ("written_us", "<i8"), ("version", "<i8"), ("received_us", "<i8")])
 assert HEADER_RECORD.itemsize == HEADER.size
-_HEAD_BYTES = HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, 0, 0, 0)  # sequence and times zero
+_HEAD_BYTES = HEADER.pack(MAGIC, FORMAT_VERSION, STEPS, N_FEATURES, 0, 0, 0, 0, 0, 0)  # the rest zero
 _HEAD_TEMPLATE = np.frombuffer(_HEAD_BYTES, HEADER_RECORD)[0]
 
 
@@ -108,8 +118,9 @@ VALUE_RECORD = np.dtype([("head", HEADER_RECORD), ("window", "<f4", (STEPS, N_FE
 
 
 def decode_windows(values: Sequence[bytes | memoryview | None]) -> Windows:
-    """Decode a whole MGET reply at once: one join + one frombuffer, no per-value Python work."""
-    present = [v for v in values if v is not None]
+    """Decode a whole MGET reply at once: one join + one frombuffer, no per-value Python work
+    (but for a format-1 value, brought to format 2 first)."""
+    present = [v if len(v) != _V1_VALUE_BYTES else _from_v1(v) for v in values if v is not None]
     if any(len(v) != VALUE_RECORD.itemsize for v in present):
         raise ValueError("feature store value: unknown encoding (wrong length)")
     found = np.fromiter((v is not None for v in values), bool, len(values))
@@ -123,6 +134,20 @@ def decode_reply(reply: Reply) -> Windows:
     if rec is None:
         return decode_windows(reply.values())
     return windows_from_records(rec, np.ones(len(rec), bool))
+
+
+_V1_VALUE_BYTES = V1_HEADER_BYTES + WINDOW_BYTES
+_V1_PREFIX = struct.pack("<4sHHH", MAGIC, 1, STEPS, N_FEATURES)
+
+
+def _from_v1(value: bytes | memoryview) -> bytes:
+    """A format-1 value as format 2, window version and receipt 0 (not known); any other value
+    of that length is left to fail the format check."""
+    raw = bytes(value)
+    if not raw.startswith(_V1_PREFIX):
+        return raw
+    prefix = struct.pack("<4sHHH", MAGIC, FORMAT_VERSION, STEPS, N_FEATURES)
+    return prefix + raw[len(prefix):V1_HEADER_BYTES] + bytes(16) + raw[V1_HEADER_BYTES:]
 
 
 # magic, version, steps and features of a stored value as one 10-byte field: a whole reply's
@@ -140,15 +165,17 @@ def windows_from_records(rec: np.ndarray, found: np.ndarray) -> Windows:
         raise ValueError("feature store value: unknown encoding (magic, version or shape)")
     head, n = rec["head"], len(found)
     if len(rec) == n:  # every stock found: nothing zero-filled to allocate (and fault in) first
-        return Windows(np.array(rec["window"], order="C"), found, head["sequence"].astype(np.int64),
-                       head["event_time_us"].astype(np.int64), head["written_us"].astype(np.int64))
-    out = Windows(np.zeros((n, STEPS, N_FEATURES), np.float32), found, np.zeros(n, np.int64),
-                  np.zeros(n, np.int64), np.zeros(n, np.int64))
+        return Windows(np.array(rec["window"], order="C"), found,
+                       *(head[name].astype(np.int64) for name in _STAMPS))
+    out = Windows(np.zeros((n, STEPS, N_FEATURES), np.float32), found,
+                  *(np.zeros(n, np.int64) for _ in _STAMPS))
     out.windows[found] = rec["window"]
-    out.sequence[found] = head["sequence"]
-    out.event_time_us[found] = head["event_time_us"]
-    out.written_us[found] = head["written_us"]
+    for name in _STAMPS:
+        getattr(out, name)[found] = head[name]
     return out
+
+
+_STAMPS = ("sequence", "event_time_us", "written_us", "version", "received_us")  # Windows' order
 
 
 @dataclass
@@ -163,13 +190,13 @@ class VolEstimate:
 
 def encode_vol(v: VolEstimate) -> bytes:
     ids = np.ascontiguousarray(v.stock_ids, "<i4")
-    return (VOL_HEADER.pack(VOL_MAGIC, FORMAT_VERSION, 0, int(v.computed_us), len(ids))
+    return (VOL_HEADER.pack(VOL_MAGIC, VOL_FORMAT_VERSION, 0, int(v.computed_us), len(ids))
             + ids.tobytes() + np.ascontiguousarray(v.vol, "<f4").tobytes())
 
 
 def decode_vol(value: bytes) -> VolEstimate:
     magic, version, _, computed, n = VOL_HEADER.unpack_from(value)
-    if magic != VOL_MAGIC or version != FORMAT_VERSION:
+    if magic != VOL_MAGIC or version != VOL_FORMAT_VERSION:
         raise ValueError(f"volatility estimate: unknown encoding {magic!r} v{version}")
     ids = np.frombuffer(value, "<i4", n, VOL_HEADER.size)
     return VolEstimate(ids, np.frombuffer(value, "<f4", n, VOL_HEADER.size + 4 * n), computed)
@@ -198,8 +225,10 @@ class FeatureStore(Protocol):
     spec_hash: str
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
-        """``checkpoints``: one fixed-size record per stock, stored before its window."""
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None,
+                    stamps: Stamps | None = None) -> None:
+        """``checkpoints``: one fixed-size record per stock, stored before its window;
+        ``stamps``: each window's version and receipt (None: not known, stored as 0)."""
 
     async def read(self, stock_ids: np.ndarray) -> Windows: ...
 
@@ -215,17 +244,29 @@ class FeatureStore(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Stamps:
+    """Per window of a write: its version (steps closed) and the receipt of the update that
+    last changed it, what a signal computed from the stored window carries."""
+
+    version: np.ndarray
+    received_us: np.ndarray
+
+    def rows(self, rows: Any) -> Stamps:
+        return Stamps(self.version[rows], self.received_us[rows])
+
+
 def encode_values(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
-                  written_us: int) -> bytes:
+                  written_us: int, stamps: Stamps | None = None) -> bytes:
     """The stored values of a batch, back to back (each ``VALUE_RECORD.itemsize`` bytes, as
     ``encode_window`` would make them), built by numpy in one go."""
     rec = np.empty(len(windows), VALUE_RECORD)
-    _fill_values(rec, windows, sequence, event_time_us, written_us)
+    _fill_values(rec, windows, sequence, event_time_us, written_us, stamps)
     return rec.tobytes()
 
 
 def _fill_values(rec: np.ndarray, windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
-                 written_us: int) -> None:
+                 written_us: int, stamps: Stamps | None) -> None:
     """Fill ``rec`` (VALUE_RECORDs, possibly a strided view into a RESP buffer)."""
     if windows.shape[1:] != (STEPS, N_FEATURES):
         raise ValueError(f"window shape {windows.shape[1:]}, expected ({STEPS}, {N_FEATURES})")
@@ -234,12 +275,16 @@ def _fill_values(rec: np.ndarray, windows: np.ndarray, sequence: np.ndarray, eve
     head["sequence"] = sequence
     head["event_time_us"] = event_time_us
     head["written_us"] = written_us
+    if stamps is not None:
+        head["version"] = stamps.version
+        head["received_us"] = stamps.received_us
     rec["window"] = windows
 
 
 def _encode_batch(windows: np.ndarray, sequence: np.ndarray, event_time_us: np.ndarray,
-                  written_us: int) -> list[bytes]:
-    values, size = encode_values(windows, sequence, event_time_us, written_us), VALUE_RECORD.itemsize
+                  written_us: int, stamps: Stamps | None) -> list[bytes]:
+    values = encode_values(windows, sequence, event_time_us, written_us, stamps)
+    size = VALUE_RECORD.itemsize
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
@@ -305,7 +350,7 @@ class RedisStore:
         return b"*5\r\n$3\r\nSET\r\n" + bulk(self._key(stock_id)) + b"$%d\r\n" % VALUE_RECORD.itemsize
 
     def _frame_write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                     event_time_us: np.ndarray, checkpoints: np.ndarray | None) -> int:
+                     event_time_us: np.ndarray, checkpoints: np.ndarray | None, stamps: Stamps | None) -> int:
         """Put the write into ``self._frames`` as RESP; returns its number of commands: those
         redis-py's pipeline sends (``write``), framed per run of stocks by numpy."""
         frames, ids = self._frames, stock_ids.tolist()
@@ -321,7 +366,8 @@ class RedisStore:
         written_us = now_us()
         for rows, values in frames.rows(_cached(self._set_heads, ids, self._set_head), VALUE_RECORD,
                                         self._set_tail):
-            _fill_values(values, windows[rows], sequence[rows], event_time_us[rows], written_us)
+            _fill_values(values, windows[rows], sequence[rows], event_time_us[rows], written_us,
+                         None if stamps is None else stamps.rows(rows))
         frames.raw(self._xadd_head + bulk(encode_ids(stock_ids)))
         return len(ids) + 1 + (2 if checkpoints is not None else 0)
 
@@ -330,15 +376,16 @@ class RedisStore:
         return cls(redis_client(url, cluster), spec_hash, **kw)
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None,
+                    stamps: Stamps | None = None) -> None:
         if len(stock_ids) == 0:
             return
         if self.writer is not None:
             async with self._write_lock:
-                replies = self._frame_write(stock_ids, windows, sequence, event_time_us, checkpoints)
+                replies = self._frame_write(stock_ids, windows, sequence, event_time_us, checkpoints, stamps)
                 await self.writer.execute(self._frames.view(), replies)
             return
-        values = _encode_batch(windows, sequence, event_time_us, now_us())
+        values = _encode_batch(windows, sequence, event_time_us, now_us(), stamps)
         pipe = self.client.pipeline(transaction=False)
         if checkpoints is not None:  # first: a stored window never runs ahead of its checkpoint
             pipe.hset(checkpoint_key(self.spec_hash), mapping=dict(zip(
@@ -401,11 +448,12 @@ class InProcessStore:
         return item[0]
 
     async def write(self, stock_ids: np.ndarray, windows: np.ndarray, sequence: np.ndarray,
-                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None) -> None:
+                    event_time_us: np.ndarray, checkpoints: np.ndarray | None = None,
+                    stamps: Stamps | None = None) -> None:
         if len(stock_ids) == 0:
             return
         expires = time.monotonic() + self.ttl_s
-        values = _encode_batch(windows, sequence, event_time_us, now_us())
+        values = _encode_batch(windows, sequence, event_time_us, now_us(), stamps)
         if checkpoints is not None:
             self.checkpoints.update(zip(stock_ids.tolist(), (c.tobytes() for c in checkpoints), strict=True))
         for sid, value in zip(stock_ids.tolist(), values, strict=True):

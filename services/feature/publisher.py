@@ -23,7 +23,7 @@ import numpy as np
 
 from rtvol.features import online_checkpoint
 from rtvol.features.online import OnlineState
-from rtvol.featurestore import FeatureStore, Windows, now_us
+from rtvol.featurestore import FeatureStore, Stamps, Windows, now_us
 from rtvol.services.feature import metrics
 from rtvol.tasks import BackgroundTask
 
@@ -37,14 +37,18 @@ class Publisher:
         self.touched = np.zeros(state.n_stocks, bool)  # state moved, window unchanged
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each window's last change
         self.stored_us = np.zeros(state.n_stocks, np.int64)  # wall clock of each stock's last write
+        # receipt of the update that last changed each window (stored with it: a signal computed
+        # from the stored window carries it, as one computed from the pushed window does)
+        self.received_us = np.zeros(state.n_stocks, np.int64)
         self.dirty_since: float | None = None
         self._wake = asyncio.Event()
         self._task = BackgroundTask()
         self._lock = asyncio.Lock()
 
-    def mark(self, idx: np.ndarray) -> None:
+    def mark(self, idx: np.ndarray, received_us: int = 0) -> None:
         if len(idx):
             self.dirty[idx] = True
+            self.received_us[idx] = received_us
             self.changed_us[idx] = now_us()
             self.dirty_since = self.dirty_since or time.monotonic()
             self._wake.set()
@@ -65,7 +69,8 @@ class Publisher:
         event_us = np.round(np.where(found, s.time[idx], 0.0) * 1e6).astype(np.int64)
         windows[~found] = 0.0
         return Windows(windows, found, np.where(found, s.seq[idx], 0), event_us,
-                       np.where(found, self.changed_us[idx], 0))
+                       np.where(found, self.changed_us[idx], 0), np.where(found, s.closed[idx], 0),
+                       np.where(found, self.received_us[idx], 0))
 
     async def flush(self, touched: bool = False) -> int:
         """Write every dirty window now (and every touched one if ``touched``); returns how many."""
@@ -85,11 +90,12 @@ class Publisher:
                           idx[~finite][:10].tolist())
                 idx, windows = idx[finite], windows[finite]
             seq = s.seq[idx].copy()
+            stamps = Stamps(s.closed[idx].copy(), self.received_us[idx].copy())
             event_us = np.nan_to_num(np.round(s.time[idx] * 1e6)).astype(np.int64)
             checkpoints = online_checkpoint.export(s, idx, windows)
             started = time.perf_counter()
             try:
-                await self.store.write(idx, windows, seq, event_us, checkpoints)
+                await self.store.write(idx, windows, seq, event_us, checkpoints, stamps)
             except Exception:
                 self.dirty[idx] = True  # retried on the next flush; serving goes on
                 log.exception("feature store write failed (%d windows)", len(idx))

@@ -36,6 +36,7 @@ async def recover(state: OnlineState, store: FeatureStore, publisher: Publisher,
         online_checkpoint.adopt_windows(state, idx[ahead], stored.windows[ahead], stored.sequence[ahead],
                                         stored.event_time_us[ahead] / 1e6)
         publisher.changed_us[idx[stored.found]] = stored.written_us[stored.found]
+        publisher.received_us[idx[stored.found]] = stored.received_us[stored.found]
         metrics.RECOVERED.labels("checkpoint").inc(int(found.sum()))
         metrics.RECOVERED.labels("window").inc(int(ahead.sum()))
         restored += int((found | ahead).sum())

@@ -55,7 +55,7 @@ class Ingestor:
         # writes it on the loop turn before the store's flush (windows copied, checkpoints
         # exported, a Redis write encoded), which no signal waits for
         self.feed.mark(idx, received_us)
-        self.publisher.mark(idx)
+        self.publisher.mark(idx, received_us)
 
     def _apply(self, batch: UpdateBatch) -> np.ndarray:
         """Reasons of ``batch``'s updates; another replica's stocks are not_owned."""

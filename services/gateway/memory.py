@@ -107,7 +107,7 @@ class WindowMemory:
         """The held windows of ``idx`` (a copy), written at the feature service's receipt."""
         written = np.where(self.received_us[idx] > 0, self.received_us[idx], self.held_us[idx])
         return Windows(self.windows[idx], np.ones(len(idx), bool), self.sequence[idx],
-                       self.event_time_us[idx], written)
+                       self.event_time_us[idx], written, self.version[idx], self.received_us[idx])
 
     def holds(self, sid: int) -> bool:
         if not self.version[sid]:

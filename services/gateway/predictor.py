@@ -122,19 +122,18 @@ class Predictor:
 
     async def infer_held(self, idx: np.ndarray, deadline: float, call_us: list[int] | None = None
                          ) -> list[Signal]:
-        """Signals of the windows held for ``idx``, each stamped with its window's version and
-        receipt time and kept in memory (what the pipeline pushes); the model call's start and
-        end (wall µs) are appended to ``call_us`` if given."""
+        """Signals of the windows held for ``idx`` (each stamped, as every computed signal is,
+        with its window's version and receipt time), kept in memory: what the pipeline pushes;
+        the model call's start and end (wall µs) are appended to ``call_us`` if given."""
         assert self.memory is not None
         if not len(idx):
             return []
         mem = self.memory
         # read before the await: newer windows may arrive meanwhile
-        version, received, end = mem.version[idx], mem.received_us[idx], mem.end_step[idx]
-        held = mem.read(idx)
+        end, held = mem.end_step[idx], mem.read(idx)
         signals = await self._infer(idx.tolist(), held, np.arange(len(idx)), deadline, call_us)
-        for sig, v, r, e in zip(signals, version.tolist(), received.tolist(), end.tolist(), strict=True):
-            sig.window_version, sig.received_us, sig.window_end_step = v, r, e
+        for sig, e in zip(signals, end.tolist(), strict=True):
+            sig.window_end_step = e
         mem.settle(signals)
         if mem.scorer is not None:
             mem.scorer.record(signals)
@@ -214,7 +213,13 @@ class Predictor:
             call_us.append(now_us())
         metrics.MODEL_SIGNALS.labels(local.name, version, str(tier), "serving").inc(len(ids))
         made = from_outputs(outputs, ids, local.name, version, tier, written, now_us())
-        return [sig if sig is not None else self._not_finite(sid) for sid, sig in zip(ids, made, strict=True)]
+        out = [sig if sig is not None else self._not_finite(sid) for sid, sig in zip(ids, made, strict=True)]
+        # what each was computed from, held or read from the store (tier 3's estimate: not known)
+        stamps = zip(windows.version[rows].tolist(), windows.received_us[rows].tolist(), strict=True)
+        for sig, (v, r) in zip(out, stamps, strict=True):
+            if sig.tier in (1, 2):
+                sig.window_version, sig.received_us = v, r
+        return out
 
     def _not_finite(self, sid: int) -> Signal:
         """Tier 2 answered NaN/inf for this stock: the volatility estimate answers instead."""

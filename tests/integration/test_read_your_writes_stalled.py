@@ -89,15 +89,17 @@ def test_a_predict_after_ingest_sees_the_step_while_the_gateways_watch_stalls(st
         # the window it holds is a step behind: its lease ran out, the store answered, with the
         # model's output for the stored window (the step's), not the held one's
         assert reads >= 1 and sig.tier in (1, 2)
+        # and it says which window: the stored one's version and receipt, as a pushed signal does
+        assert sig.window_version == ticks.closed(SID) == 2 and sig.received_us > held.received_us
         session = ort.InferenceSession(str(version_dir(stack.repo, "rtvol_cnn") / "model.onnx"))
         (rv,) = session.run(["rv"], {"window": stored_windows(stack.redis_url, [SID])})
         assert sig.rv == pytest.approx(float(rv[0, 0]), rel=1e-4) and sig.rv != held.rv
         assert metrics.total(stack.base, "rtvol_gateway_memory_lease_lapsed_total") >= 1
         stack.watch.resume()  # the gateway sees its stream ended, reconnects, gets a snapshot
 
-        def from_memory_again() -> bool:  # with the step just closed (a store answer has no version)
+        def from_memory_again() -> bool:  # with the step just closed, from the store or memory
             sig, _, reads = step_and_predict()
-            assert reads or sig.window_version == ticks.closed(SID), sig
+            assert sig.window_version == ticks.closed(SID), sig
             return reads == 0
 
         assert procs.wait_until(from_memory_again, 30, 0.2)
