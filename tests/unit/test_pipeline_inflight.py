@@ -165,3 +165,73 @@ def test_a_stop_cancels_the_batches_out_and_frees_their_stocks() -> None:
         assert not mem.busy.any() and not fake.out
 
     asyncio.run(run())
+
+
+class _Sidecar:
+    """A sidecar client whose calls each wait for the test to open their gate."""
+
+    model = "inflight_unit"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, asyncio.Event]] = []  # rows, gate
+
+    async def infer(self, windows: np.ndarray, version: str = ""
+                    ) -> tuple[dict[str, np.ndarray], str, float | None]:
+        gate = asyncio.Event()
+        self.calls.append((len(windows), gate))
+        await gate.wait()
+        return _outputs(len(windows)), "1", 0.001
+
+
+class _Local:
+    name, version = "inflight_unit", "1"
+
+    def infer(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        return _outputs(len(windows))
+
+
+def _outputs(n: int) -> dict[str, np.ndarray]:
+    return {"rv": np.full((n, 1), 0.1, np.float32), "direction": np.full((n, 3), 1 / 3, np.float32),
+            "momentum": np.zeros((n, 1), np.float32)}
+
+
+def test_while_half_open_only_one_of_the_batches_out_is_a_probe_the_others_get_tier_2() -> None:
+    from opentelemetry import trace
+
+    from rtvol.services.gateway.breaker import Breaker, State
+    from rtvol.services.gateway.cache import SignalCache
+    from rtvol.services.gateway.fanin import Coalescer
+    from rtvol.services.gateway.kelly import KellyTable
+    from rtvol.services.gateway.predictor import FeatureSource, Predictor, Tiers
+    from rtvol.services.gateway.tier1 import Tier1
+    from rtvol.services.gateway.tier3 import VolCache
+
+    async def run() -> None:
+        sidecar = _Sidecar()
+        breaker = Breaker("inflight_unit", open_s=0.0, probes=2, latency_budget_s=0.005)
+        tier1 = Tier1(sidecar, breaker, timeout_s=5.0)  # type: ignore[arg-type]
+        tiers = Tiers(tier1, Coalescer(tier1.batch, 64, max_inflight=3), _Local(), VolCache(None, 1.0, 1.0))  # type: ignore[arg-type]
+        cache = SignalCache(16)
+        predictor = Predictor(features=FeatureSource(None, Breaker("store_unit"), 1.0), tiers=tiers,
+                              cache=cache, kelly=KellyTable(), stocks=4, deadline_s=10.0,
+                              tracer=trace.get_tracer("unit"))
+        mem = predictor.memory = WindowMemory(4)
+        pipeline = Pipeline(mem, predictor, cache, Hub(), max_batch=10, deadline_s=10.0, inflight=3)
+        breaker.trip()  # open_s 0: the next allow() is half-open's probe
+        pipeline.start()
+        for sid in range(3):  # three batches, each while the ones before are out
+            mem.hold(_batch([sid], [1]))
+            await _turns()
+        assert breaker.state is State.HALF_OPEN and len(sidecar.calls) == 1  # one probe out
+        assert mem.current(1).tier == 2 and mem.current(2).tier == 2  # type: ignore[union-attr]
+        sidecar.calls[0][1].set()
+        await _turns()
+        assert mem.current(0).tier == 1  # type: ignore[union-attr]
+        mem.hold(_batch([1, 2], [2, 2]))  # the second probe closes it
+        await _turns()
+        sidecar.calls[1][1].set()
+        await _turns()
+        assert breaker.state is State.CLOSED and [rows for rows, _ in sidecar.calls] == [1, 2]
+        await pipeline.stop()
+
+    asyncio.run(run())
