@@ -102,7 +102,8 @@ def test_batches_out_at_once_give_each_step_its_own_signal_in_version_order(stac
             assert procs.wait_until(lambda: _caught_up(pushed, ticks), 30, 0.01), \
                 [(s.stock_id, s.window_version) for s in pushed]
     for sid in everyone:  # every step its own signal, once, in version order
-        assert [s.window_version for s in pushed if s.stock_id == sid] == list(range(1, ticks.closed(sid) + 1))
+        versions = [s.window_version for s in pushed if s.stock_id == sid]
+        assert versions == list(range(1, ticks.closed(sid) + 1)), (sid, versions)
     assert {s.tier for s in pushed} == {1}  # slow calls, not failed ones: no tier 2
     # the first calls of the pause were out together: each started before any of them ended
     first = [next(s for s in pushed if s.stock_id == sid and s.window_version == 2) for sid in (0, 1, 2)]
