@@ -14,7 +14,7 @@
 #                       the one on PATH (tritonclient's wheel installs one)
 #   OUT=DIR             logs, py-spy profiles and bench-gpu.json (default bench-gpu)
 #   RTVOL_PIPELINE_INFLIGHT=K  the gateways' pipeline batches out at once (default: the gateway's,
-#                       2); the step pipeline_50k_inflight1 runs 1 beside pipeline_50k
+#                       1); the step pipeline_50k_inflight2 runs 2 beside pipeline_50k
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

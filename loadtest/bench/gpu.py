@@ -56,8 +56,8 @@ PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_arti
 # updates/s single (800,000) could never finish. So the full rates go in 100-update messages,
 # and the single-update stream runs 1 s.
 PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
-             # one pipeline batch out per gateway worker (before task INFL), beside the default
-             ("pipeline_50k_inflight1", 50_000, 500, "batched", None, "--gateway-arg=--pipeline-inflight=1"),
+             # two pipeline batches out per gateway worker (task INFL), beside the default one
+             ("pipeline_50k_inflight2", 50_000, 500, "batched", None, "--gateway-arg=--pipeline-inflight=2"),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
              ("pipeline_200k", 200_000, 8_000, "batched", None),
              # the same over 4 feature replicas (one feature service was the queue at 200k)

@@ -99,7 +99,7 @@ class GatewaySettings(ServiceSettings):
     fanin_max_inflight: int = 1
     """Tier-1 batches out at once; requests arriving meanwhile share the next (at least
     pipeline_inflight: the pipeline's batches go through the same fan-in)."""
-    pipeline_inflight: PositiveInt = 2
+    pipeline_inflight: PositiveInt = 1
     """Tick-to-signal pipeline batches out at once per worker: a window that arrives during a
     tier-1 call leaves in a call of its own instead of waiting for that one (a stock waits for
     its own batch to settle: its signals stay in window-version order)."""

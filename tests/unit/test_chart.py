@@ -288,13 +288,13 @@ def test_tier1_and_shadow_knobs_reach_the_gateway_and_sidecar() -> None:
 
     gateway, model = envs(manifests(profile_values("default")))
     assert (gateway["RTVOL_MODEL_BUDGET_JUDGES"], gateway["RTVOL_BREAKER_PROBE_WINDOWS"]) == ("sidecar", "8")
-    assert gateway["RTVOL_PIPELINE_INFLIGHT"] == "2"
+    assert gateway["RTVOL_PIPELINE_INFLIGHT"] == "1"
     assert (model["RTVOL_SHADOW_SLICE_ROWS"], model["RTVOL_SHADOW_MAX_PAUSE_MS"]) == ("16", "250")
     gateway, model = envs(manifests(profile_values(
-        "default", gateway={"modelBudgetJudges": "wall", "breakerProbeWindows": 0, "pipelineInflight": 1},
+        "default", gateway={"modelBudgetJudges": "wall", "breakerProbeWindows": 0, "pipelineInflight": 2},
         model={"shadowSliceRows": 0, "shadowMaxPauseMs": 50})))
     assert (gateway["RTVOL_MODEL_BUDGET_JUDGES"], gateway["RTVOL_BREAKER_PROBE_WINDOWS"]) == ("wall", "0")
-    assert gateway["RTVOL_PIPELINE_INFLIGHT"] == "1"
+    assert gateway["RTVOL_PIPELINE_INFLIGHT"] == "2"
     assert (model["RTVOL_SHADOW_SLICE_ROWS"], model["RTVOL_SHADOW_MAX_PAUSE_MS"]) == ("0", "50")
 
 
