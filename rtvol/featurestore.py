@@ -138,6 +138,7 @@ def decode_reply(reply: Reply) -> Windows:
 
 _V1_VALUE_BYTES = V1_HEADER_BYTES + WINDOW_BYTES
 _V1_PREFIX = struct.pack("<4sHHH", MAGIC, 1, STEPS, N_FEATURES)
+_V2_PREFIX = _HEAD_BYTES[:len(_V1_PREFIX)]  # the same fields of the format written now
 
 
 def _from_v1(value: bytes | memoryview) -> bytes:
@@ -146,8 +147,7 @@ def _from_v1(value: bytes | memoryview) -> bytes:
     raw = bytes(value)
     if not raw.startswith(_V1_PREFIX):
         return raw
-    prefix = struct.pack("<4sHHH", MAGIC, FORMAT_VERSION, STEPS, N_FEATURES)
-    return prefix + raw[len(prefix):V1_HEADER_BYTES] + bytes(16) + raw[V1_HEADER_BYTES:]
+    return _V2_PREFIX + raw[len(_V2_PREFIX):V1_HEADER_BYTES] + bytes(16) + raw[V1_HEADER_BYTES:]
 
 
 # magic, version, steps and features of a stored value as one 10-byte field: a whole reply's

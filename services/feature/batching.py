@@ -29,10 +29,11 @@ from rtvol.featurestore import now_us
 from rtvol.proto.v1 import features_pb2 as pb
 
 ApplyFn = Callable[[list[pb.IngestRequest], int], np.ndarray]  # (messages, received at µs) -> counts
+MAX_MESSAGES = 4096  # an apply takes at most this many messages (any Ingest transport)
 
 
 class StreamBatcher:
-    def __init__(self, apply: ApplyFn, max_messages: int = 4096, quiet_s: float = 1e-3,
+    def __init__(self, apply: ApplyFn, max_messages: int = MAX_MESSAGES, quiet_s: float = 1e-3,
                  max_wait_s: float = 1e-3, apply_share: float = 0.25, max_hold_s: float = 5e-3) -> None:
         self.apply, self.max_messages = apply, max_messages
         self.quiet_s, self.max_wait_s, self.max_hold_s = quiet_s, max_wait_s, max_hold_s

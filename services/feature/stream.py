@@ -40,7 +40,7 @@ from rtvol.ingest_frames import (
     parse_hello,
 )
 from rtvol.proto.v1 import features_pb2 as pb
-from rtvol.services.feature.batching import next_batch
+from rtvol.services.feature.batching import MAX_MESSAGES, next_batch
 from rtvol.services.feature.servicer import Ingestor, summary
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 ERRORS = Counter("rtvol_feature_stream_errors_total",
                  "Framed Ingest connections ended by an ERROR frame, by reason", ["reason"])
 CONNECTIONS = Gauge("rtvol_feature_stream_connections", "Open framed Ingest connections")
-MAX_MESSAGES_PER_APPLY = 4096  # as the gRPC batcher's
 
 
 class IngestStreamServer:
@@ -163,7 +162,7 @@ class _Connection(asyncio.Protocol):
 
     def _apply(self, requests: list[pb.IngestRequest], received_us: int) -> None:
         while requests:  # a message with a watermark ends a batch (Ingestor.apply_many)
-            batch = next_batch(requests, MAX_MESSAGES_PER_APPLY)
+            batch = next_batch(requests, MAX_MESSAGES)
             del requests[:len(batch)]
             self.counts += self.owner.ingestor.apply_many(batch, received_us)
             self.messages += len(batch)

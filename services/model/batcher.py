@@ -155,17 +155,13 @@ class Batcher:
         """``_answer`` for one request, on the loop, now: its future is done on return."""
         if self.served is not None:
             self.served.enter()
-        start = time.perf_counter()
-        self._queue.observe(start - item.enqueued)
+        start = self._started([item])
         try:
             outs = self.backend.infer(item.x)
         except Exception as e:
-            item.future.set_exception(e)
+            self._fail([item], e)
         else:
-            self._compute.observe(time.perf_counter() - start)
-            self._batch.observe(item.x.shape[0])
-            # copies: backend outputs are only valid until its next call
-            item.future.set_result({k: v.copy() for k, v in outs.items()})
+            self._deliver([item], item.x.shape[0], outs, start)
         finally:
             self.last_done = time.perf_counter()
             if self.served is not None:
@@ -178,7 +174,7 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.backend.infer, x)
 
     async def _answer(self, items: list[_Item]) -> None:
-        start = time.perf_counter()
+        start = self._started(items)
         if len(items) == 1:
             x = items[0].x
         else:
@@ -186,17 +182,30 @@ class Batcher:
             # into the backend's own input (pinned memory on a GPU: one copy fewer) where it has one
             buffer = getattr(self.backend, "input_buffer", None)
             x = np.concatenate([i.x for i in items], out=(self.buffer if buffer is None else buffer)[:rows])
-        for item in items:
-            self._queue.observe(start - item.enqueued)
         try:
             outs = await self._run_backend(x)
         except Exception as e:
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(e)
+            self._fail(items, e)
             return
+        self._deliver(items, x.shape[0], outs, start)
+
+    def _started(self, items: list[_Item]) -> float:
+        """The compute's start (perf_counter), each item's queue time observed up to it."""
+        start = time.perf_counter()
+        for item in items:
+            self._queue.observe(start - item.enqueued)
+        return start
+
+    @staticmethod
+    def _fail(items: list[_Item], error: Exception) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _deliver(self, items: list[_Item], rows: int, outs: dict[str, np.ndarray], start: float) -> None:
+        """Each item gets its own rows of ``outs`` (the batch's ``rows``, computed from ``start``)."""
         self._compute.observe(time.perf_counter() - start)
-        self._batch.observe(x.shape[0])
+        self._batch.observe(rows)
         offset = 0
         for item in items:
             n = item.x.shape[0]

@@ -74,13 +74,22 @@ def _pushed(sub_signals: list[Signal]) -> dict[int, list[int]]:
     return out
 
 
+def _started(stocks: int, inflight: int, cache: _Cache | None = None, hub: Hub | None = None
+             ) -> tuple[WindowMemory, _GatedPredictor, Pipeline]:
+    """A running pipeline over ``stocks`` whose calls wait for the test to open their gates."""
+    mem = WindowMemory(stocks)
+    fake = _GatedPredictor(mem)
+    pipeline = Pipeline(mem, fake, _Cache() if cache is None else cache,  # type: ignore[arg-type]
+                        Hub() if hub is None else hub, max_batch=10, deadline_s=1.0, inflight=inflight)
+    pipeline.start()
+    return mem, fake, pipeline
+
+
 def test_calls_that_settle_out_of_order_keep_each_stocks_signals_in_version_order() -> None:
     async def run() -> None:
-        mem, hub, cache = WindowMemory(4), Hub(), _Cache()
-        fake = _GatedPredictor(mem)
-        pipeline = Pipeline(mem, fake, cache, hub, max_batch=10, deadline_s=1.0, inflight=2)  # type: ignore[arg-type]
+        hub, cache = Hub(), _Cache()
         sub = hub.subscribe(None)
-        pipeline.start()
+        mem, fake, pipeline = _started(4, 2, cache, hub)
         mem.hold(_batch([0, 1], [1, 1]))
         await _turns()
         mem.hold(_batch([0, 2], [2, 1]))  # stock 0's newer window while its call is out
@@ -107,10 +116,7 @@ def test_calls_that_settle_out_of_order_keep_each_stocks_signals_in_version_orde
 
 def test_at_most_inflight_batches_are_out_and_later_windows_leave_together_when_one_settles() -> None:
     async def run() -> None:
-        mem = WindowMemory(6)
-        fake = _GatedPredictor(mem)
-        pipeline = Pipeline(mem, fake, _Cache(), Hub(), max_batch=10, deadline_s=1.0, inflight=2)  # type: ignore[arg-type]
-        pipeline.start()
+        mem, fake, pipeline = _started(6, 2)
         for sid in range(4):  # one window at a time: each finds the pipeline awake
             mem.hold(_batch([sid], [1]))
             await _turns()
@@ -129,10 +135,7 @@ def test_at_most_inflight_batches_are_out_and_later_windows_leave_together_when_
 
 def test_a_failed_batch_frees_its_slot_and_its_stocks() -> None:
     async def run() -> None:
-        mem = WindowMemory(3)
-        fake = _GatedPredictor(mem)
-        pipeline = Pipeline(mem, fake, _Cache(), Hub(), max_batch=10, deadline_s=1.0, inflight=1)  # type: ignore[arg-type]
-        pipeline.start()
+        mem, fake, pipeline = _started(3, 1)
         mem.hold(_batch([0], [1]))
         await _turns()
         mem.hold(_batch([0, 1], [2, 1]))  # inflight=1: waits for the call out
@@ -152,10 +155,7 @@ def test_a_failed_batch_frees_its_slot_and_its_stocks() -> None:
 
 def test_a_stop_cancels_the_batches_out_and_frees_their_stocks() -> None:
     async def run() -> None:
-        mem = WindowMemory(2)
-        fake = _GatedPredictor(mem)
-        pipeline = Pipeline(mem, fake, _Cache(), Hub(), max_batch=10, deadline_s=1.0, inflight=2)  # type: ignore[arg-type]
-        pipeline.start()
+        mem, fake, pipeline = _started(2, 2)
         mem.hold(_batch([0], [1]))
         await _turns()
         mem.hold(_batch([1], [1]))
