@@ -43,7 +43,7 @@ demo: install
 	$(BIN)/rtvol train --data $(DATA) --repo $(MODELS) --seed $(SEED)
 	$(BIN)/rtvol export --repo $(MODELS)
 	$(BIN)/rtvol evaluate --data $(DATA) --repo $(MODELS) --out $(REPORTS)/report.json
-	@# the stack runs on DEMO_PORT.. (7 ports); `down` runs whatever happens (trap);
+	@# the stack runs on DEMO_PORT.. (8 ports); `down` runs whatever happens (trap);
 	@# RTVOL_NO_REDIS=1: feature service and gateway in one process (as without redis-server)
 	@set -e; export RTVOL_RUN_DIR=$(DEMO_RUN); trap '$(BIN)/rtvol down' EXIT; \
 	$(BIN)/rtvol up --data $(DATA) --repo $(MODELS) --base-port $(DEMO_PORT); \

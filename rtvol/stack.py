@@ -40,6 +40,7 @@ class Ports:
     model_metrics: int = 8002
     gateway: int = 8080
     gateway_grpc: int = 50051
+    feature_stream: int = 50053  # the framed Ingest stream (`rtvol feed --transport stream`)
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -221,7 +222,7 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
     feature_part = ("feature", ports.feature, "grpc", feature)
     gateway_part = ("gateway", ports.gateway, "http", f"{scheme}://127.0.0.1:{ports.gateway}")
     features = feature_args(ports.feature, ports.feature_metrics, redis_url, stocks,
-                            *flags.get("feature", []))
+                            "--stream-port", str(ports.feature_stream), *flags.get("feature", []))
     gateway = gateway_args(ports.gateway, ports.gateway_grpc, repo, "--redis-url", redis_url,
                            "--model-url", model, "--feature-url", feature, "--stocks", str(stocks),
                            *flags.get("gateway", []))

@@ -31,7 +31,7 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 models=${MODELS:-models}
 if [ ! -d "$models/rtvol_cnn" ]; then
   models=$(mktemp -d)
-  PYTHONPATH="$PWD/tests:$PYTHONPATH" "$PY" -c 'import sys, pathlib, helpers.models as m
+  PYTHONPATH="$PWD/tests:$PYTHONPATH" "$PY" -c 'import sys, pathlib, helpers.random_model as m
 m.export_random(pathlib.Path(sys.argv[1]), seed=0)' "$models"
   echo "no MODELS: benchmarking a random-weight rtvol_cnn in $models"
 fi

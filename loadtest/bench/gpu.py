@@ -59,7 +59,10 @@ PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              # two pipeline batches out per gateway worker (task INFL), beside the default one
              ("pipeline_50k_inflight2", 50_000, 500, "batched", None, "--gateway-arg=--pipeline-inflight=2"),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
+             # single updates on the framed Ingest stream (task FRAME: ~39,000 messages/s on 2 cores)
+             ("pipeline_50k_single_stream", 50_000, 500, "single", None, "--transports", "stream"),
              ("pipeline_200k", 200_000, 8_000, "batched", None),
+             ("pipeline_200k_stream", 200_000, 8_000, "batched", None, "--transports", "stream"),
              # the same over 4 feature replicas (one feature service was the queue at 200k)
              ("pipeline_50k_r4", 50_000, 500, "batched", None, "--feature-replicas", "4"),
              ("pipeline_200k_r4", 200_000, 8_000, "batched", None, "--feature-replicas", "4"))

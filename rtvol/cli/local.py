@@ -52,7 +52,9 @@ def _up(a: argparse.Namespace) -> None:
               "in one process, sharing its in-process feature store")
     scheme = "https" if a.tls else "http"
     print(f"gateway: {scheme}://127.0.0.1:{ports.gateway} grpc://127.0.0.1:{ports.gateway_grpc}; "
-          f"feature service 127.0.0.1:{ports.feature}; logs and pids in {a.run_dir}")
+          f"feature service 127.0.0.1:{ports.feature} (framed Ingest stream "
+          f"127.0.0.1:{ports.feature_stream}); "
+          f"logs and pids in {a.run_dir}")
     if a.tls:
         pki = a.run_dir / "pki"
         print(f"TLS everywhere, CA {pki}/ca.pem; clients: --tls-ca {pki}/ca.pem --tls-cert {pki}/client.pem "
@@ -108,7 +110,7 @@ def up_command(sub: Commands) -> None:
                                                               "else 128)")
     upp.add_argument("--gateway-port", type=int, default=None, help="gateway HTTP port (default 8080)")
     upp.add_argument("--base-port", type=int, default=None,
-                     help="use 7 consecutive ports from here instead of the defaults")
+                     help="use 8 consecutive ports from here instead of the defaults")
     upp.add_argument("--free-ports", action="store_true", help="pick free loopback ports (tests)")
     upp.add_argument("--no-redis", action="store_true",
                      default=(env_value("no-redis") or "").lower() in ("1", "true", "yes"),

@@ -93,10 +93,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests on the stream run concurrently (so they can share a batch): one reader
-        task per stream queues them and each batch's done callback queues the answers. A
-        failed request answers in-band with error_message and the stream goes on."""
+        """While no request of the stream is in flight, requests are read and answered in this
+        generator: a lone request computed in its caller's turn (batcher.py) goes straight
+        back, with no task or queue between it and its answer (one client at a time, e.g.
+        perf_analyzer c1). The first request that must wait for a batch turns the stream
+        concurrent for good: one reader task queues requests (so they can share a batch) and
+        each batch's done callback queues the answers. A failed request answers in-band with
+        error_message and the stream goes on."""
         parent = None if self.tracer is None else extract_metadata(context.invocation_metadata())
+        requests = aiter(request_iterator)
+        async for request in requests:
+            span = self._stream_span(request, parent)
+            try:
+                call = self.dataplane.submit(request)
+            except Exception as e:
+                yield _answered(_stream_error(request, e), span)
+            else:
+                if not call.future.done():
+                    async for reply in self._concurrent(requests, call, span, parent):
+                        yield reply
+                    return
+                yield _answered(_reply(call), span)
+            if self.draining:  # the stream ends once what it holds is answered
+                return
+
+    def _stream_span(self, request: pb.ModelInferRequest, parent: Context | None) -> trace.Span | None:
+        if self.tracer is None:
+            return None
+        return self.tracer.start_span("ModelStreamInfer", context=_request_context(request, parent),
+                                      kind=trace.SpanKind.SERVER,
+                                      attributes={"rtvol.model": request.model_name})
+
+    async def _concurrent(self, requests: AsyncIterator[pb.ModelInferRequest], first: Call,
+                          first_span: trace.Span | None, parent: Context | None
+                          ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """The rest of a stream whose ``first`` call waits for a batch."""
         out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         # taken per request read, given back once its answer is written: a client that sends
         # without reading is held back by flow control instead of queueing answers here
@@ -106,36 +137,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         def answered(reply: pb.ModelStreamInferResponse, span: trace.Span | None) -> None:
             nonlocal in_flight
-            if span is not None:
-                span.end()
-            out.put_nowait(reply)
+            out.put_nowait(_answered(reply, span))
             in_flight -= 1
             if not reading and in_flight == 0:
                 out.put_nowait(None)
 
         def done(call: Call, span: trace.Span | None, _: object) -> None:
-            try:
-                reply = pb.ModelStreamInferResponse(infer_response=call.response())
-            except Exception as e:
-                reply = _stream_error(call.request, e)
-            answered(reply, span)
+            answered(_reply(call), span)
+
+        def queued(call: Call, span: trace.Span | None) -> None:
+            nonlocal in_flight
+            in_flight += 1
+            call.future.add_done_callback(functools.partial(done, call, span))
 
         async def read() -> None:
             nonlocal in_flight, reading
             try:
-                async for request in request_iterator:
+                async for request in requests:
                     await slots.acquire()
-                    span = None if self.tracer is None else self.tracer.start_span(
-                        "ModelStreamInfer", context=_request_context(request, parent),
-                        kind=trace.SpanKind.SERVER,
-                        attributes={"rtvol.model": request.model_name})
-                    in_flight += 1
+                    span = self._stream_span(request, parent)
                     try:
                         call = self.dataplane.submit(request)
                     except Exception as e:
+                        in_flight += 1
                         answered(_stream_error(request, e), span)
                         continue
-                    call.future.add_done_callback(functools.partial(done, call, span))
+                    queued(call, span)
                     if self.draining:  # the stream ends once what it holds is answered
                         break
             finally:
@@ -143,6 +170,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if in_flight == 0:
                     out.put_nowait(None)
 
+        await slots.acquire()
+        queued(first, first_span)
         reader = asyncio.create_task(read())
         try:
             while (item := await out.get()) is not None:
@@ -151,6 +180,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
+
+
+def _reply(call: Call) -> pb.ModelStreamInferResponse:
+    """The stream's answer for a finished ``call``: its response, or its error in-band."""
+    try:
+        return pb.ModelStreamInferResponse(infer_response=call.response())
+    except Exception as e:
+        return _stream_error(call.request, e)
+
+
+def _answered(reply: pb.ModelStreamInferResponse, span: trace.Span | None) -> pb.ModelStreamInferResponse:
+    if span is not None:
+        span.end()
+    return reply
 
 
 def _request_context(request: pb.ModelInferRequest, stream: Context | None) -> Context | None:

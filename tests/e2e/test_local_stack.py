@@ -110,6 +110,23 @@ def test_up_feed_predict_push_load_down(tiny_data: Path, tiny_repo: Path, tmp_pa
         assert report["ok"] == report["scheduled"] == 100 and report["errors"] == {}
         assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
         assert all((out / f).stat().st_size > 0 for f in ("latency_over_time.png", "percentile_spectrum.png"))
+
+        # the framed Ingest stream `rtvol up` opens: one more bucket over it moves every stock's
+        # signal to a newer window by the time the feed's END is answered (read-your-writes)
+        with grpc.insecure_channel(f"127.0.0.1:{ports['gateway_grpc']}") as channel:
+            stub = pb_grpc.SignalsStub(channel)
+
+            def versions() -> dict[int, int]:
+                got = stub.Predict(pb.PredictRequest(stock_ids=stocks, max_staleness_ms=0), timeout=10)
+                assert all(not s.error and s.tier == 1 for s in got.signals), got
+                return {s.stock_id: s.window_version for s in got.signals}
+
+            before = versions()
+            fed = rtvol("feed", "--data", str(tiny_data), "--transport", "stream",
+                        "--target", f"127.0.0.1:{ports['feature_stream']}", "--buckets", "4:1")
+            assert "rejected 0" in fed, fed
+            after = versions()
+        assert all(after[s] > before[s] for s in stocks), (before, after)
     finally:
         rtvol("down", "--run-dir", str(run_dir))
     assert not [p for p in pids if localproc.alive(p)]

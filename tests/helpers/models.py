@@ -9,6 +9,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import torch
+from helpers.random_model import MODEL, export_random
 
 from rtvol.features.aggregates import aggregates
 from rtvol.repository import MODEL_FILE, version_dir, write_version
@@ -17,17 +18,7 @@ from rtvol.training import baselines, dataset, ensemble, export, mlp, train
 from rtvol.training.cnn import OUTPUTS, VolCNN
 from rtvol.training.export import SERVING, to_onnx
 
-MODEL = "rtvol_cnn"
-
-
-def export_random(repo: Path, seed: int, name: str = MODEL) -> int:
-    """Write one more version of ``name`` under ``repo``; returns its version number."""
-    torch.manual_seed(seed)
-    model = VolCNN()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return write_version(repo, name, to_onnx(model), {}, SERVING)
+__all__ = ["MODEL", "export_random", "random_model_files", "tiny_ensemble"]
 
 
 def random_model_files(repo: Path, seed: int, name: str, max_batch: int) -> ModelFiles:

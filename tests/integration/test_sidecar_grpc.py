@@ -161,6 +161,52 @@ def test_streaming(sidecar: tuple[str, int], repo: Path) -> None:
         np.testing.assert_allclose(got[rid], reference(repo, x)["rv"], atol=1e-6, rtol=0)
 
 
+def test_streaming_one_at_a_time_then_in_a_burst(sidecar: tuple[str, int], repo: Path) -> None:
+    """Answered in the stream's own turn while nothing is in flight (a lone request, an
+    in-band error), then concurrently once requests wait for a batch, then one at a time
+    again on the same stream: every answer right and under its own id."""
+    client = tc.InferenceServerClient(sidecar[0])
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+
+    def answers(n: int) -> tuple[dict[str, np.ndarray], list[str]]:
+        got, errors = {}, []
+        for _ in range(n):
+            result, error = results.get(timeout=30)
+            if error is not None:
+                errors.append(str(error))
+            else:
+                got[result.get_response().id] = result.as_numpy("rv")  # type: ignore[attr-defined]
+        return got, errors
+
+    xs = {f"r{i}": windows(1 + i % 3, seed=40 + i) for i in range(14)}
+    try:
+        alone = [*list(xs)[:3], "bad", *list(xs)[3:5]]
+        burst, after = list(xs)[5:12], list(xs)[12:]
+        got: dict[str, np.ndarray] = {}
+        for rid in alone:  # each waits for its answer: nothing else in flight
+            x = windows(1)[:, :, :6] if rid == "bad" else xs[rid]
+            client.async_stream_infer(MODEL, [make_input(x)], request_id=rid)
+            one, errors = answers(1)
+            assert (errors and "shape" in errors[0]) if rid == "bad" else not errors, errors
+            got |= one
+        for rid in burst:
+            client.async_stream_infer(MODEL, [make_input(xs[rid])], request_id=rid)
+        many, errors = answers(len(burst))
+        assert not errors, errors
+        got |= many
+        for rid in after:
+            client.async_stream_infer(MODEL, [make_input(xs[rid])], request_id=rid)
+            one, errors = answers(1)
+            assert not errors, errors
+            got |= one
+    finally:
+        client.stop_stream()
+    assert sorted(got) == sorted(xs)
+    for rid, x in xs.items():
+        np.testing.assert_allclose(got[rid], reference(repo, x)["rv"], atol=1e-6, rtol=0)
+
+
 def _raw_request(x: np.ndarray, **overrides: object) -> service_pb2.ModelInferRequest:
     fields: dict[str, object] = {"name": "window", "datatype": "FP32", "shape": list(x.shape)}
     fields.update({k: v for k, v in overrides.items() if k in fields})
