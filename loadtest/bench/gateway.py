@@ -8,8 +8,9 @@ buckets of market data, then times one call at a time (keep-alive http.client, g
 sync client; every answer checked for the tier it claims) in interleaved rounds, so that
 machine noise hits every path alike. p50/p99/p99.9 come from HDR histograms. Targets:
 
-  REST predict, 1 stock, fresh (features + sidecar)  p50 <= 1.3 x (HTTP echo + stream echo)
-  PredictStream, 1 stock, fresh                      p50 <= 1.3 x 2 stream echoes
+  REST predict, 1 stock, fresh (read-your-writes: the pipeline's signal from the newest
+  window, held in the gateway's memory)              p50 <= 1.3 x the HTTP echo
+  PredictStream, 1 stock, fresh                      p50 <= 1.3 x the stream echo
   cached signal: REST GET /v1/signals/ID, gRPC Predict and PredictStream with
   max_staleness_ms (served from the pre-computed signal)  p50 <= 1.2 x its transport's echo
   tier 2 adds: PredictStream answered by tier 2 (ONNX Runtime in the gateway: the second
@@ -237,9 +238,8 @@ def verdicts(p: dict[str, dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
                 "met": value <= limit}
 
     rows = [
-        ratio("rest_predict", p50("http_echo") + p50("grpc_stream_echo"), 1.3,
-              "REST predict p50 / (HTTP echo + stream echo)"),
-        ratio("grpc_stream_predict", 2 * p50("grpc_stream_echo"), 1.3, "PredictStream p50 / 2 stream echoes"),
+        ratio("rest_predict", p50("http_echo"), 1.3, "REST predict, fresh, p50 / HTTP echo"),
+        ratio("grpc_stream_predict", p50("grpc_stream_echo"), 1.3, "PredictStream, fresh, p50 / stream echo"),
         ratio("rest_cached", p50("http_echo"), 1.2, "REST cached signal p50 / HTTP echo"),
         ratio("grpc_cached", p50("grpc_unary_echo"), 1.2, "gRPC Predict, cached, p50 / unary echo"),
         ratio("grpc_stream_cached", p50("grpc_stream_echo"), 1.2,
