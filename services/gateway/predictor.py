@@ -9,6 +9,7 @@ stale) is preferred when there is one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 
@@ -28,8 +29,10 @@ from rtvol.services.gateway.signal import Signal, finite_rows, from_outputs
 from rtvol.services.gateway.tier1 import Tier1
 from rtvol.services.gateway.tier2 import LocalModel
 from rtvol.services.gateway.tier3 import VolCache
+from rtvol.telemetry import traced
 
 TIER2_RESERVE_S = 0.002  # what tier 2 needs at most for a batch; tier 1 gets the rest
+_NO_SPAN = contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,16 @@ class Predictor:
                  stocks: int, deadline_s: float, tracer: trace.Tracer) -> None:
         self.features, self.tiers, self.cache, self.kelly = features, tiers, cache, kelly
         self.stocks, self.deadline_s, self.tracer = stocks, deadline_s, tracer
+        self.traced = traced(tracer)
         self.memory: WindowMemory | None = None  # windows pushed by the feature service, if watched
         self.shadow: Shadow | None = None  # the shadow version, sent every tier-1 batch of held windows
 
     async def predict(self, stock_ids: list[int], max_staleness_ms: float = 0.0, kelly: bool = False,
                       route: str = "rest") -> list[Signal]:
         start = time.perf_counter()
-        with self.tracer.start_as_current_span("predict") as span:
-            span.set_attribute("rtvol.stocks", len(stock_ids))
+        span = (self.tracer.start_as_current_span("predict", attributes={"rtvol.stocks": len(stock_ids)})
+                if self.traced else _NO_SPAN)  # a no-op span still costs µs a request
+        with span:
             out = await self._predict(stock_ids, max_staleness_ms, start + self.deadline_s)
         if kelly:
             out = [self._size(s) for s in out]
