@@ -24,7 +24,7 @@ from rtvol.services.feature.fanout import FanOut
 from rtvol.services.feature.publisher import Publisher
 from rtvol.services.feature.vwap import Vwap
 from rtvol.services.feature.watch import WindowFeed
-from rtvol.telemetry import extract_metadata
+from rtvol.telemetry import extract_metadata, traced
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Features"].full_name
 
@@ -155,8 +155,9 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
     async def GetFeatures(self, request: pb.GetFeaturesRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetFeaturesResponse:
         started = time.perf_counter()
-        with self.tracer.start_as_current_span(
-                "GetFeatures", context=extract_metadata(context.invocation_metadata())) as span:
+        # the caller's trace context only where spans go somewhere (docs/ARCHITECTURE.md, tracing)
+        parent = extract_metadata(context.invocation_metadata()) if traced(self.tracer) else None
+        with self.tracer.start_as_current_span("GetFeatures", context=parent) as span:
             idx = self._stock_ids(list(request.stock_ids), "GetFeatures")
             span.set_attribute("rtvol.stocks", len(idx))
             if self.from_memory:
