@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import Token
 
 import grpc
 from opentelemetry import context as otel_context
@@ -42,34 +43,33 @@ class SignalsServicer(pb_grpc.SignalsServicer):
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
                       ) -> pb.PredictResponse:
-        if not self.traced:
-            return await self._answer(request, "grpc")
-        caller = extract_metadata(context.invocation_metadata())
-        token = otel_context.attach(extract_traceparent(request.traceparent, caller) or caller)
+        token = _continue_trace(request.traceparent, self._caller(context))
         try:
             return await self._answer(request, "grpc")
         finally:
-            otel_context.detach(token)
+            _end_trace(token)
 
     async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictRequest],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictResponse]:
         # each request is its own trace span: under the message's traceparent when it has
         # one, else under whoever opened the stream (its metadata), else a trace of its own
-        opener = extract_metadata(context.invocation_metadata()) if self.traced else otel_context.Context()
+        opener = self._caller(context)
         async for request in request_iterator:
-            token = (otel_context.attach(extract_traceparent(request.traceparent, opener) or opener)
-                     if self.traced else None)
+            token = _continue_trace(request.traceparent, opener)
             try:
                 answer = await self._answer(request, "grpc_stream")
             except InvalidInput as e:  # this request only: answered in-stream, the stream goes on
                 request_id = request.request_id[:validation.MAX_REQUEST_ID]
                 answer = pb.PredictResponse(request_id=request_id, error=str(e))
             finally:  # before the yield: the stream may resume in another context
-                if token is not None:
-                    otel_context.detach(token)
+                _end_trace(token)
             yield answer
             if self.draining:  # the caller reconnects to a replica that is serving
                 return
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> otel_context.Context | None:
+        """The caller's trace context from its metadata; None where no span is exported."""
+        return extract_metadata(context.invocation_metadata()) if self.traced else None
 
     def _subscribe(self, request: pb.SubscribeRequest) -> Subscription:
         if not request.all and not request.stock_ids:
@@ -110,3 +110,17 @@ def _pushed(sig: Signal, now: int, hops: bool = False) -> pb.Signal:
     if hops and sig.hops_us:
         msg.hops_us.extend((*sig.hops_us, now))
     return msg
+
+
+def _continue_trace(traceparent: str, caller: otel_context.Context | None
+                    ) -> Token[otel_context.Context] | None:
+    """Attaches the message's traceparent, else the caller's context: the token to end it
+    with; None (nothing attached) where the caller's context was not read."""
+    if caller is None:
+        return None
+    return otel_context.attach(extract_traceparent(traceparent, caller) or caller)
+
+
+def _end_trace(token: Token[otel_context.Context] | None) -> None:
+    if token is not None:
+        otel_context.detach(token)
