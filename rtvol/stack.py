@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from rtvol import localproc
+from rtvol import localproc, shm
 from rtvol.tls import ClientTLS
 
 STATE = "stack.json"
@@ -219,17 +219,18 @@ def up(run_dir: Path, repo: Path, ports: Ports, stocks: int, backend: str = "aut
         redis_url = f"redis://127.0.0.1:{ports.redis}/0"
         start("redis", redis_cmd(ports.redis, run_dir), ("redis", ports.redis, "redis", redis_url))
     feature, model = f"127.0.0.1:{ports.feature}", f"127.0.0.1:{ports.model}"
+    shm_dir = str(shm.local_dir(run_dir))  # big tier-1 batches go through it, not the socket
     feature_part = ("feature", ports.feature, "grpc", feature)
     gateway_part = ("gateway", ports.gateway, "http", f"{scheme}://127.0.0.1:{ports.gateway}")
     features = feature_args(ports.feature, ports.feature_metrics, redis_url, stocks,
                             "--stream-port", str(ports.feature_stream), *flags.get("feature", []))
     gateway = gateway_args(ports.gateway, ports.gateway_grpc, repo, "--redis-url", redis_url,
                            "--model-url", model, "--feature-url", feature, "--stocks", str(stocks),
-                           *flags.get("gateway", []))
+                           "--model-shm-dir", shm_dir, *flags.get("gateway", []))
     if not embedded:
         start("feature", serve("feature", *features), feature_part)
     start("model", sidecar_cmd(ports.model, ports.model_metrics, repo, "--backend", backend,
-                               *flags.get("model", [])),
+                               "--shm-dir", shm_dir, *flags.get("model", [])),
           ("model", ports.model, "grpc", model))
     if embedded:
         start("embedded", embedded_cmd(features, gateway), feature_part, gateway_part)
@@ -256,6 +257,7 @@ def down(run_dir: Path, timeout_s: float = 15.0) -> dict[str, str]:
         result[c.name] = localproc.terminate(c.pid, timeout_s)
         stopped[c.pid] = c.name
     (run_dir / STATE).unlink(missing_ok=True)
+    shm.remove_local_dir(run_dir)
     return result
 
 

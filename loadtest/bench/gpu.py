@@ -58,6 +58,8 @@ PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_arti
 PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              # two pipeline batches out per gateway worker (task INFL), beside the default one
              ("pipeline_50k_inflight2", 50_000, 500, "batched", None, "--gateway-arg=--pipeline-inflight=2"),
+             # the windows in the requests, as before system shared memory (the A of an A/B)
+             ("pipeline_50k_no_shm", 50_000, 500, "batched", None, "--no-shm"),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
              # single updates on the framed Ingest stream (task FRAME: ~39,000 messages/s on 2 cores)
              ("pipeline_50k_single_stream", 50_000, 500, "single", None, "--transports", "stream"),

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from rtvol import histograms, repository, sharding, stack
+from rtvol import histograms, repository, sharding, shm, stack
 from rtvol.features.spec import STEP_SECONDS
 from rtvol.loadtest.bench.harness import Http, Processes, cpu_seconds, has_gpu, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
@@ -384,8 +384,10 @@ def feature_names(replicas: int) -> list[str]:
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
           feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1,
-          feature_replicas: int = 1) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
-    """Starts the stack; returns the feature services' targets (in ordinal order) by transport
+          feature_replicas: int = 1, shared_memory: bool = True
+          ) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
+    """Starts the stack (``shared_memory``: big tier-1 batches through system shared memory, as
+    `rtvol up` runs it); returns the feature services' targets (in ordinal order) by transport
     (gRPC and the framed stream), the gateway's gRPC target, its HTTP base and the sidecar's
     metrics base."""
     if shutil.which("redis-server") is None:
@@ -394,6 +396,10 @@ def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Se
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
     features, streams, model = [], [], f"127.0.0.1:{mport}"
+    if shared_memory:
+        shm_dir = str(shm.local_dir(ps.workdir))
+        model_args = ["--shm-dir", shm_dir, *model_args]
+        gateway_args = ["--model-shm-dir", shm_dir, *gateway_args]
     for i, name in enumerate(feature_names(feature_replicas)):
         fport, sport = free_port(), free_port()
         features.append(f"127.0.0.1:{fport}")
@@ -438,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
     p.add_argument("--model-arg", action="append", default=[],
                    help="extra model sidecar flag (repeatable), e.g. --model-arg=--shadow-slice-rows=16")
+    p.add_argument("--no-shm", dest="shared_memory", action="store_false",
+                   help="the gateway sends every batch's windows in its requests (default: big batches "
+                        "through system shared memory, as `rtvol up` runs the sidecar)")
     p.add_argument("--no-ingest-floor", dest="ingest_floor", action="store_false",
                    help="skip the count-only Ingest floor (after the single mode, the same feed into a "
                         "bare grpc.aio server that only counts)")
@@ -464,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(runs), a.backend,
                                                               a.gateway_arg, a.feature_arg, a.model_arg,
-                                                              a.workers, a.feature_replicas)
+                                                              a.workers, a.feature_replicas, a.shared_memory)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
@@ -482,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sub.close()
     finally:
         ps.stop()
+        shm.remove_local_dir(workdir)
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers,

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from rtvol import auth, config, rpc, telemetry, tls
+from rtvol import auth, config, rpc, shm, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
@@ -56,6 +56,16 @@ def _redis(url: str, timeout_s: float, s: GatewaySettings) -> Any:
     return redis_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **tls.redis(url, s))
 
 
+def _slots(s: GatewaySettings) -> shm.Slots | None:
+    if s.model_shm_dir is None:
+        return None
+    try:
+        return shm.Slots(s.model_shm_dir, s.model_shm_bytes)
+    except OSError as e:
+        raise SystemExit(f"--model-shm-dir {s.model_shm_dir}: cannot create a region ({e.strerror})"
+                         ) from None
+
+
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when the feature service shares the process
@@ -73,7 +83,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     tier1 = fanin = client = shadow = shadow_client = None
     client_tls, api_key = tls.client(s), auth.read_key(s.api_key_file)  # to the sidecar and feature service
     if s.model_url:
-        client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key)
+        client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key, _slots(s))
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
                       s.model_latency_budget_per_window_us / 1e6, judge_wall=s.model_budget_judges == "wall",

@@ -28,6 +28,9 @@ TIER1_SECONDS = Histogram("rtvol_gateway_tier1_seconds", "Answered tier-1 batche
                           buckets=LATENCY_BUCKETS)
 TIER1_OVER_BUDGET = Counter("rtvol_gateway_tier1_over_budget_total", "Answered tier-1 batches judged over "
                             "the latency budget, by the breaker's state when sent", ["breaker"])
+SIDECAR_SHM = Counter("rtvol_gateway_sidecar_shared_memory_total", "Tier-1 calls big enough for shared "
+                      "memory, by how their windows went (shared_memory; request: every slot held, or "
+                      "the sidecar has none registered)", ["via"])
 UPSTREAM_ERRORS = Counter("rtvol_gateway_upstream_errors_total", "Failed upstream calls",
                           ["upstream", "kind"])
 CACHE = Counter("rtvol_gateway_cache_total", "Signal cache lookups", ["result"])

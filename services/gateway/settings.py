@@ -94,6 +94,11 @@ class GatewaySettings(ServiceSettings):
     """At start: how long to wait for the sidecar to be ready before serving from tier 2."""
     model_probe_s: float = 1.0
     """How often the sidecar's ModelReady is asked; while it is not ready, tier 2 answers."""
+    model_shm_dir: Path | None = None
+    """The sidecar runs on this host and maps system shared memory from this directory (its
+    --shm-dir): big tier-1 batches go through a region there instead of in the request. None: off."""
+    model_shm_bytes: int = 8 * 1024 * 1024
+    """The region's size, per gateway worker: four slots, a batch larger than one goes in the request."""
     model_streams: int = 2
     """Long-lived ModelStreamInfer streams (spread over sidecar replicas)."""
     fanin_max_inflight: int = 1

@@ -24,6 +24,7 @@ from rtvol.rpc import SERVER_TIME_PARAM
 from rtvol.services.model import metrics, tensors
 from rtvol.services.model.model import LoadedModel, TensorInfo
 from rtvol.services.model.registry import Registry
+from rtvol.services.model.shm import Regions
 
 
 def _reason(error: BaseException) -> str:
@@ -70,8 +71,10 @@ class Call:
 
 
 class DataPlane:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, regions: Regions | None = None) -> None:
+        """``regions``: system shared memory clients may register (None: the extension is off)."""
         self.registry = registry
+        self.regions = regions
         self.ready = False
 
     def submit(self, request: pb.ModelInferRequest) -> Call:
@@ -85,7 +88,7 @@ class DataPlane:
             if not self.ready:
                 raise Unavailable("models are still loading")
             model, batcher = self.registry.get(request.model_name, request.model_version)
-            x = tensors.decode_input(request, model)
+            x = tensors.decode_input(request, model, self.regions)
             outputs = tensors.requested_outputs(request, model)
             future = batcher.submit(x)
         except RtvolError as e:

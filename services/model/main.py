@@ -19,6 +19,7 @@ from rtvol.services.model.registry import BatchPolicy, Registry
 from rtvol.services.model.servicer import SERVICE_NAME, InferenceServicer
 from rtvol.services.model.settings import ModelSettings
 from rtvol.services.model.shadow import ShadowPolicy
+from rtvol.services.model.shm import Regions
 
 log = logging.getLogger("rtvol.model")
 ACCESS = auth.grpc_rules(frozenset({auth.SERVICE, auth.OPERATOR}))  # the gateway, operators
@@ -51,7 +52,8 @@ async def serve(s: ModelSettings) -> None:
     registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
                         BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes),
                         shadow_executor, ShadowPolicy(s.shadow_slice_rows, s.shadow_max_pause_ms / 1000))
-    dataplane = DataPlane(registry)
+    regions = None if s.shm_dir is None else Regions(s.shm_dir, max_bytes=s.shm_max_bytes)
+    dataplane = DataPlane(registry, regions)
     server = Server.secured([SERVICE_NAME], s, "model", ACCESS)
     from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 

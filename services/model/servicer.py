@@ -14,10 +14,11 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from rtvol.errors import RtvolError
+from rtvol.errors import RtvolError, Unavailable
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from rtvol.services.model.dataplane import Call, DataPlane
+from rtvol.services.model.shm import Regions
 from rtvol.telemetry import extract_metadata, extract_traceparent, traced
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="rtvol-model", version=self.version, extensions=EXTENSIONS)
+        shm = ("system_shared_memory",) if self.dataplane.regions is not None else ()
+        return pb.ServerMetadataResponse(name="rtvol-model", version=self.version,
+                                         extensions=EXTENSIONS + shm)
+
+    def _regions(self) -> Regions:
+        if self.dataplane.regions is None:
+            raise Unavailable("system shared memory is off in this sidecar (start it with --shm-dir)")
+        return self.dataplane.regions
+
+    async def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest,
+                                         context: grpc.aio.ServicerContext
+                                         ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._regions().register(request)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest,
+                                           context: grpc.aio.ServicerContext
+                                           ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._regions().unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest,
+                                       context: grpc.aio.ServicerContext
+                                       ) -> pb.SystemSharedMemoryStatusResponse:
+        return self._regions().status(request.name)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:

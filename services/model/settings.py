@@ -16,6 +16,12 @@ class ModelSettings(ServiceSettings):
     """Prometheus /metrics port (Triton's default); 0: none."""
     unix_socket: str | None = None
     """Also serve on this Unix socket, e.g. /run/rtvol/model.sock for a gateway in the pod."""
+    shm_dir: Path | None = None
+    """System shared memory (Triton's extension): a gateway on this host may register regions of
+    objects directly in this directory (/dev/shm, or a memory volume shared in the pod) and send
+    windows through them instead of in its requests. None: off."""
+    shm_max_bytes: int = 1 << 30
+    """Bytes of shared memory all registered regions may map together; more is refused."""
     model_repository: Path = Path("models")
     """Triton-layout repository; each model's version policy names the version served and
     the one in shadow (default: the newest verified version, no shadow; `rtvol promote`)."""

@@ -9,14 +9,18 @@ import numpy as np
 from rtvol.errors import InvalidInput
 from rtvol.proto.inference import grpc_service_pb2 as pb
 from rtvol.services.model.model import LoadedModel, TensorInfo
+from rtvol.services.model.shm import Regions
+from rtvol.shm import REGION_PARAM
 
 # typed-contents field per datatype (InferTensorContents)
 CONTENTS_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",
                   "INT64": "int64_contents", "BOOL": "bool_contents"}
 
 
-def decode_input(request: pb.ModelInferRequest, model: LoadedModel) -> np.ndarray:
-    """The request's input as a [n, *dims] array, or InvalidInput naming what is wrong."""
+def decode_input(request: pb.ModelInferRequest, model: LoadedModel, regions: Regions | None = None
+                 ) -> np.ndarray:
+    """The request's input as a [n, *dims] array, or InvalidInput naming what is wrong.
+    ``regions``: the registered shared memory an input may name (None: the extension is off)."""
     spec = model.input
     if len(request.inputs) != 1:
         got = [t.name for t in request.inputs]
@@ -37,7 +41,12 @@ def decode_input(request: pb.ModelInferRequest, model: LoadedModel) -> np.ndarra
         raise InvalidInput(f"input '{spec.name}': batch size {shape[0]} outside 1.."
                            f"{model.max_batch_size} (max_batch_size)", "batch_size")
     count = math.prod(shape)  # np.prod of a tuple builds an array first: ~4 µs a call
-    x = _raw(request, spec, count) if request.raw_input_contents else _typed(tensor, spec, count)
+    if REGION_PARAM in tensor.parameters:
+        x = _shared(request, spec, count, regions)
+    elif request.raw_input_contents:
+        x = _raw(request, spec, count)
+    else:
+        x = _typed(tensor, spec, count)
     x = x.reshape(shape)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0].tolist()
@@ -56,6 +65,17 @@ def _raw(request: pb.ModelInferRequest, spec: TensorInfo, count: int) -> np.ndar
         raise InvalidInput(f"input '{spec.name}': {len(raw)} bytes of raw contents, expected {want} "
                            f"({count} x {spec.datatype})", "byte_length")
     return np.frombuffer(raw, dtype=spec.dtype.newbyteorder("<"))
+
+
+def _shared(request: pb.ModelInferRequest, spec: TensorInfo, count: int, regions: Regions | None
+            ) -> np.ndarray:
+    if regions is None:
+        raise InvalidInput(f"input '{spec.name}': this sidecar has no system shared memory (start it with "
+                           "--shm-dir)", REGION_PARAM)
+    if request.raw_input_contents:
+        raise InvalidInput(f"input '{spec.name}' names a shared memory region and has raw contents too",
+                           "raw_count")
+    return regions.read(request.inputs[0], spec.dtype.newbyteorder("<"), count * spec.dtype.itemsize)
 
 
 def _typed(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorInfo, count: int) -> np.ndarray:

@@ -178,6 +178,11 @@ def test_default_model_is_a_sidecar_on_a_shared_socket() -> None:
     url = env(container(gateway, "gateway"))["RTVOL_MODEL_URL"]
     assert url == f"unix:{socket_dirs['model']}/model.sock"
     assert env(container(gateway, "model"))["RTVOL_UNIX_SOCKET"] == url.removeprefix("unix:")
+    # big batches through shared memory in the same memory volume, sized for the workers' regions
+    assert socket_volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "160Mi"}
+    assert env(container(gateway, "model"))["RTVOL_SHM_DIR"] == socket_dirs["model"]
+    assert env(container(gateway, "gateway"))["RTVOL_MODEL_SHM_DIR"] == socket_dirs["gateway"]
+    assert env(container(gateway, "gateway"))["RTVOL_MODEL_SHM_BYTES"] == "8388608"
     assert not [d for d in docs if d["metadata"]["name"] == f"{RELEASE}-model"]
     # the default model repository is filled by an init container into an emptyDir
     assert [c["name"] for c in pod_spec(gateway)["initContainers"]] == ["model-repository"]
@@ -191,6 +196,8 @@ def test_model_deployment_mode_uses_a_headless_service() -> None:
     assert service["spec"]["clusterIP"] == "None"
     gateway = find(docs, "Deployment", "gateway")
     assert [c["name"] for c in containers(gateway, init=False)] == ["gateway"]
+    assert "RTVOL_MODEL_SHM_DIR" not in env(container(gateway, "gateway"))  # another pod: no shared memory
+    assert "RTVOL_SHM_DIR" not in env(container(model, "model"))
     assert env(container(gateway, "gateway"))["RTVOL_MODEL_URL"] == (
         f"dns:///{service['metadata']['name']}:{service['spec']['ports'][0]['port']}")
 

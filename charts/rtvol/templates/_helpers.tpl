@@ -385,6 +385,7 @@ resources:
   {{- $env := dict "RTVOL_PORT" $m.ports.grpc "RTVOL_METRICS_PORT" $m.ports.metrics "RTVOL_MODEL_REPOSITORY" $m.repository.mountPath "RTVOL_BACKEND" $m.backend "RTVOL_SHADOW_SLICE_ROWS" $m.shadowSliceRows "RTVOL_SHADOW_MAX_PAUSE_MS" $m.shadowMaxPauseMs -}}
   {{- if eq $m.mode "sidecar" }}
   {{- $_ := set $env "RTVOL_UNIX_SOCKET" (printf "%s/model.sock" $m.socketDir) }}
+  {{- if .Values.gateway.sharedMemory.enabled }}{{ $_ := set $env "RTVOL_SHM_DIR" $m.socketDir }}{{ end }}
   {{- end }}
   {{- if .Values.tls.enabled }}{{ $_ := set $env "RTVOL_HEALTH_PORT" $m.ports.health }}{{ end }}
   {{- include "rtvol.env" (dict "root" . "component" "model" "extra" $m.extraEnv "env" $env "tls" "mtls") | nindent 2 }}

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,6 +41,9 @@ from rtvol.services.model.backends.packed import PRECISIONS, packed_model
 # from this many rows (600 KB) copy into the pinned input with torch's intra-op threads, not
 # numpy's one: expected ~4x faster at 1024 rows (2.4 MB), not yet measured (BENCHMARKS.md)
 THREADED_COPY_ROWS = 256
+# a window read from system shared memory is a read-only view (services/model/shm.py); torch
+# only reads it here (into the pinned input), so its warning about non-writable arrays is noise
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 FUSED_PRECISIONS = ("fp16", "bf16")  # the kernel's dots; fp32 keeps the generic path
 FUSED_TOLERANCE = 1e-2  # the parity tests' half-precision criterion, checked before the kernel serves
 
