@@ -60,11 +60,15 @@ PIPELINES = (("pipeline_50k", 50_000, 500, "batched", None),
              ("pipeline_50k_inflight2", 50_000, 500, "batched", None, "--gateway-arg=--pipeline-inflight=2"),
              # the windows in the requests, as before system shared memory (the A of an A/B)
              ("pipeline_50k_no_shm", 50_000, 500, "batched", None, "--no-shm"),
+             # whole windows on the Watch stream, as before they went as their newest rows
+             ("pipeline_50k_whole_windows", 50_000, 500, "batched", None, "--gateway-arg=--no-watch-rows"),
              ("pipeline_50k_single", 50_000, 500, "single", 1.0),
              # single updates on the framed Ingest stream (task FRAME: ~39,000 messages/s on 2 cores)
              ("pipeline_50k_single_stream", 50_000, 500, "single", None, "--transports", "stream"),
              ("pipeline_200k", 200_000, 8_000, "batched", None),
              ("pipeline_200k_stream", 200_000, 8_000, "batched", None, "--transports", "stream"),
+             ("pipeline_200k_stream_whole_windows", 200_000, 8_000, "batched", None, "--transports", "stream",
+              "--gateway-arg=--no-watch-rows"),
              # the same over 4 feature replicas (one feature service was the queue at 200k)
              ("pipeline_50k_r4", 50_000, 500, "batched", None, "--feature-replicas", "4"),
              ("pipeline_200k_r4", 200_000, 8_000, "batched", None, "--feature-replicas", "4"))

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
+from rtvol import window_rows
 from rtvol.errors import InvalidInput
 from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import REASONS, R, UpdateBatch
@@ -149,7 +150,8 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
 
     async def Watch(self, request_iterator: AsyncIterator[pb.WatchAck],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WindowBatch]:
-        async for batch in self.ingestor.feed.stream(request_iterator):
+        rows = window_rows.METADATA in tuple(context.invocation_metadata() or ())
+        async for batch in self.ingestor.feed.stream(request_iterator, rows):
             yield batch
 
     async def GetFeatures(self, request: pb.GetFeaturesRequest,

@@ -17,6 +17,10 @@ SENT that acknowledgement (docs/ARCHITECTURE.md, read-your-writes). Ingest calls
 a watcher left wait until ``lease_s`` after the last message it was sent (which came after that
 acknowledgement arrived): its lease has surely run out, and Predict reads the store, written
 before. An idle stream gets a heartbeat (an empty batch) every quarter lease to keep it.
+
+A watcher that asks for them (rtvol/window_rows.py) gets each window as its rows since the
+version last pushed to every watcher (one step: 48 bytes, not 2,400); its snapshot, and every
+message to a watcher that did not ask, carries whole windows.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
+from rtvol import window_rows
 from rtvol.features.online import OnlineState
+from rtvol.features.spec import STEPS
 from rtvol.featurestore import now_us
 from rtvol.proto.v1 import features_pb2 as pb
 from rtvol.services.feature import metrics
@@ -41,8 +47,9 @@ log = logging.getLogger(__name__)
 class Watcher:
     """One Watch stream: the batches queued for it and the last one it acknowledged."""
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, rows: bool = False) -> None:
         self.queue: asyncio.Queue[pb.WindowBatch | None] = asyncio.Queue(depth)  # None: end
+        self.rows = rows  # takes windows as their newest rows (after its snapshot)
         self.sent = 0  # the last batch number queued
         self.acked = 0
         self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
@@ -94,6 +101,9 @@ class WindowFeed:
         self.applied_us = np.zeros(state.n_stocks, np.int64)  # the end of that receipt's apply
         self.stored_us = np.zeros(state.n_stocks, np.int64) if stored_us is None else stored_us
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # receipt that last changed each window
+        # the window version last pushed to every watcher: each holds at least it (a snapshot
+        # is never older), so rows after it rebuild the window anywhere
+        self.pushed = np.zeros(state.n_stocks, np.int64)
         self.watchers: set[Watcher] = set()
         self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
         self._wake = asyncio.Event()
@@ -118,32 +128,37 @@ class WindowFeed:
         if not len(idx):
             return
         self.pending[idx] = False
-        for message in self._messages(idx, self.received_us[idx], self.applied_us[idx]):
-            self._push(message)
-            metrics.WATCH_BATCH.observe(len(message.stock_ids))
-
-    def _messages(self, idx: np.ndarray, received_us: np.ndarray, applied_us: np.ndarray
-                  ) -> list[pb.WindowBatch]:
-        s = self.state
-        stored = self.stored_us[idx]
-        stored[stored < applied_us] = 0  # that write held an older window: this one is not stored yet
-        out = []
+        forms = {w.rows for w in self.watchers}
+        since = self.pushed[idx]
+        self.pushed[idx] = self.state.closed[idx]
         for lo in range(0, len(idx), self.max_batch):
             part, hi = idx[lo:lo + self.max_batch], lo + self.max_batch
-            out.append(pb.WindowBatch(
-                batch=next(self._batches), stock_ids=part.tolist(),
-                windows=s.windows(part).astype("<f4").tobytes(),
-                version=s.closed[part].tolist(), sequence=s.seq[part].tolist(),
-                event_time_us=np.nan_to_num(np.round(s.time[part] * 1e6)).astype(np.int64).tolist(),
-                received_us=received_us[lo:hi].tolist(),
-                end_step=np.maximum(s.step[part], 0).tolist(),
-                applied_us=applied_us[lo:hi].tolist(), stored_us=stored[lo:hi].tolist()))
-        return out
+            message = self._message(next(self._batches), part, self.received_us[part], self.applied_us[part])
+            compact = pb.WindowBatch()
+            if True in forms:
+                compact.CopyFrom(message)
+                rows = np.minimum(self.state.closed[part] - since[lo:hi], STEPS)
+                compact.windows = window_rows.newest(self.state.windows(part), rows).astype("<f4").tobytes()
+                compact.rows.extend(rows.tolist())
+            if False in forms:
+                message.windows = self.state.windows(part).astype("<f4").tobytes()
+            for w in list(self.watchers):
+                if not w.push(compact if w.rows else message):
+                    self._drop(w, "queue full")
+            metrics.WATCH_BATCH.observe(len(part))
 
-    def _push(self, message: pb.WindowBatch) -> None:
-        for w in list(self.watchers):
-            if not w.push(message):
-                self._drop(w, "queue full")
+    def _message(self, batch: int, part: np.ndarray, received_us: np.ndarray, applied_us: np.ndarray
+                 ) -> pb.WindowBatch:
+        """The batch of ``part``'s windows, all but the windows themselves."""
+        s = self.state
+        stored = self.stored_us[part]
+        stored[stored < applied_us] = 0  # that write held an older window: this one is not stored yet
+        return pb.WindowBatch(
+            batch=batch, stock_ids=part.tolist(), version=s.closed[part].tolist(),
+            sequence=s.seq[part].tolist(),
+            event_time_us=np.nan_to_num(np.round(s.time[part] * 1e6)).astype(np.int64).tolist(),
+            received_us=received_us.tolist(), end_step=np.maximum(s.step[part], 0).tolist(),
+            applied_us=applied_us.tolist(), stored_us=stored.tolist())
 
     def _drop(self, w: Watcher, why: str) -> None:
         log.warning("dropping a window watcher (%s); it gets a snapshot when it reconnects", why)
@@ -177,19 +192,25 @@ class WindowFeed:
                 self._drop(w, "ack timeout")
         metrics.WATCH_ACK.observe(time.perf_counter() - started)
 
-    def watch(self) -> Watcher:
-        """A new watcher, its queue starting with a snapshot of every stock that has a window."""
-        w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1)
+    def watch(self, rows: bool = False) -> Watcher:
+        """A new watcher, its queue starting with a snapshot of every stock that has a window
+        (whole windows; later ones as their newest rows where ``rows``)."""
+        w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1, rows)
         idx = np.flatnonzero(self.state.closed > 0)
         known = self.changed_us[idx]  # 0: not known (restored state)
-        for message in self._messages(idx, known, np.zeros_like(known)):
+        for lo in range(0, len(idx), self.max_batch):
+            part = idx[lo:lo + self.max_batch]
+            message = self._message(next(self._batches), part, known[lo:lo + self.max_batch],
+                                    np.zeros(len(part), np.int64))
+            message.windows = self.state.windows(part).astype("<f4").tobytes()
             w.push(message)
         self.watchers.add(w)
         return w
 
-    async def stream(self, acks: AsyncIterator[pb.WatchAck]) -> AsyncIterator[pb.WindowBatch]:
+    async def stream(self, acks: AsyncIterator[pb.WatchAck], rows: bool = False
+                     ) -> AsyncIterator[pb.WindowBatch]:
         """The Watch RPC: batches out, acknowledgements in."""
-        w = self.watch()
+        w = self.watch(rows)
 
         async def read_acks() -> None:
             async for a in acks:

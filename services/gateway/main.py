@@ -116,7 +116,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         predictor.memory = WindowMemory(s.stocks, scorer, layout.mine(s.stocks) if layout else None)
         if shadow is not None:
             shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
-        watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key)  # one per replica
+        # one per replica
+        watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key, s.watch_rows)
         if layout:  # a worker: infers its shard, shares those signals with the other workers
             shared = shards.Shards(layout, SignalTable(layout.table_fd, s.stocks), predictor.memory, hub)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,

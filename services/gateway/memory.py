@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from rtvol import window_rows
 from rtvol.features.spec import N_FEATURES, STEPS
 from rtvol.featurestore import Windows, now_us
 from rtvol.proto.v1 import features_pb2 as fpb
@@ -50,7 +51,9 @@ class WindowMemory:
         self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
 
     def hold(self, batch: fpb.WindowBatch) -> int:
-        """Keep the windows of ``batch`` that are newer than those held; returns how many."""
+        """Keep the windows of ``batch`` that are newer than those held; returns how many.
+        Windows sent as their newest rows are shifted into those held; rows that start after
+        the version held raise window_rows.RowsGap, before anything is kept."""
         ids = np.asarray(batch.stock_ids, np.int64)
         version = np.asarray(batch.version, np.int64)
         known = (ids >= 0) & (ids < self.stocks)
@@ -59,7 +62,7 @@ class WindowMemory:
         if not len(newer):
             return 0
         idx = ids[newer]
-        self.windows[idx] = np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)[newer]
+        self.windows[idx] = self._windows(batch, newer, idx, version[newer])
         self.version[idx] = version[newer]
         self.sequence[idx] = np.asarray(batch.sequence, np.int64)[newer]
         self.event_time_us[idx] = np.asarray(batch.event_time_us, np.int64)[newer]
@@ -78,6 +81,20 @@ class WindowMemory:
         self.dirty[idx] = self.mine[idx]
         self.wake.set()
         return len(idx)
+
+    def _windows(self, batch: fpb.WindowBatch, newer: np.ndarray, idx: np.ndarray, version: np.ndarray
+                 ) -> np.ndarray:
+        if not batch.rows:
+            return np.frombuffer(batch.windows, "<f4").reshape(-1, STEPS, N_FEATURES)[newer]
+        rows = np.asarray(batch.rows, np.int64)
+        if len(rows) != len(batch.stock_ids):
+            raise ValueError(f"{len(rows)} rows counts for {len(batch.stock_ids)} windows")
+        data = np.frombuffer(batch.windows, "<f4").reshape(-1, N_FEATURES)
+        if len(newer) < len(rows):  # the rows of the windows kept
+            kept = np.zeros(len(rows), bool)
+            kept[newer] = True
+            data = data[np.repeat(kept, rows)]
+        return window_rows.apply(self.windows[idx], self.version[idx], data.tobytes(), rows[newer], version)
 
     def take(self, limit: int) -> np.ndarray:
         """Up to ``limit`` dirty stocks in no unsettled batch, now part of a batch (busy until

@@ -94,6 +94,9 @@ class GatewaySettings(ServiceSettings):
     """At start: how long to wait for the sidecar to be ready before serving from tier 2."""
     model_probe_s: float = 1.0
     """How often the sidecar's ModelReady is asked; while it is not ready, tier 2 answers."""
+    watch_rows: bool = True
+    """Take the windows the feature service pushes as their newest rows (one step: 48 bytes,
+    not the whole 2,400-byte window); --no-watch-rows: whole windows, as before."""
     model_shm_dir: Path | None = None
     """The sidecar runs on this host and maps system shared memory from this directory (its
     --shm-dir): big tier-1 batches go through a region there instead of in the request. None: off."""

@@ -19,7 +19,7 @@ import time
 
 import grpc
 
-from rtvol import auth, sharding, tls
+from rtvol import auth, sharding, tls, window_rows
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.proto.v1 import features_pb2_grpc as fpb_grpc
 from rtvol.rpc import MAX_MESSAGE_BYTES
@@ -34,10 +34,13 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 class WindowWatch:
     def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
-                 api_key: str = "", retry_s: float = 0.2, replica: int = 0, replicas: int = 1) -> None:
+                 api_key: str = "", retry_s: float = 0.2, replica: int = 0, replicas: int = 1,
+                 rows: bool = True) -> None:
+        """``rows``: take windows as their newest rows (rtvol/window_rows.py), not whole."""
         self.url, self.memory, self.retry_s, self.replica = feature_url, memory, retry_s, str(replica)
         self.owned = sharding.owned(memory.stocks, replicas, replica)  # the stocks it pushes
         self.client_tls, self.credential = client_tls, auth.metadata(api_key)
+        self.metadata = [*self.credential, window_rows.METADATA] if rows else self.credential
         self._task = BackgroundTask()
         self._channel: grpc.aio.Channel | None = None  # while a Watch call is open on it
 
@@ -53,7 +56,7 @@ class WindowWatch:
         batches = metrics.WATCH_BATCHES.labels(self.replica)
         async with tls.channel(self.url, self.client_tls, CHANNEL_OPTIONS) as channel:
             opened = time.monotonic()  # before the feature service can send the first message
-            call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.credential)
+            call = fpb_grpc.FeaturesStub(channel).Watch(metadata=self.metadata)
             self._channel = channel
             acks = _Acks(call, opened)
             try:
@@ -78,6 +81,9 @@ class WindowWatch:
             except grpc.aio.AioRpcError as e:  # feature service away: Redis still answers
                 metrics.UPSTREAM_ERRORS.labels("feature_watch", e.code().name).inc()
                 log.debug("feature replica %s (%s): Watch ended: %s", self.replica, self.url, e.code().name)
+            except (window_rows.RowsGap, ValueError) as e:  # a window it cannot rebuild: a new snapshot
+                metrics.UPSTREAM_ERRORS.labels("feature_watch", type(e).__name__).inc()
+                log.warning("feature replica %s (%s): Watch restarted: %s", self.replica, self.url, e)
             await asyncio.sleep(self.retry_s)
 
     def start(self) -> None:
@@ -130,9 +136,9 @@ class _Acks:
 
 
 def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
-               api_key: str = "") -> list[WindowWatch]:
+               api_key: str = "", rows: bool = True) -> list[WindowWatch]:
     """One WindowWatch per feature replica (``urls`` in ordinal order), into one memory."""
-    return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls))
+    return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls), rows=rows)
             for i, url in enumerate(urls)]
 
 

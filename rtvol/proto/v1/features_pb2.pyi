@@ -214,7 +214,7 @@ class GetVwapResponse(_message.Message):
     def __init__(self, stock_ids: _Optional[_Iterable[int]] = ..., vwap: _Optional[_Iterable[float]] = ..., volume: _Optional[_Iterable[float]] = ..., time_id: _Optional[_Iterable[int]] = ..., last_trade_us: _Optional[_Iterable[int]] = ..., age_ms: _Optional[_Iterable[float]] = ..., found: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class WindowBatch(_message.Message):
-    __slots__ = ("batch", "stock_ids", "windows", "version", "sequence", "event_time_us", "received_us", "end_step", "applied_us", "stored_us", "sent_us", "acked", "lease_us")
+    __slots__ = ("batch", "stock_ids", "windows", "version", "sequence", "event_time_us", "received_us", "end_step", "applied_us", "stored_us", "sent_us", "acked", "lease_us", "rows")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class WindowBatch(_message.Message):
     SENT_US_FIELD_NUMBER: _ClassVar[int]
     ACKED_FIELD_NUMBER: _ClassVar[int]
     LEASE_US_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     batch: int
     stock_ids: _containers.RepeatedScalarFieldContainer[int]
     windows: bytes
@@ -241,7 +242,8 @@ class WindowBatch(_message.Message):
     sent_us: int
     acked: int
     lease_us: int
-    def __init__(self, batch: _Optional[int] = ..., stock_ids: _Optional[_Iterable[int]] = ..., windows: _Optional[bytes] = ..., version: _Optional[_Iterable[int]] = ..., sequence: _Optional[_Iterable[int]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ..., end_step: _Optional[_Iterable[int]] = ..., applied_us: _Optional[_Iterable[int]] = ..., stored_us: _Optional[_Iterable[int]] = ..., sent_us: _Optional[int] = ..., acked: _Optional[int] = ..., lease_us: _Optional[int] = ...) -> None: ...
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, batch: _Optional[int] = ..., stock_ids: _Optional[_Iterable[int]] = ..., windows: _Optional[bytes] = ..., version: _Optional[_Iterable[int]] = ..., sequence: _Optional[_Iterable[int]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ..., end_step: _Optional[_Iterable[int]] = ..., applied_us: _Optional[_Iterable[int]] = ..., stored_us: _Optional[_Iterable[int]] = ..., sent_us: _Optional[int] = ..., acked: _Optional[int] = ..., lease_us: _Optional[int] = ..., rows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WatchAck(_message.Message):
     __slots__ = ("batch",)
