@@ -24,7 +24,8 @@ every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms
   sidecar's shadow counters.
 
 Targets (issue 12): tick-to-signal p99 <= 5 ms on the 2-core machine and <= 2 ms on a GPU host
-at 50,000 updates/s over 500 stocks; >= 99 % of pushed signals from tier 1; every signal
+at 50,000 updates/s over 500 stocks, <= 5 ms there at 200,000 updates/s over 8,000 stocks;
+>= 99 % of pushed signals from tier 1; every signal
 current and every step closed with a signal of its own; >= 20,000 single-update Ingest
 messages/s on one stream. Each is printed with its
 verdict (and whether the run's rate and universe reach the target's conditions). Writes JSON
@@ -60,6 +61,8 @@ from rtvol.pipeline_hops import HOPS
 
 P99_LIMIT_MS = {"cpu": 5.0, "gpu": 2.0}
 TARGET_RATE, TARGET_STOCKS = 50_000, 500
+# the GPU host's larger target: every signal current and p99 <= 5 ms at this load
+GPU_LARGE_RATE, GPU_LARGE_STOCKS, GPU_LARGE_P99_MS = 200_000, 8_000, 5.0
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
 NO_HOPS = (0,) * len(HOPS)
 
@@ -280,7 +283,6 @@ def ingest_figures(fed: Any, plan: FeedPlan, spent: dict[str, float], features: 
 
 def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
     """Each target per mode: value, limit, met, and whether the run reached the target's load."""
-    limit = P99_LIMIT_MS["gpu" if gpu else "cpu"]
     rows = []
 
     def row(target: str, value: Any, limit: Any, met: bool, loaded: bool) -> None:
@@ -290,6 +292,8 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
         p = r["plan"]
         at = f"{p['rate']:,.0f} upd/s, {p['stocks']} stocks, {r['mode']}"
         loaded = p["rate"] >= TARGET_RATE and p["stocks"] >= TARGET_STOCKS
+        large = gpu and p["rate"] >= GPU_LARGE_RATE and p["stocks"] >= GPU_LARGE_STOCKS
+        limit = GPU_LARGE_P99_MS if large else P99_LIMIT_MS["gpu" if gpu else "cpu"]
         p99 = r["tick_to_signal"]["p99_ms"]
         row(f"tick-to-signal p99 <= {limit} ms ({at})", p99, limit, p99 <= limit, loaded)
         share = r["tier1_share"] or 0.0

@@ -239,6 +239,11 @@ def test_gpu_values_put_the_model_on_a_gpu_node() -> None:
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert "runtimeClassName" not in pod  # optional: empty in values-gpu.yaml
+    for profile in ("gpu", "cloud"):  # two tick-to-signal batches out where the sidecar has a GPU
+        gw = find(manifests(profile_values(profile)), "Deployment", "gateway")
+        assert env(container(gw, "gateway"))["RTVOL_PIPELINE_INFLIGHT"] == "2"
+    default = find(manifests(profile_values("default")), "Deployment", "gateway")
+    assert env(container(default, "gateway"))["RTVOL_PIPELINE_INFLIGHT"] == "1"
 
 
 def test_tritonserver_replaces_the_sidecar() -> None:
