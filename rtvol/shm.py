@@ -52,7 +52,9 @@ class Slots:
         self.byte_size = self.slot_bytes * count
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.ftruncate(fd, self.byte_size)
+            # the pages now, not at the first write: a full tmpfs (a pod's size-limited memory
+            # volume) is ENOSPC here, where ftruncate's sparse file would fault (SIGBUS) later
+            os.posix_fallocate(fd, 0, self.byte_size)
             self._map = mmap.mmap(fd, self.byte_size)
         except BaseException:
             os.unlink(self.path)

@@ -57,13 +57,16 @@ def _redis(url: str, timeout_s: float, s: GatewaySettings) -> Any:
 
 
 def _slots(s: GatewaySettings) -> shm.Slots | None:
+    """The shared-memory region for big tier-1 batches; None (the windows go in the requests,
+    as without it) where it cannot be made, e.g. a memory volume too small for every worker's."""
     if s.model_shm_dir is None:
         return None
     try:
         return shm.Slots(s.model_shm_dir, s.model_shm_bytes)
     except OSError as e:
-        raise SystemExit(f"--model-shm-dir {s.model_shm_dir}: cannot create a region ({e.strerror})"
-                         ) from None
+        log.warning("--model-shm-dir %s: no region of %d bytes (%s): tier-1 windows go in the requests",
+                    s.model_shm_dir, s.model_shm_bytes, e.strerror)
+        return None
 
 
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,

@@ -43,6 +43,24 @@ def test_slots_hold_what_was_written_until_released(tmp_path: Path) -> None:
     assert not slots.path.exists()
 
 
+def test_a_region_that_does_not_fit_fails_at_creation_not_at_a_later_write(tmp_path: Path) -> None:
+    """A size-limited tmpfs (a pod's memory volume) refuses the region up front (ENOSPC), where
+    a sparse file would take the gateway down with SIGBUS at the first write past its room."""
+    if not Path("/dev/shm").is_dir() or os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(OSError):
+            shm.Slots(mnt, 4 << 20)
+        assert not list(mnt.iterdir())  # nothing left behind
+        shm.Slots(mnt, 512 << 10).close()  # one that fits
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 def test_the_sweep_removes_dead_gateways_objects_only(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
