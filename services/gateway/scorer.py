@@ -33,6 +33,7 @@ from rtvol.services.gateway.signal import Signal
 
 ROLES = ("serving", "shadow")
 HISTORY = 2 * STEPS  # steps kept per stock: a bucket waits while the next one closes
+NONE_WAITING = 1 << 40  # a stock's oldest waiting bucket when none waits
 LABELS = ("model", "version", "tier", "role")
 
 SQUARED_ERROR = Counter(
@@ -67,6 +68,9 @@ class LiveScorer:
         self.known_from = np.zeros(stocks, np.int64)  # steps [known_from, known_to) are held
         self.known_to = np.zeros(stocks, np.int64)  # 0: nothing held yet
         self.waiting: list[dict[Key, float]] = [{} for _ in range(stocks)]
+        # per stock, the oldest bucket waiting (NONE_WAITING: none; kept by _settle_stocks): a
+        # newly held window visits only the stocks whose oldest bucket it can settle
+        self.oldest = np.full(stocks, NONE_WAITING, np.int64)
         self._seen: set[tuple[str, str, str, str]] = set()  # labels whose counters exist
 
     def record(self, signals: Iterable[Signal], role: str = "serving") -> int:
@@ -100,6 +104,12 @@ class LiveScorer:
         extend each stock's known steps; every waiting signal whose bucket is now known is
         scored. Returns how many were scored."""
         step_rv = windows[..., INDEX["wap1_rv"]].astype(np.float64)
+        sids, ends = np.asarray(stock_ids, np.int64), np.asarray(end_steps, np.int64)
+        if (np.diff(sids) > 0).all():  # a Watch batch (ids ascending, each once): all at once
+            sids = self._extend(sids, step_rv, ends)
+            oldest = self.oldest[sids]
+            due = (oldest * STEPS < self.known_from[sids]) | ((oldest + 1) * STEPS <= self.known_to[sids])
+            return self._settle_stocks(sids[due].tolist())
         touched = set()
         for sid, rows, end in zip(np.asarray(stock_ids).tolist(), step_rv,
                                   np.asarray(end_steps).tolist(), strict=True):
@@ -112,6 +122,19 @@ class LiveScorer:
             self.step_rv[sid, np.arange(end - STEPS, end) % HISTORY] = rows
             touched.add(sid)
         return self._settle_stocks(touched)
+
+    def _extend(self, sids: np.ndarray, step_rv: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """``settle``'s loop for distinct stocks, as array operations (~3 µs a window in the
+        loop, on the Watch stream's path to the pipeline); returns the stocks extended."""
+        ok = (sids >= 0) & (sids < self.stocks) & (ends >= STEPS)
+        ok[ok] = ends[ok] > self.known_to[sids[ok]]
+        sids, step_rv, ends = sids[ok], step_rv[ok], ends[ok]
+        gap = self.known_to[sids] < ends - STEPS  # what came before cannot be stitched
+        self.known_from[sids[gap]] = ends[gap] - STEPS
+        self.known_to[sids] = ends
+        self.known_from[sids] = np.maximum(self.known_from[sids], ends - HISTORY)
+        self.step_rv[sids[:, None], (ends[:, None] - STEPS + np.arange(STEPS)) % HISTORY] = step_rv
+        return sids
 
     def _settle_stocks(self, stock_ids: Iterable[int]) -> int:
         scored = 0
@@ -132,6 +155,7 @@ class LiveScorer:
                 SQUARED_ERROR.labels(model, version, tier, role).inc(((realized - predicted) / realized) ** 2)
                 SCORED.labels(model, version, tier, role).inc()
                 scored += 1
+            self.oldest[sid] = min((k[0] for k in waiting), default=NONE_WAITING)
         return scored
 
     def _first_seen(self, labels: tuple[str, str, str, str]) -> None:

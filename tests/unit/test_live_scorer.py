@@ -159,3 +159,26 @@ def test_the_validation_figure_comes_from_the_repository_metadata(tmp_path: Path
         (folder / "model.onnx").write_bytes(b"")
     lookup = repository_validation(tmp_path)
     assert [lookup("m", v) for v in ("1", "2", "3", "4", "")] == [0.31, 0.29, None, None, None]
+
+
+def test_a_watch_batch_at_once_settles_as_window_by_window() -> None:
+    """``settle`` takes a batch of distinct ascending stocks as array operations; any other
+    order goes window by window: the same steps known, the same signals scored."""
+    rng = np.random.default_rng(11)
+    at_once, one_by_one = LiveScorer(6), LiveScorer(6)
+    end = np.full(6, STEPS, np.int64)
+    for _ in range(300):
+        ids = np.flatnonzero(rng.random(6) < 0.6)
+        if not len(ids):
+            continue
+        end[ids] += rng.choice([0, 1, 1, 1, 3, STEPS + 5], len(ids))  # same, next, a skip, a gap
+        windows = rng.uniform(1e-4, 2e-3, (len(ids), STEPS, N_FEATURES)).astype(np.float32)
+        for scorer in (at_once, one_by_one):
+            scorer.record([Signal(int(i), 0.001, model="m", version="v", tier=1,
+                                  window_end_step=int(end[i]) // STEPS * STEPS) for i in ids])
+        got = at_once.settle(ids, windows, end[ids])
+        want = one_by_one.settle(ids[::-1], windows[::-1], end[ids][::-1])
+        assert got == want
+        for name in ("known_from", "known_to", "step_rv", "oldest"):
+            np.testing.assert_array_equal(getattr(at_once, name), getattr(one_by_one, name), err_msg=name)
+        assert at_once.waiting == one_by_one.waiting
