@@ -122,7 +122,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         # one per replica
         watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key, s.watch_rows)
         if layout:  # a worker: infers its shard, shares those signals with the other workers
-            shared = shards.Shards(layout, SignalTable(layout.table_fd, s.stocks), predictor.memory, hub)
+            table = SignalTable(layout.table_fd, s.stocks)
+            shared = shards.Shards(layout, table, predictor.memory, hub, cache)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
                             share=shared.publish if shared else None, inflight=s.pipeline_inflight)
     readiness = Readiness(tier1, watches)

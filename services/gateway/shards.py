@@ -21,6 +21,7 @@ import numpy as np
 
 from rtvol import sharding
 from rtvol.services.gateway import metrics
+from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.memory import WindowMemory
 from rtvol.services.gateway.signal import Signal
@@ -69,8 +70,10 @@ def new_wake_fds(count: int) -> tuple[int, ...]:
 class Shards:
     """This worker's side: publishes its own signals, mirrors the other shards'."""
 
-    def __init__(self, layout: Layout, table: SignalTable, memory: WindowMemory, hub: Hub) -> None:
-        self.layout, self.table, self.memory, self.hub = layout, table, memory, hub
+    def __init__(self, layout: Layout, table: SignalTable, memory: WindowMemory, hub: Hub,
+                 cache: SignalCache) -> None:
+        """``cache``: this worker's signal LRU, which GET /v1/signals/ID reads before Redis."""
+        self.layout, self.table, self.memory, self.hub, self.cache = layout, table, memory, hub, cache
         self.others = ~layout.mine(table.stocks)
         self.seen = np.zeros(table.stocks, np.uint64)  # slot words already mirrored
         self.wake_fd = layout.wake_fds[layout.index]
@@ -98,6 +101,7 @@ class Shards:
             metrics.SHARED_COALESCED.inc(skipped)
         self.seen[ids] = read_words
         self.memory.settle(signals)
+        self.cache.put_local(signals)  # a read of another shard's signal needs no Redis
         if push:
             self.hub.publish(signals)
         metrics.SHARED_MIRRORED.inc(len(signals))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from rtvol.services.gateway.cache import SignalCache
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.memory import WindowMemory
 from rtvol.services.gateway.shards import Layout, Shards, new_wake_fds
@@ -72,7 +73,8 @@ def test_a_worker_mirrors_the_other_shard_into_memory_and_pushes_it(fds: tuple[i
         for index in (0, 1):
             layout = Layout(index, 2, table_fd, wakes)
             memory, hub = WindowMemory(STOCKS, mine=layout.mine(STOCKS)), Hub()
-            sides.append(Shards(layout, SignalTable(table_fd, STOCKS), memory, hub))
+            cache = SignalCache(64)
+            sides.append(Shards(layout, SignalTable(table_fd, STOCKS), memory, hub, cache))
         even, odd = sides
         even.publish([_signal(0, 3)])  # before the other starts: it warms from the table
         odd.start()
@@ -82,6 +84,7 @@ def test_a_worker_mirrors_the_other_shard_into_memory_and_pushes_it(fds: tuple[i
         pushed = await asyncio.wait_for(sub.take(), 5)  # woken through its eventfd
         assert pushed == [_signal(2, 1), _signal(4, 1)]
         assert odd.memory.signals[2] == _signal(2, 1) and odd.memory.signals[1] is None
+        assert odd.cache.get(2) == _signal(2, 1)  # GET /v1/signals/2 on this worker: no Redis read
         odd.publish([_signal(1, 5)])  # its own shard: not mirrored back into itself
         assert odd.mirror() == 0 and even.mirror() == 1 and even.memory.signals[1] == _signal(1, 5)
         odd.stop()
