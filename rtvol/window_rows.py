@@ -34,19 +34,19 @@ def newest(windows: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return windows[owner, step]
 
 
-def apply(held: np.ndarray, held_version: np.ndarray, data: bytes, rows: np.ndarray,
+def apply(held: np.ndarray, held_version: np.ndarray, new: np.ndarray, rows: np.ndarray,
           version: np.ndarray) -> np.ndarray:
     """Windows ``[n, STEPS, F]`` of versions ``version`` from the ``held`` ones (their
-    versions ``held_version``, each no newer) and ``data``: each window's newest ``rows[i]``
-    rows, little-endian float32, concatenated. Raises RowsGap when a held version is older
-    than ``version - rows`` (and rows < STEPS: a whole window needs nothing held)."""
+    versions ``held_version``, each no newer) and ``new`` ``[sum(rows), F]``: each window's
+    newest ``rows[i]`` rows, concatenated. Raises RowsGap when a held version is older than
+    ``version - rows`` (a whole window, rows = STEPS, needs nothing held)."""
     rows = np.asarray(rows, np.int64)
-    new = np.frombuffer(data, "<f4").reshape(-1, N_FEATURES)
     if len(new) != rows.sum() or (rows < 0).any() or (rows > STEPS).any():
         raise ValueError(f"{len(new)} rows of data for rows {rows.tolist()[:8]}...")
     shift = np.minimum(version - held_version, STEPS)  # rows each window moves by
-    if ((shift > rows) & (rows < STEPS)).any() or (shift < 0).any():
-        bad = np.flatnonzero((shift > rows) | (shift < 0))[0]
+    gap = (shift > rows) | (shift < 0)  # (shift <= STEPS: never for a whole window)
+    if gap.any():
+        bad = np.flatnonzero(gap)[0]
         raise RowsGap(f"window {bad}: holds version {held_version[bad]}, rows {rows[bad]} of version "
                       f"{version[bad]}")
     # position p of window i: the held row p + shift while it exists, else the data row that
@@ -57,6 +57,5 @@ def apply(held: np.ndarray, held_version: np.ndarray, data: bytes, rows: np.ndar
     start = np.cumsum(rows) - rows  # window i's first data row
     src_new = start[:, None] + rows[:, None] - STEPS + p[None, :]
     flat = np.concatenate([held.reshape(-1, N_FEATURES), new])
-    index = np.where(from_held, np.arange(len(rows))[:, None] * STEPS + np.minimum(src_held, STEPS - 1),
-                     len(held) * STEPS + src_new)
+    index = np.where(from_held, np.arange(len(rows))[:, None] * STEPS + src_held, len(held) * STEPS + src_new)
     return flat[index]

@@ -134,14 +134,15 @@ class WindowFeed:
         for lo in range(0, len(idx), self.max_batch):
             part, hi = idx[lo:lo + self.max_batch], lo + self.max_batch
             message = self._message(next(self._batches), part, self.received_us[part], self.applied_us[part])
+            windows = self.state.windows(part)
             compact = pb.WindowBatch()
             if True in forms:
                 compact.CopyFrom(message)
                 rows = np.minimum(self.state.closed[part] - since[lo:hi], STEPS)
-                compact.windows = window_rows.newest(self.state.windows(part), rows).astype("<f4").tobytes()
+                compact.windows = window_rows.newest(windows, rows).astype("<f4").tobytes()
                 compact.rows.extend(rows.tolist())
             if False in forms:
-                message.windows = self.state.windows(part).astype("<f4").tobytes()
+                message.windows = windows.astype("<f4").tobytes()
             for w in list(self.watchers):
                 if not w.push(compact if w.rows else message):
                     self._drop(w, "queue full")

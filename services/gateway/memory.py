@@ -94,7 +94,7 @@ class WindowMemory:
             kept = np.zeros(len(rows), bool)
             kept[newer] = True
             data = data[np.repeat(kept, rows)]
-        return window_rows.apply(self.windows[idx], self.version[idx], data.tobytes(), rows[newer], version)
+        return window_rows.apply(self.windows[idx], self.version[idx], data, rows[newer], version)
 
     def take(self, limit: int) -> np.ndarray:
         """Up to ``limit`` dirty stocks in no unsettled batch, now part of a batch (busy until

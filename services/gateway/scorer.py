@@ -106,26 +106,19 @@ class LiveScorer:
         step_rv = windows[..., INDEX["wap1_rv"]].astype(np.float64)
         sids, ends = np.asarray(stock_ids, np.int64), np.asarray(end_steps, np.int64)
         if (np.diff(sids) > 0).all():  # a Watch batch (ids ascending, each once): all at once
-            sids = self._extend(sids, step_rv, ends)
-            oldest = self.oldest[sids]
-            due = (oldest * STEPS < self.known_from[sids]) | ((oldest + 1) * STEPS <= self.known_to[sids])
-            return self._settle_stocks(sids[due].tolist())
-        touched = set()
-        for sid, rows, end in zip(np.asarray(stock_ids).tolist(), step_rv,
-                                  np.asarray(end_steps).tolist(), strict=True):
-            if not 0 <= sid < self.stocks or end < STEPS or end <= self.known_to[sid]:
-                continue  # unknown stock, no end step (an older feature service), or not newer
-            if self.known_to[sid] < end - STEPS:  # a gap: what came before cannot be stitched
-                self.known_from[sid] = end - STEPS
-            self.known_to[sid] = end
-            self.known_from[sid] = max(self.known_from[sid], end - HISTORY)
-            self.step_rv[sid, np.arange(end - STEPS, end) % HISTORY] = rows
-            touched.add(sid)
-        return self._settle_stocks(touched)
+            extended = self._extend(sids, step_rv, ends)
+        else:  # repeated or unordered ids: one window at a time, in order
+            extended = np.unique(np.concatenate(
+                [np.zeros(0, np.int64), *(self._extend(sids[i:i + 1], step_rv[i:i + 1], ends[i:i + 1])
+                                          for i in range(len(sids)))]))
+        # a stock whose oldest waiting bucket cannot settle has none that can
+        oldest = self.oldest[extended]
+        due = (oldest * STEPS < self.known_from[extended]) | ((oldest + 1) * STEPS <= self.known_to[extended])
+        return self._settle_stocks(extended[due].tolist())
 
     def _extend(self, sids: np.ndarray, step_rv: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """``settle``'s loop for distinct stocks, as array operations (~3 µs a window in the
-        loop, on the Watch stream's path to the pipeline); returns the stocks extended."""
+        """The known steps of distinct stocks extended by their windows, as array operations
+        (on the Watch stream's path to the pipeline); returns the stocks extended."""
         ok = (sids >= 0) & (sids < self.stocks) & (ends >= STEPS)
         ok[ok] = ends[ok] > self.known_to[sids[ok]]
         sids, step_rv, ends = sids[ok], step_rv[ok], ends[ok]

@@ -5,7 +5,6 @@ refused with the field named, and the sidecar lives on."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import pytest
 
 tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is the acceptance client")
 from helpers.models import export_random  # noqa: E402
+from test_sidecar_grpc import wait_ready, windows  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from rtvol import shm  # noqa: E402
@@ -54,22 +54,6 @@ def sidecar(repo: Path, shm_dir: Path) -> Iterator[str]:
         yield proc.url
     finally:
         assert proc.stop() == 0
-
-
-def wait_ready(url: str) -> None:
-    client = tc.InferenceServerClient(url)
-    for _ in range(600):
-        try:
-            if client.is_server_ready():
-                return
-        except InferenceServerException:
-            pass
-        asyncio.run(asyncio.sleep(0.05))
-    raise TimeoutError(f"sidecar at {url} not ready")
-
-
-def windows(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).lognormal(-6, 1, size=(n, 50, 12)).astype(np.float32)
 
 
 def write_object(directory: Path, name: str, data: bytes) -> None:

@@ -162,8 +162,8 @@ def test_the_validation_figure_comes_from_the_repository_metadata(tmp_path: Path
 
 
 def test_a_watch_batch_at_once_settles_as_window_by_window() -> None:
-    """``settle`` takes a batch of distinct ascending stocks as array operations; any other
-    order goes window by window: the same steps known, the same signals scored."""
+    """``settle`` takes a batch of distinct ascending stocks in one pass of array operations;
+    any other order goes one window at a time: the same steps known, the same signals scored."""
     rng = np.random.default_rng(11)
     at_once, one_by_one = LiveScorer(6), LiveScorer(6)
     end = np.full(6, STEPS, np.int64)

@@ -79,10 +79,10 @@ def test_rows_that_start_after_the_version_held_are_refused_before_anything_chan
     held = np.arange(2 * STEPS * N_FEATURES, dtype=np.float32).reshape(2, STEPS, N_FEATURES)
     new = np.ones((2, N_FEATURES), np.float32)
     with pytest.raises(window_rows.RowsGap):
-        window_rows.apply(held, np.array([5, 5]), new.tobytes(), np.array([1, 1]), np.array([6, 7]))
+        window_rows.apply(held, np.array([5, 5]), new, np.array([1, 1]), np.array([6, 7]))
     # a whole window needs nothing held
     whole = np.full((STEPS, N_FEATURES), 3, np.float32)
-    got = window_rows.apply(held[:1], np.array([0]), whole.tobytes(), np.array([STEPS]), np.array([99]))
+    got = window_rows.apply(held[:1], np.array([0]), whole, np.array([STEPS]), np.array([99]))
     np.testing.assert_array_equal(got[0], whole)
 
 
