@@ -5,6 +5,9 @@
 * Prometheus: LATENCY_BUCKETS resolve 10 µs; `start_metrics` serves /metrics and installs the
   runtime metrics: prometheus_client's default process/platform/GC collectors (RSS, CPU,
   collections per generation) plus `rtvol_gc_pause_seconds{generation}` from `gc.callbacks`.
+* `observe_many` records a batch of observations into a histogram at the cost of a few: a
+  pipeline batch observes hundreds at once, and prometheus_client's `observe` scans the 35
+  LATENCY_BUCKETS one by one for each.
 * `LoopLag` samples how late an asyncio event loop runs a timer (`rtvol_event_loop_lag_seconds`):
   what a request that became ready at that moment waited before the loop got to it.
 * `after_warmup` runs once a service is warm: one full collection, then optionally
@@ -29,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
+import numpy as np
 from opentelemetry import context, propagate, trace
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
@@ -42,6 +46,25 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     10e-3, 15e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
 )
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+# below this many observations one by one costs less than the array work
+_MANY = 8
+
+
+def observe_many(histogram: Histogram, amounts: np.ndarray) -> None:
+    """``histogram.observe(a)`` for each of the finite ``amounts``, as one increment per bucket
+    that got any (prometheus_client keeps no public batch form; its bucket values are what
+    ``observe`` increments, pinned in constraints.txt and checked by tests/unit/test_telemetry_runtime.py)."""
+    if len(amounts) < _MANY:
+        for amount in amounts.tolist():
+            histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds  # ascending, the last +inf: every finite amount has a bucket
+    counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(amounts.sum()))
+    for i in np.flatnonzero(counts).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
 
 
 # GC pauses run from ~10 µs (generation 0) to tens of ms (a full collection of a big heap)

@@ -36,10 +36,12 @@ from rtvol.services.gateway.memory import WindowMemory
 from rtvol.services.gateway.predictor import Predictor
 from rtvol.services.gateway.signal import Signal
 from rtvol.tasks import BackgroundTask
+from rtvol.telemetry import observe_many
 
 log = logging.getLogger(__name__)
 FEATURE_STAGE, GATEWAY_STAGE = (metrics.PIPELINE_STAGE.labels(s) for s in ("feature", "gateway"))
 HOP_SECONDS = [metrics.PIPELINE_HOP.labels(h) for h in HOPS]
+PIPELINE_SIGNALS = {tier: metrics.PIPELINE_SIGNALS.labels(str(tier)) for tier in (1, 2)}
 
 
 class Pipeline:
@@ -81,14 +83,14 @@ class Pipeline:
             for sig, row in zip(signals, hops.tolist(), strict=True):
                 sig.hops_us = tuple(row)
         self.hub.publish(signals)
-        for held, received in zip(held_us.tolist(), received_us.tolist(), strict=True):
-            GATEWAY_STAGE.observe((pushed - held) / 1e6)
-            if received:
-                FEATURE_STAGE.observe(max(0, held - received) / 1e6)
+        observe_many(GATEWAY_STAGE, (pushed - held_us) / 1e6)
+        known = received_us > 0
+        observe_many(FEATURE_STAGE, np.maximum(0, held_us[known] - received_us[known]) / 1e6)
         metrics.PIPELINE_BATCH.observe(len(idx))
-        for tier in (1, 2):
-            if n := sum(s.tier == tier for s in signals):
-                metrics.PIPELINE_SIGNALS.labels(str(tier)).inc(n)
+        tiers = [s.tier for s in signals]
+        for tier, counter in PIPELINE_SIGNALS.items():
+            if n := tiers.count(tier):
+                counter.inc(n)
         self.cache.put_local(signals)
         for sig in signals:  # a stock is in one batch at a time: this holds only if that changed
             unwritten = self._unwritten.get(sig.stock_id)

@@ -79,15 +79,15 @@ class LiveScorer:
         Predict and the pipeline may compute the same window). Returns how many now wait."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-        added = 0
+        added, mid_bucket, non_finite = 0, 0, 0  # counted once a batch: most of a pipeline's are mid-bucket
         for sig in signals:
             if sig.error or not 0 <= sig.stock_id < self.stocks or sig.window_end_step <= 0:
                 continue
             if sig.window_end_step % STEPS:
-                UNSCORED.labels(role, "mid_bucket").inc()
+                mid_bucket += 1
                 continue
             if not math.isfinite(sig.rv):
-                UNSCORED.labels(role, "non_finite").inc()
+                non_finite += 1
                 continue
             key = (sig.window_end_step // STEPS, sig.model, sig.version, str(sig.tier), role)
             waiting = self.waiting[sig.stock_id]
@@ -95,6 +95,9 @@ class LiveScorer:
                 waiting[key] = sig.rv
                 added += 1
                 self._first_seen(key[1:])
+        for reason, n in (("mid_bucket", mid_bucket), ("non_finite", non_finite)):
+            if n:
+                UNSCORED.labels(role, reason).inc(n)
         if added:
             self._settle_stocks({sig.stock_id for sig in signals if 0 <= sig.stock_id < self.stocks})
         return added

@@ -84,9 +84,9 @@ def test_the_pipeline_hands_its_hops_only_to_a_subscription_that_asked() -> None
         (sig,) = await traced.take() or []
         assert len(sig.hops_us) == len(HOPS) - 1 and sig.hops_us[:4] == (50, 0, 0, 0)
         assert sig.hops_us[HOPS.index("call_start"):HOPS.index("settled")] == (1, 2)
-        message = _pushed(sig, now=sig.hops_us[-1] + 7, hops=True)
+        (message,) = _pushed([sig], now=sig.hops_us[-1] + 7, hops=True)
         assert list(message.hops_us) == [*sig.hops_us, sig.hops_us[-1] + 7]
-        assert not _pushed(sig, now=0).hops_us
+        assert not _pushed([sig], now=0)[0].hops_us
         hub.unsubscribe(traced)
         assert not hub.wants_hops
 

@@ -1,5 +1,5 @@
 """rtvol.telemetry: runtime metrics (GC pauses, process collectors), gc.freeze after warm-up,
-W3C trace context over HTTP headers and single-value carriers."""
+W3C trace context over HTTP headers and single-value carriers, histograms observed in bulk."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from rtvol import telemetry
 
@@ -137,3 +138,25 @@ async def test_loop_lag_records_how_long_the_loop_was_held() -> None:
     count = len(seen)
     await asyncio.sleep(0.02)
     assert len(seen) == count  # stopped
+
+
+@pytest.mark.parametrize("n", [0, 3, 500])
+def test_observe_many_equals_observing_one_by_one(n: int) -> None:
+    rng = np.random.default_rng(n)
+    bounds = np.asarray(telemetry.LATENCY_BUCKETS)
+    # exact bucket bounds (le is inclusive), zero, above the last bound, and spread values
+    amounts = np.concatenate([bounds, [0.0, 11.0, 1e9], rng.lognormal(-7, 2, 600)])[:n]
+    registry = CollectorRegistry()
+    one, many = (Histogram(name, "t", ["stage"], buckets=telemetry.LATENCY_BUCKETS, registry=registry)
+                 for name in ("one", "many"))
+    one_x = one.labels("x")
+    for a in amounts.tolist():
+        one_x.observe(a)
+    telemetry.observe_many(many.labels("x"), amounts)
+
+    def samples(name: str) -> dict[str, float]:
+        return {s.name.removeprefix(name) + str(s.labels.get("le", "")): s.value
+                for metric in registry.collect() if metric.name == name
+                for s in metric.samples if not s.name.endswith("_created")}
+    assert samples("many") == pytest.approx(samples("one"))
+    assert samples("many")["_count"] == n
