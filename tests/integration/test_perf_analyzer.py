@@ -58,10 +58,11 @@ def test_perf_analyzer_runs_against_the_sidecar(sidecar: str, input_data: Path, 
 
 
 def _perf_analyzer(url: str, input_data: Path, mode: list[str]) -> str:
-    """perf_analyzer's output for a short c1 run against ``url``; asserts it measured."""
+    """perf_analyzer's output for a short c1 run against ``url``; asserts it measured. A fixed
+    number of requests, no stability search: these tests check that perf_analyzer gets its
+    answers, and a busy machine's windows can differ by more than any stability bound."""
     cmd = [str(BINARY), "-m", MODEL, "-u", url, "-i", "grpc", *mode, "--input-data", str(input_data),
-           "--shape", "window:50,12", "-b", "1", "--measurement-mode", "count_windows",
-           "--measurement-request-count", "200", "--max-trials", "4", "--stability-percentage", "100"]
+           "--shape", "window:50,12", "-b", "1", "--request-count", "400"]
     env = {**os.environ, "LD_LIBRARY_PATH": str(PA_DIR)}
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     out = run.stdout + run.stderr
