@@ -35,3 +35,23 @@ def ordinal_of(hostname: str) -> int:
 def targets(spec: str) -> list[str]:
     """``HOST:PORT[,HOST:PORT...]``: the feature-service replicas' gRPC targets in ordinal order."""
     return [t.strip() for t in spec.split(",") if t.strip()]
+
+
+# Watch call metadata: this watcher (a gateway worker) takes only the stocks of its shard,
+# ``INDEX/COUNT``: those whose id mod COUNT is INDEX.
+WATCH_SHARD = "rtvol-watch-shard"
+
+
+def shard_metadata(index: int, count: int) -> tuple[str, str]:
+    return WATCH_SHARD, f"{index}/{count}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``INDEX/COUNT`` -> (index, count); ValueError naming what is wrong."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{WATCH_SHARD}: {text[:40]!r} is not INDEX/COUNT") from None
+    if not 0 <= index < count <= 4096:
+        raise ValueError(f"{WATCH_SHARD}: {text[:40]!r}: INDEX must be in 0..COUNT-1, COUNT in 1..4096")
+    return index, count

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 
-from rtvol import window_rows
+from rtvol import sharding, window_rows
 from rtvol.errors import InvalidInput
 from rtvol.features.online import OnlineState
 from rtvol.features.online_batch import REASONS, R, UpdateBatch
@@ -150,8 +150,16 @@ class FeaturesServicer(pb_grpc.FeaturesServicer):
 
     async def Watch(self, request_iterator: AsyncIterator[pb.WatchAck],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WindowBatch]:
-        rows = window_rows.METADATA in tuple(context.invocation_metadata() or ())
-        async for batch in self.ingestor.feed.stream(request_iterator, rows):
+        metadata = tuple(context.invocation_metadata() or ())
+        shard = (0, 1)
+        for key, value in metadata:
+            if key == sharding.WATCH_SHARD:
+                try:
+                    shard = sharding.parse_shard(str(value))
+                except ValueError as e:
+                    raise _bad("Watch", str(e), "shard") from None
+        rows = window_rows.METADATA in metadata
+        async for batch in self.ingestor.feed.stream(request_iterator, rows, shard):
             yield batch
 
     async def GetFeatures(self, request: pb.GetFeaturesRequest,

@@ -21,6 +21,10 @@ before. An idle stream gets a heartbeat (an empty batch) every quarter lease to 
 A watcher that asks for them (rtvol/window_rows.py) gets each window as its rows since the
 version last pushed to every watcher (one step: 48 bytes, not 2,400); its snapshot, and every
 message to a watcher that did not ask, carries whole windows.
+
+A watcher may follow one shard of the stocks (``INDEX/COUNT`` in rtvol/sharding.py: a gateway
+worker that infers those stocks): it gets, and acknowledges, only their windows, so N workers
+share the stream's work instead of each taking all of it.
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ log = logging.getLogger(__name__)
 class Watcher:
     """One Watch stream: the batches queued for it and the last one it acknowledged."""
 
-    def __init__(self, depth: int, rows: bool = False) -> None:
+    def __init__(self, depth: int, rows: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
         self.queue: asyncio.Queue[pb.WindowBatch | None] = asyncio.Queue(depth)  # None: end
         self.rows = rows  # takes windows as their newest rows (after its snapshot)
+        self.shard = shard  # (index, count): it follows the stocks whose id mod count is index
         self.sent = 0  # the last batch number queued
         self.acked = 0
         self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
@@ -101,8 +106,8 @@ class WindowFeed:
         self.applied_us = np.zeros(state.n_stocks, np.int64)  # the end of that receipt's apply
         self.stored_us = np.zeros(state.n_stocks, np.int64) if stored_us is None else stored_us
         self.changed_us = np.zeros(state.n_stocks, np.int64)  # receipt that last changed each window
-        # the window version last pushed to every watcher: each holds at least it (a snapshot
-        # is never older), so rows after it rebuild the window anywhere
+        # the window version last pushed to every watcher that follows the stock: each holds at
+        # least it (a snapshot is never older), so rows after it rebuild the window anywhere
         self.pushed = np.zeros(state.n_stocks, np.int64)
         self.watchers: set[Watcher] = set()
         self._batches = itertools.count(1)  # one numbering for every stream: a batch is shared
@@ -123,30 +128,40 @@ class WindowFeed:
         self._wake.set()
 
     def send(self) -> None:
-        """Every pending window to every watcher, now (also what Ingest calls before it ends)."""
+        """Every pending window to every watcher that follows it, now (also what Ingest calls
+        before it ends). Watchers of one shard share its messages."""
         idx = np.flatnonzero(self.pending)
         if not len(idx):
             return
         self.pending[idx] = False
-        forms = {w.rows for w in self.watchers}
-        since = self.pushed[idx]
+        rows = np.minimum(self.state.closed[idx] - self.pushed[idx], STEPS)  # since the last push
         self.pushed[idx] = self.state.closed[idx]
-        for lo in range(0, len(idx), self.max_batch):
-            part, hi = idx[lo:lo + self.max_batch], lo + self.max_batch
-            message = self._message(next(self._batches), part, self.received_us[part], self.applied_us[part])
-            windows = self.state.windows(part)
-            compact = pb.WindowBatch()
-            if True in forms:
-                compact.CopyFrom(message)
-                rows = np.minimum(self.state.closed[part] - since[lo:hi], STEPS)
-                compact.windows = window_rows.newest(windows, rows).astype("<f4").tobytes()
-                compact.rows.extend(rows.tolist())
-            if False in forms:
-                message.windows = windows.astype("<f4").tobytes()
-            for w in list(self.watchers):
-                if not w.push(compact if w.rows else message):
-                    self._drop(w, "queue full")
-            metrics.WATCH_BATCH.observe(len(part))
+        shards: dict[tuple[int, int], list[Watcher]] = {}
+        for w in self.watchers:
+            shards.setdefault(w.shard, []).append(w)
+        for (index, count), watchers in shards.items():
+            followed = idx % count == index if count > 1 else slice(None)
+            part_ids, part_rows = idx[followed], rows[followed]
+            for lo in range(0, len(part_ids), self.max_batch):
+                self._push(watchers, part_ids[lo:lo + self.max_batch], part_rows[lo:lo + self.max_batch])
+
+    def _push(self, watchers: list[Watcher], part: np.ndarray, rows: np.ndarray) -> None:
+        """One batch of ``part``'s windows to ``watchers``: as their newest ``rows`` to those
+        that asked for rows, whole to the others."""
+        message = self._message(next(self._batches), part, self.received_us[part], self.applied_us[part])
+        windows = self.state.windows(part)
+        forms = {w.rows for w in watchers}
+        compact = pb.WindowBatch()
+        if True in forms:
+            compact.CopyFrom(message)
+            compact.windows = window_rows.newest(windows, rows).astype("<f4").tobytes()
+            compact.rows.extend(rows.tolist())
+        if False in forms:
+            message.windows = windows.astype("<f4").tobytes()
+        for w in watchers:
+            if not w.push(compact if w.rows else message):
+                self._drop(w, "queue full")
+        metrics.WATCH_BATCH.observe(len(part))
 
     def _message(self, batch: int, part: np.ndarray, received_us: np.ndarray, applied_us: np.ndarray
                  ) -> pb.WindowBatch:
@@ -193,11 +208,13 @@ class WindowFeed:
                 self._drop(w, "ack timeout")
         metrics.WATCH_ACK.observe(time.perf_counter() - started)
 
-    def watch(self, rows: bool = False) -> Watcher:
-        """A new watcher, its queue starting with a snapshot of every stock that has a window
-        (whole windows; later ones as their newest rows where ``rows``)."""
-        w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1, rows)
+    def watch(self, rows: bool = False, shard: tuple[int, int] = (0, 1)) -> Watcher:
+        """A new watcher of the stocks of ``shard`` (index, count), its queue starting with a
+        snapshot of every one of them that has a window (whole windows; later ones as their
+        newest rows where ``rows``)."""
+        w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1, rows, shard)
         idx = np.flatnonzero(self.state.closed > 0)
+        idx = idx[idx % shard[1] == shard[0]]
         known = self.changed_us[idx]  # 0: not known (restored state)
         for lo in range(0, len(idx), self.max_batch):
             part = idx[lo:lo + self.max_batch]
@@ -208,10 +225,10 @@ class WindowFeed:
         self.watchers.add(w)
         return w
 
-    async def stream(self, acks: AsyncIterator[pb.WatchAck], rows: bool = False
-                     ) -> AsyncIterator[pb.WindowBatch]:
+    async def stream(self, acks: AsyncIterator[pb.WatchAck], rows: bool = False,
+                     shard: tuple[int, int] = (0, 1)) -> AsyncIterator[pb.WindowBatch]:
         """The Watch RPC: batches out, acknowledgements in."""
-        w = self.watch(rows)
+        w = self.watch(rows, shard)
 
         async def read_acks() -> None:
             async for a in acks:

@@ -116,13 +116,15 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         scorer = LiveScorer(s.stocks, repository_validation(s.model_repository))
         layout = shards.Layout.decode(os.environ[shards.ENV]) if s.worker and shards.ENV in os.environ \
             else None
-        predictor.memory = WindowMemory(s.stocks, scorer, layout.mine(s.stocks) if layout else None)
+        table = SignalTable(layout.table_fd, s.stocks) if layout else None
+        predictor.memory = WindowMemory(s.stocks, scorer, layout.mine(s.stocks) if layout else None,
+                                        (table.window_version, table.valid_until) if table else None)
         if shadow is not None:
             shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
-        # one per replica
-        watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key, s.watch_rows)
-        if layout:  # a worker: infers its shard, shares those signals with the other workers
-            table = SignalTable(layout.table_fd, s.stocks)
+        # one per replica, each carrying this worker's shard only
+        watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key, s.watch_rows,
+                             (layout.index, layout.count) if layout else (0, 1))
+        if layout and table:  # a worker: infers its shard, shares those signals with the other workers
             shared = shards.Shards(layout, table, predictor.memory, hub, cache)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
                             share=shared.publish if shared else None, inflight=s.pipeline_inflight)

@@ -4,8 +4,12 @@ Watch) and of the signal computed from it.
 A stock's signal is *current* when it was computed from the latest window held: a Predict for
 it is then a memory read. A window newer than its signal is *dirty* until the pipeline takes
 it into a batch; a Predict for it waits for that batch (services/gateway/predictor.py).
-With gateway workers, only the stocks of this worker's shard (``mine``) become dirty: the
-others' signals arrive from the worker that infers them (services/gateway/shards.py).
+With gateway workers, each worker's Watch stream carries only the stocks of its shard
+(``mine``): it holds their windows and infers them; the others' signals arrive from the worker
+that infers them (services/gateway/shards.py). The version and lease of every held window are
+then in the table the workers share (services/gateway/signaltable.py), each written by its
+owner before the window is acknowledged, so any worker knows whether the signal it has of any
+stock is current (read-your-writes), without holding the window.
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ from rtvol.services.gateway.signal import Signal
 
 
 class WindowMemory:
-    def __init__(self, stocks: int, scorer: LiveScorer | None = None, mine: np.ndarray | None = None) -> None:
+    def __init__(self, stocks: int, scorer: LiveScorer | None = None, mine: np.ndarray | None = None,
+                 shared: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """``mine``: the stocks whose windows this process holds and infers (None: all).
+        ``shared``: the workers' shared (version, valid_until) arrays, of which this process
+        writes only its own stocks' entries (None: its own arrays)."""
         self.stocks = stocks
-        self.mine = np.ones(stocks, bool) if mine is None else mine  # the stocks this process infers
+        self.mine = np.ones(stocks, bool) if mine is None else mine
         self.scorer = scorer  # learns realized volatility from each newer window held
         self.windows = np.zeros((stocks, STEPS, N_FEATURES), np.float32)
-        self.version = np.zeros(stocks, np.int64)  # of the held window; 0: none held
+        # of the held window; 0: none held
+        self.version = np.zeros(stocks, np.int64) if shared is None else shared[0]
         self.sequence = np.zeros(stocks, np.int64)
         self.event_time_us = np.zeros(stocks, np.int64)
         self.received_us = np.zeros(stocks, np.int64)  # the feature service's receipt (0: unknown)
@@ -45,18 +54,23 @@ class WindowMemory:
         # monotonic time until which the Watch stream of the stock's feature replica vouches for
         # its held window (its lease; 0 while no stream delivers): past it a held window may be
         # stale (the replica applies updates no one pushes here) and Predict reads the store
-        self.valid_until = np.full(stocks, np.inf)
+        self.valid_until = np.full(stocks, np.inf) if shared is None else shared[1]
+        if shared is not None:  # what a worker that held them before a restart wrote: gone with it
+            self.version[self.mine] = 0
+            self.valid_until[self.mine] = 0.0
         self.signals: list[Signal | None] = [None] * stocks
         self.wake = asyncio.Event()  # set when a window became dirty
         self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
 
     def hold(self, batch: fpb.WindowBatch) -> int:
-        """Keep the windows of ``batch`` that are newer than those held; returns how many.
+        """Keep the windows of ``batch`` (of this process's stocks) that are newer than those
+        held; returns how many.
         Windows sent as their newest rows are shifted into those held; rows that start after
         the version held raise window_rows.RowsGap, before anything is kept."""
         ids = np.asarray(batch.stock_ids, np.int64)
         version = np.asarray(batch.version, np.int64)
         known = (ids >= 0) & (ids < self.stocks)
+        known[known] = self.mine[ids[known]]  # another worker holds the rest
         newer = np.flatnonzero(known)
         newer = newer[version[newer] > self.version[ids[newer]]]
         if not len(newer):

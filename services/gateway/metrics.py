@@ -39,7 +39,9 @@ FEATURE_AGE = Histogram("rtvol_gateway_feature_age_seconds", "Age of the feature
 PRECOMPUTED = Counter("rtvol_gateway_precomputed_total", "Signals pre-computed from the change stream")
 PUSH_DROPPED = Counter("rtvol_gateway_push_dropped_total", "Signals dropped for slow subscribers")
 MEMORY = Counter("rtvol_gateway_memory_answers_total",
-                 "Predict answers from held windows: current signal, waited for its batch, computed",
+                 "Predict answers from held windows: current signal, waited for its batch, computed "
+                 "from the window held, or (stored) from the store where another worker holds it and "
+                 "its signal was late",
                  ["result"])
 PIPELINE_SIGNALS = Counter("rtvol_gateway_pipeline_signals_total", "Signals the pipeline pushed, by tier",
                            ["tier"])

@@ -106,23 +106,30 @@ class Predictor:
     async def _from_memory(self, ids: list[int], deadline: float) -> list[Signal]:
         """Signals computed from the latest windows held (read-your-writes): a memory read when
         the signal is current, else the pipeline's in-flight batch, waited for within the
-        deadline, else computed here from the held window."""
+        deadline, else computed here from the held window (from the store where another
+        worker holds it)."""
         assert self.memory is not None
         mem = self.memory
         answers = {sid: sig for sid in ids if (sig := mem.current(sid)) is not None}
         metrics.MEMORY.labels("current").inc(len(answers))
+        stored: list[Signal] = []
         if len(answers) < len(ids):
             # only the missing ones: a stock answered above may get a newer window meanwhile
             missing = [sid for sid in ids if sid not in answers]
             await mem.wait_current(missing, deadline - time.perf_counter() - TIER2_RESERVE_S)
             waited = {sid: sig for sid in missing if (sig := mem.current(sid)) is not None}
             late = [sid for sid in missing if sid not in waited]
-            computed = {s.stock_id: s for s in await self.infer_held(np.asarray(late, np.int64), deadline)}
+            held = np.asarray([sid for sid in late if mem.mine[sid]], np.int64)
+            computed = {s.stock_id: s for s in await self.infer_held(held, deadline)}
+            if len(held) < len(late):  # compute() counts its own answers
+                stored = await self.compute([sid for sid in late if not mem.mine[sid]], deadline)
             metrics.MEMORY.labels("waited").inc(len(waited))
-            metrics.MEMORY.labels("computed").inc(len(late))
+            metrics.MEMORY.labels("computed").inc(len(held))
+            metrics.MEMORY.labels("stored").inc(len(stored))
             answers |= waited | computed
         for sig in answers.values():
             metrics.ANSWERS.labels(str(sig.tier)).inc()
+        answers |= {sig.stock_id: sig for sig in stored}
         return [answers[sid] for sid in ids]
 
     async def infer_held(self, idx: np.ndarray, deadline: float, call_us: list[int] | None = None

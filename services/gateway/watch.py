@@ -1,13 +1,14 @@
-"""Follows the feature service's Watch stream: changed windows pushed as they close steps,
-held in the gateway's memory and acknowledged at once (the feature service ends an Ingest
-call only after that acknowledgement: read-your-writes). A broken stream is reopened (the
-first messages of a new one are a snapshot, so nothing is missed). With several feature
-replicas, one WindowWatch follows each (``follow_all``), all into the same memory: each
-replica pushes only the stocks it owns. While a replica's stream is down, its stocks' held
-windows may be stale: the memory stops answering for them (Predict reads the store) until a
-new stream has delivered its snapshot. A stream that stalls unnoticed is covered by the lease
-each message grants: the held windows answer only until the lease runs out, counted from the
-sending of the acknowledgement the message echoes (services/feature/watch.py)."""
+"""Follows the feature service's Watch stream: changed windows pushed as they close steps, held in
+the gateway's memory and acknowledged at once (the feature service ends an Ingest call only
+after that acknowledgement: read-your-writes). A broken stream is reopened (the first messages
+of a new one are a snapshot, so nothing is missed). With several feature replicas, one
+WindowWatch follows each (``follow_all``), all into the same memory: each replica pushes only
+the stocks it owns. A gateway worker asks each for its own shard only. While a replica's stream
+is down, its stocks' held windows may be stale: the memory stops answering for them (Predict
+reads the store) until a new stream has delivered its snapshot. A stream that stalls unnoticed
+is covered by the lease each message grants: the held windows answer only until the lease runs
+out, counted from the sending of the acknowledgement the message echoes
+(services/feature/watch.py)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,15 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 class WindowWatch:
     def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
                  api_key: str = "", retry_s: float = 0.2, replica: int = 0, replicas: int = 1,
-                 rows: bool = True) -> None:
-        """``rows``: take windows as their newest rows (rtvol/window_rows.py), not whole."""
+                 rows: bool = True, shard: tuple[int, int] = (0, 1)) -> None:
+        """``rows``: take windows as their newest rows (rtvol/window_rows.py), not whole.
+        ``shard``: (index, count) of the gateway worker: it follows only those stocks."""
         self.url, self.memory, self.retry_s, self.replica = feature_url, memory, retry_s, str(replica)
-        self.owned = sharding.owned(memory.stocks, replicas, replica)  # the stocks it pushes
+        # the stocks it pushes to this process
+        self.owned = sharding.owned(memory.stocks, replicas, replica) & memory.mine
         self.client_tls, self.credential = client_tls, auth.metadata(api_key)
-        self.metadata = [*self.credential, window_rows.METADATA] if rows else self.credential
+        self.metadata = [*self.credential, *([window_rows.METADATA] if rows else []),
+                         *([sharding.shard_metadata(*shard)] if shard[1] > 1 else [])]
         self._task = BackgroundTask()
         self._channel: grpc.aio.Channel | None = None  # while a Watch call is open on it
 
@@ -136,10 +140,10 @@ class _Acks:
 
 
 def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
-               api_key: str = "", rows: bool = True) -> list[WindowWatch]:
+               api_key: str = "", rows: bool = True, shard: tuple[int, int] = (0, 1)) -> list[WindowWatch]:
     """One WindowWatch per feature replica (``urls`` in ordinal order), into one memory."""
-    return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls), rows=rows)
-            for i, url in enumerate(urls)]
+    return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls), rows=rows,
+                        shard=shard) for i, url in enumerate(urls)]
 
 
 async def wait_connected(watches: list[WindowWatch], timeout_s: float, poll_s: float = 0.02) -> bool:

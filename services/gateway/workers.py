@@ -2,9 +2,9 @@
 
 Each worker is the whole gateway (`main.serve`) in its own process, binding the same HTTP
 and gRPC ports with SO_REUSEPORT, so the kernel spreads new connections over them; each
-follows the feature service's Watch stream and holds every window and signal itself, but infers
-only its shard of the stocks and shares those signals with the others through a table in
-shared memory (services/gateway/shards.py; docs/ARCHITECTURE.md, "Gateway worker processes").
+follows the feature service's Watch stream of its shard of the stocks only, infers those and
+shares their signals with the others through a table in shared memory, so each holds every
+signal (services/gateway/shards.py; docs/ARCHITECTURE.md, "Gateway worker processes").
 The parent serves no request:
 - creates the shared signal table and one eventfd per worker before the first start, so a
   restarted worker maps the same table (and finds the other shards' signals in it);

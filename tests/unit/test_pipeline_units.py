@@ -119,13 +119,51 @@ def test_fallback_signals_are_taken_again_so_tier_1_resumes_without_new_windows(
     assert mem.redo(10) == 0
 
 
-def test_a_worker_holds_every_window_but_infers_only_its_shard() -> None:
+def test_workers_hold_their_shard_and_know_every_held_version_through_shared_arrays() -> None:
     async def run() -> None:
-        mem = WindowMemory(4, mine=np.array([True, False, True, False]))
-        assert mem.hold(_batch([0, 1, 2, 3], [1, 1, 1, 1])) == 4  # every window held (read-your-writes)
-        mem.release(taken := mem.take(10))
-        assert taken.tolist() == [0, 2]
-        mem.settle([Signal(sid, 0.1, None, None, "m", "1", 2, window_version=1) for sid in range(4)])
-        assert mem.redo(10) == 2 and mem.take(10).tolist() == [0, 2]  # fallback signals of its shard only
+        version, valid_until = np.zeros(4, np.int64), np.zeros(4)  # what the signal table shares
+        even, odd = np.array([True, False, True, False]), np.array([False, True, False, True])
+        a = WindowMemory(4, mine=even, shared=(version, valid_until))
+        b = WindowMemory(4, mine=odd, shared=(version, valid_until))
+        assert a.hold(_batch([0, 1, 2, 3], [1, 1, 1, 1])) == 2  # a feed that sent every shard: its own kept
+        assert b.hold(_batch([1, 3], [2, 2])) == 2
+        assert version.tolist() == [1, 2, 1, 2] and a.take(10).tolist() == [0, 2]
+        assert b.take(10).tolist() == [1, 3]
+        valid_until[:] = np.inf  # each worker's Watch grants its own stocks' lease
+        assert a.holds(1) and a.current(1) is None  # b's window: a knows a signal of version 2 is due
+        a.settle([Signal(1, rv=1.0, window_version=1)])  # an older one mirrored: not current
+        assert a.current(1) is None
+        a.settle([Signal(1, rv=2.0, window_version=2)])
+        assert a.current(1) is not None
+        b.settle([Signal(sid, 0.1, None, None, "m", "1", 2, window_version=2) for sid in (1, 3)])
+        b.release(np.array([1, 3]))
+        assert b.redo(10) == 2 and b.take(10).tolist() == [1, 3]  # fallback signals of its shard only
+        # b restarts: what it held went with it (others read the store for its stocks meanwhile)
+        WindowMemory(4, mine=odd, shared=(version, valid_until))
+        assert version.tolist() == [1, 0, 1, 0] and not a.holds(1) and a.holds(0)
+
+    asyncio.run(run())
+
+
+def test_a_watcher_of_one_shard_gets_and_acknowledges_only_its_stocks() -> None:
+    async def run() -> None:
+        feed = WindowFeed(_state(6, 1), max_batch=10, ack_timeout_s=5.0)
+        every, odd = feed.watch(), feed.watch(shard=(1, 2))
+        assert list(every.queue.get_nowait().stock_ids) == [0, 1, 2, 3, 4, 5]
+        assert list(odd.queue.get_nowait().stock_ids) == [1, 3, 5]  # its snapshot
+        for w in (every, odd):
+            w.ack(w.sent)
+        feed.mark(np.array([0, 2]), received_us=1)  # nothing of the odd shard
+        feed.send()
+        assert list(every.queue.get_nowait().stock_ids) == [0, 2] and odd.queue.empty()
+        settled = asyncio.ensure_future(feed.settled())
+        await asyncio.sleep(0.01)
+        assert not settled.done()
+        every.ack(every.sent)
+        await asyncio.wait_for(settled, 1.0)  # the odd watcher had nothing to acknowledge
+        feed.mark(np.array([3, 4]), received_us=2)
+        feed.send()
+        assert list(odd.queue.get_nowait().stock_ids) == [3]
+        assert list(every.queue.get_nowait().stock_ids) == [3, 4]
 
     asyncio.run(run())
