@@ -8,11 +8,14 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from rtvol.loadtest.bench.pipeline import hop_breakdown
+from rtvol.localproc import wait_until
 from rtvol.pipeline_hops import HOPS
 from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.services.feature.watch import WindowFeed
+from rtvol.services.gateway import pipeline as pipeline_module
 from rtvol.services.gateway.grpc_api import _pushed
 from rtvol.services.gateway.hub import Hub
 from rtvol.services.gateway.memory import WindowMemory
@@ -177,6 +180,37 @@ def test_the_shared_hash_is_written_beside_the_next_batch_newest_signal_last() -
         await pipeline.step(mem.take(10))
         await pipeline.stop()  # what is still unwritten goes before the stop ends
         assert cache.hash == {0: 3, 1: 1}
+
+    asyncio.run(run())
+
+
+def test_the_shared_hash_is_written_once_a_burst_is_over_or_has_waited_long_enough(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Cache:
+        def __init__(self) -> None:
+            self.writes: list[list[int]] = []
+
+        def put_local(self, signals: list[Signal]) -> None:
+            pass
+
+        async def put(self, signals: list[Signal]) -> None:
+            self.writes.append(sorted(s.stock_id for s in signals))
+
+    async def run() -> None:
+        mem, cache = WindowMemory(3), Cache()
+        # one stock a batch, one batch out: a burst of windows leaves in several batches
+        pipeline = Pipeline(mem, _Predictor(mem), cache, Hub(), max_batch=1, deadline_s=1.0)  # type: ignore[arg-type]
+        pipeline.start()
+        mem.hold(_batch([0, 1, 2], [1, 1, 1]))
+        assert await asyncio.to_thread(wait_until, lambda: mem.current(2) is not None, 5)
+        await asyncio.sleep(0.01)
+        assert cache.writes == [[0, 1, 2]]  # one write, after the burst's last batch
+        monkeypatch.setattr(pipeline_module, "WRITE_WITHIN_S", 0.0)  # a feed that never pauses
+        mem.hold(_batch([0, 1], [2, 2]))
+        assert await asyncio.to_thread(wait_until, lambda: mem.current(1) is not None, 5)
+        await asyncio.sleep(0.01)
+        assert cache.writes == [[0, 1, 2], [0], [1]]  # each batch's, as they have waited long enough
+        await pipeline.stop()
 
     asyncio.run(run())
 
