@@ -32,3 +32,15 @@ def test_the_feed_splits_a_message_by_owner_and_sends_every_replica_the_watermar
     assert [decode(m).stock_id.tolist() for m in msgs if m is not None] == [[0, 2, 4], [1, 3]]
     only_even = part.take(part.stock_id % 2 == 0)
     assert split(only_even, 0, 2)[1] is None  # nothing for replica 1: no message
+
+
+@pytest.mark.parametrize("text", ["0/0", "2/2", "-1/2", "1/99999", "a/b", "1", "1/2/3", "", "9" * 5000])
+def test_a_watch_shard_that_is_not_index_slash_count_is_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(ValueError, match=sharding.WATCH_SHARD) as e:
+        sharding.parse_shard(text)
+    assert len(str(e.value)) < 200  # a hostile value is not echoed whole
+
+
+def test_a_watch_shard_round_trips() -> None:
+    assert sharding.parse_shard(sharding.shard_metadata(3, 8)[1]) == (3, 8)
+    assert sharding.parse_shard("0/1") == (0, 1)
