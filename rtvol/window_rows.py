@@ -25,13 +25,13 @@ class RowsGap(Exception):
     """Rows that start after the version held: the window cannot be rebuilt from them."""
 
 
-def newest(windows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The newest ``rows[i]`` rows of each window ``[n, STEPS, F]``, concatenated ``[sum, F]``."""
+def newest_steps(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the newest ``rows[i]`` rows of each of ``len(rows)`` windows, concatenated: each
+    row's window (0-based) and its step in that window."""
     rows = np.asarray(rows, np.int64)
     owner = np.repeat(np.arange(len(rows)), rows)
     first = np.repeat(np.cumsum(rows) - rows, rows)
-    step = STEPS - np.repeat(rows, rows) + (np.arange(len(owner)) - first)
-    return windows[owner, step]
+    return owner, STEPS - np.repeat(rows, rows) + (np.arange(len(owner)) - first)
 
 
 def apply(held: np.ndarray, held_version: np.ndarray, new: np.ndarray, rows: np.ndarray,

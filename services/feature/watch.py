@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from rtvol import window_rows
 from rtvol.features.online import OnlineState
 from rtvol.features.spec import STEPS
 from rtvol.featurestore import now_us
@@ -149,15 +148,14 @@ class WindowFeed:
         """One batch of ``part``'s windows to ``watchers``: as their newest ``rows`` to those
         that asked for rows, whole to the others."""
         message = self._message(next(self._batches), part, self.received_us[part], self.applied_us[part])
-        windows = self.state.windows(part)
         forms = {w.rows for w in watchers}
         compact = pb.WindowBatch()
         if True in forms:
             compact.CopyFrom(message)
-            compact.windows = window_rows.newest(windows, rows).astype("<f4").tobytes()
+            compact.windows = self.state.newest_rows(part, rows).astype("<f4").tobytes()
             compact.rows.extend(rows.tolist())
         if False in forms:
-            message.windows = windows.astype("<f4").tobytes()
+            message.windows = self.state.windows(part).astype("<f4").tobytes()
         for w in watchers:
             if not w.push(compact if w.rows else message):
                 self._drop(w, "queue full")

@@ -54,8 +54,11 @@ def test_rows_rebuild_the_feature_services_windows(rounds: list[list[tuple[int, 
     async def run() -> None:
         state = OnlineState(N_STOCKS)
         feed = WindowFeed(state, max_batch=3)
-        watchers = {"rows": feed.watch(rows=True), "whole": feed.watch(rows=False)}
+        # "odd": a gateway worker of shard 1 of 2, rows of its stocks only
+        watchers = {"rows": feed.watch(rows=True), "whole": feed.watch(rows=False),
+                    "odd": feed.watch(rows=True, shard=(1, 2))}
         memories = {name: WindowMemory(N_STOCKS) for name in ("rows", "whole", "late")}
+        memories["odd"] = WindowMemory(N_STOCKS, mine=np.arange(N_STOCKS) % 2 == 1)
         clock = 0.0
         for i, moves in enumerate(rounds):
             if i == join:  # a watcher that joins now: a snapshot, then rows
@@ -69,7 +72,7 @@ def test_rows_rebuild_the_feature_services_windows(rounds: list[list[tuple[int, 
                 _drain(w, memories[name])
             for name in watchers:
                 mem = memories[name]
-                held = np.flatnonzero(state.closed > 0)
+                held = np.flatnonzero((state.closed > 0) & mem.mine)
                 assert (mem.version[held] == state.closed[held]).all(), name
                 np.testing.assert_array_equal(mem.windows[held], state.windows(held), err_msg=name)
     asyncio.run(run())
