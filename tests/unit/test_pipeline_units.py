@@ -167,3 +167,12 @@ def test_a_watcher_of_one_shard_gets_and_acknowledges_only_its_stocks() -> None:
         assert list(every.queue.get_nowait().stock_ids) == [3, 4]
 
     asyncio.run(run())
+
+
+def test_the_watch_stream_bench_sends_each_window_once_whatever_the_workers() -> None:
+    from rtvol.loadtest.bench.watch_stream import run
+
+    one, four = run(64, 1, 10, 4), run(64, 4, 10, 4)
+    # four shards: the same windows in four messages a round, not four times the bytes
+    assert 0 < four["kbytes"] < 1.3 * one["kbytes"]
+    assert all(v >= 0 for v in (*one.values(), *four.values()))
