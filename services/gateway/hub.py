@@ -1,5 +1,10 @@
-"""Pushes fresh signals to Subscribe streams; a slow subscriber loses its oldest signals,
-never slows the others."""
+"""Pushes fresh signals to Subscribe streams; a slow subscriber never slows the others nor the
+pipeline, and loses only signals that a newer one of the same stock replaced before it took
+them (conflation, counted): it always gets each stock's newest signal. A bound on signals
+queued drops a stock's newest one whenever more stocks change at once than it holds (8,000
+stocks at 200,000 updates/s against the 4,096 it held), and that stock reads stale until its
+next window; keyed by stock, what waits is at most one signal a stock.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +15,44 @@ from rtvol.services.gateway.signal import Signal
 
 
 class Subscription:
-    def __init__(self, stock_ids: frozenset[int] | None, depth: int, hops: bool = False) -> None:
+    def __init__(self, stock_ids: frozenset[int] | None, hops: bool = False) -> None:
         self.stock_ids = stock_ids  # None: all
         self.hops = hops  # each signal carries its pipeline hops (rtvol/pipeline_hops.py)
-        self.queue: asyncio.Queue[Signal | None] = asyncio.Queue(depth)  # None: the stream ends
+        self.pending: dict[int, Signal] = {}  # per stock, the newest signal not taken yet
+        self.ended = False
+        self._ready = asyncio.Event()
 
     def offer(self, sig: Signal | None) -> None:
-        if sig is not None and self.stock_ids is not None and sig.stock_id not in self.stock_ids:
+        """Queue ``sig`` (None: the stream ends after what waits)."""
+        if sig is None:
+            self.ended = True
+        elif self.stock_ids is None or sig.stock_id in self.stock_ids:
+            if self.pending.pop(sig.stock_id, None) is not None:  # re-inserted: kept in arrival order
+                metrics.PUSH_DROPPED.inc()
+            self.pending[sig.stock_id] = sig
+        else:
             return
-        if self.queue.full():
-            self.queue.get_nowait()
-            metrics.PUSH_DROPPED.inc()
-        self.queue.put_nowait(sig)
+        self._ready.set()
 
     async def take(self) -> list[Signal] | None:
         """Every signal waiting (at least one, waited for); None: the stream ends."""
-        first = await self.queue.get()
-        if first is None:
-            return None
-        out = [first]
-        while not self.queue.empty():
-            sig = self.queue.get_nowait()
-            if sig is None:
-                self.queue.put_nowait(None)  # ends the stream after these
-                break
-            out.append(sig)
+        while not self.pending:
+            if self.ended:
+                return None
+            await self._ready.wait()
+            self._ready.clear()
+        out = list(self.pending.values())
+        self.pending.clear()
         return out
 
 
 class Hub:
-    def __init__(self, depth: int = 4096) -> None:
-        self.depth = depth
+    def __init__(self) -> None:
         self.subscriptions: set[Subscription] = set()
         self.wants_hops = False  # some subscription asked for the pipeline's hops
 
     def subscribe(self, stock_ids: frozenset[int] | None, hops: bool = False) -> Subscription:
-        sub = Subscription(stock_ids, self.depth, hops)
+        sub = Subscription(stock_ids, hops)
         self.subscriptions.add(sub)
         self.wants_hops = self.wants_hops or hops
         return sub

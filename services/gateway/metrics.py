@@ -37,7 +37,9 @@ CACHE = Counter("rtvol_gateway_cache_total", "Signal cache lookups", ["result"])
 FEATURE_AGE = Histogram("rtvol_gateway_feature_age_seconds", "Age of the features behind an answer",
                         buckets=LATENCY_BUCKETS)
 PRECOMPUTED = Counter("rtvol_gateway_precomputed_total", "Signals pre-computed from the change stream")
-PUSH_DROPPED = Counter("rtvol_gateway_push_dropped_total", "Signals dropped for slow subscribers")
+PUSH_DROPPED = Counter("rtvol_gateway_push_dropped_total",
+                       "Signals a slow subscriber never got: a newer signal of the same stock replaced "
+                       "them before it took them (it gets every stock's newest)")
 MEMORY = Counter("rtvol_gateway_memory_answers_total",
                  "Predict answers from held windows: current signal, waited for its batch, computed "
                  "from the window held, or (stored) from the store where another worker holds it and "

@@ -89,6 +89,11 @@ def test_calls_that_settle_out_of_order_keep_each_stocks_signals_in_version_orde
     async def run() -> None:
         hub, cache = Hub(), _Cache()
         sub = hub.subscribe(None)
+        taken: list[Signal] = []  # taken after each settles: a subscriber keeps only a stock's newest
+
+        async def take() -> None:
+            if sub.pending:
+                taken.extend(await sub.take() or [])
         mem, fake, pipeline = _started(4, 2, cache, hub)
         mem.hold(_batch([0, 1], [1, 1]))
         await _turns()
@@ -97,15 +102,18 @@ def test_calls_that_settle_out_of_order_keep_each_stocks_signals_in_version_orde
         assert [(ids, v) for ids, v, _ in fake.calls] == [([0, 1], [1, 1]), ([2], [1])]  # 0 waits
         fake.calls[1][2].set()  # the later call settles first
         await _turns()
+        await take()
         assert mem.current(2) is not None and mem.current(0) is None
         assert len(fake.calls) == 2  # stock 0 is still in the first call: not sent again
         fake.calls[0][2].set()
         await _turns()
+        await take()
         assert [(ids, v) for ids, v, _ in fake.calls[2:]] == [([0], [2])]  # now its newer window
         fake.calls[2][2].set()
         await _turns()
         await pipeline.stop()
-        pushed = _pushed(await sub.take() or [])
+        await take()
+        pushed = _pushed(taken)
         assert pushed == {0: [1, 2], 1: [1], 2: [1]}
         assert cache.local == pushed and cache.hash == {0: 2, 1: 1, 2: 1}
         assert [mem.current(s).window_version for s in range(3)] == [2, 1, 1]  # type: ignore[union-attr]
