@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
+from rtvol import sharding
 from rtvol.features.online import OnlineState
 from rtvol.features.spec import STEPS
 from rtvol.featurestore import now_us
@@ -139,7 +140,7 @@ class WindowFeed:
         for w in self.watchers:
             shards.setdefault(w.shard, []).append(w)
         for (index, count), watchers in shards.items():
-            followed = idx % count == index if count > 1 else slice(None)
+            followed = sharding.owner(idx, count) == index
             part_ids, part_rows = idx[followed], rows[followed]
             for lo in range(0, len(part_ids), self.max_batch):
                 self._push(watchers, part_ids[lo:lo + self.max_batch], part_rows[lo:lo + self.max_batch])
@@ -212,7 +213,7 @@ class WindowFeed:
         newest rows where ``rows``)."""
         w = Watcher(self.depth + self.state.n_stocks // self.max_batch + 1, rows, shard)
         idx = np.flatnonzero(self.state.closed > 0)
-        idx = idx[idx % shard[1] == shard[0]]
+        idx = idx[sharding.owner(idx, shard[1]) == shard[0]]
         known = self.changed_us[idx]  # 0: not known (restored state)
         for lo in range(0, len(idx), self.max_batch):
             part = idx[lo:lo + self.max_batch]
