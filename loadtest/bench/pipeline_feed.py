@@ -1,7 +1,8 @@
-"""`rtvol bench pipeline`'s feed: an open-loop Ingest feed in its own process, each message
-split by owner over the feature replicas, paced at the plan's rate; the plan also says which
-updates close a step (and the window version they make), so the bench can match every step to
-its signal. `rtvol bench apply` feeds the same messages to the apply path in process."""
+"""`rtvol bench pipeline`'s feed: an open-loop Ingest feed in its own process, each feature
+replica sent its own stocks' updates in messages of the plan's batch, paced at the plan's
+rate; the plan also says which updates close a step (and the window version they make), so
+the bench can match every step to its signal. `rtvol bench apply` feeds the same messages to
+the apply path in process."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ class FeedPlan:
 
 
 def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndarray, np.ndarray]:
-    """The feed's messages, each split by owner into one part per replica (serialised; None:
-    none of its stocks), and for each update that closes a step: the message it is in, its
-    stock and the window version it makes (steps closed: the plan's stocks are fresh, their
+    """The feed's messages by send slot, one per replica at most (serialised; None: that
+    replica sends nothing in the slot), and for each update that closes a step: the slot it is
+    sent in, its stock and the window version it makes (steps closed: the plan's stocks are fresh, their
     first update opens a step)."""
     from rtvol.loadtest.ticks import STEP_US
     from rtvol.proto.v1 import features_pb2 as pb
@@ -67,12 +68,21 @@ def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndar
             bid_price2=(m - 0.02).tolist(), ask_price2=(m + 0.02).tolist(), bid_size1=[10.0] * n,
             ask_size1=[12.0] * n, bid_size2=[20.0] * n, ask_size2=[22.0] * n)).SerializeToString()
 
-    messages = []
-    for lo in range(0, n_updates, plan.batch):
-        rows = np.arange(lo, lo + plan.batch)
-        messages.append([part(rows[owner[rows] == r]) for r in range(len(plan.targets))])
+    # each replica's own updates in messages of plan.batch, as a feed handler that routes by
+    # owner batches them; a message leaves in the slot (of the rate's batch interval) of its
+    # last update. Splitting each message K ways instead would send K times the messages for
+    # the same updates, which measures the per-message cost rather than the replicas.
+    replicas = len(plan.targets)
+    messages: list[list[bytes | None]] = [[None] * replicas for _ in range(n_updates // plan.batch)]
+    slot = np.zeros(n_updates, np.int64)  # the slot each update is sent in
+    for r in range(replicas):
+        mine = np.flatnonzero(owner == r)
+        for lo in range(0, len(mine), plan.batch):
+            rows = mine[lo:lo + plan.batch]
+            slot[rows] = rows[-1] // plan.batch
+            messages[slot[rows[0]]][r] = part(rows)
     at = np.flatnonzero(closes)
-    return messages, at // plan.batch, stock[at], version[at]
+    return messages, slot[at], stock[at], version[at]
 
 
 def _grpc_streams(plan: FeedPlan, paced: Callable[[int], Iterator[bytes]]) -> list[Any]:
@@ -110,8 +120,8 @@ def _framed_streams(plan: FeedPlan, paced: Callable[[int], Iterator[bytes]]) -> 
 
 
 def feed(plan: FeedPlan, out: str) -> None:
-    """The feeder process: paced sends on one Ingest stream per replica (each message's part
-    for it at the message's time), over gRPC or the framed stream (``plan.transport``); writes
+    """The feeder process: paced sends on one Ingest stream per replica (its message of each
+    slot at the slot's time), over gRPC or the framed stream (``plan.transport``); writes
     the send time of each message's part per replica (0: no part), each stream's summary, and
     the feeder's own CPU seconds while sending."""
     messages, *_ = build(plan)

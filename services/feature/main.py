@@ -90,7 +90,7 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     vwap = Vwap(s.stocks)  # fed by the fan-out, read by GetVwap
     fanout, closers = make_fanout(s, vwap)
     feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s, lease_s=s.lease_s,
-                      stored_us=publisher.stored_us)
+                      stored_us=publisher.stored_us, inflight=s.watch_inflight)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server.secured([SERVICE_NAME], s, "feature", ACCESS)
     ingestor = Ingestor(state, publisher, s.max_batch, fanout, None if s.replicas == 1 else owned, feed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from rtvol.config import ServiceSettings
 
@@ -60,6 +60,10 @@ class FeatureSettings(ServiceSettings):
     watch_ack_timeout_s: float = 1.0
     """How long the end of an Ingest call waits for every watching gateway to acknowledge the
     windows it changed; a watcher slower than this is dropped (it reconnects)."""
+    watch_inflight: int = Field(2, ge=1)
+    """Messages a watching gateway may hold unacknowledged; its windows that change meanwhile
+    wait, each its newest version, and leave together with its next acknowledgement (a gateway
+    that falls behind gets fewer, larger messages rather than a backlog)."""
     watch_lease_s: float = 0.0
     """How long a watching gateway may answer from the windows it holds after sending its last
     acknowledgement (the Watch stream tells it; idle streams get heartbeats every quarter of

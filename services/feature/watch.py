@@ -25,11 +25,19 @@ message to a watcher that did not ask, carries whole windows.
 A watcher may follow one shard of the stocks (``INDEX/COUNT`` in rtvol/sharding.py: a gateway
 worker that infers those stocks): it gets, and acknowledges, only their windows, so N workers
 share the stream's work instead of each taking all of it.
+
+A watcher holds at most ``inflight`` messages it has not acknowledged: its shard's windows that
+change meanwhile stay pending, each its newest version, and leave in one message when an
+acknowledgement comes. So a watcher that falls behind (a gateway worker whose loop also serves
+a Subscribe client) gets fewer, larger messages instead of a backlog of small ones it reads
+seconds late; a stock changed again meanwhile gets one signal for both steps, current. The end
+of an Ingest call sends what its windows need at once (read-your-writes does not wait on it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -56,6 +64,8 @@ class Watcher:
         self.rows = rows  # takes windows as their newest rows (after its snapshot)
         self.shard = shard  # (index, count): it follows the stocks whose id mod count is index
         self.sent = 0  # the last batch number queued
+        # (batch, when queued) of the messages queued and not acknowledged yet
+        self.unacked: collections.deque[tuple[int, float]] = collections.deque()
         self.acked = 0
         self.acked_event = asyncio.Event()  # set (and replaced) on every acknowledgement
         self.granted_at = 0.0  # monotonic: when it was last sent a message (and so a lease)
@@ -66,6 +76,7 @@ class Watcher:
         if self.queue.full():
             return False
         self.sent = message.batch
+        self.unacked.append((message.batch, time.monotonic()))
         self.queue.put_nowait(message)
         return True
 
@@ -79,6 +90,8 @@ class Watcher:
 
     def ack(self, batch: int) -> None:
         self.acked = max(self.acked, batch)
+        while self.unacked and self.unacked[0][0] <= self.acked:
+            self.unacked.popleft()
         event, self.acked_event = self.acked_event, asyncio.Event()
         event.set()
 
@@ -90,11 +103,15 @@ class Watcher:
 class WindowFeed:
     def __init__(self, state: OnlineState, max_batch: int, depth: int = 1024,
                  ack_timeout_s: float = 1.0, stored_us: np.ndarray | None = None,
-                 lease_s: float | None = None) -> None:
+                 lease_s: float | None = None, inflight: int = 2) -> None:
         """``stored_us``: per stock, when the store last wrote its window (the publisher's), for
         the batches' hop stamps (rtvol/pipeline_hops.py); None: not known. ``lease_s`` (below
-        ``ack_timeout_s``): a watcher's lease; None: half the ack timeout."""
+        ``ack_timeout_s``): a watcher's lease; None: half the ack timeout. ``inflight``: the
+        messages a watcher may hold unacknowledged before its windows wait, coalesced."""
+        if inflight < 1:
+            raise ValueError(f"inflight ({inflight}) must be at least 1")
         self.state, self.max_batch, self.depth, self.ack_timeout_s = state, max_batch, depth, ack_timeout_s
+        self.inflight = inflight
         self.lease_s = ack_timeout_s / 2 if lease_s is None else lease_s
         if not 0 < self.lease_s < ack_timeout_s:
             raise ValueError(f"lease_s ({self.lease_s:g}) must be above 0 and below ack_timeout_s "
@@ -127,18 +144,30 @@ class WindowFeed:
         self.pending[idx] = True
         self._wake.set()
 
-    def send(self) -> None:
-        """Every pending window to every watcher that follows it, now (also what Ingest calls
-        before it ends). Watchers of one shard share its messages."""
+    def send(self, every: bool = False) -> None:
+        """The pending windows to the watchers that follow them, now: all of them when
+        ``every`` (what Ingest calls before it ends), else those whose watchers each hold fewer
+        than ``inflight`` unacknowledged messages. Watchers of one shard share its messages."""
         idx = np.flatnonzero(self.pending)
         if not len(idx):
             return
-        self.pending[idx] = False
-        rows = np.minimum(self.state.closed[idx] - self.pushed[idx], STEPS)  # since the last push
-        self.pushed[idx] = self.state.closed[idx]
         shards: dict[tuple[int, int], list[Watcher]] = {}
         for w in self.watchers:
             shards.setdefault(w.shard, []).append(w)
+        if not every:  # a stock of a behind watcher's shard waits (for every watcher of it)
+            behind = [s for s, ws in shards.items() if any(len(w.unacked) >= self.inflight for w in ws)]
+            if behind and self._drop_stalled([w for s in behind for w in shards[s]]):
+                return self.send()  # a stalled watcher no longer holds its shard back
+            if behind:
+                waits = np.zeros(len(idx), bool)
+                for index, count in behind:
+                    waits |= sharding.owner(idx, count) == index
+                idx = idx[~waits]
+                if not len(idx):
+                    return
+        self.pending[idx] = False
+        rows = np.minimum(self.state.closed[idx] - self.pushed[idx], STEPS)  # since the last push
+        self.pushed[idx] = self.state.closed[idx]
         for (index, count), watchers in shards.items():
             followed = sharding.owner(idx, count) == index
             part_ids, part_rows = idx[followed], rows[followed]
@@ -175,6 +204,16 @@ class WindowFeed:
             received_us=received_us.tolist(), end_step=np.maximum(s.step[part], 0).tolist(),
             applied_us=applied_us.tolist(), stored_us=stored.tolist())
 
+    def _drop_stalled(self, watchers: list[Watcher]) -> bool:
+        """Drops those of ``watchers`` whose oldest unacknowledged message waited longer than
+        the ack timeout (a stalled gateway would hold its shard's windows back for good);
+        whether it dropped any."""
+        now = time.monotonic()
+        stalled = [w for w in watchers if w.unacked and now - w.unacked[0][1] > self.ack_timeout_s]
+        for w in stalled:
+            self._drop(w, "ack timeout")
+        return bool(stalled)
+
     def _drop(self, w: Watcher, why: str) -> None:
         log.warning("dropping a window watcher (%s); it gets a snapshot when it reconnects", why)
         metrics.WATCH_DROPPED.labels(why).inc()
@@ -189,7 +228,7 @@ class WindowFeed:
     async def settled(self) -> None:
         """Send what is pending and wait until every watcher acknowledged it, and until no
         watcher that left may still answer from older windows (bounded: ack timeout + lease)."""
-        self.send()
+        self.send(every=True)
         targets = [(w, w.sent) for w in self.watchers]
         if targets:
             await self._acknowledged(targets)
@@ -232,6 +271,8 @@ class WindowFeed:
         async def read_acks() -> None:
             async for a in acks:
                 w.ack(a.batch)
+                if self.pending.any():  # windows of its shard may have waited for it
+                    self._wake.set()
 
         reader = asyncio.create_task(read_acks())
         try:

@@ -36,6 +36,7 @@ def test_a_new_watcher_gets_a_snapshot_then_one_batch_per_wake_up() -> None:
         snapshot = [w.queue.get_nowait() for _ in range(2)]  # 5 windows, at most 3 a message
         assert [list(m.stock_ids) for m in snapshot] == [[0, 1, 2], [3, 4]]
         assert all(list(m.version) == [2] * len(m.stock_ids) and not any(m.received_us) for m in snapshot)
+        w.ack(snapshot[-1].batch)  # held (a watcher behind by two messages gets no third)
         feed.mark(np.array([4, 1]), received_us=111)
         feed.mark(np.array([1]), received_us=222)  # still pending: the earlier receipt stays
         feed.send()
@@ -176,3 +177,54 @@ def test_the_watch_stream_bench_sends_each_window_once_whatever_the_workers() ->
     # four shards: the same windows in four messages a round, not four times the bytes
     assert 0 < four["kbytes"] < 1.3 * one["kbytes"]
     assert all(v >= 0 for v in (*one.values(), *four.values()))
+
+
+def test_a_watcher_behind_gets_the_windows_that_waited_in_one_message() -> None:
+    """Past ``inflight`` unacknowledged messages a watcher's windows wait, each its newest
+    version, and go in one message with its next acknowledgement (rebuilt exactly from rows);
+    the end of an Ingest call sends at once; a watcher stalled past the ack timeout is dropped."""
+    from rtvol.ingest_codec import decode
+
+    async def run() -> None:
+        state, ticks = OnlineState(4), StepTicks(4)
+        feed = WindowFeed(state, max_batch=10, ack_timeout_s=0.2, inflight=2)
+
+        def close_step(ids: list[int]) -> None:
+            before = state.closed.copy()
+            state.apply(decode(ticks.message(ids)))
+            feed.mark(np.flatnonzero(state.closed != before), received_us=1)
+            feed.send()
+
+        close_step([0, 1, 2, 3])
+        close_step([0, 1, 2, 3])  # each stock's first step closed
+        w, memory = feed.watch(rows=True), WindowMemory(4)
+        snapshot = w.queue.get_nowait()
+        memory.hold(snapshot)
+        w.ack(snapshot.batch)
+        close_step([0, 1])
+        close_step([2])  # two messages out, none acknowledged
+        close_step([0])
+        close_step([0])  # stock 0 waits, two steps newer than what was sent
+        queued = [w.queue.get_nowait() for _ in range(w.queue.qsize())]
+        assert [list(m.stock_ids) for m in queued] == [[0, 1], [2]]
+        for m in queued:
+            memory.hold(m)
+        w.ack(queued[-1].batch)
+        feed.send()  # what the acknowledgement wakes
+        (coalesced,) = [w.queue.get_nowait()]
+        assert list(coalesced.stock_ids) == [0] and list(coalesced.rows) == [2]
+        memory.hold(coalesced)
+        w.ack(coalesced.batch)
+        np.testing.assert_array_equal(memory.windows[:4], state.windows(np.arange(4)))
+        assert (memory.version[:4] == state.closed).all()
+        close_step([1])
+        close_step([2])
+        close_step([3])  # behind again: stock 3 waits ...
+        assert w.queue.qsize() == 2 and feed.pending[3]
+        feed.send(every=True)  # ... unless an Ingest call ends
+        assert w.queue.qsize() == 3 and not feed.pending.any()
+        await asyncio.sleep(0.25)  # nothing acknowledged for longer than the ack timeout
+        close_step([0])
+        assert w not in feed.watchers and w.ended  # it reconnects for a snapshot
+
+    asyncio.run(run())

@@ -46,6 +46,7 @@ def _drain(w: Watcher, memory: WindowMemory) -> None:
         message = w.queue.get_nowait()
         assert message is not None
         memory.hold(message)
+        w.ack(message.batch)
 
 
 @settings(max_examples=120, deadline=None)
@@ -67,9 +68,12 @@ def test_rows_rebuild_the_feature_services_windows(rounds: list[list[tuple[int, 
             batch, clock = _updates(moves, clock)
             state.apply(batch)
             feed.mark(np.flatnonzero(state.closed != before), 1)
-            feed.send()
-            for name, w in watchers.items():
-                _drain(w, memories[name])
+            while True:  # as the service does: each acknowledgement lets waiting windows go
+                feed.send()
+                if all(w.queue.empty() for w in watchers.values()):
+                    break
+                for name, w in watchers.items():
+                    _drain(w, memories[name])
             for name in watchers:
                 mem = memories[name]
                 held = np.flatnonzero((state.closed > 0) & mem.mine)
