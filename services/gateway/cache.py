@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from rtvol.services.gateway import metrics
@@ -20,6 +21,8 @@ class SignalCache:
     def __init__(self, size: int, redis: Any | None = None, spec_hash: str = "") -> None:
         self.size, self.redis, self.key = size, redis, hash_key(spec_hash)
         self._lru: OrderedDict[int, Signal] = OrderedDict()
+        # copies another worker's newest signal of a stock into the LRU (shards.py); None: not a worker
+        self.pull: Callable[[int], None] | None = None
 
     def get(self, stock_id: int) -> Signal | None:
         sig = self._lru.get(stock_id)
@@ -49,7 +52,10 @@ class SignalCache:
                 metrics.UPSTREAM_ERRORS.labels("signal_cache", type(e).__name__).inc()
 
     async def get_remote(self, stock_id: int) -> Signal | None:
-        """The LRU, else the shared hash (a signal another replica computed)."""
+        """The LRU (another worker's newest signal pulled into it first), else the shared hash
+        (a signal another replica computed)."""
+        if self.pull is not None:
+            self.pull(stock_id)
         sig = self.get(stock_id)
         if sig is not None or self.redis is None:
             return sig

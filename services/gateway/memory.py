@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,6 +60,8 @@ class WindowMemory:
             self.version[self.mine] = 0
             self.valid_until[self.mine] = 0.0
         self.signals: list[Signal | None] = [None] * stocks
+        # copies another worker's newest signal of a stock into ``signals`` (shards.py); None: not a worker
+        self.pull: Callable[[int], None] | None = None
         self.wake = asyncio.Event()  # set when a window became dirty
         self._settled = asyncio.Event()  # set (and replaced) whenever signals were stored
 
@@ -153,6 +156,9 @@ class WindowMemory:
     def current(self, sid: int) -> Signal | None:
         """The signal of ``sid`` if it was computed from the latest window held."""
         sig = self.signals[sid]
+        if (sig is None or sig.window_version < self.version[sid]) and self.pull is not None:
+            self.pull(sid)  # another worker's stock: its signal is copied when asked for
+            sig = self.signals[sid]
         return sig if sig is not None and sig.window_version >= self.version[sid] else None
 
     def settle(self, signals: list[Signal]) -> None:

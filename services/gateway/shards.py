@@ -1,9 +1,11 @@
 """Gateway workers share the model work (``--workers N``, N > 1): each changed window is
 inferred once, by the worker whose shard holds the stock (stock id mod N), and its signal is
 written to the shared table (services/gateway/signaltable.py). Every other worker is woken
-through its eventfd, copies the slots that changed into its own memory (so it still answers
-any stock from memory, and read-your-writes waits end there) and pushes them to its Subscribe
-clients. docs/ARCHITECTURE.md, "Gateway worker processes", says why this shape.
+through its eventfd. A worker with Subscribe clients copies the slots that changed into its
+own memory and pushes them to those clients; one without copies another shard's slot only
+when a Predict or GET asks for that stock (``pull``) and otherwise just lets read-your-writes
+waits look again: with N workers every signal was copied N-1 times, most never read.
+docs/ARCHITECTURE.md, "Gateway worker processes", says why this shape.
 
 The parent creates the table and one eventfd per worker before starting them and passes
 their numbers in ``ENV`` (``index/count:table_fd:wake_fd,wake_fd,...``); a restarted worker
@@ -78,6 +80,7 @@ class Shards:
         self.seen = np.zeros(table.stocks, np.uint64)  # slot words already mirrored
         self.wake_fd = layout.wake_fds[layout.index]
         self.peer_fds = [fd for i, fd in enumerate(layout.wake_fds) if i != layout.index]
+        memory.pull = cache.pull = self.pull  # another shard's signal, copied when asked for
 
     def publish(self, signals: list[Signal]) -> None:
         """After this worker inferred ``signals`` (its shard): into the table, then wake the others."""
@@ -90,6 +93,15 @@ class Shards:
         how many. A slot written twice since the last look gives its newest signal only, as the
         pipeline itself infers only the newest window of a stock (counted)."""
         idx = np.flatnonzero((self.table.words != self.seen) & self.others)  # read() reads the words again
+        return self._copy(idx, push)
+
+    def pull(self, stock_id: int) -> None:
+        """Copy another shard's slot of ``stock_id`` into memory if it changed since the last look
+        (a word compare when not); pushed as a mirror would, so Subscribe clients miss nothing."""
+        if self.others[stock_id] and self.table.words[stock_id] != self.seen[stock_id]:
+            self._copy(np.array([stock_id]), push=bool(self.hub.subscriptions))
+
+    def _copy(self, idx: np.ndarray, push: bool) -> int:
         if not len(idx):
             return 0
         read_words, signals = self.table.read(idx)
@@ -97,8 +109,8 @@ class Shards:
             return 0
         ids = np.fromiter((s.stock_id for s in signals), np.int64, len(signals))
         prior = self.seen[ids]  # a write adds 2 to a slot's word
-        if skipped := int(np.count_nonzero((prior > 0) & (read_words - prior > 2))):
-            metrics.SHARED_COALESCED.inc(skipped)
+        if push and (skipped := int(np.count_nonzero((prior > 0) & (read_words - prior > 2)))):
+            metrics.SHARED_COALESCED.inc(skipped)  # signals a Subscribe client never got
         self.seen[ids] = read_words
         self.memory.settle(signals)
         self.cache.put_local(signals)  # a read of another shard's signal needs no Redis
@@ -113,7 +125,10 @@ class Shards:
         except BlockingIOError:  # read already by an earlier wake-up
             return
         try:
-            self.mirror()
+            if self.hub.subscriptions:
+                self.mirror()
+            else:  # nothing to push: waits for another shard's signal look again (and pull it)
+                self.memory.settle([])
         except Exception:  # keep following; a Predict for a stock missed computes it itself
             log.exception("mirroring the shared signal table failed")
 

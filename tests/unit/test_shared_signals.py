@@ -93,3 +93,32 @@ def test_a_worker_mirrors_the_other_shard_into_memory_and_pushes_it(fds: tuple[i
 
     asyncio.run(run())
 
+
+
+def test_a_worker_without_subscribers_copies_another_shards_signal_only_when_asked(
+        fds: tuple[int, tuple[int, ...]]) -> None:
+    async def run() -> None:
+        table_fd, wakes = fds
+        even, odd = (Shards(Layout(i, 2, table_fd, wakes), SignalTable(table_fd, STOCKS),
+                            WindowMemory(STOCKS, mine=Layout(i, 2, table_fd, wakes).mine(STOCKS)), Hub(),
+                            SignalCache(64)) for i in (0, 1))
+        odd.start()
+        odd.memory.version[2] = 1  # the owner holds window 1 of stock 2 (the shared array, in workers)
+        waiting = asyncio.ensure_future(odd.memory.wait_current([2], 5.0))
+        await asyncio.sleep(0.01)
+        even.publish([_signal(2, 1), _signal(4, 1)])
+        await asyncio.wait_for(waiting, 5)  # woken through its eventfd, the waiter looked again
+        assert odd.memory.signals[4] is None  # not copied: nobody asked for it
+        assert odd.memory.current(2) == _signal(2, 1)  # pulled for the waiter
+        assert await odd.cache.get_remote(4) == _signal(4, 1)  # GET /v1/signals/4: pulled, no Redis
+        even.publish([_signal(4, 2)])
+        assert await odd.cache.get_remote(4) == _signal(4, 2)  # the newest, not the copy held
+        sub = odd.hub.subscribe(None)
+        even.publish([_signal(2, 3)])
+        odd.pull(2)  # a Predict before the wake-up: its Subscribe client still gets the signal
+        assert await asyncio.wait_for(sub.take(), 5) == [_signal(2, 3)]
+        odd.stop()
+        for side in (even, odd):
+            side.table.close()
+
+    asyncio.run(run())
