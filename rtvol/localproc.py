@@ -7,6 +7,7 @@ loopback ports and wait (with a deadline) until each answers its health check.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,8 +21,35 @@ from rtvol.tls import ClientTLS
 Check = Callable[[], bool]
 
 
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago (bind to port 0, then release)."""
+    """A TCP port on loopback that was free a moment ago, never the same one twice in this
+    process, and below the kernel's ephemeral range: a port the kernel chose (bind to 0, then
+    release) could be taken meanwhile as the source port of any outgoing connection or by
+    another process's bind to 0 (seen: a test's gateway then failed with "Address already in
+    use")."""
+    below = range(max(1024, EPHEMERAL_LOW - 20_000), EPHEMERAL_LOW)
+    for _ in range(1000 if len(below) >= 1000 else 0):  # else: the kernel's choice, as before
+        port = random.choice(below)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import socket
 import threading
 import time
 import urllib.request
@@ -23,16 +22,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from rtvol.loadtest.bench.launch import Sidecar  # noqa: E402
+from rtvol.localproc import free_port  # noqa: E402
 from rtvol.repository import version_dir  # noqa: E402
 from rtvol.training.cnn import OUTPUTS  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, timeout_s: float = 60) -> None:

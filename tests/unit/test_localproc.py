@@ -1,7 +1,8 @@
-"""rtvol.localproc: stopping a group of processes never leaves one running."""
+"""rtvol.localproc: stopping a group of processes never leaves one running; free ports."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -37,3 +38,13 @@ def test_stop_all_stops_every_process_even_when_one_fails_to_stop(tmp_path: Path
 def test_stop_all_returns_each_exit_code(tmp_path: Path) -> None:
     procs = [_sleeper(tmp_path, "a"), _sleeper(tmp_path, "b")]
     assert localproc.stop_all(procs, timeout_s=5) == {"b": -15, "a": -15}  # SIGTERM, default handler
+
+
+def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
+    """A port the kernel picks (bind to 0) can be taken as an outgoing connection's source
+    port before the server binds it; these cannot."""
+    ports = [localproc.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= p < localproc.EPHEMERAL_LOW for p in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))
