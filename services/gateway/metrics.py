@@ -84,7 +84,8 @@ SHADOW_ERRORS = Counter("rtvol_gateway_shadow_errors_total", "Failed shadow call
                         "breaker) and non-finite shadow rows", ["model", "version", "kind"])
 SHARED_MIRRORED = Counter("rtvol_gateway_shared_mirrored_total",
                           "Signals another worker inferred, copied from the shared table into this "
-                          "one's memory")
+                          "one's memory: all, to push to its Subscribe clients, else each when a "
+                          "request asks for its stock")
 SHARED_COALESCED = Counter("rtvol_gateway_shared_coalesced_total",
                            "Shared-table slots written more than once between two looks (their newest "
                            "signal only was mirrored and pushed)")
