@@ -122,7 +122,7 @@ def _framed_streams(plan: FeedPlan, paced: Callable[[int], Iterator[bytes]]) -> 
 def feed(plan: FeedPlan, out: str) -> None:
     """The feeder process: paced sends on one Ingest stream per replica (its message of each
     slot at the slot's time), over gRPC or the framed stream (``plan.transport``); writes
-    the send time of each message's part per replica (0: no part), each stream's summary, and
+    the send time of each slot's message per replica (0: none), each stream's summary, and
     the feeder's own CPU seconds while sending."""
     messages, *_ = build(plan)
     interval = plan.batch / plan.rate
