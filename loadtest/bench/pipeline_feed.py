@@ -79,8 +79,9 @@ def build(plan: FeedPlan) -> tuple[list[list[bytes | None]], np.ndarray, np.ndar
         mine = np.flatnonzero(owner == r)
         for lo in range(0, len(mine), plan.batch):
             rows = mine[lo:lo + plan.batch]
-            slot[rows] = rows[-1] // plan.batch
-            messages[slot[rows[0]]][r] = part(rows)
+            sent_in = rows[-1] // plan.batch
+            slot[rows] = sent_in
+            messages[sent_in][r] = part(rows)
     at = np.flatnonzero(closes)
     return messages, slot[at], stock[at], version[at]
 

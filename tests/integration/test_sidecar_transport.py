@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -80,10 +79,7 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(2))
     sink = Receiver()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    port = server.add_insecure_port("127.0.0.1:0")  # bound here: no window for another to take it
     server.start()
     yield sink, port
     server.stop(0)
