@@ -12,11 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import feed, procs
+from helpers import feed, metrics, procs
 
 pytestmark = pytest.mark.integration
 STOCKS = 8
 DEADLINE_S = 0.3
+# the gateway's own request histogram bucket just above the deadline: a request it held past
+# this kept tier 1 waiting beyond the deadline. Timed in the gateway, not by the client, whose
+# thread on a shared two-core machine can be scheduled late without the gateway being slow.
+PAST_DEADLINE = "0.5"
+HUNG_S = 2.0  # the client's own bound: an answer this late is a hang, not scheduling
 
 
 @dataclass
@@ -47,6 +52,8 @@ def stack(tiny_repo: Path, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
             "--model-latency-budget-ms", "50", "--breaker-open-s", "0.3", "--store-timeout-ms", "50")
         started.append(gw)
         feed.replay(feature_url, tiny_data, range(0, 3))
+        # one request, so the gateway's request histogram has a series before the first test reads it
+        httpx.post(base + "/v1/predict", json={"stock_ids": [0]}, timeout=5)
         yield Stack(redis, feature, feature_url, sidecar, gw, base, logs)
     finally:
         procs.stop_all(started)
@@ -97,7 +104,12 @@ class Load:
             f"no tier-{tier} answer in {timeout_s} s: {Counter(t for _, t, _ in self.tiers)}")
 
 
+def held_past_deadline(stack: Stack) -> float:
+    return metrics.count_above(stack.base, "rtvol_gateway_request_seconds", PAST_DEADLINE)
+
+
 def test_sidecar_killed_answers_switch_to_tier2_and_come_back(stack: Stack) -> None:
+    held_before = held_past_deadline(stack)
     with Load(stack.base) as load:
         load.wait_for(1, 0)
         killed = time.monotonic()
@@ -107,7 +119,8 @@ def test_sidecar_killed_answers_switch_to_tier2_and_come_back(stack: Stack) -> N
         stack.sidecar.restart()
         load.wait_for(1, time.monotonic())
     assert not load.failures, load.failures[:3]
-    assert load.slowest_s < DEADLINE_S + 0.2
+    assert held_past_deadline(stack) == held_before
+    assert load.slowest_s < HUNG_S
 
 
 def test_slow_sidecar_opens_the_breaker_and_tier2_answers_in_time(stack: Stack) -> None:
@@ -115,6 +128,7 @@ def test_slow_sidecar_opens_the_breaker_and_tier2_answers_in_time(stack: Stack) 
     stack.sidecar.cmd += ["--debug-delay-ms", "400"]
     stack.sidecar.restart()
     try:
+        held_before = held_past_deadline(stack)
         with Load(stack.base) as load:
             start = time.monotonic()
             load.wait_for(2, start)
@@ -122,7 +136,8 @@ def test_slow_sidecar_opens_the_breaker_and_tier2_answers_in_time(stack: Stack) 
         metrics = httpx.get(stack.base + "/metrics").text
         assert 'rtvol_gateway_breaker_transitions_total{to="open",upstream="sidecar"}' in metrics
         assert not load.failures, load.failures[:3]
-        assert load.slowest_s < DEADLINE_S + 0.2  # tier 1 never held a request past its deadline
+        assert held_past_deadline(stack) == held_before  # tier 1 never held a request past its deadline
+        assert load.slowest_s < HUNG_S
         assert not load.seen(1, start + 0.5)  # the slow sidecar answered nothing in time
     finally:
         stack.sidecar.stop()
