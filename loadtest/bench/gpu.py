@@ -400,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="the feature service's --device in the pipeline step (default cpu: faster "
                         "than cuda at every size bench ingest-devices measured, docs/BENCHMARKS.md)")
     p.add_argument("--gateway-rate", type=float, default=10_000, help="bench gateway open-loop requests/s")
+    p.add_argument("--gateway-seconds", type=float, default=30.0,
+                   help="bench gateway open-loop seconds per API (the target's: 30)")
     p.add_argument("--gateway-workers", type=int, default=1,
                    help="the gateway's worker processes in the gateway and pipeline steps (their "
                         "--workers): at 200,000 upd/s one worker is the queue once the feature "
@@ -442,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [
             "gateway", *sidecar_on_gpu, "--rate", str(a.gateway_rate), "--requests", "1000",
-            "--duration", "3", "--workers", str(a.gateway_workers), "--processes", a.generator_processes,
+            "--duration", str(a.gateway_seconds), "--workers", str(a.gateway_workers),
+            "--processes", a.generator_processes,
             # the kernel spreads connections, not calls, over the workers: two per worker
             "--grpc-connections", str(max(4, 2 * a.gateway_workers))], a.out)),
         ("ready_no_artifact", lambda: without_package(a.repo, vdir, a.out)),
