@@ -48,7 +48,8 @@ STAGED = ["--backend", "cudagraph-staged", "--precision", "fp16"]
 TAKE_OVER = "serves from now on"  # the staged backend's log line
 PARITY_TESTS = ["tests/unit/test_model_backends.py", "tests/unit/test_model_artifact.py",
                 "tests/unit/test_triton_kernels.py", "tests/unit/test_online_limits.py",
-                "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py"]
+                "tests/unit/test_online_parity.py", "tests/unit/test_staged_backend.py",
+                "tests/unit/test_fused_cnn.py"]
 # issue 12's pipeline figures on the GPU host: (step, updates/s, stocks, modes, seconds or None
 # for --pipeline-seconds, then any further bench pipeline flags). One Ingest stream of
 # single-update messages carried 2,200-4,900 messages/s on the H200 host (2026-12-02): at

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 tc = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is the acceptance client")
-from helpers.models import TinyEnsemble, tiny_ensemble  # noqa: E402
+from helpers.ensembles import TinyEnsemble, tiny_ensemble  # noqa: E402
 from test_sidecar_grpc import make_input, wait_ready  # noqa: E402
 
 from rtvol import repository  # noqa: E402

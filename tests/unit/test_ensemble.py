@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers.models import TinyEnsemble, tiny_ensemble
+from helpers.ensembles import TinyEnsemble, tiny_ensemble
 from onnx import TensorProto, helper
 
 from rtvol import repository
