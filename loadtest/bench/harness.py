@@ -187,6 +187,19 @@ class Processes:
         self.pids[name] = proc.pid
         return proc
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process started as ``name`` (a crash: no drain)."""
+        self._named(name).kill()
+
+    def restart(self, name: str) -> None:
+        """Starts ``name`` again with its command (its ports); returns once it is ready."""
+        proc = self._named(name)
+        proc.restart()
+        self.pids[name] = proc.pid  # its CPU is read from the new process
+
+    def _named(self, name: str) -> Proc:
+        return next(p for p in self.procs if isinstance(p, Proc) and p.name == name)
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()

@@ -27,7 +27,10 @@ Targets (issue 12): tick-to-signal p99 <= 5 ms on the 2-core machine and <= 2 ms
 at 50,000 updates/s over 500 stocks, <= 5 ms there at 200,000 updates/s over 8,000 stocks;
 >= 99 % of pushed signals from tier 1; every signal
 current and every step closed with a signal of its own; >= 20,000 single-update Ingest
-messages/s on one stream. Each is printed with its
+messages/s on one stream; with ``--sidecar-loss`` (loadtest/bench/sidecar_loss.py: one more
+feed after the modes, with REST predicts, during which the sidecar is killed and restarted),
+nothing lost: no failed request while the sidecar is down (tier 2 fills in) and every stock's
+signals from tier 1 again within 5 s of its return. Each is printed with its
 verdict (and whether the run's rate and universe reach the target's conditions). Writes JSON
 (--out) and a plot of the latency distributions (--plot). One benchmark at a time:
 
@@ -54,6 +57,7 @@ import numpy as np
 
 from rtvol import histograms, repository, sharding, shm, stack
 from rtvol.features.spec import STEP_SECONDS
+from rtvol.loadtest.bench import sidecar_loss
 from rtvol.loadtest.bench.harness import Http, Processes, cpu_seconds, has_gpu, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
@@ -64,6 +68,7 @@ TARGET_RATE, TARGET_STOCKS = 50_000, 500
 # the GPU host's larger target: every signal current and p99 <= 5 ms at this load
 GPU_LARGE_RATE, GPU_LARGE_STOCKS, GPU_LARGE_P99_MS = 200_000, 8_000, 5.0
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
+SIDECAR_LOSS_FAILED, SIDECAR_LOSS_TIER1_BACK_S = 0, 5.0  # nothing lost; tier 1 back within 5 s
 NO_HOPS = (0,) * len(HOPS)
 
 
@@ -111,6 +116,10 @@ class Subscriber:
     def take(self) -> np.ndarray:
         rows, self.rows = self.rows, []
         return np.array(rows, np.int64).reshape(-1, 6 + len(HOPS))
+
+    def take_tiers(self) -> np.ndarray:
+        """Arrival (µs), stock and tier of each signal pushed since the last take."""
+        return self.take()[:, [0, 1, 4]]
 
     def close(self) -> None:
         self.stream.cancel()
@@ -281,8 +290,10 @@ def ingest_figures(fed: Any, plan: FeedPlan, spent: dict[str, float], features: 
             "transport": plan.transport, "replicas": replicas}
 
 
-def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
-    """Each target per mode: value, limit, met, and whether the run reached the target's load."""
+def verdicts(reports: list[dict[str, Any]], gpu: bool, loss: dict[str, Any] | None = None
+             ) -> list[dict[str, Any]]:
+    """Each target per mode, then the sidecar-loss phase's (``loss``, when it ran): value, limit,
+    met, and whether the run reached the target's load."""
     rows = []
 
     def row(target: str, value: Any, limit: Any, met: bool, loaded: bool) -> None:
@@ -309,6 +320,16 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool) -> list[dict[str, Any]]:
             row(f"single-update Ingest messages/s on {on} ({i.get('transport', 'grpc')})",
                 i["messages_per_s"], INGEST_MESSAGES, i["messages_per_s"] >= INGEST_MESSAGES,
                 i["offered_messages_per_s"] >= INGEST_MESSAGES and streams == 1)
+    if loss is not None:
+        p = loss["plan"]
+        loaded = p["rate"] >= TARGET_RATE and p["stocks"] >= TARGET_STOCKS
+        # no request sent measures nothing: not met
+        row("sidecar killed under load: failed requests", loss["failed"], SIDECAR_LOSS_FAILED,
+            loss["requests"] > 0 and loss["failed"] <= SIDECAR_LOSS_FAILED, loaded)
+        back = loss["tier1_back_s"]  # None: not back within the phase's wait, which stands as the value
+        row("sidecar killed under load: tier 1 back after its return, s",
+            loss["wait_s"] if back is None else back, SIDECAR_LOSS_TIER1_BACK_S,
+            back is not None and back <= SIDECAR_LOSS_TIER1_BACK_S, loaded)
     return rows
 
 
@@ -348,6 +369,8 @@ def table(report: dict[str, Any]) -> str:
                              f"{i['feeder_cpu_us_per_message']} µs; gRPC count-only floor "
                              f"{floor['messages_per_s']:,} msg/s, {floor['cpu_us_per_message']} µs "
                              f"(ratio {i['messages_per_s'] / max(floor['messages_per_s'], 1):.2f})")
+    if (loss := report.get("sidecar_loss")) is not None:
+        lines.append(sidecar_loss.summary(loss))
     lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
     for v in report["targets"]:
         result = "met" if v["met"] else "NOT MET"
@@ -454,6 +477,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-ingest-floor", dest="ingest_floor", action="store_false",
                    help="skip the count-only Ingest floor (after the single mode, the same feed into a "
                         "bare grpc.aio server that only counts)")
+    p.add_argument("--sidecar-loss", action="store_true",
+                   help="after the modes, one more feed (--rate, --stocks, --batch-update messages) "
+                        "with REST predicts every 10 ms: the model sidecar is killed (SIGKILL), down "
+                        f"{sidecar_loss.DOWN_S:g} s, restarted; judges the requests failed (none) and "
+                        "the seconds from its return until every stock has a tier-1 signal again "
+                        f"(<= {SIDECAR_LOSS_TIER1_BACK_S:g}, waited for up to {sidecar_loss.WAIT_S:g})")
     p.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     p.add_argument("--out", type=Path, default=Path("bench-pipeline.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
@@ -473,9 +502,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ps = Processes(workdir)
     reports: list[dict[str, Any]] = []
     floor: dict[str, float] | None = None
+    loss: dict[str, Any] | None = None
     samples: dict[str, np.ndarray] = {}
     try:
-        features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * len(runs), a.backend,
+        feeds = len(runs) + a.sidecar_loss  # each on fresh stocks
+        features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * feeds, a.backend,
                                                               a.gateway_arg, a.feature_arg, a.model_arg,
                                                               a.workers, a.feature_replicas, a.shared_memory)
         sub = Subscriber(gateway)
@@ -491,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             if "single" in modes and a.ingest_floor:
                 single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
                 floor = ingest_floor(ps, single, workdir)
+            if a.sidecar_loss:  # last: it kills the sidecar the modes measure
+                plan = FeedPlan(features["grpc"], a.rate, a.batch, a.stocks, len(runs) * a.stocks,
+                                a.duration, a.speedup)
+                loss = sidecar_loss.run(ps, plan, sub.take_tiers, http_base, workdir)
         finally:
             sub.close()
     finally:
@@ -500,8 +535,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers,
                               "feature_replicas": a.feature_replicas, "modes": reports,
-                              "ingest_floor": floor}
-    report["targets"] = verdicts(reports, has_gpu())
+                              "ingest_floor": floor, "sidecar_loss": loss}
+    report["targets"] = verdicts(reports, has_gpu(), loss)
     print(table(report))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")

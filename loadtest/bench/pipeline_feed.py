@@ -147,12 +147,30 @@ def feed(plan: FeedPlan, out: str) -> None:
              rejected=[s.rejected for s in summaries], seconds=took, cpu_s=cpu)
 
 
-def run_feeder(name: str, plan: FeedPlan, workdir: Path) -> Any:
-    """Runs the feeder process to its end; what it wrote (``feed``)."""
+@contextlib.contextmanager
+def feeder_running(name: str, plan: FeedPlan, workdir: Path) -> Iterator[Callable[[], Any]]:
+    """The feeder process, started; yields a call that waits for its end and returns what it
+    wrote (``feed``). Still running when the block ends (it failed, or its caller has measured
+    what it needed): killed, so no feeder outlives the bench."""
     out = workdir / f"feed-{name}.npz"
     feeder = mp.get_context("spawn").Process(target=feed, args=(plan, str(out)))
     feeder.start()
-    feeder.join(plan.duration_s * 10 + 120)
-    if feeder.exitcode != 0:
-        raise RuntimeError(f"feeder ({name}) exited with {feeder.exitcode}")
-    return np.load(out)
+
+    def result() -> Any:
+        feeder.join(plan.duration_s * 10 + 120)
+        if feeder.exitcode != 0:
+            raise RuntimeError(f"feeder ({name}) exited with {feeder.exitcode}")
+        return np.load(out)
+
+    try:
+        yield result
+    finally:
+        if feeder.is_alive():
+            feeder.kill()
+        feeder.join()
+
+
+def run_feeder(name: str, plan: FeedPlan, workdir: Path) -> Any:
+    """Runs the feeder process to its end; what it wrote (``feed``)."""
+    with feeder_running(name, plan, workdir) as result:
+        return result()
