@@ -89,6 +89,9 @@ class _Stream:
             error = UpstreamError("sidecar stream closed")
         finally:
             self.alive = False
+            # the request side ends with the stream: grpc's task feeding it would otherwise wait
+            # on the queue until the collector destroys it, pending (a dead sidecar's streams)
+            self._out.put_nowait(None)
             for fut in self.pending.values():
                 if not fut.done():
                     fut.set_exception(error)
@@ -126,6 +129,7 @@ class SidecarClient:
         self._ids = itertools.count()
         self.slots = slots
         self.shm_registered: bool | None = None  # None: to be (re)registered before the next big call
+        self._shm_refusal_logged = False  # once until a registration succeeds, not once a call
 
     def _stream(self) -> _Stream:
         i = next(self._next)
@@ -142,11 +146,16 @@ class SidecarClient:
             await self.stub.SystemSharedMemoryRegister(request, timeout=1.0, metadata=self.credential)
         except grpc.aio.AioRpcError as e:
             if e.code() is grpc.StatusCode.ALREADY_EXISTS:  # Triton's answer to a second register
-                return True
-            if self.shm_registered is not False:
+                return self._registered()
+            if not self._shm_refusal_logged:
                 log.warning("sidecar shared memory not used (%s: %s): windows go in the requests",
                             e.code().name, e.details())
+                self._shm_refusal_logged = True
             return False
+        return self._registered()
+
+    def _registered(self) -> bool:
+        self._shm_refusal_logged = False
         return True
 
     async def _slot(self, x: np.ndarray) -> int | None:
