@@ -7,9 +7,13 @@ import re
 import httpx
 
 
+def scrape(base: str) -> str:
+    return httpx.get(base + "/metrics", timeout=5).text
+
+
 def total(base: str, name: str) -> float:
     """The sum of every series of ``name`` on ``base``/metrics (all label values)."""
-    text = httpx.get(base + "/metrics", timeout=5).text
+    text = scrape(base)
     return sum(float(v) for v in re.findall(re.escape(name) + r"(?:\{[^}]*\})? ([0-9.e+]+)", text))
 
 
@@ -17,7 +21,7 @@ def count_above(base: str, histogram: str, le: str) -> float:
     """Observations of ``histogram`` above its bucket ``le`` (as Prometheus prints it, e.g. "0.5"),
     over every series on ``base``/metrics; raises if no series has that bucket (a misspelt name or
     bound would otherwise read as nothing above it)."""
-    text = httpx.get(base + "/metrics", timeout=5).text
+    text = scrape(base)
 
     def bucket(bound: str) -> float:
         counts = re.findall(re.escape(histogram) + r'_bucket\{(?:[^}]*,)?le="' + re.escape(bound)
