@@ -7,9 +7,11 @@ environment (flags win), e.g. ``--metrics-port 9102`` over ``RTVOL_METRICS_PORT`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
@@ -40,6 +42,8 @@ class SecuritySettings(BaseSettings):
 
 
 class ServiceSettings(SecuritySettings):
+    # every number a service takes is finite (NaN and inf are refused, naming the setting)
+    model_config = SettingsConfigDict(allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     """Address the servers bind (0.0.0.0 in a container)."""
@@ -54,6 +58,16 @@ class ServiceSettings(SecuritySettings):
     freeze_gc: bool = False
     """gc.freeze() after warm-up, so long-lived objects leave the collector's generations."""
 
+    @model_validator(mode="after")
+    def _no_negative_seconds_or_rates(self) -> Self:
+        """Every float setting is a duration, rate, factor or bound: a negative one is a typo
+        that would, e.g., time every call out at once."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, float) and value < 0:
+                raise ValueError(f"{name} ({value:g}) must not be negative")
+        return self
+
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -61,4 +75,15 @@ S = TypeVar("S", bound=BaseSettings)
 def load(cls: type[S], argv: Sequence[str] | None, prog: str) -> S:
     """Settings from the environment, overridden by ``argv`` flags; `--help` describes them."""
     cls.model_config["cli_prog_name"] = prog
-    return CliApp.run(cls, cli_args=list(argv or []))
+    try:
+        return CliApp.run(cls, cli_args=list(argv or []))
+    except ValidationError as e:  # one line naming each setting, no traceback; 2: as argparse
+        print(f"{prog}: " + "; ".join(_problem(err) for err in e.errors()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _problem(err: Any) -> str:
+    """'setting: why (got VALUE)'; a rule over several settings already names them."""
+    if not err["loc"]:
+        return str(err["msg"]).removeprefix("Value error, ")
+    return f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})"

@@ -69,6 +69,19 @@ def _slots(s: GatewaySettings) -> shm.Slots | None:
         return None
 
 
+def _per_window_s(s: GatewaySettings, local: LocalModel) -> float:
+    """Tier 1's allowance a window: the configured one, raised to the set multiple of what tier
+    2 computes a window in on this host (the host's speed is not a slow sidecar)."""
+    configured = s.model_latency_budget_per_window_us / 1e6
+    if not s.model_latency_budget_tier2_factor:
+        return configured
+    tier2 = local.window_s()
+    allowance = max(configured, s.model_latency_budget_tier2_factor * tier2)
+    log.info("tier-1 allowance a window: %.0f µs (configured %.0f; %g x tier 2's %.1f µs here)",
+             allowance * 1e6, configured * 1e6, s.model_latency_budget_tier2_factor, tier2 * 1e6)
+    return allowance
+
+
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
                 shutdown: asyncio.Event | None = None) -> None:
     """``store`` and ``shutdown`` are given when the feature service shares the process
@@ -89,7 +102,7 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key, _slots(s))
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
-                      s.model_latency_budget_per_window_us / 1e6, judge_wall=s.model_budget_judges == "wall",
+                      _per_window_s(s, local), judge_wall=s.model_budget_judges == "wall",
                       probe_windows=s.breaker_probe_windows)
         # the pipeline's batches go out through the fan-in too: a lower limit would queue them there
         fanin = Coalescer(tier1.batch, s.max_batch, max(s.fanin_max_inflight, s.pipeline_inflight))

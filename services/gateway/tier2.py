@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 from rtvol.repository import MODEL_FILE, verify, version_dir
 
 OUTPUTS = ("rv", "direction", "momentum")
+TIMED_WINDOWS, TIMED_RUNS = 64, 3  # what window_s times: a pipeline-sized batch, its fastest run
 
 
 class LocalModel:
@@ -26,3 +28,15 @@ class LocalModel:
     def infer(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         # ~40 µs at batch 1: cheaper to run on the event loop than to hop to a thread
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), {"window": windows}), strict=True))
+
+    def window_s(self) -> float:
+        """Seconds this host computes a window in here (a batch of TIMED_WINDOWS, the fastest of
+        TIMED_RUNS, divided): what tier 1's per-window allowance is set against (tier1.py)."""
+        x = np.zeros((TIMED_WINDOWS, *self.session.get_inputs()[0].shape[1:]), np.float32)
+        self.infer(x)  # the first run also allocates: not timed
+        fastest = float("inf")
+        for _ in range(TIMED_RUNS):
+            start = time.perf_counter()
+            self.infer(x)
+            fastest = min(fastest, time.perf_counter() - start)
+        return fastest / TIMED_WINDOWS

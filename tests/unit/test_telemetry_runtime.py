@@ -29,6 +29,7 @@ def test_gc_pauses_are_timed_per_generation() -> None:
     telemetry.install_runtime_metrics()  # idempotent: one callback, not two
     assert sum(isinstance(cb, telemetry.GcPauseTimer) for cb in gc.callbacks) == 1
     # only the two collections below: none started by an allocation meanwhile, none queued before
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         telemetry.flush_gc_pauses()
@@ -37,7 +38,8 @@ def test_gc_pauses_are_timed_per_generation() -> None:
         gc.collect(2)
         telemetry.flush_gc_pauses()  # queued by the callback, observed outside the collector
     finally:
-        gc.enable()
+        if was_enabled:  # leave the collector as the session had it
+            gc.enable()
     assert _pauses(1) == before[1] + 1
     assert _pauses(2) == before[2] + 1
     total = REGISTRY.get_sample_value("rtvol_gc_pause_seconds_sum", {"generation": "2"})

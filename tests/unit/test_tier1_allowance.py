@@ -1,0 +1,50 @@
+"""Tier 1's per-window allowance follows the host: raised to a multiple of what tier 2 computes
+a window in here (timed at start on the real ONNX Runtime session), never below the configured
+one, and the configured one alone when the factor is 0."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from helpers.random_model import MODEL, export_random
+
+from rtvol.services.gateway.main import _per_window_s
+from rtvol.services.gateway.settings import GatewaySettings
+from rtvol.services.gateway.tier2 import LocalModel
+
+
+class Timed:
+    """A tier 2 that computes a window in ``window_s``."""
+
+    def __init__(self, window_s: float) -> None:
+        self.seconds = window_s
+
+    def window_s(self) -> float:
+        return self.seconds
+
+
+@pytest.mark.parametrize(("factor", "tier2_us", "want_us"), [
+    (3.0, 30.0, 90.0),  # a slow CPU: the host's speed sets it
+    (3.0, 1.0, 25.0),  # a fast one: never below what is configured
+    (0.0, 30.0, 25.0),  # off
+])
+def test_the_allowance_is_the_larger_of_the_configured_and_tier2s(factor: float, tier2_us: float,
+                                                                  want_us: float) -> None:
+    s = GatewaySettings(model_latency_budget_per_window_us=25.0, model_latency_budget_tier2_factor=factor)
+    got = _per_window_s(s, Timed(tier2_us / 1e6))  # type: ignore[arg-type]
+    assert got == pytest.approx(want_us / 1e6)
+
+
+@pytest.mark.parametrize("factor", ["nan", "inf", "-1"])
+def test_a_factor_that_is_not_a_finite_non_negative_number_is_refused(factor: str) -> None:
+    with pytest.raises(ValueError, match="model_latency_budget_tier2_factor"):
+        GatewaySettings(model_latency_budget_tier2_factor=factor)  # type: ignore[arg-type]
+
+
+def test_tier2_times_a_window_on_this_host(tmp_path: Path) -> None:
+    export_random(tmp_path, seed=0)
+    seconds = LocalModel(tmp_path, MODEL, None).window_s()
+    # a window of this CNN is tens of µs on one CPU core; anything near 0 or 10 ms is not a timing
+    assert math.isfinite(seconds) and 1e-7 < seconds < 1e-2
