@@ -32,7 +32,7 @@ from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.sidecar_client import SidecarClient
 from rtvol.services.gateway.signaltable import SignalTable
 from rtvol.services.gateway.tier1 import Tier1
-from rtvol.services.gateway.tier2 import LocalModel
+from rtvol.services.gateway.tier2 import LocalModel, allowance_per_window_s
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
 from rtvol.services.gateway.versions import VersionFollower, served_version
@@ -70,15 +70,11 @@ def _slots(s: GatewaySettings) -> shm.Slots | None:
 
 
 def _per_window_s(s: GatewaySettings, local: LocalModel) -> float:
-    """Tier 1's allowance a window: the configured one, raised to the set multiple of what tier
-    2 computes a window in on this host (the host's speed is not a slow sidecar)."""
     configured = s.model_latency_budget_per_window_us / 1e6
-    if not s.model_latency_budget_tier2_factor:
-        return configured
-    tier2 = local.window_s()
-    allowance = max(configured, s.model_latency_budget_tier2_factor * tier2)
-    log.info("tier-1 allowance a window: %.0f µs (configured %.0f; %g x tier 2's %.1f µs here)",
-             allowance * 1e6, configured * 1e6, s.model_latency_budget_tier2_factor, tier2 * 1e6)
+    allowance, tier2 = allowance_per_window_s(configured, s.model_latency_budget_tier2_factor, local)
+    if tier2 is not None:
+        log.info("tier-1 allowance a window: %.0f µs (configured %.0f; %g x tier 2's %.1f µs here)",
+                 allowance * 1e6, configured * 1e6, s.model_latency_budget_tier2_factor, tier2 * 1e6)
     return allowance
 
 

@@ -40,3 +40,15 @@ class LocalModel:
             self.infer(x)
             fastest = min(fastest, time.perf_counter() - start)
         return fastest / TIMED_WINDOWS
+
+
+def allowance_per_window_s(configured_s: float, factor: float, local: LocalModel
+                           ) -> tuple[float, float | None]:
+    """Tier 1's allowance a window (tier1.py) and tier 2's own time a window (None: not timed,
+    ``factor`` 0): the configured allowance, raised to ``factor`` times tier 2's time on this
+    host, so a tier-1 batch is slow when tier 2 would have answered it sooner, not because the
+    host's CPU is slow."""
+    if not factor:
+        return configured_s, None
+    tier2 = local.window_s()
+    return max(configured_s, factor * tier2), tier2

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from helpers.random_model import MODEL, export_random
 
-from rtvol.services.gateway.main import _per_window_s
 from rtvol.services.gateway.settings import GatewaySettings
-from rtvol.services.gateway.tier2 import LocalModel
+from rtvol.services.gateway.tier2 import LocalModel, allowance_per_window_s
 
 
 class Timed:
@@ -32,9 +31,9 @@ class Timed:
 ])
 def test_the_allowance_is_the_larger_of_the_configured_and_tier2s(factor: float, tier2_us: float,
                                                                   want_us: float) -> None:
-    s = GatewaySettings(model_latency_budget_per_window_us=25.0, model_latency_budget_tier2_factor=factor)
-    got = _per_window_s(s, Timed(tier2_us / 1e6))  # type: ignore[arg-type]
+    got, timed = allowance_per_window_s(25e-6, factor, Timed(tier2_us / 1e6))  # type: ignore[arg-type]
     assert got == pytest.approx(want_us / 1e6)
+    assert timed == (pytest.approx(tier2_us / 1e6) if factor else None)
 
 
 @pytest.mark.parametrize("factor", ["nan", "inf", "-1"])
