@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from rtvol.loadtest.bench.harness import (
     cpu_seconds,
     has_gpu,
     measure,
+    metric_samples,
     run_info,
 )
 from rtvol.loadtest.report import generator_line
@@ -148,13 +148,12 @@ def _rest_tier(want: int) -> Callable[[bytes], bool]:
 # how the gateway answered, from its own counters: a held stock from memory (current signal,
 # waited for its batch, computed from the held window, or from the store), any other from the
 # signal cache when a staleness bound allows it (hit) or computed (miss)
-SOURCES = re.compile(r'rtvol_gateway_(memory_answers|cache)_total\{result="(\w+)"\} ([0-9.e+]+)')
+SOURCES = {"rtvol_gateway_memory_answers_total": "memory", "rtvol_gateway_cache_total": "cache"}
 
 
 def _answer_sources(http_base: str) -> dict[str, float]:
-    text = Http(http_base).call("GET", "/metrics").decode()
-    return {f"{family.removesuffix('_answers')} {result}": float(value)
-            for family, result, value in SOURCES.findall(text)}
+    return {f"{SOURCES[x.name]} {x.labels['result']}": x.value for x in metric_samples(http_base)
+            if x.name in SOURCES}
 
 
 def sequential(t: Targets, stocks: list[int], requests: int, rounds: int, pids: dict[str, int]

@@ -52,6 +52,14 @@ class Http:
         return data
 
 
+def metric_samples(base: str) -> Iterator[Any]:
+    """Every sample a service's /metrics at ``base`` shows now (prometheus_client's parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(Http(base).call("GET", "/metrics").decode()):
+        yield from family.samples
+
+
 class StreamCaller:
     """One message at a time on an open bidirectional stream: send it, wait for its answer."""
 

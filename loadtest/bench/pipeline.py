@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ import numpy as np
 from rtvol import histograms, repository, sharding, shm, stack
 from rtvol.features.spec import STEP_SECONDS
 from rtvol.loadtest.bench import sidecar_loss
-from rtvol.loadtest.bench.harness import Http, Processes, cpu_seconds, has_gpu, run_info
+from rtvol.loadtest.bench.harness import Processes, cpu_seconds, has_gpu, metric_samples, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
 from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
 from rtvol.pipeline_hops import HOPS
@@ -133,13 +133,6 @@ def _ms(h: Any) -> dict[str, float]:
             "n": s["n"]}
 
 
-def _samples(base: str) -> Iterator[Any]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(Http(base).call("GET", "/metrics").decode()):
-        yield from family.samples
-
-
 def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float], dict[str, float]]:
     """From the metrics so far: (1) the shadow work: signals computed in shadow and the tier-1
     batches not sent to the shadow, by reason (gateway), shadow slices that waited for served
@@ -149,7 +142,7 @@ def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float]
     compute seconds with their counts."""
     shadow: dict[str, float] = {"signals": 0.0, "sidecar_paused": 0.0, "sidecar_dropped_rows": 0.0}
     tier1: dict[str, float] = {"breaker_opened": 0.0}
-    for sample in _samples(http_base):
+    for sample in metric_samples(http_base):
         name, labels = sample.name, sample.labels
         if name == "rtvol_gateway_model_signals_total" and labels.get("role") == "shadow":
             shadow["signals"] += sample.value
@@ -163,7 +156,7 @@ def stack_counts(http_base: str, sidecar_metrics: str) -> tuple[dict[str, float]
             tier1[f"{labels['part']}_{labels['breaker']}_{name.rsplit('_', 1)[1]}"] = sample.value
         elif name == "rtvol_gateway_tier1_over_budget_total":
             tier1[f"over_budget_{labels['breaker']}"] = sample.value
-    for sample in _samples(sidecar_metrics):  # summed over models and backends
+    for sample in metric_samples(sidecar_metrics):  # summed over models and backends
         if sample.name in ("rtvol_model_shadow_paused_total", "rtvol_model_shadow_dropped_rows_total"):
             key = "sidecar_" + sample.name.removeprefix("rtvol_model_shadow_").removesuffix("_total")
             shadow[key] += sample.value

@@ -24,6 +24,8 @@ def test_the_defaults_hold(cls: type[ServiceSettings]) -> None:
     (GatewaySettings, "--model-latency-budget-per-window-us=nan",
      "model_latency_budget_per_window_us: Input should be a finite number (got 'nan')"),
     (GatewaySettings, "--model-latency-budget-tier2-factor=inf", "model_latency_budget_tier2_factor"),
+    (GatewaySettings, "--model-latency-budget-tier2-factor=nan", "model_latency_budget_tier2_factor"),
+    (GatewaySettings, "--model-latency-budget-tier2-factor=-1", "model_latency_budget_tier2_factor (-1)"),
     (FeatureSettings, "--flush-interval-s=-0.5", "flush_interval_s (-0.5) must not be negative"),
     (FeatureSettings, "--watch-ack-timeout-s=1e999", "watch_ack_timeout_s: Input should be a finite number"),
     (ModelSettings, "--poll-seconds=-1", "poll_seconds (-1) must not be negative"),
