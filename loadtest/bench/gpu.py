@@ -1,6 +1,8 @@
 """`rtvol bench gpu`: on a GPU host, one run that prints every figure of the GPU path against
 its target: parity (model backends, the stored compile cache, the Triton feature kernels and
-the online state on both devices), compile-at-export time, sidecar time-to-ready (with the
+the online state on both devices), the Triton feature kernels against numpy (`rtvol bench
+features --gpu`: one online round, and the offline windows training builds with ``--device
+cuda``), compile-at-export time, sidecar time-to-ready (with the
 stored compile cache and without), model-only batch 1 and batch 1024, perf_analyzer unary
 and streaming (with a py-spy profile of the sidecar during each, and the server's CPU per
 call), the same against a bare KServe echo in each gRPC server shape (`transport`: the
@@ -84,7 +86,7 @@ TRANSPORT_SHAPES: tuple[tuple[str, list[str], dict[str, str]], ...] = (
 # (figure, target, True when higher is better)
 TARGETS = {"ready_s": (3.0, False), "batch1_p50_us": (30, False), "batch1024_per_s": (7e6, True),
            "unary_p50_us": (250, False), "unary_p99_us": (500, False),
-           "stream_p50_us": (250, False), "stream_p99_us": (500, False)}
+           "stream_p50_us": (250, False), "stream_p99_us": (500, False), "offline_x_numpy": (50, True)}
 
 
 def run(cmd: Sequence[str], out: Path, timeout_s: float, env: dict[str, str] | None = None
@@ -139,6 +141,17 @@ def ingest_devices(out: Path) -> dict[str, Any]:
     if code != 0:
         return {"error": f"exit {code}: {text[-800:]}"}
     return {"crossover": json.loads((out / "ingest-devices.json").read_text())["crossover"]}
+
+
+def feature_kernels(out: Path) -> dict[str, Any]:
+    """`rtvol bench features --gpu`: its JSON (the ratios to numpy, transfers included)."""
+    code, text, _ = run([sys.executable, "-m", "rtvol.loadtest.bench.features_gpu"],
+                        out / "features-gpu.log", 600)
+    print(text, flush=True)
+    if code != 0:
+        return {"error": f"exit {code}: {text[-800:]}"}
+    result: dict[str, Any] = json.loads(text[text.index("{"):])
+    return result
 
 
 def spy_on(py_spy: Path | None, pid: int, seconds: float, rate: int, path: Path
@@ -300,6 +313,7 @@ def figures(report: dict[str, Any]) -> dict[str, float | None]:
     return {"ready_s": report["ready_artifact"].get("seconds"),
             "batch1_p50_us": model.get("batch1", {}).get("p50_us"),
             "batch1024_per_s": model.get("batch1024_per_s"),
+            "offline_x_numpy": report["features"].get("offline_ratio"),
             **{f"{mode}_{q}_us": pa.get(mode, {}).get(f"{q}_us")
                for mode in ("unary", "stream") for q in ("p50", "p99")}}
 
@@ -312,6 +326,7 @@ def table(report: dict[str, Any]) -> str:
              f"time to ready, staged (ONNX Runtime first), stored compile cache: {report['ready_artifact']}",
              f"time to ready, cudagraph (ready once warm), stored compile cache: {report['ready_warm']}",
              f"time to ready, staged, no stored cache (compiling at start): {report['ready_no_artifact']}",
+             f"Triton feature kernels vs numpy (bench features --gpu): {report['features']}",
              f"feature service ingest, CPU vs GPU (bench ingest-devices): {report['ingest']}",
              *(f"issue 12, {name} (sidecar on the GPU): {report[name]}"
                for name in (*(p[0] for p in PIPELINES), "gateway")),
@@ -441,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("perf_analyzer", lambda: perf_analyzers(a.repo, a.out, a.perf_analyzer, a.py_spy,
                                                  SIDECAR if gpu else CPU_SIDECAR)),
         ("transport", lambda: transport_floors(a.repo, a.out, a.perf_analyzer)),
+        ("features", lambda: feature_kernels(a.out)),
         ("ingest", lambda: ingest_devices(a.out)),
         *pipelines,
         ("gateway", lambda: bench_with_targets("gateway", [
