@@ -185,8 +185,9 @@ def _tier1_summary(before: dict[str, float], after: dict[str, float]) -> dict[st
 
 
 def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str,
-             sidecar_metrics: str) -> tuple[dict[str, Any], np.ndarray]:
-    """One feed; returns its report and its tick-to-signal samples (ms)."""
+             sidecar_metrics: str, features: list[str] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """One feed; returns its report and its tick-to-signal samples (ms). ``features``: the
+    processes whose CPU Ingest's figures count (default: the feature services')."""
     _, close_msg, close_stock, close_version = build(plan)
     close_owner = sharding.owner(close_stock, len(plan.targets))
     sub.take()  # what earlier modes left
@@ -207,7 +208,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
 
     settled = wait_until(current, 5, 0.05)
     spent = {k: v - cpu_before.get(k, v) for k, v in cpu_seconds(pids).items()}
-    features = feature_names(len(plan.targets))
+    features = features or feature_names(len(plan.targets))
     cpu = {k: round(v, 2) for k, v in spent.items()}
     if len(features) > 1:
         cpu["features"] = round(sum(spent.get(f, 0.0) for f in features), 2)
@@ -397,6 +398,9 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+EMBEDDED = "feature+gateway"  # the process name of `rtvol serve embedded` in the report
+
+
 def feature_names(replicas: int) -> list[str]:
     """The feature services' process names (one: "feature", as before replicas)."""
     return ["feature"] if replicas == 1 else [f"feature-{i}" for i in range(replicas)]
@@ -404,10 +408,12 @@ def feature_names(replicas: int) -> list[str]:
 
 def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
           feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1,
-          feature_replicas: int = 1, shared_memory: bool = True
-          ) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
+          feature_replicas: int = 1, shared_memory: bool = True, embedded: bool = False,
+          embedded_model: bool = False) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
     """Starts the stack (``shared_memory``: big tier-1 batches through system shared memory, as
-    `rtvol up` runs it); returns the feature services' targets (in ordinal order) by transport
+    `rtvol up` runs it; ``embedded``: the feature service and the gateway as one process, `rtvol
+    serve embedded`, the Watch stream followed in process; ``embedded_model``: tier 1's models in
+    that process too, no sidecar); returns the feature services' targets (in ordinal order) by transport
     (gRPC and the framed stream), the gateway's gRPC target, its HTTP base and the sidecar's
     metrics base."""
     if shutil.which("redis-server") is None:
@@ -416,25 +422,40 @@ def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Se
     ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
     redis_url = f"redis://127.0.0.1:{rport}/0"
     features, streams, model = [], [], f"127.0.0.1:{mport}"
-    if shared_memory:
+    embedded = embedded or embedded_model
+    if shared_memory and not embedded_model:
         shm_dir = str(shm.local_dir(ps.workdir))
         model_args = ["--shm-dir", shm_dir, *model_args]
         gateway_args = ["--model-shm-dir", shm_dir, *gateway_args]
-    for i, name in enumerate(feature_names(feature_replicas)):
+    commands = []
+    for i in range(feature_replicas):
         fport, sport = free_port(), free_port()
         features.append(f"127.0.0.1:{fport}")
         streams.append(f"127.0.0.1:{sport}")
-        ps.start(name, stack.feature_cmd(fport, 0, redis_url, stocks, "--replicas", str(feature_replicas),
-                                         "--replica", str(i), "--stream-port", str(sport), *feature_args),
-                 grpc_ready(features[-1]))
-    ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
-             grpc_ready(model))
-    ps.start("gateway", stack.gateway_cmd(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
-                                          "--feature-url", ",".join(features), "--stocks", str(stocks),
-                                          "--workers", str(workers), *gateway_args),
-             http_ready(f"http://127.0.0.1:{hport}/readyz"))
+        commands.append(stack.feature_args(fport, 0, redis_url, stocks, "--replicas", str(feature_replicas),
+                                           "--replica", str(i), "--stream-port", str(sport), *feature_args))
+    gateway = stack.gateway_args(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
+                                 "--feature-url", ",".join(features), "--stocks", str(stocks),
+                                 "--workers", str(workers), *gateway_args)
+    gateway_ready = http_ready(f"http://127.0.0.1:{hport}/readyz")
+    if not embedded:
+        for name, args, target in zip(feature_names(feature_replicas), commands, features, strict=True):
+            ps.start(name, stack.serve("feature", *args), grpc_ready(target))
+    if embedded and (feature_replicas != 1 or workers != 1):
+        raise SystemExit("--embedded: one feature service and one gateway worker")
+    if not embedded_model:
+        ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
+                 grpc_ready(model))
+    if embedded:
+        models = ["--model", "--model-repository", str(repo), "--backend", backend, *model_args]
+        feature_ready = grpc_ready(features[0])
+        ps.start(EMBEDDED, stack.embedded_cmd(commands[0], [*gateway, *(models if embedded_model else [])]),
+                 lambda: feature_ready() and gateway_ready())
+    else:
+        ps.start("gateway", stack.serve("gateway", *gateway), gateway_ready)
+    # the models' metrics: the sidecar's, or the whole embedded process's on the gateway's port
     return ({"grpc": tuple(features), "stream": tuple(streams)}, f"127.0.0.1:{gport}",
-            f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{xport}")
+            f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{hport if embedded_model else xport}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -460,6 +481,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--feature-replicas", type=int, default=1,
                    help="feature services, each owning the stocks whose id mod K is its ordinal (their "
                         "--replicas K --replica I); the feed is split by owner, the gateway follows all")
+    p.add_argument("--embedded", action="store_true",
+                   help="the feature service and the gateway as one process (`rtvol serve embedded`, "
+                        "the Watch stream followed in process, as `rtvol up --no-redis` runs them, "
+                        "here with Redis); its CPU is reported as feature+gateway")
+    p.add_argument("--embedded-model", action="store_true",
+                   help="--embedded, and tier 1's models in that process too (its --model section: "
+                        "--backend and --model-arg go there), no sidecar process or gRPC hop to it")
     p.add_argument("--feature-arg", action="append", default=[],
                    help="extra feature service flag (repeatable), e.g. --feature-arg=--device=cuda")
     p.add_argument("--model-arg", action="append", default=[],
@@ -491,6 +519,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = [(mode, transport) for mode in modes for transport in transports]
     if a.feature_replicas < 1:
         raise SystemExit("--feature-replicas: at least 1")
+    if a.embedded_model and a.sidecar_loss:
+        raise SystemExit("--sidecar-loss kills the sidecar: there is none with --embedded-model")
     workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-pipeline-"))
     ps = Processes(workdir)
     reports: list[dict[str, Any]] = []
@@ -501,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         feeds = len(runs) + a.sidecar_loss  # each on fresh stocks
         features, gateway, http_base, sidecar_metrics = start(ps, a.repo, a.stocks * feeds, a.backend,
                                                               a.gateway_arg, a.feature_arg, a.model_arg,
-                                                              a.workers, a.feature_replicas, a.shared_memory)
+                                                              a.workers, a.feature_replicas, a.shared_memory,
+                                                              a.embedded, a.embedded_model)
         sub = Subscriber(gateway)
         try:
             time.sleep(0.3)  # the subscription is registered before the first signal
@@ -510,7 +541,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 plan = FeedPlan(features[transport], a.rate, 1 if mode == "single" else a.batch, a.stocks,
                                 i * a.stocks, a.duration, a.speedup, transport)
                 result, samples[name] = run_mode(name, plan, sub, workdir, ps.pids, http_base,
-                                                   sidecar_metrics)
+                                                   sidecar_metrics,
+                                                   [EMBEDDED] if a.embedded or a.embedded_model else None)
                 reports.append(result)
             if "single" in modes and a.ingest_floor:
                 single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
@@ -527,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers,
+                              "embedded": a.embedded or a.embedded_model, "embedded_model": a.embedded_model,
                               "feature_replicas": a.feature_replicas, "modes": reports,
                               "ingest_floor": floor, "sidecar_loss": loss}
     report["targets"] = verdicts(reports, has_gpu(), loss)

@@ -27,7 +27,7 @@ from rtvol.services.feature.stream import IngestStreamServer
 from rtvol.services.feature.ticklog import TickLog
 from rtvol.services.feature.volatility import VolEstimator
 from rtvol.services.feature.vwap import Vwap
-from rtvol.services.feature.watch import WindowFeed
+from rtvol.services.feature.watch import WatchStream, WindowFeed
 
 log = logging.getLogger("rtvol.feature")
 # Ingest only from feeders; reads (the gateway's /v1/universe) from services and operators
@@ -75,9 +75,12 @@ def stream_server(s: FeatureSettings, ingestor: Ingestor) -> IngestStreamServer 
 
 
 async def serve(s: FeatureSettings, store: FeatureStore | None = None,
-                shutdown: asyncio.Event | None = None) -> None:
-    """``store`` and ``shutdown`` are given when another component shares the process
-    (services/embedded.py): then the store is theirs to close."""
+                shutdown: asyncio.Event | None = None,
+                on_watch: Callable[[int, WatchStream], None] | None = None) -> None:
+    """``store``, ``shutdown`` and ``on_watch`` are given when another component shares the
+    process (services/embedded.py): then the store is theirs to close, and ``on_watch`` gets this
+    replica's ordinal and its Watch stream, to follow in process (the RPC's messages, not
+    serialised), once recovery is done."""
     limits = Limits(s.max_sequence_gap, s.max_time_ahead_s, s.max_watermark_ahead_s)
     state = online_state(s.stocks, limits, s.device)
     own_store = store is None
@@ -91,6 +94,8 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
     fanout, closers = make_fanout(s, vwap)
     feed = WindowFeed(state, s.max_batch_pushed, ack_timeout_s=s.watch_ack_timeout_s, lease_s=s.lease_s,
                       stored_us=publisher.stored_us, inflight=s.watch_inflight)
+    if on_watch is not None:
+        on_watch(ordinal, feed.stream)
     vol = VolEstimator(state, store, s.vol_interval_s, s.vol_halflife_steps, f"{ordinal}/{s.replicas}")
     server = rpc.Server.secured([SERVICE_NAME], s, "feature", ACCESS)
     ingestor = Ingestor(state, publisher, s.max_batch, fanout, None if s.replicas == 1 else owned, feed)

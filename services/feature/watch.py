@@ -41,7 +41,7 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
@@ -54,6 +54,8 @@ from rtvol.services.feature import metrics
 from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
+# WindowFeed.stream: (acknowledgements in, rows, shard) -> batches out
+WatchStream = Callable[[AsyncIterator[pb.WatchAck], bool, tuple[int, int]], AsyncIterator[pb.WindowBatch]]
 
 
 class Watcher:

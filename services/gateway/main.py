@@ -31,12 +31,12 @@ from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.sidecar_client import SidecarClient
 from rtvol.services.gateway.signaltable import SignalTable
-from rtvol.services.gateway.tier1 import Tier1
+from rtvol.services.gateway.tier1 import ModelClient, Tier1
 from rtvol.services.gateway.tier2 import LocalModel, allowance_per_window_s
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
 from rtvol.services.gateway.versions import VersionFollower, served_version
-from rtvol.services.gateway.watch import WindowWatch, follow_all, wait_connected
+from rtvol.services.gateway.watch import LocalWatch, WindowWatch, follow_all, wait_connected
 
 log = logging.getLogger("rtvol.gateway")
 READERS = frozenset({auth.ENGINE, auth.OPERATOR})
@@ -79,9 +79,12 @@ def _per_window_s(s: GatewaySettings, local: LocalModel) -> float:
 
 
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
-                shutdown: asyncio.Event | None = None) -> None:
-    """``store`` and ``shutdown`` are given when the feature service shares the process
-    (services/embedded.py): its in-process store, and one drain signal for both."""
+                shutdown: asyncio.Event | None = None, local_watch: dict[int, LocalWatch] | None = None,
+                local_model: ModelClient | None = None) -> None:
+    """``store``, ``shutdown`` and ``local_watch`` are given when the feature service shares the
+    process (services/embedded.py): its in-process store, one drain signal for both, and by
+    replica ordinal its Watch stream, followed in process (with --watch-in-process).
+    ``local_model``: tier 1's models in this process, called in place of a sidecar (no shadow)."""
     timeout_s = s.store_timeout_ms / 1000
     redis = _redis(s.redis_url, timeout_s, s) if s.redis_url else None
     own_store = store is None and redis is not None
@@ -94,14 +97,16 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
         raise SystemExit(f"tier 2 cannot serve {local.name} version {local.version}: {why}")
     tier1 = fanin = client = shadow = shadow_client = None
     client_tls, api_key = tls.client(s), auth.read_key(s.api_key_file)  # to the sidecar and feature service
-    if s.model_url:
-        client = SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key, _slots(s))
+    if s.model_url or local_model:
+        client = local_model or SidecarClient(s.model_url, s.model_name, s.model_streams, client_tls, api_key,
+                                              _slots(s))
         budget_s = s.model_latency_budget_ms / 1000
         tier1 = Tier1(client, _breaker("sidecar", s, budget_s), s.model_timeout_ms / 1000, s.model_probe_s,
                       _per_window_s(s, local), judge_wall=s.model_budget_judges == "wall",
                       probe_windows=s.breaker_probe_windows)
         # the pipeline's batches go out through the fan-in too: a lower limit would queue them there
         fanin = Coalescer(tier1.batch, s.max_batch, max(s.fanin_max_inflight, s.pipeline_inflight))
+    if s.model_url and not local_model:
         # a channel of its own: shadow calls never queue behind (or ahead of) served ones
         shadow_client = SidecarClient(s.model_url, s.model_name, 1, client_tls, api_key)
         shadow = Shadow(shadow_client, s.shadow_max_batch, s.shadow_timeout_ms / 1000, s.shadow_queue,
@@ -132,7 +137,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
             shadow.scorer = scorer  # shadow signals are scored as the served ones, role=shadow
         # one per replica, each carrying this worker's shard only
         watches = follow_all(s.feature_urls, predictor.memory, client_tls, api_key, s.watch_rows,
-                             (layout.index, layout.count) if layout else (0, 1))
+                             (layout.index, layout.count) if layout else (0, 1),
+                             local_watch if s.watch_in_process else None)
         if layout and table:  # a worker: infers its shard, shares those signals with the other workers
             shared = shards.Shards(layout, table, predictor.memory, hub, cache)
         pipeline = Pipeline(predictor.memory, predictor, cache, hub, s.max_batch, s.deadline_ms / 1000,
@@ -197,7 +203,8 @@ async def serve(s: GatewaySettings, store: FeatureStore | None = None,
     lag = telemetry.LoopLag()  # rtvol_event_loop_lag_seconds: what a ready request waits for this loop
     lag.start()
     print(f"rtvol-gateway listening on http {s.host}:{s.port} grpc {s.host}:{grpc_port}", flush=True)
-    log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version, s.model_url or "off",
+    log.info("model %s v%s, tier 1 %s, store %s", local.name, local.version,
+             "in process" if local_model else s.model_url or "off",
              type(store).__name__ if store else "none")
 
     def drain() -> None:

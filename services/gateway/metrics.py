@@ -68,6 +68,10 @@ LEASE_LAPSED = Counter("rtvol_gateway_memory_lease_lapsed_total",
 WATCH_CONNECTED = Gauge("rtvol_gateway_watch_connected",
                         "1 while a feature-service replica's Watch stream is open and delivering",
                         ["replica"], multiprocess_mode="livemin")
+WATCH_IN_PROCESS = Gauge("rtvol_gateway_watch_in_process",
+                         "Whether a feature-service replica's Watch stream is followed in this process "
+                         "(rtvol serve embedded: no gRPC hop): 1 while it is", ["replica"],
+                         multiprocess_mode="livesum")
 MODEL_SIGNALS = Counter("rtvol_gateway_model_signals_total",
                         "Model outputs by version, tier and role (serving: answered; shadow: computed on "
                         "the same windows, scored, never served)", ["model", "version", "tier", "role"])

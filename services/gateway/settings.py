@@ -103,6 +103,10 @@ class GatewaySettings(ServiceSettings):
     watch_rows: bool = True
     """Take the windows the feature service pushes as their newest rows (one step: 48 bytes,
     not the whole 2,400-byte window); --no-watch-rows: whole windows, as before."""
+    watch_in_process: bool = True
+    """In `rtvol serve embedded`: follow the feature service of the same process without gRPC
+    (its messages handed over, not serialised); --no-watch-in-process: over gRPC, as a separate
+    gateway does. Elsewhere it changes nothing."""
     model_shm_dir: Path | None = None
     """The sidecar runs on this host and maps system shared memory from this directory (its
     --shm-dir): big tier-1 batches go through a region there instead of in the request. None: off."""

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from rtvol.services.gateway.breaker import Breaker, State
 from rtvol.tasks import BackgroundTask
 
 if TYPE_CHECKING:
-    from rtvol.services.gateway.sidecar_client import SidecarClient
+    from rtvol.services.gateway.sidecar_client import Answer
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 1.0  # a first connection on a busy machine takes longer than one batch may
@@ -31,6 +31,19 @@ def iso(wall_s: float) -> str:
 
 class UpstreamError(RuntimeError):
     """The sidecar failed a request, or its stream broke."""
+
+
+class ModelClient(Protocol):
+    """What tier 1 calls: the sidecar's client (sidecar_client.py), or the models of this
+    process (rtvol serve embedded --model)."""
+
+    model: str
+
+    async def infer(self, windows: np.ndarray, version: str = "") -> Answer: ...
+
+    async def ready(self, timeout_s: float) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 class Tier1:
@@ -60,7 +73,7 @@ class Tier1:
     answers without trying tier 1 even when no request has failed yet, and /readyz says why
     and since when. Once the probe passes, the breaker's own half-open calls close it."""
 
-    def __init__(self, client: SidecarClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0,
+    def __init__(self, client: ModelClient, breaker: Breaker, timeout_s: float, probe_s: float = 1.0,
                  per_window_s: float = 0.0, judge_wall: bool = False, probe_windows: int = 0) -> None:
         """``probe_windows``: 0 sends a half-open probe's batch whole."""
         self.client, self.breaker, self.timeout_s, self.probe_s = client, breaker, timeout_s, probe_s

@@ -39,19 +39,38 @@ def _slowed(make: Callable[..., Any], delay_s: float) -> Callable[..., Any]:
     return create
 
 
+class Models:
+    """The models of ``s.model_repository`` loaded as the sidecar serves them (backends, batchers,
+    the threads they compute on): the sidecar's, or, in `rtvol serve embedded --model`, tier 1's
+    in the gateway's process."""
+
+    def __init__(self, s: ModelSettings) -> None:
+        if s.backend not in backends.NAMES:
+            raise SystemExit(f"--backend must be one of {backends.NAMES}")
+        pool = partial(ThreadPoolExecutor, 1) if s.compute_thread else None
+        self.executor = pool(thread_name_prefix="backend") if pool else None
+        # shadow versions compute on a thread of their own: never ahead of a served batch in a queue
+        self.shadow_executor = pool(thread_name_prefix="shadow") if pool else None
+        make: Callable[..., backends.Backend] = partial(backends.create, s.backend, precision=s.precision,
+                                                        threads=s.ort_threads)
+        if s.debug_delay_ms > 0:
+            make = _slowed(make, s.debug_delay_ms / 1000)
+        self.registry = Registry(s.model_repository, make, s.max_queue_delay_us, self.executor,
+                                 BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows,
+                                             s.max_queue_bytes),
+                                 self.shadow_executor,
+                                 ShadowPolicy(s.shadow_slice_rows, s.shadow_max_pause_ms / 1000))
+
+    async def close(self) -> None:
+        await self.registry.close()
+        for pool in (self.executor, self.shadow_executor):
+            if pool:
+                pool.shutdown(wait=True)
+
+
 async def serve(s: ModelSettings) -> None:
-    if s.backend not in backends.NAMES:
-        raise SystemExit(f"--backend must be one of {backends.NAMES}")
-    executor = ThreadPoolExecutor(1, thread_name_prefix="backend") if s.compute_thread else None
-    # shadow versions compute on a thread of their own: never ahead of a served batch in a queue
-    shadow_executor = ThreadPoolExecutor(1, thread_name_prefix="shadow") if s.compute_thread else None
-    make: Callable[..., backends.Backend] = partial(backends.create, s.backend, precision=s.precision,
-                                                    threads=s.ort_threads)
-    if s.debug_delay_ms > 0:
-        make = _slowed(make, s.debug_delay_ms / 1000)
-    registry = Registry(s.model_repository, make, s.max_queue_delay_us, executor,
-                        BatchPolicy(s.inline_max_rows, s.idle_dispatch, s.max_queue_rows, s.max_queue_bytes),
-                        shadow_executor, ShadowPolicy(s.shadow_slice_rows, s.shadow_max_pause_ms / 1000))
+    models = Models(s)
+    registry = models.registry
     regions = None if s.shm_dir is None else Regions(s.shm_dir, max_bytes=s.shm_max_bytes)
     dataplane = DataPlane(registry, regions)
     server = Server.secured([SERVICE_NAME], s, "model", ACCESS)
@@ -79,10 +98,7 @@ async def serve(s: ModelSettings) -> None:
     async def stop() -> None:
         if poller:
             poller.cancel()
-        await registry.close()
-        for pool in (executor, shadow_executor):
-            if pool:
-                pool.shutdown(wait=True)
+        await models.close()
 
     def drain() -> None:
         servicer.draining = True

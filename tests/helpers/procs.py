@@ -106,27 +106,40 @@ def grpc_channels(target: str, n: int) -> Iterator[list[grpc.Channel]]:
 
 @contextlib.contextmanager
 def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gateway_extra: str,
-                   model_url: str = "", feature_extra: Sequence[str] = ()
-                   ) -> Iterator[tuple[str, str, str, Proc]]:
+                   model_url: str = "", feature_extra: Sequence[str] = (), embedded: bool = False,
+                   embedded_model: bool = False) -> Iterator[tuple[str, str, str, Proc]]:
     """Feature service, sidecar and a gateway following the feature service's Watch stream,
     with budgets generous for a busy machine (the tests check answers, not budgets). Yields
     (feature service target, gateway base URL, gateway gRPC target, gateway process); every process
     is stopped at the end, even when another fails to stop, and a non-zero exit fails the test.
     ``model_url``: a model server the caller runs (e.g. tritonserver) instead of our sidecar;
-    ``feature_extra``: more feature service flags."""
+    ``feature_extra``: more feature service flags; ``embedded``: the feature service and the
+    gateway as one process (`rtvol serve embedded`, the Watch stream followed in process);
+    ``embedded_model``: that, with tier 1's models in the process too (no sidecar)."""
     started: list[Proc] = []
     try:
-        if model_url:
-            feature, feature_url = feature_service(log_dir, redis_url, stocks, *BUSY_MACHINE_WATCH,
-                                                   *feature_extra)
-            started.append(feature)
+        embedded = embedded or embedded_model
+        if not model_url and not embedded_model:
+            model, model_url = sidecar(log_dir, repo)
+            started.append(model)
+        fport, http, grpc_port = free_port(), free_port(), free_port()
+        feature_url, base = f"127.0.0.1:{fport}", f"http://127.0.0.1:{http}"
+        features = stack.feature_args(fport, 0, redis_url, stocks, *BUSY_MACHINE_WATCH, *feature_extra)
+        gateway_args = stack.gateway_args(http, grpc_port, repo, "--redis-url", redis_url, "--model-url",
+                                          model_url, "--feature-url", feature_url, "--stocks", str(stocks),
+                                          *BUSY_MACHINE_BUDGETS, *gateway_extra)
+        if embedded:
+            if embedded_model:
+                gateway_args += ["--model", "--model-repository", str(repo), "--poll-seconds", "0"]
+            gw = Proc("embedded", stack.embedded_cmd(features, gateway_args), log_dir / "embedded.log",
+                      http_ready(base + "/readyz"))
         else:
-            feature_url, model_url = upstreams(log_dir, redis_url, repo, stocks, started, feature_extra)
-        gw, base, grpc_target = gateway(
-            log_dir, repo, "--redis-url", redis_url, "--model-url", model_url, "--feature-url", feature_url,
-            "--stocks", str(stocks), *BUSY_MACHINE_BUDGETS, *gateway_extra)
+            started.append(Proc("feature service", stack.serve("feature", *features), log_dir / "feature.log",
+                                grpc_ready(feature_url)))
+            gw = Proc("gateway", stack.serve("gateway", *gateway_args), log_dir / "gateway.log",
+                      http_ready(base + "/readyz"))
         started.append(gw)
-        yield feature_url, base, grpc_target, gw
+        yield feature_url, base, f"127.0.0.1:{grpc_port}", gw
     finally:
         codes = stop_all(started)  # every one, even when one fails to stop
         assert set(codes.values()) <= {0}, codes

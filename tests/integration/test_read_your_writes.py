@@ -41,16 +41,27 @@ class Stack:
         self.redis_url, self.repo = redis_url, repo
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+@pytest.fixture(scope="module", params=[1, 2, "embedded", "embedded-model"],
+                ids=["1-worker", "2-workers", "embedded", "embedded-model"])
 def stack(request: pytest.FixtureRequest, redis_db: str, tiny_repo: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway of one or two workers, or the feature service and the gateway in one process
+    (`rtvol serve embedded`: the Watch stream followed in process, no gRPC hop), the last with
+    tier 1's models in that process too (no sidecar)."""
     redis.Redis.from_url(redis_db).flushdb()  # the other parameter's windows and checkpoints
+    embedded = str(request.param).startswith("embedded")
+    n, in_process = 1 if embedded else int(request.param), request.param == "embedded-model"
     with procs.pipeline_stack(tmp_path_factory.mktemp("read_your_writes"), redis_db, tiny_repo, STOCKS,
-                              "--workers", str(request.param)) as (feature_url, base, grpc_target, gw):
+                              "--workers", str(n), embedded=embedded,
+                              embedded_model=in_process) as (feature_url, base, grpc_target, gw):
         # every worker warm (listening), not only the one /readyz reached
-        n, port = request.param, int(base.rsplit(":", 1)[1])
+        port = int(base.rsplit(":", 1)[1])
         assert n == 1 or procs.wait_until(lambda: sockets.all_listen(gw.pid, n, port), 30)
+        # followed in process exactly when the two share one
+        assert metrics.total(base, "rtvol_gateway_watch_in_process") == (1 if embedded else 0)
         yield Stack(feature_url, grpc_target, base, redis_db, tiny_repo)
+        if in_process:  # tier 1 answered, computed in this process
+            assert metrics.total(base, "rtvol_model_compute_seconds_count") > 0
 
 
 def _load(stack: Stack, started: threading.Event, stop: threading.Event,
