@@ -19,7 +19,7 @@ from rtvol.proto.v1 import features_pb2 as fpb
 from rtvol.services.feature.settings import FeatureSettings
 from rtvol.services.feature.watch import WindowFeed, fence
 from rtvol.services.gateway.memory import WindowMemory
-from rtvol.services.gateway.watch import _Acks
+from rtvol.services.gateway.watch import _Acks, _LocalCall
 
 
 class _Acking:
@@ -151,3 +151,29 @@ def test_held_windows_answer_only_while_the_lease_runs() -> None:
     assert [mem.holds(s) for s in range(3)] == [True, False, False]
     after = REGISTRY.get_sample_value("rtvol_gateway_memory_lease_lapsed_total") or 0.0
     assert after == before + 1  # the lapsed lease, not the stream that is down
+
+
+def test_a_watch_in_process_acknowledges_through_the_feed_and_leaves_it_when_cancelled() -> None:
+    """rtvol serve embedded: the gateway's in-process call gets the feed's own messages, its
+    acknowledgements release a waiting Ingest, and cancelling it takes the watcher off the feed
+    (no Ingest waits for it)."""
+    async def run() -> None:
+        feed = WindowFeed(_state(3, 1), max_batch=10, ack_timeout_s=2.0)
+        call = _LocalCall(feed.stream, True, (0, 1))
+        snapshot = await asyncio.wait_for(call.read(), 1.0)
+        assert list(snapshot.stock_ids) == [0, 1, 2] and len(feed.watchers) == 1
+        await call.write(fpb.WatchAck(batch=snapshot.batch))
+        feed.mark(np.array([1]), received_us=7)
+        settled = asyncio.ensure_future(feed.settled())  # Ingest's wait: for this watcher's ack
+        batch = await asyncio.wait_for(call.read(), 1.0)
+        assert list(batch.stock_ids) == [1] and batch.acked == snapshot.batch
+        await asyncio.sleep(0.05)
+        assert not settled.done()
+        await call.write(fpb.WatchAck(batch=batch.batch))
+        await asyncio.wait_for(settled, 1.0)
+        call.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not feed.watchers
+
+    asyncio.run(run())
