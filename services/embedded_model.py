@@ -1,10 +1,10 @@
 """Tier 1 in the gateway's own process (`rtvol serve embedded ... --model [MODEL FLAGS]`): the
 sidecar's models (the same backends, batchers and compute thread: services/model/main.py's
 ``Models``) called without the gRPC hop, behind the same breaker, timeout and tiers as a
-sidecar (services/gateway/tier1.py). What it saves is the hop to the sidecar and back: on the
-GPU host ~2 ms of a ~3-ms tier-1 call around ~0.4 ms of compute (docs/BENCHMARKS.md). What it
-gives up: a process of its own for the GPU (a crash of one takes both) and shadow versions
-(served only through a sidecar)."""
+sidecar (services/gateway/tier1.py). It removes the hop to the sidecar and back, but measured
+slower on the H200 (docs/BENCHMARKS.md, "In one process"): the compute thread waits for the GIL
+the loop's Python holds (0.44 -> ~4 ms a call), so it is an option, not a default. It also
+gives up a process of its own for the GPU (a crash of one takes both) and shadow versions."""
 
 from __future__ import annotations
 
