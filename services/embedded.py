@@ -56,6 +56,7 @@ async def serve(fs: FeatureSettings, gs: GatewaySettings, ms: ModelSettings | No
     models = Models(ms) if ms is not None else None
     if models is not None:  # loaded and warm before anything is served, as a sidecar is ready
         await models.registry.sync()
+        models.follow()  # and new versions loaded as the sidecar would
     store = feature.make_store(fs)
     shutdown = rpc.stop_on_signals()
     watch: asyncio.Future[tuple[int, WatchStream]] = asyncio.get_running_loop().create_future()

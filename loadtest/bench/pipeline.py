@@ -55,12 +55,13 @@ from typing import Any
 
 import numpy as np
 
-from rtvol import histograms, repository, sharding, shm, stack
+from rtvol import histograms, repository, sharding, shm
 from rtvol.features.spec import STEP_SECONDS
 from rtvol.loadtest.bench import sidecar_loss
 from rtvol.loadtest.bench.harness import Processes, cpu_seconds, has_gpu, metric_samples, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
-from rtvol.localproc import free_port, grpc_ready, http_ready, redis_ready, wait_until
+from rtvol.loadtest.bench.pipeline_stack import EMBEDDED, feature_names, start
+from rtvol.localproc import free_port, grpc_ready, wait_until
 from rtvol.pipeline_hops import HOPS
 
 P99_LIMIT_MS = {"cpu": 5.0, "gpu": 2.0}
@@ -398,66 +399,6 @@ def plot(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-EMBEDDED = "feature+gateway"  # the process name of `rtvol serve embedded` in the report
-
-
-def feature_names(replicas: int) -> list[str]:
-    """The feature services' process names (one: "feature", as before replicas)."""
-    return ["feature"] if replicas == 1 else [f"feature-{i}" for i in range(replicas)]
-
-
-def start(ps: Processes, repo: Path, stocks: int, backend: str, gateway_args: Sequence[str],
-          feature_args: Sequence[str] = (), model_args: Sequence[str] = (), workers: int = 1,
-          feature_replicas: int = 1, shared_memory: bool = True, embedded: bool = False,
-          embedded_model: bool = False) -> tuple[dict[str, tuple[str, ...]], str, str, str]:
-    """Starts the stack (``shared_memory``: big tier-1 batches through system shared memory, as
-    `rtvol up` runs it; ``embedded``: the feature service and the gateway as one process, `rtvol
-    serve embedded`, the Watch stream followed in process; ``embedded_model``: tier 1's models in
-    that process too, no sidecar); returns the feature services' targets (in ordinal order) by transport
-    (gRPC and the framed stream), the gateway's gRPC target, its HTTP base and the sidecar's
-    metrics base."""
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
-    rport, mport, hport, gport, xport = (free_port() for _ in range(5))
-    ps.start("redis", stack.redis_cmd(rport, ps.workdir), redis_ready(rport))
-    redis_url = f"redis://127.0.0.1:{rport}/0"
-    features, streams, model = [], [], f"127.0.0.1:{mport}"
-    embedded = embedded or embedded_model
-    if shared_memory and not embedded_model:
-        shm_dir = str(shm.local_dir(ps.workdir))
-        model_args = ["--shm-dir", shm_dir, *model_args]
-        gateway_args = ["--model-shm-dir", shm_dir, *gateway_args]
-    commands = []
-    for i in range(feature_replicas):
-        fport, sport = free_port(), free_port()
-        features.append(f"127.0.0.1:{fport}")
-        streams.append(f"127.0.0.1:{sport}")
-        commands.append(stack.feature_args(fport, 0, redis_url, stocks, "--replicas", str(feature_replicas),
-                                           "--replica", str(i), "--stream-port", str(sport), *feature_args))
-    gateway = stack.gateway_args(hport, gport, repo, "--redis-url", redis_url, "--model-url", model,
-                                 "--feature-url", ",".join(features), "--stocks", str(stocks),
-                                 "--workers", str(workers), *gateway_args)
-    gateway_ready = http_ready(f"http://127.0.0.1:{hport}/readyz")
-    if not embedded:
-        for name, args, target in zip(feature_names(feature_replicas), commands, features, strict=True):
-            ps.start(name, stack.serve("feature", *args), grpc_ready(target))
-    if embedded and (feature_replicas != 1 or workers != 1):
-        raise SystemExit("--embedded: one feature service and one gateway worker")
-    if not embedded_model:
-        ps.start("model", stack.sidecar_cmd(mport, xport, repo, "--backend", backend, *model_args),
-                 grpc_ready(model))
-    if embedded:
-        models = ["--model", "--model-repository", str(repo), "--backend", backend, *model_args]
-        feature_ready = grpc_ready(features[0])
-        ps.start(EMBEDDED, stack.embedded_cmd(commands[0], [*gateway, *(models if embedded_model else [])]),
-                 lambda: feature_ready() and gateway_ready())
-    else:
-        ps.start("gateway", stack.serve("gateway", *gateway), gateway_ready)
-    # the models' metrics: the sidecar's, or the whole embedded process's on the gateway's port
-    return ({"grpc": tuple(features), "stream": tuple(streams)}, f"127.0.0.1:{gport}",
-            f"http://127.0.0.1:{hport}", f"http://127.0.0.1:{hport if embedded_model else xport}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="rtvol bench pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -521,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("--feature-replicas: at least 1")
     if a.embedded_model and a.sidecar_loss:
         raise SystemExit("--sidecar-loss kills the sidecar: there is none with --embedded-model")
+    a.embedded = a.embedded or a.embedded_model
+    if a.embedded and (a.feature_replicas != 1 or a.workers != 1):
+        raise SystemExit("--embedded: one feature service and one gateway worker")
     workdir = Path(tempfile.mkdtemp(prefix="rtvol-bench-pipeline-"))
     ps = Processes(workdir)
     reports: list[dict[str, Any]] = []
@@ -542,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 i * a.stocks, a.duration, a.speedup, transport)
                 result, samples[name] = run_mode(name, plan, sub, workdir, ps.pids, http_base,
                                                    sidecar_metrics,
-                                                   [EMBEDDED] if a.embedded or a.embedded_model else None)
+                                                   [EMBEDDED] if a.embedded else None)
                 reports.append(result)
             if "single" in modes and a.ingest_floor:
                 single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
@@ -559,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report: dict[str, Any] = {**run_info("pipeline", argv), "gateway_workers": a.workers,
-                              "embedded": a.embedded or a.embedded_model, "embedded_model": a.embedded_model,
+                              "embedded": a.embedded, "embedded_model": a.embedded_model,
                               "feature_replicas": a.feature_replicas, "modes": reports,
                               "ingest_floor": floor, "sidecar_loss": loss}
     report["targets"] = verdicts(reports, has_gpu(), loss)

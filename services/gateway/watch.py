@@ -148,6 +148,7 @@ class _LocalCall:
     def cancel(self) -> None:
         """Ends the stream: the feature service stops waiting for this watcher."""
         self._acks.put_nowait(None)
+        # kept: a task only the loop refers to may be collected before it runs
         self._closing = asyncio.ensure_future(self._batches.aclose())  # type: ignore[attr-defined]
 
 

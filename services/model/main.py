@@ -60,8 +60,17 @@ class Models:
                                              s.max_queue_bytes),
                                  self.shadow_executor,
                                  ShadowPolicy(s.shadow_slice_rows, s.shadow_max_pause_ms / 1000))
+        self.poll_s = s.poll_seconds
+        self._poller: asyncio.Task[None] | None = None
+
+    def follow(self) -> None:
+        """Load new versions as they appear in the repository, every ``poll_seconds`` (0: never)."""
+        if self.poll_s > 0:
+            self._poller = asyncio.create_task(self.registry.poll_forever(self.poll_s))
 
     async def close(self) -> None:
+        if self._poller:
+            self._poller.cancel()
         await self.registry.close()
         for pool in (self.executor, self.shadow_executor):
             if pool:
@@ -93,11 +102,9 @@ async def serve(s: ModelSettings) -> None:
     await server.set_serving(True)
     telemetry.after_warmup(s.freeze_gc)
     log.info("ready: %s", ", ".join(loaded) or "(no models)")
-    poller = asyncio.create_task(registry.poll_forever(s.poll_seconds)) if s.poll_seconds > 0 else None
+    models.follow()
 
     async def stop() -> None:
-        if poller:
-            poller.cancel()
         await models.close()
 
     def drain() -> None:

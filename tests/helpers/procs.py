@@ -20,6 +20,7 @@ from rtvol.localproc import Proc, free_port, grpc_ready, http_ready, redis_ready
 __all__ = [
     "BUSY_MACHINE_BUDGETS",
     "Proc",
+    "embedded_service",
     "feature_service",
     "free_port",
     "gateway",
@@ -95,6 +96,16 @@ def gateway(log_dir: Path, repo: Path, *extra: str) -> tuple[Proc, str, str]:
                 log_dir / "gateway.log", http_ready(base + "/readyz")), base, f"127.0.0.1:{grpc_port}"
 
 
+def embedded_service(log_dir: Path, repo: Path, feature_args: Sequence[str], *gateway_extra: str
+                     ) -> tuple[Proc, str, str]:
+    """The feature service (``feature_args``, its ports included) and a gateway in one process
+    (`rtvol serve embedded`): (process, http base URL, grpc target), as ``gateway``."""
+    http, grpc_port = free_port(), free_port()
+    base, target = f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
+    cmd = stack.embedded_cmd(list(feature_args), stack.gateway_args(http, grpc_port, repo, *gateway_extra))
+    return Proc("embedded", cmd, log_dir / "embedded.log", http_ready(base + "/readyz")), base, target
+
+
 @contextlib.contextmanager
 def grpc_channels(target: str, n: int) -> Iterator[list[grpc.Channel]]:
     """``n`` channels to ``target``, each on a connection of its own (grpc shares one connection
@@ -118,28 +129,24 @@ def pipeline_stack(log_dir: Path, redis_url: str, repo: Path, stocks: int, *gate
     ``embedded_model``: that, with tier 1's models in the process too (no sidecar)."""
     started: list[Proc] = []
     try:
-        embedded = embedded or embedded_model
         if not model_url and not embedded_model:
             model, model_url = sidecar(log_dir, repo)
             started.append(model)
-        fport, http, grpc_port = free_port(), free_port(), free_port()
-        feature_url, base = f"127.0.0.1:{fport}", f"http://127.0.0.1:{http}"
-        features = stack.feature_args(fport, 0, redis_url, stocks, *BUSY_MACHINE_WATCH, *feature_extra)
-        gateway_args = stack.gateway_args(http, grpc_port, repo, "--redis-url", redis_url, "--model-url",
-                                          model_url, "--feature-url", feature_url, "--stocks", str(stocks),
-                                          *BUSY_MACHINE_BUDGETS, *gateway_extra)
-        if embedded:
+        fport = free_port()
+        feature_url, feature_flags = f"127.0.0.1:{fport}", (*BUSY_MACHINE_WATCH, *feature_extra)
+        gateway_flags = ["--redis-url", redis_url, "--model-url", model_url, "--feature-url", feature_url,
+                         "--stocks", str(stocks), *BUSY_MACHINE_BUDGETS, *gateway_extra]
+        if embedded or embedded_model:
             if embedded_model:
-                gateway_args += ["--model", "--model-repository", str(repo), "--poll-seconds", "0"]
-            gw = Proc("embedded", stack.embedded_cmd(features, gateway_args), log_dir / "embedded.log",
-                      http_ready(base + "/readyz"))
+                gateway_flags += ["--model", "--model-repository", str(repo), "--poll-seconds", "0"]
+            features = stack.feature_args(fport, 0, redis_url, stocks, *feature_flags)
+            gw, base, grpc_target = embedded_service(log_dir, repo, features, *gateway_flags)
         else:
-            started.append(Proc("feature service", stack.serve("feature", *features), log_dir / "feature.log",
-                                grpc_ready(feature_url)))
-            gw = Proc("gateway", stack.serve("gateway", *gateway_args), log_dir / "gateway.log",
-                      http_ready(base + "/readyz"))
+            feature, _ = feature_service(log_dir, redis_url, stocks, *feature_flags, port=fport)
+            started.append(feature)
+            gw, base, grpc_target = gateway(log_dir, repo, *gateway_flags)
         started.append(gw)
-        yield feature_url, base, f"127.0.0.1:{grpc_port}", gw
+        yield feature_url, base, grpc_target, gw
     finally:
         codes = stop_all(started)  # every one, even when one fails to stop
         assert set(codes.values()) <= {0}, codes
