@@ -9,7 +9,7 @@ Ingest stream per feature service (each message split by owner, as `rtvol feed` 
 (``--transports``: each mode once per transport, "-stream" appended to its name). Event time
 runs ``--speedup`` times faster than the wall clock, so each stock closes a 12-s step every
 12 / speedup s and most
-updates close none, as in a replayed market. A SubscribeBatches client (this process) takes
+updates close none, as in a replayed market. A SubscribeColumns client (this process) takes
 every pushed signal. Per mode it reports, with p50/p99/p99.9 from HDR histograms:
 
   tick-to-signal: the feature service's receipt of the update that closed a step (the signal's
@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,31 @@ GPU_LARGE_RATE, GPU_LARGE_STOCKS, GPU_LARGE_P99_MS = 200_000, 8_000, 5.0
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
 SIDECAR_LOSS_FAILED, SIDECAR_LOSS_TIER1_BACK_S = 0, 5.0  # nothing lost; tier 1 back within 5 s
 NO_HOPS = (0,) * len(HOPS)
+ROW = 6 + len(HOPS)  # the subscriber's numbers a signal
+
+
+def _signal_rows(signals: Any, now: int) -> np.ndarray:
+    return np.array([(now, sig.stock_id, sig.window_version, sig.received_us, sig.tier,
+                      int(sig.feature_age_ms * 1000), *(sig.hops_us or NO_HOPS)) for sig in signals],
+                    np.int64).reshape(-1, ROW)
+
+
+def _batch_rows(batch: Any, now: int) -> np.ndarray:
+    """The subscriber's rows of a SignalBatch that arrived at ``now``."""
+    return _signal_rows(batch.signals, now)
+
+
+def _columns_rows(msg: Any, now: int) -> np.ndarray:
+    """The subscriber's rows of a SignalColumns that arrived at ``now``."""
+    n = len(msg.stock_id)
+    rows = np.zeros((n, ROW), np.int64)
+    rows[:, 0] = now
+    for col, field in enumerate(("stock_id", "window_version", "received_us", "tier"), start=1):
+        rows[:, col] = getattr(msg, field)
+    rows[:, 5] = np.asarray(msg.feature_age_ms) * 1000
+    if len(msg.hops_us):
+        rows[:, 6:] = np.asarray(msg.hops_us, np.int64).reshape(n, len(HOPS))
+    return np.concatenate([rows, _signal_rows(msg.others, now)]) if len(msg.others) else rows
 
 
 def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, float]:
@@ -87,9 +112,11 @@ def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, floa
 
 
 class Subscriber:
-    """Every pushed signal, timed on arrival (a thread of this process)."""
+    """Every pushed signal, timed on arrival (a thread of this process), from SubscribeColumns
+    (``columns``: each message's columns read as arrays, as a trading engine would) or
+    SubscribeBatches (``batches``: one Signal message per signal)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, fmt: str = "columns") -> None:
         import grpc
 
         from rtvol.proto.v1 import signals_pb2 as pb
@@ -97,10 +124,12 @@ class Subscriber:
 
         self.channel = grpc.insecure_channel(target)
         request = pb.SubscribeRequest(all=True, hops=True)
-        self.stream = pb_grpc.SignalsStub(self.channel).SubscribeBatches(request)
-        # arrived, stock, version, received, tier, µs from receipt to the gateway's write, then
-        # the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
-        self.rows: list[tuple[int, ...]] = []
+        stub = pb_grpc.SignalsStub(self.channel)
+        self.stream = stub.SubscribeColumns(request) if fmt == "columns" else stub.SubscribeBatches(request)
+        self.decode = _columns_rows if fmt == "columns" else _batch_rows
+        # per signal: arrived, stock, version, received, tier, µs from receipt to the gateway's
+        # write, then the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
+        self.blocks: list[np.ndarray] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -108,15 +137,12 @@ class Subscriber:
         import grpc
 
         with contextlib.suppress(grpc.RpcError):  # cancelled at the end
-            for batch in self.stream:
-                now = time.time_ns() // 1000
-                self.rows.extend((now, sig.stock_id, sig.window_version, sig.received_us, sig.tier,
-                                  int(sig.feature_age_ms * 1000), *(sig.hops_us or NO_HOPS))
-                                 for sig in batch.signals)
+            for msg in self.stream:
+                self.blocks.append(self.decode(msg, time.time_ns() // 1000))
 
     def take(self) -> np.ndarray:
-        rows, self.rows = self.rows, []
-        return np.array(rows, np.int64).reshape(-1, 6 + len(HOPS))
+        blocks, self.blocks = self.blocks, []
+        return np.concatenate(blocks) if blocks else np.zeros((0, ROW), np.int64)
 
     def take_tiers(self) -> np.ndarray:
         """Arrival (µs), stock and tier of each signal pushed since the last take."""
@@ -183,6 +209,17 @@ def _tier1_summary(before: dict[str, float], after: dict[str, float]) -> dict[st
         if d.get(f"{part}_count"):
             out[f"{part}_ms"] = round(d[f"{part}_sum"] / d[f"{part}_count"] * 1e3, 2)
     return out
+
+
+@contextlib.contextmanager
+def subscribed(target: str, fmt: str) -> Iterator[Subscriber]:
+    """A Subscribe client for one feed, registered before the feed starts."""
+    sub = Subscriber(target, fmt)
+    try:
+        time.sleep(0.3)  # the subscription is registered before the first signal
+        yield sub
+    finally:
+        sub.close()
 
 
 def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str,
@@ -331,9 +368,10 @@ def verdicts(reports: list[dict[str, Any]], gpu: bool, loss: dict[str, Any] | No
 def table(report: dict[str, Any]) -> str:
     lines = [f"{'mode':<9}{'':<22}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'n':>9}"]
     for r in report["modes"]:
+        lines.append(r["mode"])
         for what in ("tick_to_signal", "send_to_signal", "tick_to_gateway_write"):
             s = r[what]
-            lines.append(f"{r['mode']:<9}{what:<22}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
+            lines.append(f"{'':<9}{what:<22}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['p99_9_ms']:>10.2f}"
                          f"{s['n']:>9}")
         hops = r["hops"]
         for what in (*HOPS[1:], "arrived"):
@@ -366,12 +404,13 @@ def table(report: dict[str, Any]) -> str:
                              f"(ratio {i['messages_per_s'] / max(floor['messages_per_s'], 1):.2f})")
     if (loss := report.get("sidecar_loss")) is not None:
         lines.append(sidecar_loss.summary(loss))
-    lines += ["", f"{'target':<74}{'value':>10}{'limit':>9}  result"]
+    width = max([74, *(len(v["target"]) + 1 for v in report["targets"])])
+    lines += ["", f"{'target':<{width}}{'value':>12}{'limit':>9}  result"]
     for v in report["targets"]:
         result = "met" if v["met"] else "NOT MET"
         if not v["at_target_load"]:
             result += " (below the target's load)"
-        lines.append(f"{v['target']:<74}{v['value']!s:>10}{v['limit']!s:>9}  {result}")
+        lines.append(f"{v['target']:<{width}}{v['value']!s:>12}{v['limit']!s:>9}  {result}")
     return "\n".join(lines)
 
 
@@ -412,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--transports", default="grpc",
                    help="grpc and/or stream (the framed Ingest stream), comma-separated: each mode runs "
                         "once per transport, in this order")
+    p.add_argument("--subscribe", default="columns",
+                   help="the Subscribe client's stream: columns (SubscribeColumns) and/or batches "
+                        "(SubscribeBatches, one Signal message a signal), comma-separated: each mode "
+                        "runs once per stream, \"-batches\" appended to its name")
     p.add_argument("--speedup", type=float, default=100.0,
                    help=f"event time / wall time: each stock closes a {STEP_SECONDS}-s step every "
                         f"{STEP_SECONDS}/speedup s")
@@ -457,7 +500,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     transports = [x.strip() for x in a.transports.split(",") if x.strip()]
     if not transports or set(transports) - {"grpc", "stream"}:
         raise SystemExit("--transports: grpc and/or stream")
-    runs = [(mode, transport) for mode in modes for transport in transports]
+    formats = [x.strip() for x in a.subscribe.split(",") if x.strip()]
+    if not formats or set(formats) - {"columns", "batches"}:
+        raise SystemExit("--subscribe: columns and/or batches")
+    runs = [(mode, transport, fmt) for mode in modes for transport in transports for fmt in formats]
     if a.feature_replicas < 1:
         raise SystemExit("--feature-replicas: at least 1")
     if a.embedded_model and a.sidecar_loss:
@@ -477,26 +523,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                               a.gateway_arg, a.feature_arg, a.model_arg,
                                                               a.workers, a.feature_replicas, a.shared_memory,
                                                               a.embedded, a.embedded_model)
-        sub = Subscriber(gateway)
-        try:
-            time.sleep(0.3)  # the subscription is registered before the first signal
-            for i, (mode, transport) in enumerate(runs):
-                name = mode if transport == "grpc" else f"{mode}-{transport}"
-                plan = FeedPlan(features[transport], a.rate, 1 if mode == "single" else a.batch, a.stocks,
-                                i * a.stocks, a.duration, a.speedup, transport)
+        for i, (mode, transport, fmt) in enumerate(runs):
+            name = "".join((mode, "-stream" * (transport == "stream"), "-batches" * (fmt == "batches")))
+            plan = FeedPlan(features[transport], a.rate, 1 if mode == "single" else a.batch, a.stocks,
+                            i * a.stocks, a.duration, a.speedup, transport)
+            with subscribed(gateway, fmt) as sub:
                 result, samples[name] = run_mode(name, plan, sub, workdir, ps.pids, http_base,
-                                                   sidecar_metrics,
-                                                   [EMBEDDED] if a.embedded else None)
-                reports.append(result)
-            if "single" in modes and a.ingest_floor:
-                single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
-                floor = ingest_floor(ps, single, workdir)
-            if a.sidecar_loss:  # last: it kills the sidecar the modes measure
-                plan = FeedPlan(features["grpc"], a.rate, a.batch, a.stocks, len(runs) * a.stocks,
-                                a.duration, a.speedup)
+                                                 sidecar_metrics, [EMBEDDED] if a.embedded else None)
+            reports.append(result)
+        if "single" in modes and a.ingest_floor:
+            single = FeedPlan(features["grpc"][:1], a.rate, 1, a.stocks, 0, a.duration, a.speedup)
+            floor = ingest_floor(ps, single, workdir)
+        if a.sidecar_loss:  # last: it kills the sidecar the modes measure
+            plan = FeedPlan(features["grpc"], a.rate, a.batch, a.stocks, len(runs) * a.stocks,
+                            a.duration, a.speedup)
+            with subscribed(gateway, "columns") as sub:
                 loss = sidecar_loss.run(ps, plan, sub.take_tiers, http_base, workdir)
-        finally:
-            sub.close()
     finally:
         ps.stop()
         shm.remove_local_dir(workdir)

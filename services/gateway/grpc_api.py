@@ -14,6 +14,7 @@ from rtvol.featurestore import now_us
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 from rtvol.services.gateway import metrics, validation
+from rtvol.services.gateway.columns import to_columns
 from rtvol.services.gateway.hub import Hub, Subscription
 from rtvol.services.gateway.predictor import Predictor
 from rtvol.services.gateway.signal import Signal
@@ -101,13 +102,29 @@ class SignalsServicer(pb_grpc.SignalsServicer):
         finally:
             self.hub.unsubscribe(sub)
 
+    async def SubscribeColumns(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[pb.SignalColumns]:
+        sub = self._subscribe(request)
+        try:
+            while (waiting := await sub.take()) is not None:
+                now = now_us()
+                _observe_pushed(waiting, now)
+                yield to_columns(waiting, now, sub.hops)
+        finally:
+            self.hub.unsubscribe(sub)
 
-def _pushed(signals: list[Signal], now: int, hops: bool = False) -> list[pb.Signal]:
-    """The messages of pushed signals, their tick-to-signal observed as they leave (at once:
-    a pipeline batch pushes hundreds); with ``hops`` each carries the pipeline's hops, this
-    push the last (rtvol/pipeline_hops.py)."""
+
+def _observe_pushed(signals: list[Signal], now: int) -> None:
+    """The tick-to-signal of pushed signals, observed as they leave (at once: a pipeline batch
+    pushes hundreds)."""
     received = np.fromiter((sig.received_us for sig in signals), np.int64, len(signals))
     observe_many(metrics.TICK_TO_SIGNAL, np.maximum(0, now - received[received > 0]) / 1e6)
+
+
+def _pushed(signals: list[Signal], now: int, hops: bool = False) -> list[pb.Signal]:
+    """The messages of pushed signals; with ``hops`` each carries the pipeline's hops, this
+    push the last (rtvol/pipeline_hops.py)."""
+    _observe_pushed(signals, now)
     msgs = [sig.to_proto(now) for sig in signals]
     if hops:
         for sig, msg in zip(signals, msgs, strict=True):

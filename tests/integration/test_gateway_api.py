@@ -3,6 +3,7 @@ sidecar: REST and gRPC answers, pre-computed signals and pushes, bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ import onnxruntime as ort
 import pytest
 from helpers import feed, procs
 from helpers.store import stored_windows
+from helpers.subscribe import collecting
 
+from rtvol.pipeline_hops import HOPS
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
 from rtvol.repository import version_dir
@@ -110,6 +113,39 @@ def test_grpc_predict_stream_subscribe_and_cached_signals(stack: Stack, tiny_dat
     assert hit["signals"][0]["rv"] == cached["rv"]
     assert _metric(stack, 'rtvol_gateway_memory_answers_total{result="current"}') == before + 1
     assert stack.http.get("/v1/signals/7").status_code == 404  # a known stock never fed
+
+
+def test_subscribe_columns_pushes_the_signals_subscribe_pushes(stack: Stack, tiny_data: Path) -> None:
+    """The columnar stream and the per-signal stream, open together, get the same numbers for
+    every (stock, window version) both saw."""
+    with grpc.insecure_channel(stack.grpc) as ch:
+        stub = pb_grpc.SignalsStub(ch)
+        columns = stub.SubscribeColumns(pb.SubscribeRequest(all=True, hops=True), timeout=30)
+        got: dict[tuple[int, int], tuple[float, ...]] = {}
+        hop_runs: list[bool] = []  # per message: one run of hops a signal
+
+        def collect() -> None:
+            with contextlib.suppress(grpc.RpcError):  # cancelled below
+                for msg in columns:
+                    for i, sid in enumerate(msg.stock_id):
+                        got[sid, msg.window_version[i]] = (msg.rv[i], *msg.direction[3 * i:3 * i + 3],
+                                                           msg.momentum[i], msg.tier[i])
+                    hop_runs.append(len(msg.hops_us) == len(HOPS) * len(msg.stock_id))
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+        with collecting(ch, [0, 1, 2, 3]) as pushed:
+            assert procs.wait_until(lambda: len({s for s, _ in got}) >= 4 or _feed_once(stack, tiny_data),
+                                    20, 0.5)
+            assert procs.wait_until(lambda: {s.stock_id for s in pushed} >= {0, 1, 2, 3}, 10)
+        columns.cancel()
+        reader.join(10)
+    both = [(s, (s.rv, s.direction.down, s.direction.flat, s.direction.up, s.momentum, s.tier))
+            for s in pushed if (s.stock_id, s.window_version) in got]
+    assert both, "no (stock, window version) pushed on both streams"
+    assert hop_runs and all(hop_runs)
+    for sig, numbers in both:
+        assert got[sig.stock_id, sig.window_version] == numbers
 
 
 _fed = iter(range(3, 40))
@@ -209,10 +245,11 @@ def test_reject_metrics_are_labelled_by_route_template_not_raw_path(stack: Stack
     assert not any("not-a-number" in r for r in routes), routes
 
 
-def test_subscribe_with_too_many_ids_is_invalid_argument(stack: Stack) -> None:
+@pytest.mark.parametrize("method", ["Subscribe", "SubscribeBatches", "SubscribeColumns"])
+def test_subscribe_with_too_many_ids_is_invalid_argument(stack: Stack, method: str) -> None:
     with grpc.insecure_channel(stack.grpc) as ch, pytest.raises(grpc.RpcError) as err:
         request = pb.SubscribeRequest(stock_ids=range(17))
-        next(iter(pb_grpc.SignalsStub(ch).Subscribe(request, timeout=10)))
+        next(iter(getattr(pb_grpc.SignalsStub(ch), method)(request, timeout=10)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (err.value.details() or "").startswith("stock_ids")
 

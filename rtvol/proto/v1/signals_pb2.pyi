@@ -78,6 +78,38 @@ class SignalBatch(_message.Message):
     signals: _containers.RepeatedCompositeFieldContainer[Signal]
     def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
 
+class SignalColumns(_message.Message):
+    __slots__ = ("stock_id", "rv", "direction", "momentum", "tier", "feature_age_ms", "stale", "window_version", "received_us", "name", "models", "versions", "hops_us", "others")
+    STOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    RV_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_US_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    HOPS_US_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_FIELD_NUMBER: _ClassVar[int]
+    stock_id: _containers.RepeatedScalarFieldContainer[int]
+    rv: _containers.RepeatedScalarFieldContainer[float]
+    direction: _containers.RepeatedScalarFieldContainer[float]
+    momentum: _containers.RepeatedScalarFieldContainer[float]
+    tier: _containers.RepeatedScalarFieldContainer[int]
+    feature_age_ms: _containers.RepeatedScalarFieldContainer[float]
+    stale: _containers.RepeatedScalarFieldContainer[bool]
+    window_version: _containers.RepeatedScalarFieldContainer[int]
+    received_us: _containers.RepeatedScalarFieldContainer[int]
+    name: _containers.RepeatedScalarFieldContainer[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    hops_us: _containers.RepeatedScalarFieldContainer[int]
+    others: _containers.RepeatedCompositeFieldContainer[Signal]
+    def __init__(self, stock_id: _Optional[_Iterable[int]] = ..., rv: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ..., momentum: _Optional[_Iterable[float]] = ..., tier: _Optional[_Iterable[int]] = ..., feature_age_ms: _Optional[_Iterable[float]] = ..., stale: _Optional[_Iterable[bool]] = ..., window_version: _Optional[_Iterable[int]] = ..., received_us: _Optional[_Iterable[int]] = ..., name: _Optional[_Iterable[int]] = ..., models: _Optional[_Iterable[str]] = ..., versions: _Optional[_Iterable[str]] = ..., hops_us: _Optional[_Iterable[int]] = ..., others: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ...) -> None: ...
+
 class SubscribeRequest(_message.Message):
     __slots__ = ("stock_ids", "all", "hops")
     STOCK_IDS_FIELD_NUMBER: _ClassVar[int]
