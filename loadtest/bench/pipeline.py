@@ -127,6 +127,7 @@ class Subscriber:
         stub = pb_grpc.SignalsStub(self.channel)
         self.stream = stub.SubscribeColumns(request) if fmt == "columns" else stub.SubscribeBatches(request)
         self.decode = _columns_rows if fmt == "columns" else _batch_rows
+        self.ended = ""  # how the stream ended before it was cancelled (an error), if it did
         # per signal: arrived, stock, version, received, tier, µs from receipt to the gateway's
         # write, then the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
         self.blocks: list[np.ndarray] = []
@@ -136,9 +137,13 @@ class Subscriber:
     def _run(self) -> None:
         import grpc
 
-        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+        try:
             for msg in self.stream:
                 self.blocks.append(self.decode(msg, time.time_ns() // 1000))
+            self.ended = "ended by the gateway"
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:  # cancelled at the end: expected
+                self.ended = f"{e.code().name}: {e.details()}"
 
     def take(self) -> np.ndarray:
         blocks, self.blocks = self.blocks, []
@@ -245,6 +250,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
         return all(seen.get(s, -1) >= v for s, v in final.items())
 
     settled = wait_until(current, 5, 0.05)
+    behind = sum(seen.get(s, -1) < v for s, v in final.items())
     spent = {k: v - cpu_before.get(k, v) for k, v in cpu_seconds(pids).items()}
     features = features or feature_names(len(plan.targets))
     cpu = {k: round(v, 2) for k, v in spent.items()}
@@ -275,6 +281,7 @@ def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: di
         "signals": len(rows),
         "tier1_share": round(float((tier == 1).mean()), 4) if len(rows) else None,
         "steps_closed": len(sent), "steps_with_own_signal": len(own), "every_stock_current": bool(settled),
+        "stocks_behind": behind, "subscription_ended": sub.ended,
         "ingest": ingest_figures(fed, plan, spent, features),
         "cpu_s": cpu, "shadow": shadow, "tier1": _tier1_summary(tier1_before, tier1_after)}
     return report, (arrived - received) / 1000
@@ -390,6 +397,9 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"{'':<9}per feature replica: " + "; ".join(
                 f"{n}: {x['messages_per_s']:,} msg/s, {x['updates']:,} accepted, "
                 f"{x['feature_cpu_us_per_message']} µs CPU a message" for n, x in enumerate(i["replicas"])))
+        if not r["every_stock_current"] or r.get("subscription_ended"):
+            lines.append(f"{'':<9}{r.get('stocks_behind')} stocks without their last window's signal 5 s after "
+                         f"the feed; the subscription {r.get('subscription_ended') or 'stayed open'}")
         lines.append(f"{'':<9}tier-1 batches {r['tier1']}")
         lines.append(f"{'':<9}shadow {r['shadow']}")
     if (floor := report.get("ingest_floor")) is not None:
