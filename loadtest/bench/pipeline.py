@@ -398,8 +398,8 @@ def table(report: dict[str, Any]) -> str:
                 f"{n}: {x['messages_per_s']:,} msg/s, {x['updates']:,} accepted, "
                 f"{x['feature_cpu_us_per_message']} µs CPU a message" for n, x in enumerate(i["replicas"])))
         if not r["every_stock_current"] or r.get("subscription_ended"):
-            lines.append(f"{'':<9}{r.get('stocks_behind')} stocks without their last window's signal 5 s after "
-                         f"the feed; the subscription {r.get('subscription_ended') or 'stayed open'}")
+            lines.append(f"{'':<9}{r.get('stocks_behind')} stocks without their last window's signal 5 s "
+                         f"after the feed; the subscription {r.get('subscription_ended') or 'stayed open'}")
         lines.append(f"{'':<9}tier-1 batches {r['tier1']}")
         lines.append(f"{'':<9}shadow {r['shadow']}")
     if (floor := report.get("ingest_floor")) is not None:
