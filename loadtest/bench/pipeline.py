@@ -131,6 +131,7 @@ class Subscriber:
         # per signal: arrived, stock, version, received, tier, µs from receipt to the gateway's
         # write, then the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
         self.blocks: list[np.ndarray] = []
+        self._lock = threading.Lock()  # the reader appends while take() swaps the list
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -139,14 +140,19 @@ class Subscriber:
 
         try:
             for msg in self.stream:
-                self.blocks.append(self.decode(msg, time.time_ns() // 1000))
+                block = self.decode(msg, time.time_ns() // 1000)
+                # not self.blocks.append(self.decode(...)): that binds the list before decoding, and
+                # a take() meanwhile swaps it out, losing the block (whole bursts of signals)
+                with self._lock:
+                    self.blocks.append(block)
             self.ended = "ended by the gateway"
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:  # cancelled at the end: expected
                 self.ended = f"{e.code().name}: {e.details()}"
 
     def take(self) -> np.ndarray:
-        blocks, self.blocks = self.blocks, []
+        with self._lock:
+            blocks, self.blocks = self.blocks, []
         return np.concatenate(blocks) if blocks else np.zeros((0, ROW), np.int64)
 
     def take_tiers(self) -> np.ndarray:
