@@ -27,11 +27,11 @@ from rtvol import config, rpc, telemetry, tls
 from rtvol.services.embedded_model import InProcessModel
 from rtvol.services.feature import main as feature
 from rtvol.services.feature.settings import FeatureSettings
-from rtvol.services.feature.watch import WatchStream
 from rtvol.services.gateway import main as gateway
 from rtvol.services.gateway.settings import GatewaySettings
 from rtvol.services.model.main import Models
 from rtvol.services.model.settings import ModelSettings
+from rtvol.watch_stream import WatchStream
 
 SEPARATOR = "--gateway"
 MODEL = "--model"

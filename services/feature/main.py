@@ -27,7 +27,8 @@ from rtvol.services.feature.stream import IngestStreamServer
 from rtvol.services.feature.ticklog import TickLog
 from rtvol.services.feature.volatility import VolEstimator
 from rtvol.services.feature.vwap import Vwap
-from rtvol.services.feature.watch import WatchStream, WindowFeed
+from rtvol.services.feature.watch import WindowFeed
+from rtvol.watch_stream import WatchStream
 
 log = logging.getLogger("rtvol.feature")
 # Ingest only from feeders; reads (the gateway's /v1/universe) from services and operators

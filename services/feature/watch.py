@@ -41,7 +41,7 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -54,8 +54,6 @@ from rtvol.services.feature import metrics
 from rtvol.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
-# WindowFeed.stream: (acknowledgements in, rows, shard) -> batches out
-WatchStream = Callable[[AsyncIterator[pb.WatchAck], bool, tuple[int, int]], AsyncIterator[pb.WindowBatch]]
 
 
 class Watcher:

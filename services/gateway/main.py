@@ -36,7 +36,8 @@ from rtvol.services.gateway.tier2 import LocalModel, allowance_per_window_s
 from rtvol.services.gateway.tier3 import VolCache
 from rtvol.services.gateway.universe import Universe
 from rtvol.services.gateway.versions import VersionFollower, served_version
-from rtvol.services.gateway.watch import LocalWatch, WindowWatch, follow_all, wait_connected
+from rtvol.services.gateway.watch import WindowWatch, follow_all, wait_connected
+from rtvol.watch_stream import WatchStream
 
 log = logging.getLogger("rtvol.gateway")
 READERS = frozenset({auth.ENGINE, auth.OPERATOR})
@@ -79,7 +80,7 @@ def _per_window_s(s: GatewaySettings, local: LocalModel) -> float:
 
 
 async def serve(s: GatewaySettings, store: FeatureStore | None = None,
-                shutdown: asyncio.Event | None = None, local_watch: dict[int, LocalWatch] | None = None,
+                shutdown: asyncio.Event | None = None, local_watch: dict[int, WatchStream] | None = None,
                 local_model: ModelClient | None = None) -> None:
     """``store``, ``shutdown`` and ``local_watch`` are given when the feature service shares the
     process (services/embedded.py): its in-process store, one drain signal for both, and by

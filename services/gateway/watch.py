@@ -19,7 +19,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -31,10 +31,9 @@ from rtvol.rpc import MAX_MESSAGE_BYTES
 from rtvol.services.gateway import metrics
 from rtvol.services.gateway.memory import WindowMemory
 from rtvol.tasks import BackgroundTask
+from rtvol.watch_stream import WatchStream
 
 log = logging.getLogger(__name__)
-# the feature service's WindowFeed.stream in this process: (acknowledgements, rows, shard) -> batches
-LocalWatch = Callable[[AsyncIterator[fpb.WatchAck], bool, tuple[int, int]], AsyncIterator[fpb.WindowBatch]]
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 
@@ -42,7 +41,8 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 class WindowWatch:
     def __init__(self, feature_url: str, memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
                  api_key: str = "", retry_s: float = 0.2, replica: int = 0, replicas: int = 1,
-                 rows: bool = True, shard: tuple[int, int] = (0, 1), local: LocalWatch | None = None) -> None:
+                 rows: bool = True, shard: tuple[int, int] = (0, 1),
+                 local: WatchStream | None = None) -> None:
         """``rows``: take windows as their newest rows (rtvol/window_rows.py), not whole.
         ``shard``: (index, count) of the gateway worker: it follows only those stocks.
         ``local``: the replica's Watch stream in this process (followed instead of ``feature_url``)."""
@@ -127,7 +127,7 @@ class _LocalCall:
     service's own messages, read before the next is produced (the stream stamps each as it
     yields it)."""
 
-    def __init__(self, stream: LocalWatch, rows: bool, shard: tuple[int, int]) -> None:
+    def __init__(self, stream: WatchStream, rows: bool, shard: tuple[int, int]) -> None:
         self._acks: asyncio.Queue[fpb.WatchAck | None] = asyncio.Queue()
         self._batches = stream(self._read_acks(), rows, shard)
         self._closing: asyncio.Task[None] | None = None
@@ -196,7 +196,7 @@ class _Acks:
 
 def follow_all(urls: list[str], memory: WindowMemory, client_tls: tls.ClientTLS | None = None,
                api_key: str = "", rows: bool = True, shard: tuple[int, int] = (0, 1),
-               local: dict[int, LocalWatch] | None = None) -> list[WindowWatch]:
+               local: dict[int, WatchStream] | None = None) -> list[WindowWatch]:
     """One WindowWatch per feature replica (``urls`` in ordinal order), into one memory;
     ``local``: by ordinal, the replicas in this process, followed there."""
     return [WindowWatch(url, memory, client_tls, api_key, replica=i, replicas=len(urls), rows=rows,
