@@ -19,3 +19,4 @@ from __future__ import annotations
 
 HOPS = ("received", "applied", "stored", "sent", "held", "formed", "call_start", "call_end", "settled",
         "published", "pushed")
+NO_HOPS = (0,) * len(HOPS)  # a signal's hops where none are known (a redo, another worker's shard)

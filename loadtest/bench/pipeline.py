@@ -40,15 +40,12 @@ verdict (and whether the run's rate and universe reach the target's conditions).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +58,7 @@ from rtvol.loadtest.bench import sidecar_loss
 from rtvol.loadtest.bench.harness import Processes, cpu_seconds, has_gpu, metric_samples, run_info
 from rtvol.loadtest.bench.pipeline_feed import FeedPlan, build, run_feeder
 from rtvol.loadtest.bench.pipeline_stack import EMBEDDED, feature_names, start
+from rtvol.loadtest.bench.pipeline_subscriber import Subscriber, subscribed
 from rtvol.localproc import free_port, grpc_ready, wait_until
 from rtvol.pipeline_hops import HOPS
 
@@ -70,32 +68,6 @@ TARGET_RATE, TARGET_STOCKS = 50_000, 500
 GPU_LARGE_RATE, GPU_LARGE_STOCKS, GPU_LARGE_P99_MS = 200_000, 8_000, 5.0
 TIER1_SHARE, INGEST_MESSAGES = 0.99, 20_000
 SIDECAR_LOSS_FAILED, SIDECAR_LOSS_TIER1_BACK_S = 0, 5.0  # nothing lost; tier 1 back within 5 s
-NO_HOPS = (0,) * len(HOPS)
-ROW = 6 + len(HOPS)  # the subscriber's numbers a signal
-
-
-def _signal_rows(signals: Any, now: int) -> np.ndarray:
-    return np.array([(now, sig.stock_id, sig.window_version, sig.received_us, sig.tier,
-                      int(sig.feature_age_ms * 1000), *(sig.hops_us or NO_HOPS)) for sig in signals],
-                    np.int64).reshape(-1, ROW)
-
-
-def _batch_rows(batch: Any, now: int) -> np.ndarray:
-    """The subscriber's rows of a SignalBatch that arrived at ``now``."""
-    return _signal_rows(batch.signals, now)
-
-
-def _columns_rows(msg: Any, now: int) -> np.ndarray:
-    """The subscriber's rows of a SignalColumns that arrived at ``now``."""
-    n = len(msg.stock_id)
-    rows = np.zeros((n, ROW), np.int64)
-    rows[:, 0] = now
-    for col, field in enumerate(("stock_id", "window_version", "received_us", "tier"), start=1):
-        rows[:, col] = getattr(msg, field)
-    rows[:, 5] = np.asarray(msg.feature_age_ms) * 1000
-    if len(msg.hops_us):
-        rows[:, 6:] = np.asarray(msg.hops_us, np.int64).reshape(n, len(HOPS))
-    return np.concatenate([rows, _signal_rows(msg.others, now)]) if len(msg.others) else rows
 
 
 def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, float]:
@@ -111,58 +83,6 @@ def ingest_floor(ps: Processes, plan: FeedPlan, workdir: Path) -> dict[str, floa
             "cpu_us_per_message": round(spent / messages * 1e6, 1)}
 
 
-class Subscriber:
-    """Every pushed signal, timed on arrival (a thread of this process), from SubscribeColumns
-    (``columns``: each message's columns read as arrays, as a trading engine would) or
-    SubscribeBatches (``batches``: one Signal message per signal)."""
-
-    def __init__(self, target: str, fmt: str = "columns") -> None:
-        import grpc
-
-        from rtvol.proto.v1 import signals_pb2 as pb
-        from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
-
-        self.channel = grpc.insecure_channel(target)
-        request = pb.SubscribeRequest(all=True, hops=True)
-        stub = pb_grpc.SignalsStub(self.channel)
-        self.stream = stub.SubscribeColumns(request) if fmt == "columns" else stub.SubscribeBatches(request)
-        self.decode = _columns_rows if fmt == "columns" else _batch_rows
-        self.ended = ""  # how the stream ended before it was cancelled (an error), if it did
-        # per signal: arrived, stock, version, received, tier, µs from receipt to the gateway's
-        # write, then the pipeline's hops (rtvol/pipeline_hops.py; zeros for a signal without them)
-        self.blocks: list[np.ndarray] = []
-        self._lock = threading.Lock()  # the reader appends while take() swaps the list
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import grpc
-
-        try:
-            for msg in self.stream:
-                block = self.decode(msg, time.time_ns() // 1000)
-                # not self.blocks.append(self.decode(...)): that binds the list before decoding, and
-                # a take() meanwhile swaps it out, losing the block (whole bursts of signals)
-                with self._lock:
-                    self.blocks.append(block)
-            self.ended = "ended by the gateway"
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:  # cancelled at the end: expected
-                self.ended = f"{e.code().name}: {e.details()}"
-
-    def take(self) -> np.ndarray:
-        with self._lock:
-            blocks, self.blocks = self.blocks, []
-        return np.concatenate(blocks) if blocks else np.zeros((0, ROW), np.int64)
-
-    def take_tiers(self) -> np.ndarray:
-        """Arrival (µs), stock and tier of each signal pushed since the last take."""
-        return self.take()[:, [0, 1, 4]]
-
-    def close(self) -> None:
-        self.stream.cancel()
-        self.thread.join(10)
-        self.channel.close()
 
 
 def _ms(h: Any) -> dict[str, float]:
@@ -222,15 +142,6 @@ def _tier1_summary(before: dict[str, float], after: dict[str, float]) -> dict[st
     return out
 
 
-@contextlib.contextmanager
-def subscribed(target: str, fmt: str) -> Iterator[Subscriber]:
-    """A Subscribe client for one feed, registered before the feed starts."""
-    sub = Subscriber(target, fmt)
-    try:
-        time.sleep(0.3)  # the subscription is registered before the first signal
-        yield sub
-    finally:
-        sub.close()
 
 
 def run_mode(name: str, plan: FeedPlan, sub: Subscriber, workdir: Path, pids: dict[str, int], http_base: str,

@@ -4,11 +4,9 @@ gateway's loop and a few array reads in the client, not hundreds of messages eac
 
 from __future__ import annotations
 
-from rtvol.pipeline_hops import HOPS
+from rtvol.pipeline_hops import NO_HOPS
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.services.gateway.signal import Signal
-
-_NO_HOPS = (0,) * len(HOPS)  # a signal without hops (a redo, another shard's), as Subscribe has none
 
 
 def is_model(sig: Signal) -> bool:
@@ -39,6 +37,6 @@ def to_columns(signals: list[Signal], now_us: int, hops: bool = False) -> pb.Sig
                 stamps += s.hops_us
                 stamps.append(now_us)
             else:
-                stamps += _NO_HOPS
+                stamps += NO_HOPS  # as Subscribe, which gives such a signal none
         msg.hops_us.extend(stamps)
     return msg

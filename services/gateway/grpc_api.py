@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from contextvars import Token
 
 import grpc
@@ -83,48 +84,47 @@ class SignalsServicer(pb_grpc.SignalsServicer):
                                "(set all = true for every stock)", "too_many_ids")
         return self.hub.subscribe(None if request.all else frozenset(request.stock_ids), request.hops)
 
-    async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
-                        ) -> AsyncIterator[pb.Signal]:
+    @contextlib.contextmanager
+    def _subscribed(self, request: pb.SubscribeRequest) -> Iterator[Subscription]:
+        """The stream's subscription, taken off the hub when the stream ends however it ends."""
         sub = self._subscribe(request)
         try:
-            while (waiting := await sub.take()) is not None:
-                for msg in _pushed(waiting, now_us(), sub.hops):
-                    yield msg
+            yield sub
         finally:
             self.hub.unsubscribe(sub)
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[pb.Signal]:
+        with self._subscribed(request) as sub:
+            while (waiting := await sub.take()) is not None:
+                for msg in _pushed(waiting, _leaving(waiting), sub.hops):
+                    yield msg
 
     async def SubscribeBatches(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.SignalBatch]:
-        sub = self._subscribe(request)
-        try:
+        with self._subscribed(request) as sub:
             while (waiting := await sub.take()) is not None:
-                yield pb.SignalBatch(signals=_pushed(waiting, now_us(), sub.hops))
-        finally:
-            self.hub.unsubscribe(sub)
+                yield pb.SignalBatch(signals=_pushed(waiting, _leaving(waiting), sub.hops))
 
     async def SubscribeColumns(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                                ) -> AsyncIterator[pb.SignalColumns]:
-        sub = self._subscribe(request)
-        try:
+        with self._subscribed(request) as sub:
             while (waiting := await sub.take()) is not None:
-                now = now_us()
-                _observe_pushed(waiting, now)
-                yield to_columns(waiting, now, sub.hops)
-        finally:
-            self.hub.unsubscribe(sub)
+                yield to_columns(waiting, _leaving(waiting), sub.hops)
 
 
-def _observe_pushed(signals: list[Signal], now: int) -> None:
-    """The tick-to-signal of pushed signals, observed as they leave (at once: a pipeline batch
-    pushes hundreds)."""
+def _leaving(signals: list[Signal]) -> int:
+    """Now (wall µs), as ``signals`` are pushed: their tick-to-signal observed (at once: a
+    pipeline batch pushes hundreds)."""
+    now = now_us()
     received = np.fromiter((sig.received_us for sig in signals), np.int64, len(signals))
     observe_many(metrics.TICK_TO_SIGNAL, np.maximum(0, now - received[received > 0]) / 1e6)
+    return now
 
 
 def _pushed(signals: list[Signal], now: int, hops: bool = False) -> list[pb.Signal]:
-    """The messages of pushed signals; with ``hops`` each carries the pipeline's hops, this
-    push the last (rtvol/pipeline_hops.py)."""
-    _observe_pushed(signals, now)
+    """The messages of signals pushed at ``now``; with ``hops`` each carries the pipeline's
+    hops, this push the last (rtvol/pipeline_hops.py)."""
     msgs = [sig.to_proto(now) for sig in signals]
     if hops:
         for sig, msg in zip(signals, msgs, strict=True):

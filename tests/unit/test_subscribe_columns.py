@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from rtvol.loadtest.bench.pipeline import _batch_rows, _columns_rows
+from rtvol.loadtest.bench.pipeline_subscriber import batch_rows, columns_rows
 from rtvol.pipeline_hops import HOPS
 from rtvol.proto.v1 import signals_pb2 as pb
 from rtvol.services.gateway.columns import to_columns
@@ -54,11 +54,11 @@ def test_the_bench_client_reads_both_streams_alike() -> None:
     signals = _signals()[:3]  # the client counts model signals and tier 3; errors have no stock row
     columns = pb.SignalColumns.FromString(to_columns(signals, NOW, hops=True).SerializeToString())
     batch = pb.SignalBatch.FromString(pb.SignalBatch(signals=_pushed(signals, NOW, True)).SerializeToString())
-    from_columns, from_batch = _columns_rows(columns, NOW + 7), _batch_rows(batch, NOW + 7)
+    from_columns, from_batch = columns_rows(columns, NOW + 7), batch_rows(batch, NOW + 7)
     assert from_columns.tolist() == from_batch.tolist() and len(from_columns) == 3
     assert from_columns[:, 1].tolist() == [5, 9, 11]
 
 
 def test_an_empty_burst_is_an_empty_message() -> None:
     msg = to_columns([], NOW, hops=True)
-    assert msg.ByteSize() == 0 and len(_columns_rows(msg, NOW)) == 0
+    assert msg.ByteSize() == 0 and len(columns_rows(msg, NOW)) == 0
