@@ -14,6 +14,8 @@ from typing import Any, Self, TypeVar
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from rtvol.eventloop import EventLoop
+
 
 class SecuritySettings(BaseSettings):
     """Credentials and TLS (rtvol/auth.py, rtvol/tls.py); all empty: open plaintext, the local default."""
@@ -57,6 +59,8 @@ class ServiceSettings(SecuritySettings):
     """On SIGTERM: stop taking new work, finish in-flight requests for at most this long."""
     freeze_gc: bool = False
     """gc.freeze() after warm-up, so long-lived objects leave the collector's generations."""
+    event_loop: EventLoop = "uvloop"
+    """uvloop (libuv, lower cost a loop turn) or asyncio (the standard library's selector loop)."""
 
     @model_validator(mode="after")
     def _no_negative_seconds_or_rates(self) -> Self:

@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from rtvol import config, rpc, telemetry, tls
+from rtvol import config, eventloop, rpc, telemetry, tls
 from rtvol.services.embedded_model import InProcessModel
 from rtvol.services.feature import main as feature
 from rtvol.services.feature.settings import FeatureSettings
@@ -94,4 +94,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         ModelSettings, model_args, f"rtvol serve embedded ... {SEPARATOR} ... {MODEL} [MODEL FLAGS]")
     telemetry.bootstrap("rtvol-embedded", fs.log_level,
                         [(fs.host, fs.metrics_port), (gs.host, gs.metrics_port)], tls.metrics(gs))
-    asyncio.run(serve(fs, gs, ms))
+    eventloop.run(serve(fs, gs, ms), gs.event_loop)

@@ -3,10 +3,11 @@ the sidecar: the transport floor that `rtvol bench model` reports ratios against
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+
+from rtvol import eventloop
 
 SERVICE = "rtvol.bench.Echo"
 UNARY = f"/{SERVICE}/Unary"
@@ -36,4 +37,4 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    eventloop.run(serve())

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
+from rtvol import eventloop
 from rtvol.services.gateway import httpserver
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     a = p.parse_args()
-    asyncio.run(uvicorn.Server(httpserver.config(create_app(), a.host, a.port, 1.0)).serve())
+    eventloop.run(uvicorn.Server(httpserver.config(create_app(), a.host, a.port, 1.0)).serve())
 
 
 if __name__ == "__main__":

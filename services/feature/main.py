@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtvol import auth, config, rpc, sharding, telemetry, tls
+from rtvol import auth, config, eventloop, rpc, sharding, telemetry, tls
 from rtvol.features.online import Limits
 from rtvol.features.online_cuda import online_state
 from rtvol.features.spec import spec_hash
@@ -142,4 +142,4 @@ async def serve(s: FeatureSettings, store: FeatureStore | None = None,
 def main(argv: Sequence[str] | None = None) -> None:
     s = config.load(FeatureSettings, argv, "rtvol serve feature")
     telemetry.bootstrap("rtvol-feature", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
-    asyncio.run(serve(s))
+    eventloop.run(serve(s), s.event_loop)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import cast
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -86,8 +87,7 @@ class _Connection(asyncio.Protocol):
         self.ending: asyncio.Task[None] | None = None  # an END waiting for read-your-writes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         if len(self.owner.connections) >= self.owner.max_connections:
             self.fail(FrameError(f"connections: at most {self.owner.max_connections} at once", "connections"))
             return

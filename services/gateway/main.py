@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from rtvol import auth, config, rpc, shm, telemetry, tls
+from rtvol import auth, config, eventloop, rpc, shm, telemetry, tls
 from rtvol.features.spec import spec_hash
 from rtvol.featurestore import FeatureStore, RedisStore, redis_client
 from rtvol.proto.v1 import signals_pb2_grpc as pb_grpc
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # a worker's --metrics-port is served by its supervisor, for all workers together
     telemetry.bootstrap("rtvol-gateway", s.log_level, [(s.host, 0 if s.worker else s.metrics_port)],
                         tls.metrics(s))
-    asyncio.run(serve(s))
+    eventloop.run(serve(s), s.event_loop)
 
 
 if __name__ == "__main__":

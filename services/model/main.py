@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from rtvol import auth, telemetry, tls
+from rtvol import auth, eventloop, telemetry, tls
 from rtvol.config import load
 from rtvol.rpc import Server
 from rtvol.services.model import backends
@@ -116,7 +116,7 @@ async def serve(s: ModelSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     s = load(ModelSettings, argv, "rtvol serve model")
     telemetry.bootstrap("rtvol-model", s.log_level, [(s.host, s.metrics_port)], tls.metrics(s))
-    asyncio.run(serve(s))
+    eventloop.run(serve(s), s.event_loop)
 
 
 if __name__ == "__main__":
