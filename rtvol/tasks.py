@@ -30,7 +30,20 @@ class BackgroundTask:
         task.cancel()
         await asyncio.wait([task], timeout=timeout_s)
         if not task.done():
-            log.error("background task %s still running %.1f s after its cancellation",
-                      task.get_name(), timeout_s)
+            where = "; ".join(f"{f.f_code.co_qualname} line {f.f_lineno}" for f in task.get_stack())
+            log.error("background task %s still running %.1f s after its cancellation, at %s",
+                      task.get_name(), timeout_s, where or "?")
         elif not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def next_round(seconds: float) -> None:
+    """The pause between rounds of a refresh loop. A stop that landed inside a round and was
+    swallowed there (a client library turning the cancellation into an error of its own, which
+    the loop's ``except Exception`` then keeps going on) still ends the loop here: the task's
+    count of cancellation requests stays up until someone uncancels it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    await asyncio.sleep(seconds)
+

@@ -6,7 +6,6 @@ several replicas each writes its own stocks' field there and a read merges them)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import numpy as np
@@ -15,7 +14,7 @@ from rtvol.features.online import OnlineState
 from rtvol.featurestore import FeatureStore, VolEstimate, now_us
 from rtvol.services.feature import metrics
 from rtvol.services.feature.estimates import ewma_vol
-from rtvol.tasks import BackgroundTask
+from rtvol.tasks import BackgroundTask, next_round
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class VolEstimator:
                 log.exception("volatility estimate refresh failed")
             if self.latest is not None:
                 metrics.VOL_AGE.set(self.latest.age_ms() / 1000.0)
-            await asyncio.sleep(self.interval_s)
+            await next_round(self.interval_s)
 
     def start(self) -> None:
         self._task.start(self._run())

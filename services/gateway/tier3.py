@@ -9,7 +9,7 @@ import math
 
 from rtvol.featurestore import FeatureStore, VolEstimate
 from rtvol.services.gateway import metrics
-from rtvol.tasks import BackgroundTask
+from rtvol.tasks import BackgroundTask, next_round
 
 log = logging.getLogger(__name__)
 MODEL = "vol_estimate"
@@ -47,7 +47,7 @@ class VolCache:
                 await self.refresh()
             except Exception as e:  # Redis down: keep the last estimate, it carries its age
                 metrics.UPSTREAM_ERRORS.labels("store_vol", type(e).__name__).inc()
-            await asyncio.sleep(self.refresh_s)
+            await next_round(self.refresh_s)
 
     def start(self) -> None:
         self._task.start(self._loop())

@@ -16,7 +16,7 @@ from rtvol.services.gateway import labels, metrics
 from rtvol.services.gateway.predictor import Predictor
 from rtvol.services.gateway.shadow import Shadow
 from rtvol.services.gateway.tier2 import LocalModel
-from rtvol.tasks import BackgroundTask
+from rtvol.tasks import BackgroundTask, next_round
 
 log = logging.getLogger(__name__)
 REFUSALS = version_policy.Refusals(lambda model, why: metrics.MODEL_REFUSED.labels(model, why).inc())
@@ -64,7 +64,7 @@ class VersionFollower:
                 await self.check()
             except Exception:  # a broken version must not stop the loaded one being served
                 log.exception("version policy check failed; keeping the loaded versions")
-            await asyncio.sleep(self.poll_s)
+            await next_round(self.poll_s)
 
     def start(self) -> None:
         self._task.start(self._run())

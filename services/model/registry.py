@@ -23,6 +23,7 @@ from rtvol.services.model.batcher import Batcher
 from rtvol.services.model.model import LoadedModel, load
 from rtvol.services.model.served import ServedWork
 from rtvol.services.model.shadow import ShadowBatcher, ShadowPolicy
+from rtvol.tasks import next_round
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Registry:
 
     async def poll_forever(self, interval_s: float) -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            await next_round(interval_s)
             try:
                 await self.sync()
             except Exception:  # a broken new version must not stop the versions being served

@@ -179,3 +179,28 @@ async def test_vol_cache_stops_when_stop_lands_right_after_a_read() -> None:
             task.cancel()
         await asyncio.sleep(0.01)
     assert done, "VolCache.stop() hung: the refresh loop swallowed its cancellation"
+
+
+class _SwallowsItsCancellation:
+    """A feature store whose volatility read turns a cancellation into an error of its own, as
+    a client library cleaning up its connection may: the refresh loop's ``except Exception``
+    takes it for an outage."""
+
+    async def read_vol(self) -> VolEstimate:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed while reading") from None
+        return VolEstimate(np.arange(2, dtype=np.int32), np.full(2, 0.01, np.float32), 1)
+
+
+async def test_vol_cache_stops_when_a_read_swallows_the_cancellation() -> None:
+    vol = VolCache(_SwallowsItsCancellation(), refresh_s=0.001, timeout_s=1.0)  # type: ignore[arg-type]
+    vol.start()
+    await asyncio.sleep(0.05)
+    task = vol._task._task
+    assert task is not None
+    stop = asyncio.create_task(vol.stop())
+    done, _ = await asyncio.wait([stop], timeout=0.5)  # BackgroundTask gives up at 1 s
+    assert done and task.done(), "VolCache.stop() hung: the read turned its cancellation into an error"
+    assert task.cancelled()
